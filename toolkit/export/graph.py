@@ -74,6 +74,7 @@ class GraphBuilder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
         self.count = 0
+        self.const_names: set[str] = set()
 
     def op(self, op_type: str, *inputs: str, n_out: int = 1, name: str | None = None, **attrs):
         self.count += 1
@@ -83,6 +84,10 @@ class GraphBuilder:
         return outs[0] if n_out == 1 else outs
 
     def const(self, name: str, value, dtype=None) -> str:
+        """A small inline constant; asking again for the same name reuses it."""
+        if name in self.const_names:
+            return name
+        self.const_names.add(name)
         arr = np.asarray(value, dtype=dtype)
         self.inits.append(onnx.numpy_helper.from_array(arr, name))
         return name

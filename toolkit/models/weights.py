@@ -104,7 +104,7 @@ class SeededWeights(WeightSource):
             return t
         std = 1.0 / math.sqrt(shape[1])
         if name.endswith(("o_proj.weight", "down_proj.weight")):
-            std /= math.sqrt(2 * len(self.spec.layers))  # keep the residual stream tame in deep models
+            std *= 0.2  # keep the residual stream tame in deep models (independent of depth, see source_layers)
         return t.mul_(std)
 
     def describe(self) -> dict:

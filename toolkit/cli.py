@@ -1,0 +1,104 @@
+"""The ``trtllm-kit`` command line: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+
+
+def user_errors(fn):
+    """Print expected errors as one line and exit 2; bugs keep their traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ToolkitError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was left half-written", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def int_list(ctx, param, value: str | None):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trtllm-kit")
+def main():
+    """Dense and pruned LLaMA models from PyTorch to TensorRT engines, with the numbers to prove it."""
+
+
+@main.command()
+@user_errors
+def models():
+    """List the model presets with their layer and parameter counts."""
+    from toolkit.models.presets import PRESETS
+
+    click.echo(f"{'preset':24} {'blocks':>6} {'params':>9}  description")
+    for name, preset in PRESETS.items():
+        spec = preset.spec()
+        n = spec.param_count()
+        size = f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
+        click.echo(f"{name:24} {spec.num_layers:>6} {size:>9}  {preset.description}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
+@click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
+              help="Output logits of the last position only, or of every position.")
+@click.option("--validate/--no-validate", default=None,
+              help="Compare with PyTorch through ONNX Runtime [default: on below 1B parameters].")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--seed", type=int, default=None, help="Weight seed for presets.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@user_errors
+def export(model, out, dtype, logits, validate, opset, seed, force):
+    """Export MODEL (a preset or a Hugging Face checkpoint directory) to ONNX with KV-cache I/O."""
+    from toolkit.export import onnx_from_model
+
+    res = onnx_from_model(model, out, dtype=dtype, last_only=logits == "last", validate=validate, opset=opset,
+                          force=force, seed=seed)
+    meta = res.metadata
+    click.echo(f"exported {meta['spec']['name']} ({meta['spec']['param_count'] / 1e6:.1f}M params, "
+               f"{meta['spec']['num_layers']} blocks, {dtype}) to {res.onnx_path} in {meta['export_seconds']:.1f}s")
+    v = meta["validation"]
+    if v and "skipped" in v:
+        click.echo(f"validation skipped: {v['skipped']}")
+    elif v:
+        click.echo(f"validation vs PyTorch (ONNX Runtime, batches {v['batches']}, left-padded, prefill + "
+                   f"{v['decode_steps']} decode steps): max abs err {v['max_abs_err']:.3g}, max rel err "
+                   f"{v['max_rel_err']:.3g}, greedy tokens {v['greedy_match']}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--drop-blocks", required=True, callback=int_list, help="Comma-separated block indices to remove.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@user_errors
+def prune(model, drop_blocks, out, dtype, force):
+    """Write a depth-pruned Hugging Face checkpoint of MODEL without the given blocks."""
+    from toolkit.prune import depth_prune
+
+    spec = depth_prune(model, drop_blocks, out, dtype=dtype, force=force)
+    click.echo(f"wrote {spec.name}: {spec.num_layers} blocks, {spec.param_count() / 1e6:.1f}M params to {out}")
+
+
+if __name__ == "__main__":
+    main()
