@@ -100,5 +100,53 @@ def prune(model, drop_blocks, out, dtype, force):
     click.echo(f"wrote {spec.name}: {spec.num_layers} blocks, {spec.param_count() / 1e6:.1f}M params to {out}")
 
 
+@main.command()
+@click.argument("onnx_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Engine directory [default: engines/<model>-<flavor>-<kv-mode>].")
+@click.option("--flavor", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True)
+@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace"]), default="auto", show_default=True,
+              help="inplace: preallocated caches updated by native KV layers (TensorRT >= 10.15, RTX).")
+@click.option("--max-batch", type=int, default=384, show_default=True)
+@click.option("--max-input", type=int, default=128, show_default=True, help="Longest prompt.")
+@click.option("--max-seq", type=int, default=640, show_default=True, help="Longest prompt + output.")
+@click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: 16].")
+@click.option("--opt-input", type=int, default=None, help="Prompt length TensorRT tunes for [default: 82].")
+@click.option("--profiles", type=click.Choice(["split", "single"]), default="split", show_default=True,
+              help="split: prefill and decode profiles; single: one profile for both.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="Builder optimization level.")
+@click.option("--workspace", type=float, default=None, help="Workspace limit in GB.")
+@click.option("--force", is_flag=True, help="Replace an existing engine directory.")
+@user_errors
+def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
+          timing_cache, opt_level, workspace, force):
+    """Build a TensorRT engine from ONNX_DIR (written by `trtllm-kit export`)."""
+    from toolkit.engine.builder import BuildOptions, default_engine_dir, engine_from_onnx
+
+    opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, max_batch=max_batch, max_input=max_input,
+                        max_seq=max_seq, opt_batch=opt_batch, opt_input=opt_input, opt_level=opt_level,
+                        workspace_gb=workspace, timing_cache=timing_cache)
+    res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir, opts), opts, force=force)
+    m = res.metadata
+    where = m["gpu"] if isinstance(m["gpu"], str) else f"{m['gpu']['name']} (cc {m['gpu']['compute_capability']})"
+    click.echo(f"built {m['flavor']} {m['trt_version']} engine ({m['kv_mode']} KV cache, {m['precision']}) "
+               f"in {m['build_seconds']:.1f}s: {res.engine_path} ({m['engine_bytes'] / 1e6:.1f} MB) for {where}")
+    if isinstance(m["gpu"], str):
+        click.echo("note: the engine was built without a GPU; it runs on compute capability 8.0/8.6/8.9/12.x")
+
+
+@main.command()
+@click.argument("engine_dir", type=click.Path())
+@click.option("--layers", is_flag=True, help="Also print TensorRT's per-layer engine information.")
+@click.option("--json", "as_json", is_flag=True, help="Print engine.json as is.")
+@user_errors
+def inspect(engine_dir, layers, as_json):
+    """Print an engine directory's metadata readably."""
+    from toolkit.engine.inspect import describe_engine
+
+    click.echo(describe_engine(engine_dir, layers=layers, as_json=as_json))
+
+
 if __name__ == "__main__":
     main()

@@ -18,7 +18,7 @@ class TensorIO:
     """One graph input or output: ``dims`` holds axis names (dynamic) or ints (static)."""
 
     name: str
-    dtype: str  # "int64" or "float" (the model dtype)
+    dtype: str  # "int64", "int32" or "float" (the model dtype)
     dims: tuple[str | int, ...]
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
@@ -52,3 +52,20 @@ def model_outputs(spec: ModelSpec, last_only: bool) -> list[TensorIO]:
 
 def axis_sizes(batch: int, seq: int, past: int) -> dict[str, int]:
     return {BATCH: batch, SEQ: seq, PAST: past, TOTAL: past + seq}
+
+
+WRITE_INDICES = "write_indices"
+
+
+def inplace_inputs(spec: ModelSpec, max_seq: int) -> list[TensorIO]:
+    """Engine inputs in in-place KV mode: the caches and the mask span the static ``max_seq``.
+
+    ``past_key_values.{i}.*`` are the preallocated caches, updated in place at ``write_indices``
+    (one start position per sequence) and returned as the aliased ``present.{i}.*`` outputs.
+    """
+    ios = [TensorIO("input_ids", "int64", (BATCH, SEQ)), TensorIO("position_ids", "int64", (BATCH, SEQ)),
+           TensorIO("attention_mask", "int64", (BATCH, max_seq)), TensorIO(WRITE_INDICES, "int32", (BATCH,))]
+    for i, layer in enumerate(spec.layers):
+        for kv in ("key", "value"):
+            ios.append(TensorIO(past_name(i, kv), "float", (BATCH, layer.n_kv_heads, max_seq, layer.head_dim)))
+    return ios

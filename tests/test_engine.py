@@ -1,0 +1,196 @@
+"""The builder, for real: TensorRT-RTX builds engines on this CPU-only machine."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from conftest import TINY, assert_one_line_error, cli
+from toolkit.engine.builder import BuildOptions, engine_from_onnx, profile_for
+from toolkit.engine.inplace import inplace_onnx
+from toolkit.errors import ProfileError, ToolkitError
+from toolkit.export.validate import left_padded_prompts, positions_from_mask
+from toolkit.models import load_model
+from toolkit.models.reference import reference_from_weights
+
+pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is part of the default install")
+SMALL = dict(max_batch=8, max_input=32, max_seq=96)
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_exports, tmp_path_factory):
+    root = tmp_path_factory.mktemp("engines")
+    return {(name, mode): engine_from_onnx(tiny_exports[name], root / f"{name}-{mode}",
+                                           BuildOptions(kv_mode=mode, **SMALL), progress=False)
+            for name in TINY for mode in ("portable", "inplace")}
+
+
+@pytest.mark.parametrize("mode", ["portable", "inplace"])
+@pytest.mark.parametrize("name", TINY)
+def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
+    res = engines[(name, mode)]
+    meta = json.loads((res.out_dir / "engine.json").read_text())
+    plan = res.engine_path.read_bytes()
+    assert len(plan) == meta["engine_bytes"] > 100_000
+    assert meta["flavor"] == "tensorrt-rtx" and meta["kv_mode"] == mode
+    assert meta["gpu"] == "portable, built without GPU"
+    spec, _ = load_model(name)
+    io = {t["name"]: t for t in meta["io"]}
+    n_io = 3 + 2 * spec.num_layers + (1 if mode == "inplace" else 0)
+    assert sum(t["mode"] == "input" for t in meta["io"]) == n_io
+    assert sum(t["mode"] == "output" for t in meta["io"]) == 1 + 2 * spec.num_layers
+    for i, layer in enumerate(spec.layers):
+        k = io[f"past_key_values.{i}.key"]
+        assert k["dtype"] == "half" and k["shape"][1] == layer.n_kv_heads and k["shape"][3] == layer.head_dim
+        assert io[f"present.{i}.value"]["shape"][1] == layer.n_kv_heads
+        if mode == "inplace":  # static cache length, aliased in and out
+            assert k["shape"][2] == SMALL["max_seq"] and io[f"present.{i}.key"]["shape"][2] == SMALL["max_seq"]
+    if mode == "inplace":
+        assert io["write_indices"]["dtype"] == "int32" and io["attention_mask"]["shape"] == [-1, SMALL["max_seq"]]
+    # every profile's per-tensor shapes are consistent: mask length = past + new tokens
+    for p in meta["profiles"]:
+        for bound in ("min", "opt", "max"):
+            t = p["tensors"]
+            if mode == "portable":
+                assert t["attention_mask"][bound][1] == t["input_ids"][bound][1] + t["past_key_values.0.key"][bound][2]
+    assert meta["source_onnx"]["sha256"] and meta["spec"]["name"] == name
+
+
+def test_profiles_cover_the_sweep_and_reject_points_beyond(engines):
+    meta = json.loads((engines[("tiny-llama", "portable")].out_dir / "engine.json").read_text())
+    assert [p["name"] for p in meta["profiles"]] == ["prefill", "decode"]
+    assert profile_for(meta, 8, 32, 0) == 0 and profile_for(meta, 1, 1, 95) == 1
+    with pytest.raises(ProfileError, match="--max-batch 9"):
+        profile_for(meta, 9, 1, 10)
+    with pytest.raises(ProfileError, match="--max-seq 97"):
+        profile_for(meta, 1, 1, 96)
+    with pytest.raises(ProfileError, match="--max-input 33"):
+        profile_for(meta, 1, 33, 0)
+
+
+def test_timing_cache_is_reported_as_ignored_by_rtx(tiny_exports, tmp_path):
+    cache = tmp_path / "timing.cache"
+    res = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "a", BuildOptions(timing_cache=str(cache), **SMALL),
+                           progress=False)
+    assert res.metadata["timing_cache"].startswith("ignored: TensorRT-RTX") and not cache.exists()
+
+
+def test_single_profile_layout(tiny_exports, tmp_path):
+    res = engine_from_onnx(tiny_exports["tiny-llama-depth"], tmp_path / "s",
+                           BuildOptions(profiles="single", kv_mode="portable", **SMALL), progress=False)
+    assert [p["name"] for p in res.metadata["profiles"]] == ["all"]
+
+
+def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
+    onnx_dir = str(tiny_exports["tiny-llama"])
+    cases = [
+        ((str(tmp_path / "missing"),), "does not exist"),
+        ((onnx_dir, "--max-input", "64", "--max-seq", "32"), "--max-seq 32 must exceed --max-input 64"),
+        ((onnx_dir, "--max-batch", "0"), "profile max must be at least the minimum"),
+        ((onnx_dir, "--opt-batch", "500"), "--opt-batch 500 lies outside"),
+        ((onnx_dir, "--flavor", "tensorrt"), "TensorRT is not installed"),
+        ((str(tmp_path),), "not an export directory"),
+    ]
+    for args, needle in cases:
+        out = tmp_path / "eng"
+        assert_one_line_error(cli("build", *args, "--out", str(out)), needle)
+        assert not out.exists()
+    proc = cli("build", onnx_dir, "--flavor", "nope")
+    assert proc.returncode != 0 and "nope" in proc.stderr
+
+
+def test_failed_build_leaves_no_directory_and_reports_tensorrt_errors(tiny_exports, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_exports["tiny-llama"], broken)
+    model = onnx.load(str(broken / "model.onnx"))
+    model.graph.node[5].op_type = "NoSuchOp"  # a graph TensorRT cannot parse
+    onnx.save(model, str(broken / "model.onnx"))
+    with pytest.raises(ToolkitError, match="TensorRT could not parse"):
+        engine_from_onnx(broken, tmp_path / "e", BuildOptions(**SMALL), progress=False)
+    assert not (tmp_path / "e").exists()
+
+
+def test_rtx_is_refused_on_hopper_before_any_work(tiny_exports, tmp_path):
+    from toolkit.engine.flavors import GpuInfo
+
+    with pytest.raises(ToolkitError, match=r"cannot build for NVIDIA H100.*9\.0.*--flavor tensorrt"):
+        engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "h", BuildOptions(flavor="tensorrt-rtx"),
+                         gpu=GpuInfo("NVIDIA H100 80GB HBM3", (9, 0)), progress=False)
+    assert not (tmp_path / "h").exists()
+
+
+def test_inspect_prints_the_engine(engines):
+    out = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), check=True).stdout
+    assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
+    assert "portable, built without GPU" in out
+
+
+def _emulate_kv_update(model_bytes: bytes) -> onnx.ModelProto:
+    """Stand-in for the KV-cache update layer, in plain ONNX, so ONNX Runtime can run the in-place graph.
+
+    Each present Concat becomes ScatterElements writing the new tokens at write_indices + 0..S-1, which
+    is the documented semantics of TensorRT's IKVCacheUpdateLayer (kLINEAR).
+    """
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Concat" and n.output[0].startswith("present."):
+            past, new = n.input
+            o = n.output[0]
+            nodes += [
+                helper.make_node("Shape", [new], [o + "_shape"]),
+                helper.make_node("Shape", [new], [o + "_s"], start=2, end=3),
+                helper.make_node("Squeeze", [o + "_s", "c_axes0"], [o + "_s0"]),
+                helper.make_node("Range", ["c_zero", o + "_s0", "c_one"], [o + "_ar"]),
+                helper.make_node("Reshape", [o + "_ar", o + "_r1"], [o + "_ar4"]),
+                helper.make_node("Cast", ["write_indices"], [o + "_wi"], to=TensorProto.INT64),
+                helper.make_node("Reshape", [o + "_wi", o + "_r2"], [o + "_wi4"]),
+                helper.make_node("Add", [o + "_wi4", o + "_ar4"], [o + "_pos"]),
+                helper.make_node("Expand", [o + "_pos", o + "_shape"], [o + "_idx"]),
+                helper.make_node("ScatterElements", [past, o + "_idx", new], [o], axis=2),
+            ]
+            g.initializer.extend([onnx.numpy_helper.from_array(np.array([1, 1, -1, 1], np.int64), o + "_r1"),
+                                  onnx.numpy_helper.from_array(np.array([-1, 1, 1, 1], np.int64), o + "_r2")])
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def test_inplace_graph_rewrite_matches_reference(tiny_exports):
+    """The in-place rewrite (static caches, write_indices, causal mask from write position) computes the
+    same logits as the PyTorch reference through prefill and decode, with left padding."""
+    name, max_seq, batch, plen = "tiny-llama-width", 24, 3, 7
+    spec, weights = load_model(name)
+    ref = reference_from_weights(spec, weights)
+    model = _emulate_kv_update(inplace_onnx(tiny_exports[name] / "model.onnx", max_seq))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids, mask = left_padded_prompts(spec, batch, plen, seed=11)
+    pos = positions_from_mask(mask)
+    cache = {f"past_key_values.{i}.{kv}": np.zeros((batch, L.n_kv_heads, max_seq, L.head_dim), np.float16)
+             for i, L in enumerate(spec.layers) for kv in ("key", "value")}
+    full_mask = np.zeros((batch, max_seq), np.int64)
+    full_mask[:, :plen] = mask.numpy()
+    written, past, ref_mask = 0, None, mask
+    names = [o.name for o in sess.get_outputs()]
+    for step in range(4):
+        feeds = {"input_ids": ids.numpy(), "position_ids": pos.numpy(), "attention_mask": full_mask,
+                 "write_indices": np.full((batch,), written, np.int32), **cache}
+        outs = dict(zip(names, sess.run(names, feeds)))
+        with torch.no_grad():
+            want, past = ref(ids, pos, ref_mask, past, last_only=True)
+        np.testing.assert_allclose(outs["logits"].astype(np.float32), want.numpy(), atol=3e-2 * want.abs().max().item())
+        cache = {k.replace("present.", "past_key_values."): v for k, v in outs.items() if k.startswith("present.")}
+        written += ids.shape[1]
+        ids = want[:, -1].argmax(-1, keepdim=True)
+        full_mask[:, written] = 1
+        ref_mask = torch.cat((ref_mask, torch.ones(batch, 1, dtype=torch.long)), 1)
+        pos = pos[:, -1:] + 1
