@@ -169,7 +169,8 @@ class CheckpointWeights(WeightSource):
         return self._load_bin(f)[name]
 
     def describe(self) -> dict:
-        return {"kind": "checkpoint", "path": str(self.path), "files": [p.name for p in self.files]}
+        return {"kind": "checkpoint", "path": str(self.path.absolute()),
+                "files": {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in self.files}}
 
 
 def checkpoint_files(path: Path) -> list[Path]:

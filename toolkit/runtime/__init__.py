@@ -1,0 +1,1 @@
+"""Runners: one contract for eager PyTorch, ONNX Runtime and TensorRT."""
