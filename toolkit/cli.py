@@ -148,5 +148,83 @@ def inspect(engine_dir, layers, as_json):
     click.echo(describe_engine(engine_dir, layers=layers, as_json=as_json))
 
 
+@main.command(name="bench")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--backends", default="eager,ort,trt", show_default=True, help="Comma-separated: eager, ort, trt.")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None, help="Take the sweep and engine options from a recipe.")
+@click.option("--batch", "batches", callback=int_list, default=None, help="Batch sizes [default: the paper's 1..384].")
+@click.option("--input", "inputs", callback=int_list, default=None, help="Prompt lengths [default: 12,82].")
+@click.option("--output", "outputs", callback=int_list, default=None, help="Generated lengths [default: 128,512].")
+@click.option("--warmup", type=int, default=None, help="Warm-up runs per point [default: 10].")
+@click.option("--repeats", type=int, default=None, help="Timed runs per point [default: 20].")
+@click.option("--step-tokens", callback=int_list, default=None, help="Step sweep: tokens per step, e.g. 16,32,...,512.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
+@click.option("--cuda-graph", is_flag=True, help="Replay decode steps as CUDA graphs (in-place TensorRT engines).")
+@click.option("--work", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True,
+              help="Where exports and engines made for the benchmark go (reused when unchanged).")
+@click.option("--out", type=click.Path(), default="results.json", show_default=True, help="Results JSON (CSV beside it).")
+@user_errors
+def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeats, step_tokens, device, dtype,
+              cuda_graph, work, out):
+    """Time generation of MODELS (presets, checkpoints, export or engine dirs) on each backend."""
+    from pathlib import Path
+
+    from toolkit.bench.sweep import SweepConfig, bench
+    from toolkit.pipeline import ensure_engine, ensure_export, resolve_model
+    from toolkit.recipe import build_options, load_recipe, summary_lines, sweep_config
+
+    rec = load_recipe(recipe) if recipe else {}
+    cfg = sweep_config(rec) if rec else SweepConfig()
+    for name, value in (("batches", batches), ("inputs", inputs), ("outputs", outputs), ("warmup", warmup),
+                        ("repeats", repeats), ("step_tokens", step_tokens)):
+        if value is not None:
+            setattr(cfg, name, value)
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    arts = []
+    for ref in models:
+        art = resolve_model(ref)
+        if ("ort" in names or "trt" in names) and art.onnx_dir is None:
+            ensure_export(art, Path(work) / "onnx" / art.label, dtype=dtype)
+        if "trt" in names and art.engine_dir is None:
+            try:
+                ensure_engine(art, Path(work) / "engines" / art.label, build_options(rec, cfg))
+            except ToolkitError as e:
+                click.echo(f"note: {art.label}: no engine ({e})", err=True)
+        arts.append(art)
+    results, path = bench(arts, names, cfg, out, device=device, dtype=dtype, cuda_graph=cuda_graph)
+    click.echo("\n".join(summary_lines(results["points"])))
+    click.echo(f"results: {path} (+ {path.with_suffix('.csv').name})")
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--title", default="trtllm-kit benchmark", show_default=True)
+@user_errors
+def report(results, out, title):
+    """Charts, report.md and a self-contained report.html from RESULTS files."""
+    from toolkit.report import report_from_results
+
+    html = report_from_results(list(results), out, title=title)
+    click.echo(f"report: {html} (and report.md, charts) in {out}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Override the recipe's output directory.")
+@user_errors
+def run(recipe, out):
+    """Export -> build -> bench -> report, as RECIPE (YAML) says; unchanged artifacts are reused."""
+    from toolkit.recipe import run_recipe, summary_lines
+
+    res = run_recipe(recipe, out, log=lambda m: click.echo(m, err=True))
+    click.echo("\n".join(summary_lines(res["points"])))
+    for label, note in res["notes"].items():
+        click.echo(f"{label}: {note}")
+    click.echo(f"results: {res['results']}")
+    click.echo(f"report:  {res['report']}")
+
+
 if __name__ == "__main__":
     main()

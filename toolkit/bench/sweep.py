@@ -67,7 +67,8 @@ def prompt(spec, batch: int, length: int, seed: int) -> tuple[torch.Tensor, torc
 def _classify(exc: BaseException) -> tuple[str, str]:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = msg.lower()
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in low or "failed to allocate" in low:
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or any(
+            k in low for k in ("out of memory", "failed to allocate", "can't allocate memory", "cannot allocate memory")):
         return "oom", msg[:300]
     if isinstance(exc, ToolkitError):
         return "skipped", msg[:300]

@@ -50,6 +50,17 @@ def hf_model_from_weights(spec: ModelSpec, weights: WeightSource, dtype: torch.d
     return model
 
 
+def forced_length_kwargs(new_tokens: int) -> dict:
+    """Greedy, exactly ``new_tokens``: no end-of-sequence token, so nothing stops early or is suppressed.
+
+    The paper forces the length with min_length = max_length; that also masks the EOS logit, which the
+    other backends would not do. Dropping EOS gives the same length and the same work, and plain greedy
+    tokens on every backend.
+    """
+    return dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens, eos_token_id=None,
+                use_cache=True)
+
+
 class _StepMarker:
     """A logits processor that marks the end of each forward step, without synchronizing."""
 
@@ -82,9 +93,9 @@ class HFEagerRunner(Runner):
 
         timer.start()
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True,
-                                      logits_processor=LogitsProcessorList([_StepMarker(timer)]))
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                      logits_processor=LogitsProcessorList([_StepMarker(timer)]),
+                                      **forced_length_kwargs(new_tokens))
         return out[:, input_ids.shape[1]:]
 
 

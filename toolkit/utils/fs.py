@@ -37,6 +37,7 @@ def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact is not
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

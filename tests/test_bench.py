@@ -1,0 +1,83 @@
+import csv
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, cli
+from toolkit.bench.sweep import SweepConfig, bench
+from toolkit.pipeline import ensure_export, resolve_model
+
+POINT_FIELDS = {"latency_mean_s", "latency_p50_s", "latency_p90_s", "throughput_tok_s", "ttft_s", "decode_step_ms",
+                "ms_per_token", "peak_mem_gb", "status"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    arts = []
+    for name in ("tiny-llama", "tiny-llama-width"):
+        art = resolve_model(name)
+        ensure_export(art, root / "onnx" / name, log=lambda m: None)
+        arts.append(art)
+    # 2_000_000_000 sequences cannot be allocated on this machine: that point must be recorded as oom
+    cfg = SweepConfig(batches=[1, 2_000_000_000, 4], inputs=[8], outputs=[6], warmup=1, repeats=3, step_tokens=[16, 32],
+                      step_past=16)
+    res, path = bench(arts, ["eager", "ort", "trt"], cfg, root / "results.json", device="cpu", progress=False)
+    return res, path
+
+
+def test_results_have_every_point_with_its_numbers(results):
+    res, path = results
+    pts = res["points"]
+    assert len(pts) == 2 * 3 * 3
+    for p in pts:
+        if p["backend"] == "trt":
+            assert p["status"] == "skipped" and "no GPU" in p["message"]
+        elif p["batch"] == 2_000_000_000:
+            assert p["status"] == "oom", p
+        else:
+            assert POINT_FIELDS <= set(p) and p["status"] == "ok"
+            assert p["runs"] == 3 and p["warmup_runs"] == 1
+            assert p["latency_p50_s"] <= p["latency_p90_s"]
+            assert p["throughput_tok_s"] == pytest.approx(p["batch"] * 6 / p["latency_mean_s"])
+            assert 0 < p["ttft_s"] < p["latency_mean_s"]
+    # the sweep went on after the oom point: batch 4 was timed for every model/backend
+    assert all(p["status"] == "ok" for p in pts if p["batch"] == 4 and p["backend"] != "trt")
+
+
+def test_environment_block_and_csv_twin(results):
+    res, path = results
+    env = res["env"]
+    for key in ("device", "torch", "transformers", "onnxruntime", "toolkit", "command", "time"):
+        assert key in env
+    assert env["device"] == "CPU only" and env.get("tensorrt-rtx")
+    rows = list(csv.DictReader(path.with_suffix(".csv").open()))
+    assert len(rows) == len(res["points"]) and rows[0]["latency_mean_s"]
+    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/1"
+
+
+def test_correctness_checks_against_eager(results):
+    res, _ = results
+    checks = {(c["model"], c["backend"]): c for c in res["correctness"]}
+    assert checks[("tiny-llama", "eager")]["reference"]
+    assert checks[("tiny-llama", "ort")]["checked_tokens"] == 16
+    assert checks[("tiny-llama-width", "ort")]["first_mismatch"] is None or isinstance(
+        checks[("tiny-llama-width", "ort")]["first_mismatch"], int)
+    assert checks[("tiny-llama", "trt")]["status"] == "skipped"
+
+
+def test_step_sweep(results):
+    res, _ = results
+    ok = [s for s in res["step_sweep"] if s["status"] == "ok"]
+    assert {(s["backend"], s["tokens"]) for s in ok} >= {("eager", 16), ("ort", 32)}
+    assert all(s["ms_per_token"] == pytest.approx(s["step_ms"] / s["tokens"]) for s in ok)
+
+
+def test_bench_cli(tmp_path):
+    out = tmp_path / "r.json"
+    proc = cli("bench", "tiny-llama-depth", "--backends", "eager,ort", "--batch", "1,2", "--input", "6", "--output", "4",
+               "--warmup", "0", "--repeats", "2", "--device", "cpu", "--work", str(tmp_path / "w"), "--out", str(out),
+               check=True)
+    assert "throughput" in proc.stdout and out.is_file() and out.with_suffix(".csv").is_file()
+    assert_one_line_error(cli("bench", "tiny-llama", "--backends", "nope", "--out", str(tmp_path / "x.json"),
+                              "--device", "cpu", "--batch", "1", "--input", "4", "--output", "2"), "unknown backend")

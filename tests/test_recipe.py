@@ -1,0 +1,60 @@
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import assert_one_line_error, cli
+from toolkit.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["quickstart", "shortened-llama", "shortened-llama-quick"])
+def test_shipped_recipes_parse(name):
+    rec = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    assert rec["models"] and rec["backends"]
+
+
+def test_paper_recipe_is_the_full_study():
+    rec = load_recipe(ROOT / "recipes" / "shortened-llama.yaml")
+    assert rec["sweep"]["batches"] == [1, 8, 16, 32, 64, 128, 256, 384]
+    assert rec["sweep"]["inputs"] == [12, 82] and rec["sweep"]["outputs"] == [128, 512]
+    assert len(rec["models"]) == 12
+
+
+def test_run_does_everything_and_reuses_artifacts(tmp_path):
+    rec = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    rec["sweep"] = {"batches": [1, 2], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1,
+                    "step_tokens": [16], "step_past": 8}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(rec))
+    out = tmp_path / "out"
+    first = cli("run", str(path), "--out", str(out), check=True)
+    assert "built (portable, no GPU)" in first.stdout or "engine built" in first.stdout
+    assert (out / "report" / "report.html").is_file() and (out / "results.json").is_file()
+    for m in rec["models"]:
+        assert (out / "engines" / m / "model.engine").is_file()
+    second = cli("run", str(path), "--out", str(out), check=True)
+    assert second.stderr.count("reusing export") == 3 and second.stderr.count("reusing engine") == 3
+
+
+def test_bad_recipes_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [tiny-llama]\nbackends: [eager]\nsweeep: {}\n")
+    assert_one_line_error(cli("run", str(bad)), "unknown recipe key")
+    bad.write_text("models: [tiny-llama]\nbackends: [eager]\nsweep: {batch: [1]}\n")
+    assert_one_line_error(cli("run", str(bad)), "unknown sweep key")
+    assert_one_line_error(cli("run", str(tmp_path / "missing.yaml")), "does not exist")
+    bad.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    assert_one_line_error(cli("run", str(bad)), "not valid YAML")
+
+
+def test_ci_runs_the_readme_commands_exactly():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    install, main_job = blocks[0].strip().splitlines()
+    test_cmd = blocks[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install in ci and test_cmd in ci
+    assert "recipes/quickstart.yaml" in main_job
