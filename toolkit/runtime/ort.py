@@ -44,7 +44,14 @@ class OrtRunner(Runner):
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise MissingToolError("ONNX Runtime with CUDA", "pip install 'trtllm-kit[gpu]' (onnxruntime-gpu)")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+            if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN libraries from the nvidia-* wheels torch uses
+                ort.preload_dlls()
+            # ONNX Runtime works on torch's stream, so its kernels are ordered after the torch ops that
+            # wrote the inputs (argmax, mask) and the timer's CUDA events bracket them exactly.
+            stream = torch.cuda.current_stream(self.device).cuda_stream
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0,
+                                                    "has_user_compute_stream": "1",
+                                                    "user_compute_stream": str(stream)})]
             self.ort_device = ("cuda", self.device.index or 0)
         else:
             providers = ["CPUExecutionProvider"]
