@@ -119,8 +119,12 @@ def check_tokens(runner, spec, reference: torch.Tensor | None, seed: int) -> tup
 
 
 def run_sweep(models: list[ModelArtifacts], backends: list[str], cfg: SweepConfig, device: str = "auto",
-              dtype: str = "fp16", cuda_graph: bool = False, progress: bool = True, log=print) -> dict:
+              dtype: str = "fp16", cuda_graph: bool = False, progress: bool = True, log=print,
+              on_point=None) -> dict:
     """Time every (model, backend, input, output, batch) point; a failing point is recorded, not fatal.
+
+    Args:
+        on_point: called with the results so far after every point (to save partial results).
 
     Returns:
         ``{"points": [...], "correctness": [...], "step_sweep": [...]}``.
@@ -173,6 +177,8 @@ def run_sweep(models: list[ModelArtifacts], backends: list[str], cfg: SweepConfi
                             torch.cuda.empty_cache()
                 points.append(point)
                 bar.update(1)
+                if on_point:
+                    on_point({"points": points, "correctness": checks, "step_sweep": steps})
             for n in cfg.step_tokens:
                 bar.set_postfix_str(f"{art.label} {backend} step {n} tokens")
                 row = {**base, "impl": impl, "tokens": n, "past": cfg.step_past}
@@ -221,12 +227,18 @@ def bench(models: list[ModelArtifacts], backends: list[str], cfg: SweepConfig, o
     from toolkit.bench.env import environment
 
     t0 = time.perf_counter()
-    res = run_sweep(models, backends, cfg, device, dtype, cuda_graph, progress)
-    results = {"format": "trtllm-kit-bench/1", "env": environment(), "config": asdict(cfg),
-               "backends": backends, "dtype": dtype,
-               "models": [{"label": m.label, "params": m.spec.param_count(), "blocks": m.spec.num_layers,
-                           "onnx_dir": str(m.onnx_dir) if m.onnx_dir else None,
-                           "engine_dir": str(m.engine_dir) if m.engine_dir else None} for m in models],
-               **res, "wall_s": round(time.perf_counter() - t0, 1), **(extra or {})}
+    head = {"format": "trtllm-kit-bench/1", "env": environment(), "config": asdict(cfg),
+            "backends": backends, "dtype": dtype,
+            "models": [{"label": m.label, "params": m.spec.param_count(), "blocks": m.spec.num_layers,
+                        "onnx_dir": str(m.onnx_dir) if m.onnx_dir else None,
+                        "engine_dir": str(m.engine_dir) if m.engine_dir else None} for m in models]}
+    partial = Path(out).with_suffix(".partial.json") if Path(out).suffix == ".json" else Path(out) / "results.partial.json"
+
+    def save_partial(res):
+        atomic_write_text(partial, json.dumps({**head, **res, "partial": True}, indent=2) + "\n")
+
+    res = run_sweep(models, backends, cfg, device, dtype, cuda_graph, progress, on_point=save_partial)
+    results = {**head, **res, "wall_s": round(time.perf_counter() - t0, 1), **(extra or {})}
     path, _ = write_results(results, out)
+    partial.unlink(missing_ok=True)
     return results, path

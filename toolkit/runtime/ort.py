@@ -51,6 +51,7 @@ class OrtRunner(Runner):
             stream = torch.cuda.current_stream(self.device).cuda_stream
             providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0,
                                                     "has_user_compute_stream": "1",
+                                                    "arena_extend_strategy": "kSameAsRequested",
                                                     "user_compute_stream": str(stream)})]
             self.ort_device = ("cuda", self.device.index or 0)
         else:
