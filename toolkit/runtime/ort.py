@@ -19,8 +19,11 @@ TORCH_DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bflo
 class OrtRunner(Runner):
     """Runs ``model.onnx`` of an export directory.
 
-    Presents come back as device OrtValues and are bound as the next step's past inputs, and logits
-    are written into a torch buffer on the device, so nothing crosses to the host between steps.
+    The KV cache lives in two preallocated flat device buffers per cache tensor, ping-ponged: each
+    step binds a contiguous (B, kv_heads, past, head_dim) view of one as ``past_key_values`` and a
+    (B, kv_heads, past + new, head_dim) view of the other as ``present``. Logits go into a torch buffer.
+    Nothing crosses to the host between steps, and ONNX Runtime's arena never has to hold a growing
+    cache (letting it allocate presents fragments its arena step after step until it runs out).
     """
 
     name = "ort"
@@ -69,13 +72,18 @@ class OrtRunner(Runner):
 
     def deactivate_impl(self):
         del self.session
-        self.past = None
+        self.kv, self.kv_key = None, None
 
     def reset(self, batch, max_len):
-        np_dt = NP_DTYPES[self.dtype]
-        self.past = {f"past_key_values.{i}.{kv}": self.ort.OrtValue.ortvalue_from_shape_and_type(
-            [batch, layer.n_kv_heads, 0, layer.head_dim], np_dt, *self.ort_device)
-            for i, layer in enumerate(self.spec.layers) for kv in ("key", "value")}
+        key = (batch, max_len)
+        if getattr(self, "kv_key", None) != key:
+            self.kv = None  # free the old buffers before allocating new ones
+            dt = TORCH_DTYPES[self.dtype]
+            self.kv = {i: [torch.empty(batch * layer.n_kv_heads * max_len * layer.head_dim * 2, dtype=dt,
+                                       device=self.device) for _ in range(2)]
+                       for i, layer in enumerate(self.spec.layers)}
+            self.kv_key = key
+        self.flip, self.past_len = 0, 0
 
     def _bind_torch(self, binding, name: str, t: torch.Tensor, output: bool = False):
         np_dt = {torch.int64: np.int64, torch.float16: np.float16, torch.float32: np.float32}[t.dtype]
@@ -89,17 +97,23 @@ class OrtRunner(Runner):
         self._bind_torch(binding, "input_ids", ids)
         self._bind_torch(binding, "position_ids", pos)
         self._bind_torch(binding, "attention_mask", mask)
-        for name, value in self.past.items():
-            binding.bind_ortvalue_input(name, value)
+        P = self.past_len
+        for i, layer in enumerate(self.spec.layers):
+            src, dst = self.kv[i][self.flip], self.kv[i][1 - self.flip]
+            n_past, n_present = B * layer.n_kv_heads * P * layer.head_dim, B * layer.n_kv_heads * (P + S) * layer.head_dim
+            for k, kv in enumerate(("key", "value")):  # key in the first half of each buffer, value in the second
+                half = src.numel() // 2
+                past = src[k * half:k * half + n_past].view(B, layer.n_kv_heads, P, layer.head_dim)
+                present = dst[k * half:k * half + n_present].view(B, layer.n_kv_heads, P + S, layer.head_dim)
+                self._bind_torch(binding, f"past_key_values.{i}.{kv}", past)
+                self._bind_torch(binding, f"present.{i}.{kv}", present, output=True)
         n_logits = 1 if self.meta["last_only_logits"] else S
         logits = torch.empty(B, n_logits, self.spec.vocab_size, dtype=TORCH_DTYPES[self.dtype], device=self.device)
         self._bind_torch(binding, "logits", logits, output=True)
-        for name in self.output_names[1:]:
-            binding.bind_output(name, self.ort_device[0], self.ort_device[1])
+        if self.device.type == "cuda":
+            binding.synchronize_inputs()
         self.session.run_with_iobinding(binding)
-        outs = binding.get_outputs()
-        self.past = {name.replace("present.", "past_key_values."): outs[k]
-                     for k, name in enumerate(self.output_names) if k}
+        self.flip, self.past_len = 1 - self.flip, P + S
         return logits[:, -1]
 
     def prefill_impl(self, input_ids, position_ids, attention_mask):
