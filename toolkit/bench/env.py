@@ -42,12 +42,12 @@ def environment() -> dict:
         "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
         "torch": torch.__version__, "transformers": _version("transformers"),
-        "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "toolkit": __version__, "git_commit": _git_commit(), "command": " ".join(sys.argv),
     }
     try:
         import onnxruntime as ort
 
+        env["onnxruntime"] = ort.__version__  # the module imported, whichever distribution provides it
         env["onnxruntime_providers"] = ort.get_available_providers()
     except ImportError:
         pass
