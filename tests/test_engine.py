@@ -194,3 +194,12 @@ def test_inplace_graph_rewrite_matches_reference(tiny_exports):
         full_mask[:, written] = 1
         ref_mask = torch.cat((ref_mask, torch.ones(batch, 1, dtype=torch.long)), 1)
         pos = pos[:, -1:] + 1
+
+
+def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
+    from toolkit.export import onnx_from_model
+
+    res = onnx_from_model("tiny-llama-width", tmp_path / "bf16", dtype="bf16", progress=False)
+    assert "cannot run this model on the CPU" in res.metadata["validation"]["skipped"]
+    eng = engine_from_onnx(res.out_dir, tmp_path / "e", BuildOptions(**SMALL), progress=False)
+    assert {t["dtype"] for t in eng.metadata["io"] if t["name"].startswith("past")} == {"bf16"}

@@ -140,17 +140,19 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
     used: set[str] = set()
 
     # Shape subgraph, shared by every block: S = new tokens, T = past + new.
-    s_len = g.op("Shape", "input_ids", start=1, end=2, name="seq_len")  # [1]
-    t_len = g.op("Shape", "attention_mask", start=1, end=2, name="total_len")  # [1]
+    # Plain Shape + Gather (not Shape's start/end attributes) and no Cast to bool: TensorRT 8.6's parser.
     zero, one = g.const("c_zero", 0, np.int64), g.const("c_one", 1, np.int64)
+    axis1 = g.const("c_axes1", [1], np.int64)
+    s_len = g.op("Gather", g.op("Shape", "input_ids"), axis1, axis=0, name="seq_len")  # [1]
+    t_len = g.op("Gather", g.op("Shape", "attention_mask"), axis1, axis=0, name="total_len")  # [1]
     t_scalar = g.op("Squeeze", t_len, g.const("c_axes0", [0], np.int64))
     p_scalar = g.op("Squeeze", g.op("Sub", t_len, s_len), "c_axes0")
     k_pos = g.op("Range", zero, t_scalar, one, name="key_pos")  # (T,)
     q_pos = g.op("Range", p_scalar, t_scalar, one, name="query_pos")  # (S,)
     later = g.op("Greater", g.op("Unsqueeze", k_pos, "c_axes0"),
-                 g.op("Unsqueeze", q_pos, g.const("c_axes1", [1], np.int64)))  # (S, T)
+                 g.op("Unsqueeze", q_pos, axis1))  # (S, T)
     causal = g.op("Unsqueeze", g.op("Not", later), g.const("c_axes01", [0, 1], np.int64))  # (1, 1, S, T)
-    padding = g.op("Unsqueeze", g.cast("attention_mask", TensorProto.BOOL), g.const("c_axes12", [1, 2], np.int64))
+    padding = g.op("Unsqueeze", g.op("Greater", "attention_mask", zero), g.const("c_axes12", [1, 2], np.int64))
     allowed = g.op("And", causal, padding, name="attn_allowed")  # (B, 1, S, T)
     allowed5 = None
     neg = g.const("c_mask_value", fmin, np.float32)
