@@ -203,3 +203,16 @@ def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
     assert "cannot run this model on the CPU" in res.metadata["validation"]["skipped"]
     eng = engine_from_onnx(res.out_dir, tmp_path / "e", BuildOptions(**SMALL), progress=False)
     assert {t["dtype"] for t in eng.metadata["io"] if t["name"].startswith("past")} == {"bf16"}
+
+
+def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):
+    from toolkit.runtime.trt import TrtRunner
+
+    runner = TrtRunner(engines[("tiny-llama", "inplace")].out_dir)
+    runner.check_point(8, 12, 32)
+    with pytest.raises(ProfileError, match=r"batch 9 exceeds the engine's limit 8 \(rebuild with --max-batch 9\)"):
+        runner.check_point(9, 12, 32)
+    with pytest.raises(ProfileError, match="--max-seq 112"):
+        runner.check_point(1, 32, 80)
+    with pytest.raises(ToolkitError, match="need a CUDA GPU"):
+        runner.activate()

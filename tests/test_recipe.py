@@ -58,3 +58,25 @@ def test_ci_runs_the_readme_commands_exactly():
     ci = (ROOT / ".ci" / "run").read_text()
     assert install in ci and test_cmd in ci
     assert "recipes/quickstart.yaml" in main_job
+
+
+def test_readme_main_job_runs_as_written():
+    """The README's main job, verbatim (minus the venv activation the test already runs inside)."""
+    import shutil
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    main_job = re.findall(r"```bash\n(.*?)```", readme, re.S)[0].strip().splitlines()[1]
+    cmd = main_job.split("&&", 1)[1].strip() if main_job.startswith(". .venv/bin/activate") else main_job
+    out = ROOT / "artifacts" / "quickstart"
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "report:" in proc.stdout and (out / "report" / "report.html").is_file()
+    import json
+
+    res = json.loads((out / "results.json").read_text())
+    statuses = {(p["backend"], p["status"]) for p in res["points"]}
+    assert ("eager", "ok") in statuses and ("ort", "ok") in statuses
+    for m in ("tiny-llama", "tiny-llama-depth", "tiny-llama-width"):
+        assert (out / "engines" / m / "model.engine").is_file()
