@@ -107,26 +107,26 @@ def _tiny() -> ModelSpec:
     return dense("tiny-llama", 320, 64, 6, 4, 16, 160, max_pos=2048)
 
 
-register("llama-7b", "LLaMA-7B shape: 32 blocks, hidden 4096, 32 heads x 128, MLP 11008")(_llama7b)
-for _pct, _drop in ((20, 6), (27, 9), (35, 11)):
-    register(f"llama-7b-depth-{_pct}", f"LLaMA-7B depth-pruned {_pct}%: {32 - _drop} blocks kept "
-             f"(blocks {taylor_style_drop(32, _drop).start}..{taylor_style_drop(32, _drop).stop - 1} removed)")(
-        lambda d=_drop: drop_blocks(_llama7b(), taylor_style_drop(32, d)))
-register("llama-7b-llmpruner", "LLaMA-7B, LLM-Pruner style ~4.9B: blocks 4..29 at 21 heads, MLP 7156")(
-    lambda: llm_pruner(_llama7b(), 21, 7156))
-register("llama-7b-flap", "LLaMA-7B, FLAP style ~4.9B: adaptive per-block heads/MLP, o/down biases")(
-    lambda: flap(_llama7b(), 4.9e9, seed=7))
+def register_family(name: str, title: str, make: Callable[[], ModelSpec], depth: dict[int, int],
+                    pruner: tuple[int, int, str], flap_target: float, flap_seed: int) -> None:
+    """A dense base and its variants: depth-pruned (percent -> blocks dropped), LLM-Pruner, FLAP."""
+    base = make()
+    n = base.num_layers
+    register(name, f"{title} shape: {n} blocks, hidden {base.hidden_size}, {base.layers[0].n_heads} heads x "
+             f"{base.layers[0].head_dim}, MLP {base.layers[0].mlp_dim}")(make)
+    for pct, n_drop in depth.items():
+        drop = taylor_style_drop(n, n_drop)
+        register(f"{name}-depth-{pct}", f"{title} depth-pruned {pct}%: {n - n_drop} blocks kept "
+                 f"(blocks {drop.start}..{drop.stop - 1} removed)")(lambda d=drop: drop_blocks(make(), d))
+    heads, mlp, size = pruner
+    register(f"{name}-llmpruner", f"{title}, LLM-Pruner style ~{size}: blocks 4..{n - 3} at {heads} heads, MLP {mlp}")(
+        lambda: llm_pruner(make(), heads, mlp))
+    register(f"{name}-flap", f"{title}, FLAP style ~{flap_target / 1e9:.1f}B: adaptive per-block heads/MLP, "
+             "o/down biases")(lambda: flap(make(), flap_target, seed=flap_seed))
 
-register("vicuna-13b", "Vicuna-13B shape: 40 blocks, hidden 5120, 40 heads x 128, MLP 13824")(_vicuna13b)
-for _pct, _drop in ((21, 8), (29, 11), (37, 15)):
-    register(f"vicuna-13b-depth-{_pct}", f"Vicuna-13B depth-pruned {_pct}%: {40 - _drop} blocks kept "
-             f"(blocks {taylor_style_drop(40, _drop).start}..{taylor_style_drop(40, _drop).stop - 1} removed)")(
-        lambda d=_drop: drop_blocks(_vicuna13b(), taylor_style_drop(40, d)))
-register("vicuna-13b-llmpruner", "Vicuna-13B, LLM-Pruner style ~9.2B: blocks 4..37 at 26 heads, MLP 8930")(
-    lambda: llm_pruner(_vicuna13b(), 26, 8930))
-register("vicuna-13b-flap", "Vicuna-13B, FLAP style ~9.5B: adaptive per-block heads/MLP, o/down biases")(
-    lambda: flap(_vicuna13b(), 9.5e9, seed=13))
 
+register_family("llama-7b", "LLaMA-7B", _llama7b, {20: 6, 27: 9, 35: 11}, (21, 7156, "4.9B"), 4.9e9, 7)
+register_family("vicuna-13b", "Vicuna-13B", _vicuna13b, {21: 8, 29: 11, 37: 15}, (26, 8930, "9.2B"), 9.5e9, 13)
 register("small-llama", "mid-size test model: 8 blocks, hidden 1024, 8 heads x 128, MLP 2816, vocab 32000")(
     lambda: dense("small-llama", 32000, 1024, 8, 8, 128, 2816))
 register("tiny-llama", "test model: 6 blocks, hidden 64, 4 heads x 16, MLP 160, vocab 320")(_tiny)
