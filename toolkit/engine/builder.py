@@ -12,7 +12,7 @@ from toolkit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
 from toolkit.engine.profiles import ProfileSpec, SweepLimits, sweep_profiles
 from toolkit.errors import ToolkitError
 from toolkit.export import read_export
-from toolkit.export.io_spec import model_inputs, model_outputs, inplace_inputs
+from toolkit.export.io_spec import model_inputs, inplace_inputs
 from toolkit.models.spec import ModelSpec
 from toolkit.utils.fs import atomic_dir, sha256_file, write_json
 

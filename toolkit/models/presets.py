@@ -9,7 +9,6 @@ paper's parameter count.
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from dataclasses import dataclass
 from typing import Callable

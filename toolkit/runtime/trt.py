@@ -113,7 +113,6 @@ class TrtRunner(Runner):
         for name, t in feeds.items():
             ctx.set_input_shape(name, tuple(t.shape))
             ctx.set_tensor_address(name, t.data_ptr())
-        total = past_len + new_len
         for i, layer in enumerate(self.spec.layers):
             for kv in ("key", "value"):
                 name = f"past_key_values.{i}.{kv}"
