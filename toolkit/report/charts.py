@@ -26,6 +26,16 @@ def _plt():
     return plt
 
 
+def _save(fig, legend_ax, path: Path, plt) -> None:
+    """Legend outside the last panel, then write the PNG and free the figure."""
+    handles, _ = legend_ax.get_legend_handles_labels()
+    if handles:
+        legend_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def throughput_vs_latency(points: list[dict], path: Path) -> int:
     """One panel per (input, output); one series per model x backend; points labelled M<batch>.
 
@@ -57,10 +67,7 @@ def throughput_vs_latency(points: list[dict], path: Path) -> int:
         ax.set_ylabel("throughput (tokens/s)")
         ax.set_title(f"input {inp}, output {out}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes[0][-1], path, plt)
     return n
 
 
@@ -85,11 +92,7 @@ def latency_per_token(steps: list[dict], path: Path) -> int:
     ax.set_ylabel("latency per token (ms)")
     ax.set_title(f"one decode step after {steps[0].get('past', '?')} tokens")
     ax.grid(True, which="both", alpha=0.3)
-    if n:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, plt)
     return n
 
 
@@ -128,8 +131,5 @@ def speedup_chart(points: list[dict], path: Path) -> int:
         ax.set_ylabel("speed-up over eager (x)")
         ax.set_title(f"input {inp}, output {out}")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes[0][-1], path, plt)
     return n
