@@ -127,6 +127,24 @@ def _create_network(flavor: Flavor, builder):
     return builder.create_network(flags)
 
 
+def pin_fp32_islands(trt, network, config) -> int:
+    """Without strong typing (TensorRT 8.6), keep the graph's float32 parts (RMSNorm statistics, softmax,
+    rotary angles) in float32: the FP16 flag would otherwise let TensorRT run them in half precision,
+    where the sum of squares of large activations overflows. Returns how many layers were pinned."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outs = [layer.get_output(k) for k in range(layer.num_outputs)]
+        if outs and all(t.dtype == trt.DataType.FLOAT and not t.is_shape_tensor for t in outs):
+            layer.precision = trt.DataType.FLOAT
+            for k in range(layer.num_outputs):
+                layer.set_output_type(k, trt.DataType.FLOAT)
+            pinned += 1
+    if pinned and hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    return pinned
+
+
 def resolve_kv_mode(requested: str, flavor: Flavor) -> str:
     if requested not in KV_MODES:
         raise ToolkitError(f"unknown --kv-mode {requested!r}", f"choose {', '.join(KV_MODES)}")
@@ -191,6 +209,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
         config = builder.create_builder_config()
         if not flavor.strongly_typed:
             config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 8.6: precision from the flag, not from types
+            pin_fp32_islands(trt, network, config)
         if opts.opt_level is not None:
             config.builder_optimization_level = opts.opt_level
         if opts.workspace_gb is not None:
