@@ -33,3 +33,48 @@ def test_eager_and_ort_cuda_agree_and_are_timed(arts, tmp_path):
         assert c["status"] == "ok"
         assert c["first_mismatch"] is None or c["first_mismatch"] >= 8, c  # fp16 ties may flip late tokens only
     assert "ort" in backends, "onnxruntime-gpu is needed for this test"
+
+
+def _trt_flavors():
+    from toolkit.engine.flavors import detect_gpu, load_flavor
+
+    gpu = detect_gpu()
+    out = []
+    for name in ("tensorrt", "tensorrt-rtx"):
+        try:
+            flavor = load_flavor(name)
+        except Exception:  # noqa: BLE001 - not installed
+            continue
+        if gpu is not None and flavor.runs_on(gpu):
+            out.append((flavor, gpu))
+    return out
+
+
+def test_trt_engines_generate_eager_tokens(arts, tmp_path):
+    """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
+    build tiny engines in every KV mode it supports and check their greedy tokens against eager."""
+    from toolkit.engine.builder import BuildOptions, engine_from_onnx
+    from toolkit.runtime.eager import eager_runner
+    from toolkit.runtime.trt import TrtRunner
+
+    flavors = _trt_flavors()
+    if not flavors:
+        pytest.skip("no TensorRT flavour that runs on this GPU is installed")
+    ids = torch.randint(3, 320, (4, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    for art in arts:
+        with eager_runner(art.spec, art.weights(), "fp16", "cuda") as eager:
+            want = eager.generate(ids, mask, 16).tokens.cpu()
+        for flavor, _ in flavors:
+            for mode in ("portable",) + (("inplace",) if flavor.inplace_kv else ()):
+                eng = engine_from_onnx(art.onnx_dir, tmp_path / f"{art.label}-{flavor.name}-{mode}",
+                                       BuildOptions(flavor=flavor.name, kv_mode=mode, max_batch=8, max_input=32,
+                                                    max_seq=64), progress=False)
+                assert eng.metadata["io_source"] == "deserialized engine"
+                for graph in (False, True) if mode == "inplace" else (False,):
+                    with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
+                        res = runner.generate(ids, mask, 16)
+                    got = res.tokens.cpu()
+                    diff = (got != want).any(0).nonzero()
+                    assert len(diff) == 0 or int(diff[0]) >= 8, (flavor.name, mode, graph, got, want)
+                    assert len(res.decode_s) == 15
