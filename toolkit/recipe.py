@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -132,7 +131,3 @@ def summary_lines(points: list[dict]) -> list[str]:
     for (m, b, i, o), vals in sorted(rows.items()):
         lines.append(f"{m:22} {b:8} {f'{i}/{o}':8} " + " ".join(f"{vals.get(x, ''):>9}" for x in batches))
     return lines
-
-
-if __name__ == "__main__":  # pragma: no cover
-    run_recipe(sys.argv[1])
