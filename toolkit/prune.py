@@ -11,8 +11,8 @@ from toolkit.errors import ToolkitError
 from toolkit.models import load_model
 from toolkit.models.spec import ModelSpec
 from toolkit.models.weights import WeightSource, tensor_shapes
+from toolkit.utils.dtypes import TORCH_DTYPES
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 class RenumberedWeights(WeightSource):
@@ -52,5 +52,5 @@ def depth_prune(model: str, drop: list[int], out: str | Path, dtype: str = "fp16
     renamed = RenumberedWeights(weights, pruned, keep)
 
     with tqdm(total=len(tensor_shapes(pruned)), desc="prune", unit="tensor", file=sys.stderr) as bar:
-        save_checkpoint(pruned, renamed, out, dtype=DTYPES[dtype], force=force, progress=lambda _: bar.update(1))
+        save_checkpoint(pruned, renamed, out, dtype=TORCH_DTYPES[dtype], force=force, progress=lambda _: bar.update(1))
     return pruned

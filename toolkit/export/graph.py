@@ -19,9 +19,9 @@ from onnx import TensorProto, helper
 from toolkit.export.io_spec import model_inputs, model_outputs, present_name, past_name
 from toolkit.models.spec import ModelSpec, rope_inv_freq
 from toolkit.models.weights import WeightSource, tensor_shapes
+from toolkit.utils.dtypes import TORCH_DTYPES
 
 ONNX_DTYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 EXTERNAL_THRESHOLD = 2 << 30  # protobuf's limit: larger models keep their weights beside the graph
 ALIGN = 4096
 

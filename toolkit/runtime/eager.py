@@ -10,8 +10,8 @@ from toolkit.models.spec import ModelSpec
 from toolkit.models.weights import WeightSource
 from toolkit.runtime.base import Runner
 from toolkit.runtime.timing import StepTimer
+from toolkit.utils.dtypes import TORCH_DTYPES
 
-TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def hf_compatible(spec: ModelSpec) -> bool:
@@ -72,21 +72,27 @@ class _StepMarker:
         return scores
 
 
-class HFEagerRunner(Runner):
-    """transformers' ``generate`` on ``LlamaForCausalLM``: exactly the paper's measurement."""
+class _EagerRunner(Runner):
+    """What both eager runners share: a spec, its weights, a dtype, and a model while active."""
 
     name = "eager"
+    impl = "eager"
 
     def __init__(self, spec: ModelSpec, weights: WeightSource, dtype: str = "fp16", device="cpu"):
         super().__init__(device)
         self.spec, self.weights, self.dtype = spec, weights, TORCH_DTYPES[dtype]
-        self.impl = "transformers.generate"
+
+    def deactivate_impl(self):
+        self.model = None
+
+
+class HFEagerRunner(_EagerRunner):
+    """transformers' ``generate`` on ``LlamaForCausalLM``: exactly the paper's measurement."""
+
+    impl = "transformers.generate"
 
     def activate_impl(self):
         self.model = hf_model_from_weights(self.spec, self.weights, self.dtype, self.device)
-
-    def deactivate_impl(self):
-        del self.model
 
     def generate_impl(self, input_ids, attention_mask, new_tokens, timer):
         from transformers import LogitsProcessorList
@@ -99,15 +105,10 @@ class HFEagerRunner(Runner):
         return out[:, input_ids.shape[1]:]
 
 
-class ReferenceEagerRunner(Runner):
+class ReferenceEagerRunner(_EagerRunner):
     """The toolkit's reference module (any per-layer shapes) through the shared loop."""
 
-    name = "eager"
-
-    def __init__(self, spec: ModelSpec, weights: WeightSource, dtype: str = "fp16", device="cpu"):
-        super().__init__(device)
-        self.spec, self.weights, self.dtype = spec, weights, TORCH_DTYPES[dtype]
-        self.impl = "toolkit.reference"
+    impl = "toolkit.reference"
 
     def activate_impl(self):
         from toolkit.models.reference import reference_from_weights
@@ -115,8 +116,7 @@ class ReferenceEagerRunner(Runner):
         self.model = reference_from_weights(self.spec, self.weights, self.dtype, self.device)
 
     def deactivate_impl(self):
-        del self.model
-        self.past = None
+        self.model, self.past = None, None
 
     def reset(self, batch, max_len):
         self.past = None

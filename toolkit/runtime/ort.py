@@ -11,9 +11,8 @@ from toolkit.errors import MissingToolError
 from toolkit.export import read_export
 from toolkit.models.spec import ModelSpec
 from toolkit.runtime.base import Runner
+from toolkit.utils.dtypes import TORCH_DTYPES
 
-NP_DTYPES = {"fp16": np.float16, "fp32": np.float32, "bf16": np.float32}
-TORCH_DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class OrtRunner(Runner):
