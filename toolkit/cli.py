@@ -171,7 +171,7 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
     from pathlib import Path
 
     from toolkit.bench.sweep import SweepConfig, bench
-    from toolkit.pipeline import ensure_engine, ensure_export, resolve_model
+    from toolkit.pipeline import prepare_models
     from toolkit.recipe import build_options, load_recipe, summary_lines, sweep_config
 
     rec = load_recipe(recipe) if recipe else {}
@@ -181,17 +181,8 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
         if value is not None:
             setattr(cfg, name, value)
     names = [b.strip() for b in backends.split(",") if b.strip()]
-    arts = []
-    for ref in models:
-        art = resolve_model(ref)
-        if ("ort" in names or "trt" in names) and art.onnx_dir is None:
-            ensure_export(art, Path(work) / "onnx" / art.label, dtype=dtype)
-        if "trt" in names and art.engine_dir is None:
-            try:
-                ensure_engine(art, Path(work) / "engines" / art.label, build_options(rec, cfg))
-            except ToolkitError as e:
-                click.echo(f"note: {art.label}: no engine ({e})", err=True)
-        arts.append(art)
+    arts, _ = prepare_models(list(models), names, Path(work), build_options(rec, cfg), dtype=dtype,
+                             log=lambda m: click.echo(m, err=True))
     results, path = bench(arts, names, cfg, out, device=device, dtype=dtype, cuda_graph=cuda_graph)
     click.echo("\n".join(summary_lines(results["points"])))
     click.echo(f"results: {path} (+ {path.with_suffix('.csv').name})")

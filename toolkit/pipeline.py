@@ -114,3 +114,33 @@ def ensure_engine(art: ModelArtifacts, out: Path, options, log=print) -> Path:
     engine_from_onnx(art.onnx_dir, out, options, force=True)
     art.engine_dir = out
     return out
+
+
+def prepare_models(refs: list[str], backends: list[str], work: Path, options, dtype: str = "fp16",
+                   last_only: bool = True, opset: int = 17, log=print) -> tuple[list[ModelArtifacts], dict[str, str]]:
+    """Resolve each model and make what its backends need: an export for ort/trt, an engine for trt.
+
+    Artifacts given directly (an export or engine directory) are used as they are; the rest go under
+    ``work/onnx/<label>`` and ``work/engines/<label>`` and are reused while their inputs are unchanged.
+    An engine that cannot be built is noted, not fatal: the trt points then say why.
+
+    Returns:
+        The artifacts, and a note per model about its engine.
+    """
+    from toolkit.engine.flavors import detect_gpu
+
+    arts, notes = [], {}
+    for ref in refs:
+        art = resolve_model(str(ref))
+        if ("ort" in backends or "trt" in backends) and art.onnx_dir is None:
+            ensure_export(art, work / "onnx" / art.label, dtype=dtype, last_only=last_only, opset=opset, log=log)
+        if "trt" in backends and art.engine_dir is None:
+            try:
+                ensure_engine(art, work / "engines" / art.label, options, log=log)
+                if detect_gpu() is None:
+                    notes[art.label] = "engine built (portable, no GPU); not timed: no GPU to run it"
+            except ToolkitError as e:
+                notes[art.label] = f"engine not built: {e}"
+                log(f"note: {art.label}: {e}")
+        arts.append(art)
+    return arts, notes

@@ -82,8 +82,7 @@ def run_recipe(path: str | Path, out: str | Path | None = None, log=print) -> di
     import torch
 
     from toolkit.bench.sweep import bench
-    from toolkit.engine.flavors import detect_gpu
-    from toolkit.pipeline import ensure_engine, ensure_export, resolve_model
+    from toolkit.pipeline import prepare_models
     from toolkit.report import report_from_results
 
     recipe = load_recipe(path)
@@ -96,21 +95,8 @@ def run_recipe(path: str | Path, out: str | Path | None = None, log=print) -> di
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     opts = build_options(recipe, sweep)
     log(f"recipe {recipe['name']}: {len(recipe['models'])} model(s), backends {', '.join(backends)}, device {device}")
-    arts, notes = [], {}
-    for ref in recipe["models"]:
-        art = resolve_model(str(ref))
-        if "ort" in backends or "trt" in backends:
-            ensure_export(art, out / "onnx" / art.label, dtype=dtype, last_only=exp.get("logits", "last") == "last",
-                          opset=exp.get("opset", 17), log=log)
-        if "trt" in backends:
-            try:
-                ensure_engine(art, out / "engines" / art.label, opts, log=log)
-                if detect_gpu() is None:
-                    notes[art.label] = "engine built (portable, no GPU); not timed: no GPU to run it"
-            except ToolkitError as e:
-                notes[art.label] = f"engine not built: {e}"
-                log(f"note: {art.label}: {e}")
-        arts.append(art)
+    arts, notes = prepare_models(recipe["models"], backends, out, opts, dtype=dtype,
+                                 last_only=exp.get("logits", "last") == "last", opset=exp.get("opset", 17), log=log)
     results, res_path = bench(arts, backends, sweep, out / "results.json", device=device, dtype=dtype,
                               cuda_graph=bool(recipe.get("cuda_graph", False)),
                               extra={"recipe": recipe["name"], "engine_notes": notes})
