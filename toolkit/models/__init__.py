@@ -21,7 +21,8 @@ def load_model(ref: str, seed: int | None = None) -> tuple[ModelSpec, WeightSour
 
     if ref in PRESETS:
         preset = PRESETS[ref]
-        return preset.spec(), SeededWeights(preset.spec(), preset.seed if seed is None else seed)
+        spec = preset.spec()
+        return spec, SeededWeights(spec, preset.seed if seed is None else seed)
     path = Path(ref)
     if not path.exists():
         raise ToolkitError(f"model {ref!r} is neither a preset nor an existing path",
