@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 def main() -> int:
-    from toolkit.engine.builder import BuildOptions, engine_from_onnx
-    from toolkit.engine.flavors import detect_gpu
-    from toolkit.export import onnx_from_model
+    from trtllm_kit.engine.builder import BuildOptions, engine_from_onnx
+    from trtllm_kit.engine.flavors import detect_gpu
+    from trtllm_kit.export import onnx_from_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny-llama", "tiny-llama-depth", "tiny-llama-width", "small-llama"])

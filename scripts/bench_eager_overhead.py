@@ -18,8 +18,8 @@ import torch
 
 
 def main() -> int:
-    from toolkit.models import load_model
-    from toolkit.runtime.eager import HFEagerRunner
+    from trtllm_kit.models import load_model
+    from trtllm_kit.runtime.eager import HFEagerRunner
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="llama-7b")

@@ -30,7 +30,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory) -> dict[str, Path]:
     """fp16 exports (last-position logits) of the three tiny presets, validated by the exporter."""
-    from toolkit.export import onnx_from_model
+    from trtllm_kit.export import onnx_from_model
 
     root = tmp_path_factory.mktemp("exports")
     return {name: onnx_from_model(name, root / name, progress=False).out_dir for name in TINY}

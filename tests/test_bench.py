@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, cli
-from toolkit.bench.sweep import SweepConfig, bench
-from toolkit.pipeline import ensure_export, resolve_model
+from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.pipeline import ensure_export, resolve_model
 
 POINT_FIELDS = {"latency_mean_s", "latency_p50_s", "latency_p90_s", "throughput_tok_s", "ttft_s", "decode_step_ms",
                 "ms_per_token", "peak_mem_gb", "status"}

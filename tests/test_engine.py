@@ -10,12 +10,12 @@ import torch
 from onnx import TensorProto, helper
 
 from conftest import TINY, assert_one_line_error, cli
-from toolkit.engine.builder import BuildOptions, engine_from_onnx, profile_for
-from toolkit.engine.inplace import inplace_onnx
-from toolkit.errors import ProfileError, ToolkitError
-from toolkit.export.validate import left_padded_prompts, positions_from_mask
-from toolkit.models import load_model
-from toolkit.models.reference import reference_from_weights
+from trtllm_kit.engine.builder import BuildOptions, engine_from_onnx, profile_for
+from trtllm_kit.engine.inplace import inplace_onnx
+from trtllm_kit.errors import ProfileError, ToolkitError
+from trtllm_kit.export.validate import left_padded_prompts, positions_from_mask
+from trtllm_kit.models import load_model
+from trtllm_kit.models.reference import reference_from_weights
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is part of the default install")
 SMALL = dict(max_batch=8, max_input=32, max_seq=96)
@@ -117,7 +117,7 @@ def test_failed_build_leaves_no_directory_and_reports_tensorrt_errors(tiny_expor
 
 
 def test_rtx_is_refused_on_hopper_before_any_work(tiny_exports, tmp_path):
-    from toolkit.engine.flavors import GpuInfo
+    from trtllm_kit.engine.flavors import GpuInfo
 
     with pytest.raises(ToolkitError, match=r"cannot build for NVIDIA H100.*9\.0.*--flavor tensorrt"):
         engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "h", BuildOptions(flavor="tensorrt-rtx"),
@@ -197,7 +197,7 @@ def test_inplace_graph_rewrite_matches_reference(tiny_exports):
 
 
 def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
-    from toolkit.export import onnx_from_model
+    from trtllm_kit.export import onnx_from_model
 
     res = onnx_from_model("tiny-llama-width", tmp_path / "bf16", dtype="bf16", progress=False)
     assert "cannot run this model on the CPU" in res.metadata["validation"]["skipped"]
@@ -206,7 +206,7 @@ def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
 
 
 def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):
-    from toolkit.runtime.trt import TrtRunner
+    from trtllm_kit.runtime.trt import TrtRunner
 
     runner = TrtRunner(engines[("tiny-llama", "inplace")].out_dir)
     runner.check_point(8, 12, 32)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY
-from toolkit.errors import ToolkitError
-from toolkit.export import onnx_from_model
-from toolkit.export.validate import left_padded_prompts, positions_from_mask
-from toolkit.models import load_model
+from trtllm_kit.errors import ToolkitError
+from trtllm_kit.export import onnx_from_model
+from trtllm_kit.export.validate import left_padded_prompts, positions_from_mask
+from trtllm_kit.models import load_model
 
 
 @pytest.mark.parametrize("name", TINY)

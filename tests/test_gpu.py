@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from toolkit.bench.sweep import SweepConfig, bench
-from toolkit.pipeline import ensure_export, resolve_model
+from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.pipeline import ensure_export, resolve_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -36,7 +36,7 @@ def test_eager_and_ort_cuda_agree_and_are_timed(arts, tmp_path):
 
 
 def _trt_flavors():
-    from toolkit.engine.flavors import detect_gpu, load_flavor
+    from trtllm_kit.engine.flavors import detect_gpu, load_flavor
 
     gpu = detect_gpu()
     out = []
@@ -53,9 +53,9 @@ def _trt_flavors():
 def test_trt_engines_generate_eager_tokens(arts, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
     build tiny engines in every KV mode it supports and check their greedy tokens against eager."""
-    from toolkit.engine.builder import BuildOptions, engine_from_onnx
-    from toolkit.runtime.eager import eager_runner
-    from toolkit.runtime.trt import TrtRunner
+    from trtllm_kit.engine.builder import BuildOptions, engine_from_onnx
+    from trtllm_kit.runtime.eager import eager_runner
+    from trtllm_kit.runtime.trt import TrtRunner
 
     flavors = _trt_flavors()
     if not flavors:

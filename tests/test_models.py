@@ -6,12 +6,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY
-from toolkit.errors import ShapeError, ToolkitError
-from toolkit.models import load_model
-from toolkit.models.checkpoint import hf_config, save_checkpoint
-from toolkit.models.presets import PRESETS
-from toolkit.models.reference import reference_from_weights
-from toolkit.models.weights import SeededWeights
+from trtllm_kit.errors import ShapeError, ToolkitError
+from trtllm_kit.models import load_model
+from trtllm_kit.models.checkpoint import hf_config, save_checkpoint
+from trtllm_kit.models.presets import PRESETS
+from trtllm_kit.models.reference import reference_from_weights
+from trtllm_kit.models.weights import SeededWeights
 
 PAPER_PARAMS = {"llama-7b": 6.74e9, "llama-7b-depth-20": 5.52e9, "llama-7b-depth-27": 4.92e9,
                 "llama-7b-depth-35": 4.51e9, "llama-7b-llmpruner": 4.9e9, "llama-7b-flap": 4.9e9,
@@ -148,7 +148,7 @@ def test_pickled_code_in_bin_is_refused(hf_tiny_checkpoint, tmp_path):
 
 
 def test_depth_prune_round_trip_equals_depth_preset(tmp_path):
-    from toolkit.prune import depth_prune
+    from trtllm_kit.prune import depth_prune
 
     out = tmp_path / "pruned"
     depth_prune("tiny-llama", [3, 4], out, dtype="fp32")

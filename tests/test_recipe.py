@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from conftest import assert_one_line_error, cli
-from toolkit.recipe import load_recipe
+from trtllm_kit.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import subprocess
 import pytest
 
 from conftest import assert_one_line_error, cli
-from toolkit.bench.sweep import SweepConfig, bench
-from toolkit.pipeline import ensure_export, resolve_model
-from toolkit.report import report_from_results
+from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.pipeline import ensure_export, resolve_model
+from trtllm_kit.report import report_from_results
 
 
 @pytest.fixture(scope="module")

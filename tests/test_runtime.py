@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from toolkit.export import onnx_from_model
-from toolkit.models import load_model
-from toolkit.runtime.eager import HFEagerRunner, ReferenceEagerRunner, eager_runner
-from toolkit.runtime.ort import OrtRunner
+from trtllm_kit.export import onnx_from_model
+from trtllm_kit.models import load_model
+from trtllm_kit.runtime.eager import HFEagerRunner, ReferenceEagerRunner, eager_runner
+from trtllm_kit.runtime.ort import OrtRunner
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_backends_generate_the_same_tokens(fp32_export):
 
 def test_toolkit_eager_is_transformers_generate():
     """For dense models the eager backend is transformers' own generate, forced to the full length."""
-    from toolkit.runtime.eager import hf_model_from_weights
+    from trtllm_kit.runtime.eager import hf_model_from_weights
 
     spec, weights = load_model("tiny-llama-depth")
     runner = eager_runner(spec, weights, "fp32")
@@ -63,7 +63,7 @@ def test_width_pruned_eager_uses_the_reference():
 
 
 def test_ort_keeps_left_padding_consistent(fp32_export):
-    from toolkit.export.validate import left_padded_prompts
+    from trtllm_kit.export.validate import left_padded_prompts
 
     spec, weights = load_model("tiny-llama")
     ids, mask = left_padded_prompts(spec, 3, 9, seed=4)
