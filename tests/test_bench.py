@@ -4,7 +4,9 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, cli
-from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.bench.backends import RunOptions
+from trtllm_kit.bench.results import SweepConfig
+from trtllm_kit.bench.sweep import bench
 from trtllm_kit.pipeline import ensure_export, resolve_model
 
 POINT_FIELDS = {"latency_mean_s", "latency_p50_s", "latency_p90_s", "throughput_tok_s", "ttft_s", "decode_step_ms",
@@ -17,13 +19,13 @@ def results(tmp_path_factory):
     arts = []
     for name in ("tiny-llama", "tiny-llama-width"):
         art = resolve_model(name)
-        ensure_export(art, root / "onnx" / name, log=lambda m: None)
+        ensure_export(art, root / "onnx" / name, progress=False)
         arts.append(art)
     # 2_000_000_000 sequences cannot be allocated on this machine: that point must be recorded as oom
     cfg = SweepConfig(batches=[1, 2_000_000_000, 4], inputs=[8], outputs=[6], warmup=1, repeats=3, step_tokens=[16, 32],
                       step_past=16)
-    res, path = bench(arts, ["eager", "ort", "trt"], cfg, root / "results.json", device="cpu", progress=False)
-    return res, path
+    res = bench(arts, ["eager", "ort", "trt"], cfg, root / "results.json", RunOptions("cpu", "fp16"), progress=False)
+    return json.loads((root / "results.json").read_text()), root / "results.json"
 
 
 def test_results_have_every_point_with_its_numbers(results):
@@ -53,7 +55,7 @@ def test_environment_block_and_csv_twin(results):
     assert env["device"] == "CPU only" and env.get("tensorrt-rtx")
     rows = list(csv.DictReader(path.with_suffix(".csv").open()))
     assert len(rows) == len(res["points"]) and rows[0]["latency_mean_s"]
-    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/1"
+    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/2"
 
 
 def test_correctness_checks_against_eager(results):

@@ -10,22 +10,28 @@ import torch
 from onnx import TensorProto, helper
 
 from conftest import TINY, assert_one_line_error, cli
-from trtllm_kit.engine.builder import BuildOptions, engine_from_onnx, profile_for
-from trtllm_kit.engine.inplace import inplace_onnx
+from trtllm_kit.engine.builder import engine_from_onnx
+from trtllm_kit.engine.kv_layouts import static_cache_onnx
+from trtllm_kit.engine.limits import EngineLimits, select_profile
+from trtllm_kit.engine.manifest import BuildOptions, EngineManifest
 from trtllm_kit.errors import ProfileError, ToolkitError
 from trtllm_kit.export.validate import left_padded_prompts, positions_from_mask
 from trtllm_kit.models import load_model
 from trtllm_kit.models.reference import reference_from_weights
 
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is part of the default install")
-SMALL = dict(max_batch=8, max_input=32, max_seq=96)
+SMALL = EngineLimits(max_batch=8, max_input=32, max_seq=96)
+
+
+def opts(**kw) -> BuildOptions:
+    return BuildOptions(limits=kw.pop("limits", SMALL), **kw)
 
 
 @pytest.fixture(scope="module")
 def engines(tiny_exports, tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
-    return {(name, mode): engine_from_onnx(tiny_exports[name], root / f"{name}-{mode}",
-                                           BuildOptions(kv_mode=mode, **SMALL), progress=False)
+    return {(name, mode): engine_from_onnx(tiny_exports[name], root / f"{name}-{mode}", opts(kv_mode=mode),
+                                           progress=False)
             for name in TINY for mode in ("portable", "inplace")}
 
 
@@ -33,11 +39,13 @@ def engines(tiny_exports, tmp_path_factory):
 @pytest.mark.parametrize("name", TINY)
 def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
     res = engines[(name, mode)]
-    meta = json.loads((res.out_dir / "engine.json").read_text())
+    meta = json.loads((res.out_dir / "engine.json").read_text())  # readable without the toolkit
+    assert EngineManifest.load(res.out_dir) == res.manifest
     plan = res.engine_path.read_bytes()
     assert len(plan) == meta["engine_bytes"] > 100_000
-    assert meta["flavor"] == "tensorrt-rtx" and meta["kv_mode"] == mode
-    assert meta["gpu"] == "portable, built without GPU"
+    assert meta["flavor"] == "tensorrt-rtx" and meta["kv_layout"]["name"] == mode
+    assert meta["built_without_gpu"] and meta["gpu"] is None
+    assert set(meta["build_phases"]) >= {"parsing ONNX", "building the engine (TensorRT)"}
     spec, _ = load_model(name)
     io = {t["name"]: t for t in meta["io"]}
     n_io = 3 + 2 * spec.num_layers + (1 if mode == "inplace" else 0)
@@ -48,41 +56,43 @@ def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
         assert k["dtype"] == "half" and k["shape"][1] == layer.n_kv_heads and k["shape"][3] == layer.head_dim
         assert io[f"present.{i}.value"]["shape"][1] == layer.n_kv_heads
         if mode == "inplace":  # static cache length, aliased in and out
-            assert k["shape"][2] == SMALL["max_seq"] and io[f"present.{i}.key"]["shape"][2] == SMALL["max_seq"]
+            assert k["shape"][2] == SMALL.max_seq and io[f"present.{i}.key"]["shape"][2] == SMALL.max_seq
     if mode == "inplace":
-        assert io["write_indices"]["dtype"] == "int32" and io["attention_mask"]["shape"] == [-1, SMALL["max_seq"]]
+        assert io["write_indices"]["dtype"] == "int32" and io["attention_mask"]["shape"] == [-1, SMALL.max_seq]
     # every profile's per-tensor shapes are consistent: mask length = past + new tokens
     for p in meta["profiles"]:
         for bound in ("min", "opt", "max"):
             t = p["tensors"]
             if mode == "portable":
                 assert t["attention_mask"][bound][1] == t["input_ids"][bound][1] + t["past_key_values.0.key"][bound][2]
-    assert meta["source_onnx"]["sha256"] and meta["spec"]["name"] == name
+    assert meta["source"]["onnx_sha256"] and meta["spec"]["name"] == name
 
 
 def test_profiles_cover_the_sweep_and_reject_points_beyond(engines):
-    meta = json.loads((engines[("tiny-llama", "portable")].out_dir / "engine.json").read_text())
-    assert [p["name"] for p in meta["profiles"]] == ["prefill", "decode"]
-    assert profile_for(meta, 8, 32, 0) == 0 and profile_for(meta, 1, 1, 95) == 1
+    m = engines[("tiny-llama", "portable")].manifest
+    profiles = m.profile_specs()
+    assert [p.name for p in profiles] == ["prefill", "decode"]
+    assert select_profile(profiles, 8, 32, 0) == 0 and select_profile(profiles, 1, 1, 95) == 1
+    with pytest.raises(ProfileError):
+        select_profile(profiles, 9, 1, 10)
     with pytest.raises(ProfileError, match="--max-batch 9"):
-        profile_for(meta, 9, 1, 10)
+        m.limits.check_point(9, 1, 10)
     with pytest.raises(ProfileError, match="--max-seq 97"):
-        profile_for(meta, 1, 1, 96)
+        m.limits.check_point(1, 1, 96)
     with pytest.raises(ProfileError, match="--max-input 33"):
-        profile_for(meta, 1, 33, 0)
+        m.limits.check_point(1, 33, 1)
 
 
 def test_timing_cache_is_reported_as_ignored_by_rtx(tiny_exports, tmp_path):
     cache = tmp_path / "timing.cache"
-    res = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "a", BuildOptions(timing_cache=str(cache), **SMALL),
-                           progress=False)
-    assert res.metadata["timing_cache"].startswith("ignored: TensorRT-RTX") and not cache.exists()
+    res = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "a", opts(timing_cache=str(cache)), progress=False)
+    assert res.manifest.timing_cache_note.startswith("ignored: TensorRT-RTX") and not cache.exists()
 
 
 def test_single_profile_layout(tiny_exports, tmp_path):
-    res = engine_from_onnx(tiny_exports["tiny-llama-depth"], tmp_path / "s",
-                           BuildOptions(profiles="single", kv_mode="portable", **SMALL), progress=False)
-    assert [p["name"] for p in res.metadata["profiles"]] == ["all"]
+    res = engine_from_onnx(tiny_exports["tiny-llama-depth"], tmp_path / "s", opts(profiles="single", kv_mode="portable"),
+                           progress=False)
+    assert [p.name for p in res.manifest.profiles] == ["all"]
 
 
 def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
@@ -90,9 +100,11 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
     cases = [
         ((str(tmp_path / "missing"),), "does not exist"),
         ((onnx_dir, "--max-input", "64", "--max-seq", "32"), "--max-seq 32 must exceed --max-input 64"),
-        ((onnx_dir, "--max-batch", "0"), "profile max must be at least the minimum"),
+        ((onnx_dir, "--max-batch", "0"), "--max-batch': 0 is not in the range"),
         ((onnx_dir, "--opt-batch", "500"), "--opt-batch 500 lies outside"),
         ((onnx_dir, "--flavor", "tensorrt"), "TensorRT is not installed"),
+        ((onnx_dir, "--kv-mode", "plugin"), "--kv-mode plugin: tensorrt-rtx"),
+        ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
     ]
     for args, needle in cases:
@@ -112,7 +124,7 @@ def test_failed_build_leaves_no_directory_and_reports_tensorrt_errors(tiny_expor
     model.graph.node[5].op_type = "NoSuchOp"  # a graph TensorRT cannot parse
     onnx.save(model, str(broken / "model.onnx"))
     with pytest.raises(ToolkitError, match="TensorRT could not parse"):
-        engine_from_onnx(broken, tmp_path / "e", BuildOptions(**SMALL), progress=False)
+        engine_from_onnx(broken, tmp_path / "e", opts(), progress=False)
     assert not (tmp_path / "e").exists()
 
 
@@ -120,7 +132,7 @@ def test_rtx_is_refused_on_hopper_before_any_work(tiny_exports, tmp_path):
     from trtllm_kit.engine.flavors import GpuInfo
 
     with pytest.raises(ToolkitError, match=r"cannot build for NVIDIA H100.*9\.0.*--flavor tensorrt"):
-        engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "h", BuildOptions(flavor="tensorrt-rtx"),
+        engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "h", opts(flavor="tensorrt-rtx"),
                          gpu=GpuInfo("NVIDIA H100 80GB HBM3", (9, 0)), progress=False)
     assert not (tmp_path / "h").exists()
 
@@ -128,7 +140,7 @@ def test_rtx_is_refused_on_hopper_before_any_work(tiny_exports, tmp_path):
 def test_inspect_prints_the_engine(engines):
     out = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
-    assert "portable, built without GPU" in out
+    assert "no GPU (portable TensorRT-RTX engine" in out
 
 
 def _emulate_kv_update(model_bytes: bytes) -> onnx.ModelProto:
@@ -171,7 +183,7 @@ def test_inplace_graph_rewrite_matches_reference(tiny_exports):
     name, max_seq, batch, plen = "tiny-llama-width", 24, 3, 7
     spec, weights = load_model(name)
     ref = reference_from_weights(spec, weights)
-    model = _emulate_kv_update(inplace_onnx(tiny_exports[name] / "model.onnx", max_seq))
+    model = _emulate_kv_update(static_cache_onnx(tiny_exports[name] / "model.onnx", max_seq))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ids, mask = left_padded_prompts(spec, batch, plen, seed=11)
     pos = positions_from_mask(mask)
@@ -200,9 +212,9 @@ def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
     from trtllm_kit.export import onnx_from_model
 
     res = onnx_from_model("tiny-llama-width", tmp_path / "bf16", dtype="bf16", progress=False)
-    assert "cannot run this model on the CPU" in res.metadata["validation"]["skipped"]
-    eng = engine_from_onnx(res.out_dir, tmp_path / "e", BuildOptions(**SMALL), progress=False)
-    assert {t["dtype"] for t in eng.metadata["io"] if t["name"].startswith("past")} == {"bf16"}
+    assert "no bf16 kernels on the CPU" in res.manifest.validation_skipped
+    eng = engine_from_onnx(res.out_dir, tmp_path / "e", opts(), progress=False)
+    assert {t.dtype for t in eng.manifest.io if t.name.startswith("past")} == {"bf16"}
 
 
 def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):
@@ -214,5 +226,7 @@ def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):
         runner.check_point(9, 12, 32)
     with pytest.raises(ProfileError, match="--max-seq 112"):
         runner.check_point(1, 32, 80)
+    with pytest.raises(ProfileError, match="--max-input 33"):
+        runner.check_point(1, 33, 8)
     with pytest.raises(ToolkitError, match="need a CUDA GPU"):
         runner.activate()

@@ -18,7 +18,9 @@ def test_export_validates_against_pytorch(tiny_exports, name):
     meta = json.loads((tiny_exports[name] / "export.json").read_text())
     v = meta["validation"]
     assert v["passed"] and v["left_padding"] and v["batches"] == [1, 3] and v["decode_steps"] == 4
-    assert v["max_rel_err"] < 3e-2 and v["greedy_match"] == "20/20"
+    assert v["max_rel_err"] < 3e-2 and v["greedy_match"] == "20/20" and v["nonfinite"] == 0
+    # validated against something the toolkit did not write, wherever transformers can hold the model
+    assert v["reference"].startswith("transformers" if name != "tiny-llama-width" else "the toolkit's reference")
     assert meta["dtype"] == "fp16" and meta["opset"] >= 17 and len(meta["weights"]["sha256"]) == 64
     spec, _ = load_model(name)
     assert meta["spec"]["layers"] == [dict(vars(layer)) for layer in spec.layers]
@@ -69,8 +71,8 @@ def test_left_padded_row_equals_its_unpadded_prompt(tiny_exports):
 
 def test_all_position_logits_and_fp32(tmp_path):
     res = onnx_from_model("tiny-llama-width", tmp_path / "all", dtype="fp32", last_only=False, progress=False)
-    assert res.metadata["validation"]["max_rel_err"] < 1e-4
-    assert res.metadata["outputs"][0]["dims"] == ["batch_size", "sequence_length", 320]
+    assert res.manifest.validation.max_rel_err < 1e-4
+    assert res.manifest.outputs[0].dims == ["batch_size", "sequence_length", 320]
 
 
 def test_hf_round_trip_matches_transformers(hf_tiny_checkpoint, tmp_path):

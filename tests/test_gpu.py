@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.bench.backends import RunOptions
+from trtllm_kit.bench.results import SweepConfig
+from trtllm_kit.bench.sweep import bench
 from trtllm_kit.pipeline import ensure_export, resolve_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -15,7 +17,7 @@ def arts(tmp_path_factory):
     out = []
     for name in ("tiny-llama", "tiny-llama-width"):
         art = resolve_model(name)
-        ensure_export(art, root / name, log=lambda m: None)
+        ensure_export(art, root / name, progress=False)
         out.append(art)
     return out
 
@@ -25,13 +27,13 @@ def test_eager_and_ort_cuda_agree_and_are_timed(arts, tmp_path):
 
     backends = ["eager"] + (["ort"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     cfg = SweepConfig(batches=[1, 8], inputs=[12], outputs=[16], warmup=1, repeats=2, step_tokens=[16])
-    res, _ = bench(arts, backends, cfg, tmp_path / "r.json", device="cuda", progress=False)
-    for p in res["points"]:
-        assert p["status"] == "ok", p
-        assert p["peak_mem_gb"] > 0 and p["decode_step_ms"] > 0
-    for c in res["correctness"]:
-        assert c["status"] == "ok"
-        assert c["first_mismatch"] is None or c["first_mismatch"] >= 8, c  # fp16 ties may flip late tokens only
+    res = bench(arts, backends, cfg, tmp_path / "r.json", RunOptions("cuda", "fp16"), progress=False)
+    for p in res.points:
+        assert p.status == "ok", p
+        assert p.peak_mem_gb > 0 and p.decode_step_ms > 0
+    for c in res.correctness:
+        assert c.status == "ok"
+        assert c.first_mismatch is None or c.first_mismatch >= 8, c  # fp16 ties may flip late tokens only
     assert "ort" in backends, "onnxruntime-gpu is needed for this test"
 
 

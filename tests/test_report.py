@@ -6,7 +6,9 @@ import subprocess
 import pytest
 
 from conftest import assert_one_line_error, cli
-from trtllm_kit.bench.sweep import SweepConfig, bench
+from trtllm_kit.bench.backends import RunOptions
+from trtllm_kit.bench.results import SweepConfig
+from trtllm_kit.bench.sweep import bench
 from trtllm_kit.pipeline import ensure_export, resolve_model
 from trtllm_kit.report import report_from_results
 
@@ -15,10 +17,11 @@ from trtllm_kit.report import report_from_results
 def report_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     art = resolve_model("tiny-llama-depth")
-    ensure_export(art, root / "onnx", log=lambda m: None)
+    ensure_export(art, root / "onnx", progress=False)
     cfg = SweepConfig(batches=[1, 2, 4], inputs=[6, 10], outputs=[4], warmup=0, repeats=2, step_tokens=[16, 32],
                       step_past=8)
-    _, path = bench([art], ["eager", "ort"], cfg, root / "results.json", device="cpu", progress=False)
+    path = root / "results.json"
+    bench([art], ["eager", "ort"], cfg, path, RunOptions("cpu", "fp16"), progress=False)
     report_from_results([path], root / "out")
     return root / "out"
 

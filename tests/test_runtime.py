@@ -24,7 +24,7 @@ def test_backends_generate_the_same_tokens(fp32_export):
     ids, mask = _prompt()
     tokens = {}
     for runner in (HFEagerRunner(spec, weights, "fp32"), ReferenceEagerRunner(spec, weights, "fp32"),
-                   OrtRunner(fp32_export)):
+                   OrtRunner.from_export(fp32_export)):
         with runner:
             res = runner.generate(ids, mask, 12)
         assert res.tokens.shape == (3, 12)
@@ -67,5 +67,5 @@ def test_ort_keeps_left_padding_consistent(fp32_export):
 
     spec, weights = load_model("tiny-llama")
     ids, mask = left_padded_prompts(spec, 3, 9, seed=4)
-    with OrtRunner(fp32_export) as ort_runner, ReferenceEagerRunner(spec, weights, "fp32") as ref:
+    with OrtRunner.from_export(fp32_export) as ort_runner, ReferenceEagerRunner(spec, weights, "fp32") as ref:
         assert torch.equal(ort_runner.generate(ids, mask, 8).tokens, ref.generate(ids, mask, 8).tokens)

@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+from pathlib import Path
 
 import click
 
 from trtllm_kit import __version__
 from trtllm_kit.errors import ToolkitError
 
+log = logging.getLogger("trtllm_kit")
+
+
+class _Format(logging.Formatter):
+    def format(self, record):
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {msg}"
+        return msg
+
+
+def setup_logging(verbose: bool) -> None:
+    """Library modules log through ``logging``; the CLI sends it to stderr, one plain line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
 
 def user_errors(fn):
-    """Print expected errors as one line and exit 2; bugs keep their traceback."""
+    """Print expected errors as one line and exit 2; Ctrl-C exits 130; bugs keep their traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -26,19 +49,38 @@ def user_errors(fn):
     return wrapper
 
 
-def int_list(ctx, param, value: str | None):
+def positive_list(ctx, param, value: str | None):
+    """``1,8,16`` -> [1, 8, 16]; anything but positive integers is a usage error naming the flag."""
     if value is None:
         return None
     try:
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
+        out = [int(v) for v in value.replace(" ", "").split(",") if v]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise click.BadParameter(f"expected comma-separated positive integers, got {value!r}")
+    return out
+
+
+def block_list(ctx, param, value: str):
+    try:
+        out = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated block indices, got {value!r}") from None
+    if not out:
+        raise click.BadParameter("no block given")
+    return out
+
+
+DTYPE = click.Choice(["fp16", "bf16", "fp32"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="trtllm-kit")
-def main():
+@click.option("-v", "--verbose", is_flag=True, help="Log details (TensorRT warnings, reuse decisions).")
+def main(verbose):
     """Dense and pruned LLaMA models from PyTorch to TensorRT engines, with the numbers to prove it."""
+    setup_logging(verbose)
 
 
 @main.command()
@@ -57,40 +99,41 @@ def models():
 
 @main.command()
 @click.argument("model")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Output directory.")
+@click.option("--dtype", type=DTYPE, default="fp16", show_default=True)
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
               help="Output logits of the last position only, or of every position.")
 @click.option("--validate/--no-validate", default=None,
-              help="Compare with PyTorch through ONNX Runtime [default: on below 1B parameters].")
-@click.option("--opset", type=int, default=17, show_default=True)
+              help="Compare with transformers (or the reference) through ONNX Runtime [default: on below 1B params].")
+@click.option("--opset", type=click.Choice(["17", "18", "19", "20", "21"]), default="17", show_default=True,
+              help="ONNX opset (TensorRT 8.6 reads up to 17).")
 @click.option("--seed", type=int, default=None, help="Weight seed for presets.")
-@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory made by trtllm-kit.")
 @user_errors
 def export(model, out, dtype, logits, validate, opset, seed, force):
     """Export MODEL (a preset or a Hugging Face checkpoint directory) to ONNX with KV-cache I/O."""
     from trtllm_kit.export import onnx_from_model
 
-    res = onnx_from_model(model, out, dtype=dtype, last_only=logits == "last", validate=validate, opset=opset,
+    res = onnx_from_model(model, out, dtype=dtype, last_only=logits == "last", validate=validate, opset=int(opset),
                           force=force, seed=seed)
-    meta = res.metadata
-    click.echo(f"exported {meta['spec']['name']} ({meta['spec']['param_count'] / 1e6:.1f}M params, "
-               f"{meta['spec']['num_layers']} blocks, {dtype}) to {res.onnx_path} in {meta['export_seconds']:.1f}s")
-    v = meta["validation"]
-    if v and "skipped" in v:
-        click.echo(f"validation skipped: {v['skipped']}")
+    m = res.manifest
+    click.echo(f"exported {m.spec.name} ({m.params / 1e6:.1f}M params, {m.blocks} blocks, {dtype}) to "
+               f"{res.onnx_path} in {m.export_seconds:.1f}s")
+    v = m.validation
+    if m.validation_skipped:
+        click.echo(f"validation skipped: {m.validation_skipped}")
     elif v:
-        click.echo(f"validation vs PyTorch (ONNX Runtime, batches {v['batches']}, left-padded, prefill + "
-                   f"{v['decode_steps']} decode steps): max abs err {v['max_abs_err']:.3g}, max rel err "
-                   f"{v['max_rel_err']:.3g}, greedy tokens {v['greedy_match']}")
+        click.echo(f"validation vs {v.reference} (ONNX Runtime, batches {v.batches}, left-padded, prefill + "
+                   f"{v.decode_steps} decode steps): max abs err {v.max_abs_err:.3g}, max rel err "
+                   f"{v.max_rel_err:.3g}, greedy tokens {v.greedy_match}")
 
 
 @main.command()
 @click.argument("model")
-@click.option("--drop-blocks", required=True, callback=int_list, help="Comma-separated block indices to remove.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--drop-blocks", required=True, callback=block_list, help="Comma-separated block indices to remove.")
+@click.option("--out", required=True, type=click.Path())
+@click.option("--dtype", type=DTYPE, default="fp16", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output directory made by trtllm-kit.")
 @user_errors
 def prune(model, drop_blocks, out, dtype, force):
     """Write a depth-pruned Hugging Face checkpoint of MODEL without the given blocks."""
@@ -102,95 +145,132 @@ def prune(model, drop_blocks, out, dtype, force):
 
 @main.command()
 @click.argument("onnx_dir", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Engine directory [default: engines/<model>-<flavor>-<kv-mode>].")
+@click.option("--out", type=click.Path(), default=None, help="Engine directory [default: engines/<export dir name>].")
 @click.option("--flavor", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True)
-@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace"]), default="auto", show_default=True,
-              help="inplace: preallocated caches updated by native KV layers (TensorRT >= 10.15, RTX).")
-@click.option("--max-batch", type=int, default=384, show_default=True)
-@click.option("--max-input", type=int, default=128, show_default=True, help="Longest prompt.")
-@click.option("--max-seq", type=int, default=640, show_default=True, help="Longest prompt + output.")
-@click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: 16].")
-@click.option("--opt-input", type=int, default=None, help="Prompt length TensorRT tunes for [default: 82].")
+@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace", "plugin"]), default="auto",
+              show_default=True, help="inplace: native KV layers (TensorRT >= 10.15, RTX); plugin: the toolkit's "
+              "KV-cache attention plugin (TensorRT 8.6-10.x, needs nvcc); auto: the first that is available.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest batch [default: 384].")
+@click.option("--max-input", type=click.IntRange(min=1), default=None, help="Longest prompt [default: 82].")
+@click.option("--max-seq", type=click.IntRange(min=2), default=None, help="Longest prompt + output [default: 594].")
+@click.option("--opt-batch", type=click.IntRange(min=1), default=None, help="Batch TensorRT tunes for.")
+@click.option("--opt-input", type=click.IntRange(min=1), default=None, help="Prompt length TensorRT tunes for.")
 @click.option("--profiles", type=click.Choice(["split", "single"]), default="split", show_default=True,
               help="split: prefill and decode profiles; single: one profile for both.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="Builder optimization level.")
-@click.option("--workspace", type=float, default=None, help="Workspace limit in GB.")
-@click.option("--force", is_flag=True, help="Replace an existing engine directory.")
+@click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="Workspace limit in GB.")
+@click.option("--trt-include", type=click.Path(file_okay=False), default=None,
+              help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
+@click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
-          timing_cache, opt_level, workspace, force):
+          timing_cache, opt_level, workspace, trt_include, force):
     """Build a TensorRT engine from ONNX_DIR (written by `trtllm-kit export`)."""
-    from trtllm_kit.engine.builder import BuildOptions, default_engine_dir, engine_from_onnx
+    from dataclasses import replace
 
-    opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, max_batch=max_batch, max_input=max_input,
-                        max_seq=max_seq, opt_batch=opt_batch, opt_input=opt_input, opt_level=opt_level,
-                        workspace_gb=workspace, timing_cache=timing_cache)
-    res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir, opts), opts, force=force)
-    m = res.metadata
-    where = m["gpu"] if isinstance(m["gpu"], str) else f"{m['gpu']['name']} (cc {m['gpu']['compute_capability']})"
-    click.echo(f"built {m['flavor']} {m['trt_version']} engine ({m['kv_mode']} KV cache, {m['precision']}) "
-               f"in {m['build_seconds']:.1f}s: {res.engine_path} ({m['engine_bytes'] / 1e6:.1f} MB) for {where}")
-    if isinstance(m["gpu"], str):
+    from trtllm_kit.engine.builder import default_engine_dir, engine_from_onnx
+    from trtllm_kit.engine.limits import DEFAULT_LIMITS
+    from trtllm_kit.engine.manifest import BuildOptions
+
+    d = DEFAULT_LIMITS
+    limits = replace(d, max_batch=max_batch or d.max_batch, max_input=max_input or d.max_input,
+                     max_seq=max_seq or d.max_seq, opt_batch=opt_batch if opt_batch or max_batch else d.opt_batch,
+                     opt_input=opt_input if opt_input or max_input else d.opt_input)
+    opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, limits=limits, opt_level=opt_level,
+                        workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include)
+    res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir), opts, force=force)
+    m = res.manifest
+    where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU (portable)"
+    click.echo(f"built {m.flavor} {m.trt_version} engine ({m.kv_layout.name} KV cache, {m.precision}) in "
+               f"{m.build_seconds:.1f}s: {res.engine_path} ({m.engine_bytes / 1e6:.1f} MB) for {where}")
+    if m.built_without_gpu:
         click.echo("note: the engine was built without a GPU; it runs on compute capability 8.0/8.6/8.9/12.x")
 
 
 @main.command()
 @click.argument("engine_dir", type=click.Path())
-@click.option("--layers", is_flag=True, help="Also print TensorRT's per-layer engine information.")
+@click.option("--layers", is_flag=True, help="Also print the engine's layers (through Polygraphy where installed).")
 @click.option("--json", "as_json", is_flag=True, help="Print engine.json as is.")
 @user_errors
 def inspect(engine_dir, layers, as_json):
     """Print an engine directory's metadata readably."""
-    from trtllm_kit.engine.inspect import describe_engine
+    from trtllm_kit.engine.inspect import describe_engine, describe_layers
 
-    click.echo(describe_engine(engine_dir, layers=layers, as_json=as_json))
+    click.echo(describe_engine(engine_dir, as_json=as_json))
+    if layers:
+        click.echo(describe_layers(engine_dir))
+
+
+SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens")
 
 
 @main.command(name="bench")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--backends", default="eager,ort,trt", show_default=True, help="Comma-separated: eager, ort, trt.")
-@click.option("--recipe", type=click.Path(dir_okay=False), default=None, help="Take the sweep and engine options from a recipe.")
-@click.option("--batch", "batches", callback=int_list, default=None, help="Batch sizes [default: the paper's 1..384].")
-@click.option("--input", "inputs", callback=int_list, default=None, help="Prompt lengths [default: 12,82].")
-@click.option("--output", "outputs", callback=int_list, default=None, help="Generated lengths [default: 128,512].")
-@click.option("--warmup", type=int, default=None, help="Warm-up runs per point [default: 10].")
-@click.option("--repeats", type=int, default=None, help="Timed runs per point [default: 20].")
-@click.option("--step-tokens", callback=int_list, default=None, help="Step sweep: tokens per step, e.g. 16,32,...,512.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True)
-@click.option("--cuda-graph", is_flag=True, help="Replay decode steps as CUDA graphs (in-place TensorRT engines).")
-@click.option("--work", type=click.Path(file_okay=False), default="artifacts/bench", show_default=True,
+@click.option("--backends", default=None, help="Comma-separated: eager, ort, trt [default: the recipe's, or all].")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="Start from a recipe's backends, sweep, engine, dtype and device; flags override them, and "
+                   "MODELS replace the recipe's models.")
+@click.option("--batch", "batches", callback=positive_list, default=None, help="Batch sizes [default: 1..384].")
+@click.option("--input", "inputs", callback=positive_list, default=None, help="Prompt lengths [default: 12,82].")
+@click.option("--output", "outputs", callback=positive_list, default=None, help="Generated lengths [default: 128,512].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Warm-up runs per point [default: 10].")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed runs per point [default: 20].")
+@click.option("--step-tokens", callback=positive_list, default=None, help="Step sweep: tokens per step, e.g. 16,32.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--dtype", type=DTYPE, default=None, help="Model dtype [default: fp16].")
+@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace", "plugin"]), default=None,
+              help="KV layout of engines built for the benchmark [default: auto].")
+@click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (in-place engines).")
+@click.option("--work", type=click.Path(), default="artifacts/bench", show_default=True,
               help="Where exports and engines made for the benchmark go (reused when unchanged).")
 @click.option("--out", type=click.Path(), default="results.json", show_default=True, help="Results JSON (CSV beside it).")
 @user_errors
-def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeats, step_tokens, device, dtype,
+def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeats, step_tokens, device, dtype, kv_mode,
               cuda_graph, work, out):
     """Time generation of MODELS (presets, checkpoints, export or engine dirs) on each backend."""
-    from pathlib import Path
+    from trtllm_kit.plan import execute
+    from trtllm_kit.recipe import summary_lines
 
-    from trtllm_kit.bench.sweep import SweepConfig, bench
-    from trtllm_kit.pipeline import prepare_models
-    from trtllm_kit.recipe import build_options, load_recipe, summary_lines, sweep_config
+    plan = _bench_plan(models, recipe, backends, work, out)
+    overrides = dict(zip(SWEEP_FLAGS, (batches, inputs, outputs, warmup, repeats, step_tokens)))
+    plan.sweep = plan.sweep.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if kv_mode is not None:
+        from trtllm_kit.engine.manifest import BuildOptions
 
-    rec = load_recipe(recipe) if recipe else {}
-    cfg = sweep_config(rec) if rec else SweepConfig()
-    for name, value in (("batches", batches), ("inputs", inputs), ("outputs", outputs), ("warmup", warmup),
-                        ("repeats", repeats), ("step_tokens", step_tokens)):
-        if value is not None:
-            setattr(cfg, name, value)
-    names = [b.strip() for b in backends.split(",") if b.strip()]
-    arts, _ = prepare_models(list(models), names, Path(work), build_options(rec, cfg), dtype=dtype,
-                             log=lambda m: click.echo(m, err=True))
-    results, path = bench(arts, names, cfg, out, device=device, dtype=dtype, cuda_graph=cuda_graph)
-    click.echo("\n".join(summary_lines(results["points"])))
-    click.echo(f"results: {path} (+ {path.with_suffix('.csv').name})")
+        plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
+    if device is not None:
+        plan.device = device
+    if dtype is not None:
+        from dataclasses import replace
+
+        plan.export = replace(plan.export, dtype=dtype)
+    if cuda_graph is not None:
+        plan.cuda_graph = cuda_graph
+    res = execute(plan)
+    click.echo("\n".join(summary_lines(res.results)))
+    click.echo(f"results: {res.results_path} (+ {res.results_path.with_suffix('.csv').name})")
+
+
+def _bench_plan(models, recipe, backends, work, out):
+    from trtllm_kit.plan import Plan
+
+    if recipe:
+        from trtllm_kit.recipe import plan_from_recipe
+
+        plan = plan_from_recipe(recipe)
+        plan.models, plan.report = list(models), None
+        plan.work, plan.results = Path(work), Path(out)
+        if backends is not None:
+            plan.backends = backends
+        return plan
+    return Plan(name="bench", models=list(models), backends=backends or "eager,ort,trt", work=Path(work),
+                results=Path(out))
 
 
 @main.command()
 @click.argument("results", nargs=-1, required=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--out", type=click.Path(), required=True)
 @click.option("--title", default="trtllm-kit benchmark", show_default=True)
 @user_errors
 def report(results, out, title):
@@ -203,19 +283,33 @@ def report(results, out, title):
 
 @main.command()
 @click.argument("recipe", type=click.Path())
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Override the recipe's output directory.")
+@click.option("--out", type=click.Path(), default=None, help="Override the recipe's output directory.")
 @user_errors
 def run(recipe, out):
     """Export -> build -> bench -> report, as RECIPE (YAML) says; unchanged artifacts are reused."""
-    from trtllm_kit.recipe import run_recipe, summary_lines
+    from trtllm_kit.plan import execute
+    from trtllm_kit.recipe import plan_from_recipe, summary_lines
 
-    res = run_recipe(recipe, out, log=lambda m: click.echo(m, err=True))
-    click.echo("\n".join(summary_lines(res["points"])))
-    for label, note in res["notes"].items():
+    res = execute(plan_from_recipe(recipe, out))
+    click.echo("\n".join(summary_lines(res.results)))
+    for label, note in res.notes.items():
         click.echo(f"{label}: {note}")
-    click.echo(f"results: {res['results']}")
-    click.echo(f"report:  {res['report']}")
+    click.echo(f"results: {res.results_path}")
+    click.echo(f"report:  {res.report_path}")
 
 
-if __name__ == "__main__":
-    main()
+def entry() -> None:
+    """The console script: usage errors are one line too (``error: ...``, exit 2)."""
+    try:
+        rc = main(standalone_mode=False)
+    except click.exceptions.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "trtllm-kit"
+        click.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -37,10 +36,11 @@ def depth_prune(model: str, drop: list[int], out: str | Path, dtype: str = "fp16
     Returns:
         The pruned spec (``source_layers`` records where each kept block came from).
     """
-    from tqdm import tqdm
-
     from trtllm_kit.models.checkpoint import save_checkpoint
+    from trtllm_kit.utils.fs import check_output_dir
+    from trtllm_kit.utils.progress import progress_bar
 
+    check_output_dir(out, force)
     spec, weights = load_model(model)
     bad = [i for i in drop if not 0 <= i < spec.num_layers]
     if bad:
@@ -51,6 +51,6 @@ def depth_prune(model: str, drop: list[int], out: str | Path, dtype: str = "fp16
     pruned = spec.with_layers(keep, name=f"{spec.name}-drop{len(set(drop))}")
     renamed = RenumberedWeights(weights, pruned, keep)
 
-    with tqdm(total=len(tensor_shapes(pruned)), desc="prune", unit="tensor", file=sys.stderr) as bar:
+    with progress_bar(total=len(tensor_shapes(pruned)), desc="prune", unit="tensor") as bar:
         save_checkpoint(pruned, renamed, out, dtype=TORCH_DTYPES[dtype], force=force, progress=lambda _: bar.update(1))
     return pruned

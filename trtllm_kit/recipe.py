@@ -1,25 +1,94 @@
 """Recipes: one YAML file names the models, export and engine options, backends and sweep.
 
-``run_recipe`` does export -> build -> bench -> report, reusing artifacts whose inputs are unchanged.
+The whole recipe is validated against a schema before any work (unknown keys, wrong types and values
+are one error naming the key); ``plan_from_recipe`` turns it into the ``Plan`` that ``execute`` runs.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import fields
 from pathlib import Path
+from typing import Literal
 
 import yaml
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
+from trtllm_kit.bench.results import SweepConfig
 from trtllm_kit.errors import ToolkitError
-
-TOP_KEYS = {"name", "description", "out", "device", "dtype", "models", "export", "engine", "backends", "sweep",
-            "cuda_graph"}
-EXPORT_KEYS = {"logits", "opset"}
+from trtllm_kit.plan import ExportOptions, Plan
+from trtllm_kit.utils.manifest import Record
 
 
-def load_recipe(path: str | Path) -> dict:
-    """Parse a recipe (``yaml.safe_load``: no code runs) and check its keys."""
+class Strict(Record):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RecipeExport(Strict):
+    logits: Literal["last", "all"] = "last"
+    opset: Literal[17, 18, 19, 20, 21] = 17
+
+
+class RecipeEngine(Strict):
+    """Engine options; limits left out are derived from the sweep."""
+
+    flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
+    kv_mode: Literal["auto", "portable", "inplace", "plugin"] = "auto"
+    profiles: Literal["split", "single"] = "split"
+    max_batch: PositiveInt | None = None
+    max_input: PositiveInt | None = None
+    max_seq: PositiveInt | None = None
+    opt_batch: PositiveInt | None = None
+    opt_input: PositiveInt | None = None
+    opt_level: int | None = Field(None, ge=0, le=5)
+    workspace_gb: PositiveFloat | None = None
+    timing_cache: str | None = None
+    trt_include: str | None = None
+
+
+class RecipeSweep(SweepConfig):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Recipe(Strict):
+    """A recipe file (see recipes/*.yaml)."""
+
+    name: str | None = None
+    description: str | None = None
+    out: str | None = None
+    device: str = "auto"
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+    models: list[str] = Field(min_length=1)
+    backends: list[str] = Field(min_length=1)
+    export: RecipeExport = RecipeExport()
+    engine: RecipeEngine = RecipeEngine()
+    sweep: RecipeSweep = RecipeSweep()
+    cuda_graph: bool = False
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, v):
+        from trtllm_kit.bench.backends import BACKENDS
+
+        bad = [b for b in v if b not in BACKENDS]
+        if bad:
+            raise ValueError(f"unknown backend(s) {bad}; choose from {list(BACKENDS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        import re
+
+        if v not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", v):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
+        return v
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse (``yaml.safe_load``: no code runs) and validate a recipe.
+
+    Raises:
+        ToolkitError: a missing file, invalid YAML, or the first schema violation, naming its key.
+    """
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"recipe {path} does not exist", "see recipes/ for examples")
@@ -29,91 +98,64 @@ def load_recipe(path: str | Path) -> dict:
         raise ToolkitError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ToolkitError(f"{path}: a recipe is a mapping with at least 'models' and 'backends'")
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise ToolkitError(f"{path}: unknown recipe key(s) {sorted(unknown)}", f"allowed: {sorted(TOP_KEYS)}")
-    for key in ("models", "backends"):
-        if not data.get(key) or not isinstance(data[key], list):
-            raise ToolkitError(f"{path}: '{key}' must be a non-empty list")
-    from trtllm_kit.bench.sweep import SweepConfig
-    from trtllm_kit.engine.builder import BuildOptions
-
-    allowed = {f.name for f in fields(SweepConfig)}
-    bad = set(data.get("sweep") or {}) - allowed
-    if bad:
-        raise ToolkitError(f"{path}: unknown sweep key(s) {sorted(bad)}", f"allowed: {sorted(allowed)}")
-    bad = set(data.get("engine") or {}) - {f.name for f in fields(BuildOptions)}
-    if bad:
-        raise ToolkitError(f"{path}: unknown engine key(s) {sorted(bad)}",
-                           f"allowed: {sorted(f.name for f in fields(BuildOptions))}")
-    bad = set(data.get("export") or {}) - EXPORT_KEYS
-    if bad:
-        raise ToolkitError(f"{path}: unknown export key(s) {sorted(bad)}", f"allowed: {sorted(EXPORT_KEYS)}")
-    data.setdefault("name", path.stem)
-    data["_path"] = str(path)
-    return data
+    try:
+        rec = Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else ""
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"][0].lower() + err["msg"][1:]
+        raise ToolkitError(f"{path}: {key}: {msg}{got}") from None
+    if rec.name is None:
+        rec = rec.model_copy(update={"name": path.stem})
+    return rec
 
 
-def sweep_config(recipe: dict):
-    from trtllm_kit.bench.sweep import SweepConfig
+def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
+    """The plan a recipe describes (``out`` overrides the recipe's output directory).
 
-    return SweepConfig(**(recipe.get("sweep") or {}))
-
-
-def build_options(recipe: dict, sweep) -> "BuildOptions":  # noqa: F821
-    """Engine options from the recipe, with profile limits defaulting to what the sweep needs."""
-    from trtllm_kit.engine.builder import BuildOptions
-
-    opts = dict(recipe.get("engine") or {})
-    opts.setdefault("max_batch", max(max(sweep.batches), max(sweep.step_tokens or [1])))
-    opts.setdefault("max_input", max(max(sweep.inputs), sweep.step_past if sweep.step_tokens else 1))
-    opts.setdefault("max_seq", max(max(sweep.inputs) + max(sweep.outputs), sweep.step_past + 2))
-    opts.setdefault("opt_batch", int(statistics.median_low(sorted(sweep.batches))))
-    opts.setdefault("opt_input", min(sweep.inputs))
-    return BuildOptions(**opts)
-
-
-def run_recipe(path: str | Path, out: str | Path | None = None, log=print) -> dict:
-    """Export -> build -> bench -> report for every model of the recipe.
-
-    Returns:
-        ``{"results": path, "report": path, "summary": [...]}``.
+    Raises:
+        ToolkitError: see ``load_recipe``, and engine limits that contradict each other.
     """
-    import torch
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.engine.manifest import BuildOptions
 
-    from trtllm_kit.bench.sweep import bench
-    from trtllm_kit.pipeline import prepare_models
-    from trtllm_kit.report import report_from_results
-
-    recipe = load_recipe(path)
-    out = Path(out or recipe.get("out") or Path("artifacts") / recipe["name"])
-    sweep = sweep_config(recipe)
-    backends = recipe["backends"]
-    exp = recipe.get("export") or {}
-    dtype = recipe.get("dtype", "fp16")
-    device = recipe.get("device", "auto")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    opts = build_options(recipe, sweep)
-    log(f"recipe {recipe['name']}: {len(recipe['models'])} model(s), backends {', '.join(backends)}, device {device}")
-    arts, notes = prepare_models(recipe["models"], backends, out, opts, dtype=dtype,
-                                 last_only=exp.get("logits", "last") == "last", opset=exp.get("opset", 17), log=log)
-    results, res_path = bench(arts, backends, sweep, out / "results.json", device=device, dtype=dtype,
-                              cuda_graph=bool(recipe.get("cuda_graph", False)),
-                              extra={"recipe": recipe["name"], "engine_notes": notes})
-    html = report_from_results([res_path], out / "report", title=f"trtllm-kit: {recipe['name']}")
-    return {"results": res_path, "report": html, "points": results["points"], "notes": notes}
+    rec = load_recipe(path)
+    out = Path(out or rec.out or Path("artifacts") / rec.name)
+    sweep = SweepConfig(**rec.sweep.model_dump())
+    derived = sweep.limits()
+    e = rec.engine
+    limits = EngineLimits(e.max_batch or derived.max_batch, e.max_input or derived.max_input, e.max_seq or derived.max_seq,
+                          e.opt_batch or (None if e.max_batch else derived.opt_batch),
+                          e.opt_input or (None if e.max_input else derived.opt_input))
+    engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
+                          workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include)
+    return Plan(name=rec.name, models=list(rec.models), backends=list(rec.backends), work=out,
+                results=out / "results.json", report=out / "report", device=rec.device,
+                export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,
+                sweep=sweep, cuda_graph=rec.cuda_graph, recipe=rec.name)
 
 
-def summary_lines(points: list[dict]) -> list[str]:
-    """A short table for the terminal: one line per model x backend, throughput at each batch."""
+def summary_lines(results) -> list[str]:
+    """A short table for the terminal: throughput by batch per model x backend, then why any point
+    was not timed."""
+    points = results.points
     rows: dict = {}
-    batches = sorted({p["batch"] for p in points})
+    batches = sorted({p.batch for p in points})
     for p in points:
-        key = (p["model"], p["backend"], p["input_len"], p["output_len"])
-        val = f"{p['throughput_tok_s']:.0f}" if p["status"] == "ok" else p["status"]
-        rows.setdefault(key, {})[p["batch"]] = val
-    head = f"{'model':22} {'backend':8} {'in/out':8} " + " ".join(f"{'M' + str(b):>9}" for b in batches)
+        key = (p.model, p.backend, p.input_len, p.output_len)
+        rows.setdefault(key, {})[p.batch] = f"{p.throughput_tok_s:.0f}" if p.status == "ok" else p.status
+    width = max([len(k[0]) for k in rows] + [5])
+    head = f"{'model':{width}} {'backend':8} {'in/out':8} " + " ".join(f"{'M' + str(b):>9}" for b in batches)
     lines = ["throughput (generated tokens/s) by batch size:", head]
     for (m, b, i, o), vals in sorted(rows.items()):
-        lines.append(f"{m:22} {b:8} {f'{i}/{o}':8} " + " ".join(f"{vals.get(x, ''):>9}" for x in batches))
+        lines.append(f"{m:{width}} {b:8} {f'{i}/{o}':8} " + " ".join(f"{vals.get(x, ''):>9}" for x in batches))
+    reasons: dict = {}
+    for p in points:
+        if p.status != "ok":
+            reasons.setdefault((p.model, p.backend, p.status, p.message or ""), []).append(f"M{p.batch}")
+    if reasons:
+        lines.append("not timed:")
+        for (m, b, status, msg), where in sorted(reasons.items()):
+            lines.append(f"  {m} / {b} ({', '.join(where)}): {status}: {msg}")
     return lines

@@ -21,6 +21,8 @@ MODULES = {"tensorrt": ("tensorrt",), "tensorrt-rtx": ("tensorrt_rtx", "tensorrt
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """A CUDA GPU: its name and compute capability (major, minor)."""
+
     name: str
     compute_capability: tuple[int, int]
 
@@ -64,14 +66,21 @@ class Flavor:
     def progress_monitor(self) -> bool:
         return hasattr(self.trt, "IProgressMonitor")
 
+    @property
+    def plugin_v2(self) -> bool:
+        """Loads C++ ``IPluginV2DynamicExt`` plugins (TensorRT 8.6 to 10.x; not TensorRT-RTX)."""
+        return not self.is_rtx and hasattr(self.trt.INetworkDefinition, "add_plugin_v2")
+
+    @property
+    def max_onnx_opset(self) -> int | None:
+        """The newest ONNX opset the parser reads, where it is older than the exporter's (8.x: 17)."""
+        return 17 if not self.is_rtx and self.version_tuple < (9,) else None
+
     def runs_on(self, gpu: GpuInfo) -> bool:
         if not self.is_rtx:
             return gpu.compute_capability >= (7, 5) or self.version_tuple < (10,)
         major, minor = gpu.compute_capability
         return (major, minor) in {(8, 0), (8, 6), (8, 9)} or major == 12
-
-    def describe(self) -> dict:
-        return {"flavor": self.name, "version": self.version, "module": self.trt.__name__}
 
 
 def load_flavor(name: str) -> Flavor:
@@ -125,8 +134,8 @@ def resolve_flavor(requested: str, gpu: GpuInfo | None, purpose: str = "build") 
             try:
                 flavor = load_flavor("tensorrt-rtx")
             except MissingToolError:
-                raise MissingToolError("Neither TensorRT nor TensorRT-RTX",
-                                       f"{INSTALL['tensorrt']} (GPU) or {INSTALL['tensorrt-rtx']}") from None
+                raise ToolkitError("no TensorRT is installed (neither TensorRT nor TensorRT-RTX)",
+                                   f"install one: {INSTALL['tensorrt']} (GPU) or {INSTALL['tensorrt-rtx']}") from None
     else:
         flavor = load_flavor(requested)
     if gpu is not None and not flavor.runs_on(gpu):

@@ -5,47 +5,69 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trtllm_kit.engine.builder import read_engine_meta
+from trtllm_kit.engine.manifest import EngineManifest
 
 
 def _shape(s) -> str:
     return "[" + ", ".join("?" if d == -1 else str(d) for d in s) + "]"
 
 
-def describe_engine(engine_dir: str | Path, layers: bool = False, as_json: bool = False) -> str:
-    m = read_engine_meta(engine_dir)
+def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
+    """The engine's manifest as aligned text (or as its JSON).
+
+    Raises:
+        ToolkitError: ``engine_dir`` is not an engine directory of this format.
+    """
+    m = EngineManifest.load(engine_dir)
     if as_json:
-        return json.dumps(m, indent=2)
-    spec = m["spec"]
-    gpu = m["gpu"] if isinstance(m["gpu"], str) else f"{m['gpu']['name']} (compute capability {m['gpu']['compute_capability']})"
-    heads = sorted({layer["n_heads"] for layer in spec["layers"]})
+        return json.dumps(m.model_dump(mode="json"), indent=2)
+    spec, lim = m.spec, m.limits
+    gpu = (f"{m.gpu.name} (compute capability {m.gpu.compute_capability})" if m.gpu else
+           "no GPU (portable TensorRT-RTX engine: runs on compute capability 8.0/8.6/8.9/12.x)")
+    heads = sorted({layer.n_heads for layer in spec.layers})
+    kv = f"{m.kv_layout.name}: {m.kv_layout.description}"
+    if m.kv_layout.plugin:
+        kv += f" (plugin library {m.kv_layout.plugin.file}, load it first)"
     lines = [
-        f"engine      {Path(engine_dir) / 'model.engine'} ({m['engine_bytes'] / 1e6:.1f} MB, built in {m['build_seconds']}s)",
-        f"flavor      {m['flavor']} {m['trt_version']}",
+        f"engine      {Path(engine_dir) / 'model.engine'} ({m.engine_bytes / 1e6:.1f} MB, built in {m.build_seconds}s)",
+        f"flavor      {m.flavor} {m.trt_version}",
         f"built for   {gpu}",
-        f"precision   {m['precision']}",
-        f"kv cache    {m['kv_mode']}: {m['kv_cache']['layout']}",
-        f"model       {spec['name']}: {spec['num_layers']} blocks, {spec['param_count'] / 1e6:.1f}M params, "
+        f"precision   {m.precision}",
+        f"kv cache    {kv}",
+        f"model       {spec.name}: {spec.num_layers} blocks, {spec.param_count() / 1e6:.1f}M params, "
         f"heads per block {heads[0]}..{heads[-1]}",
-        f"source      {m['source_onnx']['path']} (sha256 {m['source_onnx']['sha256'][:12]})",
-        f"limits      batch <= {m['limits']['max_batch']}, prompt <= {m['limits']['max_input']}, "
-        f"prompt + output <= {m['limits']['max_seq']}",
+        f"source      {m.source.export_dir} (model.onnx sha256 {m.source.onnx_sha256[:12]})",
+        f"limits      batch <= {lim.max_batch}, prompt <= {lim.max_input}, prompt + output <= {lim.max_seq}",
         "profiles",
     ]
-    for p in m["profiles"]:
-        lines.append(f"  {p['index']} {p['name']:8} " + "  ".join(
-            f"{axis}: {p['min'][axis]}/{p['opt'][axis]}/{p['max'][axis]}" for axis in p["min"]) + "  (min/opt/max)")
-    lines.append(f"I/O ({m['io_source']})")
-    for t in m["io"]:
-        lines.append(f"  {t['mode']:6} {t['name']:28} {t['dtype']:6} {_shape(t['shape'])}")
-    if layers:
-        info = Path(engine_dir) / "layers.json"
-        if info.is_file():
-            data = json.loads(info.read_text())
-            lines.append(f"layers ({len(data.get('Layers', []))})")
-            for layer in data.get("Layers", []):
-                lines.append(f"  {layer if isinstance(layer, str) else layer.get('Name', layer)}")
+    for p in m.profiles:
+        lines.append(f"  {p.index} {p.name:8} " + "  ".join(
+            f"{axis}: {p.min[axis]}/{p.opt[axis]}/{p.max[axis]}" for axis in p.min) + "  (min/opt/max)")
+    lines.append(f"I/O ({m.io_source})")
+    for t in m.io:
+        lines.append(f"  {t.mode:6} {t.name:28} {t.dtype:6} {_shape(t.shape)}")
+    if m.build_phases:
+        lines.append("build phases  " + ", ".join(f"{k} {v:.1f}s" for k, v in m.build_phases.items()))
+    return "\n".join(lines)
+
+
+def describe_layers(engine_dir: str | Path) -> str:
+    """The engine's layers: ``layers.json`` (TensorRT's engine inspector, written at build time on a GPU).
+
+    Raises:
+        ToolkitError: ``engine_dir`` is not an engine directory of this format.
+    """
+    m = EngineManifest.load(engine_dir)
+    info = Path(engine_dir) / (m.layers_file or "layers.json")
+    if not info.is_file():
+        return ("layers: not available (TensorRT reports per-layer information only when the engine is loaded on a "
+                "GPU at build time)")
+    data = json.loads(info.read_text())
+    layers = data.get("Layers", [])
+    lines = [f"layers ({len(layers)})"]
+    for layer in layers:
+        if isinstance(layer, str):
+            lines.append(f"  {layer}")
         else:
-            lines.append("layers: not available (TensorRT reports per-layer information only when the engine is "
-                         "loaded on a GPU at build time)")
+            lines.append(f"  {layer.get('Name', '?')}  [{layer.get('LayerType', '?')}]  {layer.get('TacticName', '')}")
     return "\n".join(lines)

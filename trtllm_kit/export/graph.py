@@ -3,6 +3,12 @@
 Writing the graph from the spec (instead of tracing a module) keeps memory at one tensor, lets every
 block have its own shapes, and keeps the graph to ops TensorRT 8.6 and TensorRT-RTX parse: the only
 shape computation is two Shape ops and a Range per prompt, shared by all blocks.
+
+The graph is safe in fp16 even where a builder runs everything in half precision (TensorRT 8.6's
+FP16 flag has no strong typing): rotary cos/sin come from a table indexed by position (no angle math
+in the graph), RMSNorm divides by the row's largest magnitude before squaring (no overflow below
+fp16's range) and masked attention scores use fp16's lowest finite value (no -inf, so a fully padded
+row gives a uniform softmax, never NaN).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from trtllm_kit.export.io_spec import model_inputs, model_outputs, present_name, past_name
+from trtllm_kit.errors import ToolkitError
+from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, Anchors, model_inputs,
+                                       model_outputs, past_name, present_name)
 from trtllm_kit.models.spec import ModelSpec, rope_inv_freq
 from trtllm_kit.models.weights import WeightSource, tensor_shapes
 from trtllm_kit.utils.dtypes import TORCH_DTYPES
@@ -24,6 +32,10 @@ from trtllm_kit.utils.dtypes import TORCH_DTYPES
 ONNX_DTYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 EXTERNAL_THRESHOLD = 2 << 30  # protobuf's limit: larger models keep their weights beside the graph
 ALIGN = 4096
+# Opsets written (the Reduce ops take axes as an input from 18 on); TensorRT 8.6's parser reads up to 17.
+SUPPORTED_OPSETS = (17, 18, 19, 20, 21)
+MASK_VALUE = -65504.0  # fp16's lowest finite value: exp() of it is 0 next to any real score
+RMS_FLOOR = 1e-4  # guards the max-magnitude divisor of an all-zero row
 
 
 class WeightWriter:
@@ -68,8 +80,8 @@ class WeightWriter:
 class GraphBuilder:
     """Accumulates nodes and initializers; ``op`` returns the output name(s) of a new node."""
 
-    def __init__(self, writer: WeightWriter, dtype: str):
-        self.writer, self.dtype = writer, dtype
+    def __init__(self, writer: WeightWriter, dtype: str, opset: int):
+        self.writer, self.dtype, self.opset = writer, dtype, opset
         self.onnx_dtype = ONNX_DTYPES[dtype]
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
@@ -99,12 +111,25 @@ class GraphBuilder:
     def cast(self, x: str, to: int) -> str:
         return self.op("Cast", x, to=to)
 
+    def reduce(self, op_type: str, x: str, axis: int) -> str:
+        """A Reduce* op over one axis, keeping it, in the form the opset wants (axes input from 18)."""
+        if self.opset >= 18:
+            return self.op(op_type, x, self.const(f"c_axes{axis}".replace("-", "m"), [axis], np.int64), keepdims=1)
+        return self.op(op_type, x, axes=[axis], keepdims=1)
+
 
 def _rms_norm(g: GraphBuilder, x: str, weight: str, eps: str, name: str) -> str:
-    # Computed in float32 whatever the model dtype, as transformers' LlamaRMSNorm does.
+    """RMSNorm in float32 (as transformers' LlamaRMSNorm), divided by the row's max magnitude first.
+
+    x / sqrt(mean(x^2) + eps) == s / sqrt(mean(s^2) + eps / m^2) with s = x / m: the squares stay <= 1,
+    so a builder that demotes this island to fp16 cannot overflow it.
+    """
     xf = x if g.dtype == "fp32" else g.cast(x, TensorProto.FLOAT)
-    var = g.op("ReduceMean", g.op("Mul", xf, xf), axes=[-1], keepdims=1)
-    y = g.op("Mul", xf, g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, eps))))
+    m = g.op("Max", g.reduce("ReduceMax", g.op("Abs", xf), -1), g.const("c_rms_floor", RMS_FLOOR, np.float32))
+    r = g.op("Reciprocal", m)  # (B, S, 1)
+    s = g.op("Mul", xf, r)
+    ms = g.reduce("ReduceMean", g.op("Mul", s, s), -1)
+    y = g.op("Mul", s, g.op("Reciprocal", g.op("Sqrt", g.op("Add", ms, g.op("Mul", eps, g.op("Mul", r, r))))))
     y = y if g.dtype == "fp32" else g.cast(y, g.onnx_dtype)
     return g.op("Mul", y, weight, name=name)
 
@@ -118,10 +143,36 @@ def _linear(g: GraphBuilder, x: str, weights: WeightSource, prefix: str, has_bia
     return y
 
 
-def _rotate(g: GraphBuilder, x: str, cos: str, sin: str) -> str:
-    x1, x2 = g.op("Split", x, axis=-1, n_out=2)
+def _rotate(g: GraphBuilder, x: str, cos: str, sin: str, half: int, name: str | None = None) -> str:
+    x1, x2 = g.op("Split", x, g.const(f"c_split_{half}", [half, half], np.int64), axis=-1, n_out=2)
     rot = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
-    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rot, sin))
+    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rot, sin), name=name)
+
+
+def _activation(g: GraphBuilder, x: str, kind: str) -> str:
+    """The MLP activation of HF ``hidden_act`` (see SUPPORTED_ACTIVATIONS)."""
+    if kind in ("silu", "swish"):
+        return g.op("Mul", x, g.op("Sigmoid", x))
+    if kind == "relu":
+        return g.op("Relu", x)
+    c = lambda name, v: g.cast(g.const(name, v, np.float32), g.onnx_dtype)  # noqa: E731
+    if kind == "gelu":  # 0.5 x (1 + erf(x / sqrt 2))
+        erf = g.op("Erf", g.op("Mul", x, c("c_inv_sqrt2", 2 ** -0.5)))
+        return g.op("Mul", g.op("Mul", x, c("c_half", 0.5)), g.op("Add", erf, c("c_one_f", 1.0)))
+    # tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    inner = g.op("Add", x, g.op("Mul", g.op("Mul", g.op("Mul", x, x), x), c("c_gelu_a", 0.044715)))
+    t = g.op("Tanh", g.op("Mul", inner, c("c_gelu_b", (2 / np.pi) ** 0.5)))
+    return g.op("Mul", g.op("Mul", x, c("c_half", 0.5)), g.op("Add", t, c("c_one_f", 1.0)))
+
+
+def rope_table(spec: ModelSpec, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (max_position_embeddings, head_dim), computed in float32 then cast, exactly as
+    transformers and the reference compute them per position."""
+    inv = rope_inv_freq(spec, head_dim)
+    pos = torch.arange(spec.max_position_embeddings, dtype=torch.float32)
+    freqs = pos[:, None] * inv[None, :]  # (P, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: bool, out_dir: Path,
@@ -130,63 +181,67 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
 
     Returns:
         The model proto (weights external or inline) and the sha256 of the weights.
+
+    Raises:
+        ToolkitError: an opset this exporter does not write.
     """
+    if opset not in SUPPORTED_OPSETS:
+        raise ToolkitError(f"opset {opset} is not supported", f"use one of {', '.join(map(str, SUPPORTED_OPSETS))} "
+                           "(TensorRT 8.6 reads up to 17)")
     bytes_per = torch.tensor([], dtype=TORCH_DTYPES[dtype]).element_size()
     external = spec.param_count() * bytes_per > EXTERNAL_THRESHOLD - (64 << 20)
     writer = WeightWriter(out_dir / "model.onnx.data" if external else None)
-    g = GraphBuilder(writer, dtype)
+    g = GraphBuilder(writer, dtype, opset)
     fdt = g.onnx_dtype
-    fmin = float(torch.finfo(torch.float32).min)
     used: set[str] = set()
 
     # Shape subgraph, shared by every block: S = new tokens, T = past + new.
     # Plain Shape + Gather (not Shape's start/end attributes) and no Cast to bool: TensorRT 8.6's parser.
     zero, one = g.const("c_zero", 0, np.int64), g.const("c_one", 1, np.int64)
     axis1 = g.const("c_axes1", [1], np.int64)
-    s_len = g.op("Gather", g.op("Shape", "input_ids"), axis1, axis=0, name="seq_len")  # [1]
-    t_len = g.op("Gather", g.op("Shape", "attention_mask"), axis1, axis=0, name="total_len")  # [1]
-    t_scalar = g.op("Squeeze", t_len, g.const("c_axes0", [0], np.int64))
-    p_scalar = g.op("Squeeze", g.op("Sub", t_len, s_len), "c_axes0")
+    axes0 = g.const(Anchors.AXES0, [0], np.int64)
+    s_len = g.op("Gather", g.op("Shape", INPUT_IDS), axis1, axis=0, name=Anchors.SEQ_LEN)  # [1]
+    t_len = g.op("Gather", g.op("Shape", ATTENTION_MASK), axis1, axis=0, name="total_len")  # [1]
+    t_scalar = g.op("Squeeze", t_len, axes0)
+    p_scalar = g.op("Squeeze", g.op("Sub", t_len, s_len), axes0)
     k_pos = g.op("Range", zero, t_scalar, one, name="key_pos")  # (T,)
-    q_pos = g.op("Range", p_scalar, t_scalar, one, name="query_pos")  # (S,)
-    later = g.op("Greater", g.op("Unsqueeze", k_pos, "c_axes0"),
-                 g.op("Unsqueeze", q_pos, axis1))  # (S, T)
+    q_pos = g.op("Range", p_scalar, t_scalar, one, name=Anchors.QUERY_POS)  # (S,)
+    later = g.op("Greater", g.op("Unsqueeze", k_pos, axes0), g.op("Unsqueeze", q_pos, axis1))  # (S, T)
     causal = g.op("Unsqueeze", g.op("Not", later), g.const("c_axes01", [0, 1], np.int64))  # (1, 1, S, T)
-    padding = g.op("Unsqueeze", g.op("Greater", "attention_mask", zero), g.const("c_axes12", [1, 2], np.int64))
+    padding = g.op("Unsqueeze", g.op("Greater", ATTENTION_MASK, zero), g.const("c_axes12", [1, 2], np.int64))
     allowed = g.op("And", causal, padding, name="attn_allowed")  # (B, 1, S, T)
     allowed5 = None
-    neg = g.const("c_mask_value", fmin, np.float32)
+    neg = g.const("c_mask_value", MASK_VALUE, np.float32)
     eps = g.const("c_rms_eps", spec.rms_norm_eps, np.float32)
 
     x = g.op("Gather", g.weight("model.embed_tokens.weight", weights.get("model.embed_tokens.weight")),
-             "input_ids", axis=0, name="embeddings")  # (B, S, H)
+             INPUT_IDS, axis=0, name="embeddings")  # (B, S, H)
     used.add("model.embed_tokens.weight")
-    pos_f = g.op("Unsqueeze", g.cast("position_ids", TensorProto.FLOAT), g.const("c_axes_last", [-1], np.int64))
     rope: dict[int, tuple[str, str]] = {}
 
     for i, L in enumerate(spec.layers):
         p = f"model.layers.{i}."
         if progress:
             progress(i)
-        if L.head_dim not in rope:
-            inv = g.const(f"rope_inv_freq_{L.head_dim}", rope_inv_freq(spec, L.head_dim).numpy())
-            freqs = g.op("Mul", pos_f, inv)  # (B, S, hd/2)
-            emb = g.op("Unsqueeze", g.op("Concat", freqs, freqs, axis=-1), "c_axes1")  # (B, 1, S, hd)
-            rope[L.head_dim] = (g.cast(g.op("Cos", emb), fdt), g.cast(g.op("Sin", emb), fdt))
+        if L.head_dim not in rope:  # (B, 1, S, hd) cos/sin gathered from per-position tables
+            cos_t, sin_t = rope_table(spec, L.head_dim, TORCH_DTYPES[dtype])
+            rope[L.head_dim] = tuple(
+                g.op("Unsqueeze", g.op("Gather", g.weight(f"rope_{f}_{L.head_dim}", t), POSITION_IDS, axis=0), axis1)
+                for f, t in (("cos", cos_t), ("sin", sin_t)))
         cos, sin = rope[L.head_dim]
         h = _rms_norm(g, x, g.weight(p + "input_layernorm.weight", weights.get(p + "input_layernorm.weight")),
                       eps, name=f"layer{i}_input_norm")
 
-        def heads(y: str, n: int) -> str:  # (B, S, n*hd) -> (B, n, S, hd)
+        def heads(y: str, n: int, name: str | None = None) -> str:  # (B, S, n*hd) -> (B, n, S, hd)
             return g.op("Transpose", g.op("Reshape", y, g.const(f"shape_l{i}_{n}_{g.count}", [0, 0, n, L.head_dim],
-                                                                np.int64)), perm=[0, 2, 1, 3])
+                                                                np.int64)), perm=[0, 2, 1, 3], name=name)
 
         q = heads(_linear(g, h, weights, p + "self_attn.q_proj", L.qkv_bias, used), L.n_heads)
         k = heads(_linear(g, h, weights, p + "self_attn.k_proj", L.qkv_bias, used), L.n_kv_heads)
-        v = heads(_linear(g, h, weights, p + "self_attn.v_proj", L.qkv_bias, used), L.n_kv_heads)
-        scale = g.cast(g.const(f"c_scale_{i}", L.head_dim ** -0.5, np.float32), fdt)
-        q = g.op("Mul", _rotate(g, q, cos, sin), scale)
-        k = _rotate(g, k, cos, sin)
+        v = heads(_linear(g, h, weights, p + "self_attn.v_proj", L.qkv_bias, used), L.n_kv_heads, name=Anchors.v_new(i))
+        scale = g.cast(g.const(f"c_scale_{L.head_dim}", L.head_dim ** -0.5, np.float32), fdt)
+        q = g.op("Mul", _rotate(g, q, cos, sin, L.head_dim // 2), scale, name=Anchors.q(i))  # (B, nh, S, hd)
+        k = _rotate(g, k, cos, sin, L.head_dim // 2, name=Anchors.k_new(i))  # (B, nkv, S, hd)
         k_all = g.op("Concat", past_name(i, "key"), k, axis=2, name=present_name(i, "key"))  # (B, nkv, T, hd)
         v_all = g.op("Concat", past_name(i, "value"), v, axis=2, name=present_name(i, "value"))
         rep = L.n_heads // L.n_kv_heads
@@ -202,10 +257,11 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
         scores = g.op("Where", mask, g.cast(scores, TensorProto.FLOAT), neg)
         probs = g.cast(g.op("Softmax", scores, axis=-1), fdt)
         if rep == 1:
-            attn = g.op("MatMul", probs, v_all)  # (B, nh, S, hd)
+            attn = g.op("MatMul", probs, v_all, name=Anchors.attn(i))  # (B, nh, S, hd)
         else:
             attn = g.op("MatMul", probs, g.op("Unsqueeze", v_all, "c_axes2"))
-            attn = g.op("Reshape", attn, g.const(f"shape_gqa_o{i}", [0, L.n_heads, -1, L.head_dim], np.int64))
+            attn = g.op("Reshape", attn, g.const(f"shape_gqa_o{i}", [0, L.n_heads, -1, L.head_dim], np.int64),
+                        name=Anchors.attn(i))
         attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]),
                     g.const(f"shape_merge{i}", [0, 0, L.q_dim], np.int64))  # (B, S, nh*hd)
         x = g.op("Add", x, _linear(g, attn, weights, p + "self_attn.o_proj", L.o_bias, used), name=f"layer{i}_attn_res")
@@ -213,18 +269,18 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
                                      weights.get(p + "post_attention_layernorm.weight")), eps, name=f"layer{i}_mlp_norm")
         gate = _linear(g, h, weights, p + "mlp.gate_proj", L.gate_up_bias, used)
         up = _linear(g, h, weights, p + "mlp.up_proj", L.gate_up_bias, used)
-        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+        act = g.op("Mul", _activation(g, gate, spec.hidden_act), up)
         x = g.op("Add", x, _linear(g, act, weights, p + "mlp.down_proj", L.down_bias, used), name=f"layer{i}_mlp_res")
 
     if last_only:
         x = g.op("Slice", x, g.const("c_last_start", [-1], np.int64), g.const("c_last_end", [np.iinfo(np.int64).max],
-                                                                             np.int64), "c_axes1")
+                                                                             np.int64), axis1)
     x = _rms_norm(g, x, g.weight("model.norm.weight", weights.get("model.norm.weight")), eps, name="final_norm")
     if spec.tie_word_embeddings:
         head = g.op("Transpose", "model.embed_tokens.weight", perm=[1, 0])
     else:
         head = g.weight("lm_head.weight", weights.get("lm_head.weight").t())
-    g.op("MatMul", x, head, name="logits")
+    g.op("MatMul", x, head, name=LOGITS)
     writer.close()
 
     def vi(io, elem):
@@ -234,7 +290,8 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
     graph = helper.make_graph(g.nodes, spec.name, [vi(t, elem[t.dtype]) for t in model_inputs(spec)],
                               [vi(t, elem[t.dtype]) for t in model_outputs(spec, last_only)], initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="trtllm-kit")
-    model.ir_version = 8  # readable by TensorRT 8.6's parser and ONNX Runtime alike
+    # The lowest IR version that carries this opset: IR 8 for opset 17 is what TensorRT 8.6's parser reads.
+    model.ir_version = max(8, helper.find_min_ir_version_for([helper.make_opsetid("", opset)], ignore_unknown=True))
     expected = set(tensor_shapes(spec))
     assert expected <= {t.name for t in g.inits} | used, "a weight was left out of the graph"
     return model, writer.sha.hexdigest()

@@ -1,7 +1,9 @@
-"""The exported graph's inputs and outputs, declared once.
+"""The exported graph's inputs, outputs and anchor tensors, declared once.
 
-The exporter, the validator, the TensorRT profiles and every runner derive their names, axes and dummy
-inputs from this declaration, Optimum-style: ``{name: {axis: axis_name}}`` with shared axis names.
+The exporter, the validator, the TensorRT profiles, the KV layouts and every runner derive their names,
+axes and dummy inputs from this declaration, Optimum-style: ``{name: {axis: axis_name}}`` with shared
+axis names. Code that rewrites the graph (in-place and plugin KV layouts) finds tensors through the
+anchor names below, which the exporter gives them; nothing else refers to graph-internal names.
 """
 
 from __future__ import annotations
@@ -11,17 +13,27 @@ from dataclasses import dataclass
 from trtllm_kit.models.spec import ModelSpec
 
 BATCH, SEQ, PAST, TOTAL = "batch_size", "sequence_length", "past_sequence_length", "total_sequence_length"
+INPUT_IDS, POSITION_IDS, ATTENTION_MASK, LOGITS = "input_ids", "position_ids", "attention_mask", "logits"
+WRITE_INDICES = "write_indices"
+KV = ("key", "value")
 
 
 @dataclass(frozen=True)
 class TensorIO:
-    """One graph input or output: ``dims`` holds axis names (dynamic) or ints (static)."""
+    """One graph input or output: ``dims`` holds axis names (dynamic) or ints (static).
+
+    Attributes:
+        name: the ONNX (and engine) tensor name.
+        dtype: ``"int64"``, ``"int32"`` or ``"float"`` (the model dtype).
+        dims: axis names or sizes.
+    """
 
     name: str
-    dtype: str  # "int64", "int32" or "float" (the model dtype)
+    dtype: str
     dims: tuple[str | int, ...]
 
     def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """Concrete shape for axis sizes ``{axis name: size}``."""
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.dims)
 
 
@@ -33,39 +45,64 @@ def present_name(i: int, kv: str) -> str:
     return f"present.{i}.{kv}"
 
 
+class Anchors:
+    """Names the exporter gives to graph-internal tensors that KV layouts rewire.
+
+    Per block ``i``: ``q(i)`` (B, nh, S, hd) queries after rotary and 1/sqrt(hd) scaling, ``k_new(i)`` and
+    ``v_new(i)`` (B, nkv, S, hd) this step's keys (after rotary) and values, ``attn(i)`` (B, nh, S, hd)
+    attention output per head. ``QUERY_POS`` (S,) positions of the new tokens, ``SEQ_LEN`` [1] their
+    count, ``AXES0`` the constant [0] (Squeeze axes).
+    """
+
+    QUERY_POS = "query_pos"
+    SEQ_LEN = "seq_len"
+    AXES0 = "c_axes0"
+
+    @staticmethod
+    def q(i: int) -> str:
+        return f"layer{i}.q"
+
+    @staticmethod
+    def k_new(i: int) -> str:
+        return f"layer{i}.k_new"
+
+    @staticmethod
+    def v_new(i: int) -> str:
+        return f"layer{i}.v_new"
+
+    @staticmethod
+    def attn(i: int) -> str:
+        return f"layer{i}.attn"
+
+
 def model_inputs(spec: ModelSpec) -> list[TensorIO]:
-    ios = [TensorIO("input_ids", "int64", (BATCH, SEQ)), TensorIO("position_ids", "int64", (BATCH, SEQ)),
-           TensorIO("attention_mask", "int64", (BATCH, TOTAL))]
+    """The exported graph's inputs: ids, positions, mask (B, past + new), then each block's past K/V."""
+    ios = [TensorIO(INPUT_IDS, "int64", (BATCH, SEQ)), TensorIO(POSITION_IDS, "int64", (BATCH, SEQ)),
+           TensorIO(ATTENTION_MASK, "int64", (BATCH, TOTAL))]
     for i, layer in enumerate(spec.layers):
-        for kv in ("key", "value"):
+        for kv in KV:
             ios.append(TensorIO(past_name(i, kv), "float", (BATCH, layer.n_kv_heads, PAST, layer.head_dim)))
     return ios
 
 
 def model_outputs(spec: ModelSpec, last_only: bool) -> list[TensorIO]:
-    ios = [TensorIO("logits", "float", (BATCH, 1 if last_only else SEQ, spec.vocab_size))]
+    """The exported graph's outputs: logits (B, 1 or S, vocab), then each block's present K/V."""
+    ios = [TensorIO(LOGITS, "float", (BATCH, 1 if last_only else SEQ, spec.vocab_size))]
     for i, layer in enumerate(spec.layers):
-        for kv in ("key", "value"):
+        for kv in KV:
             ios.append(TensorIO(present_name(i, kv), "float", (BATCH, layer.n_kv_heads, TOTAL, layer.head_dim)))
     return ios
 
 
-def axis_sizes(batch: int, seq: int, past: int) -> dict[str, int]:
-    return {BATCH: batch, SEQ: seq, PAST: past, TOTAL: past + seq}
+def static_cache_inputs(spec: ModelSpec, max_seq: int) -> list[TensorIO]:
+    """Engine inputs of the static-cache KV layouts: caches and mask span ``max_seq``.
 
-
-WRITE_INDICES = "write_indices"
-
-
-def inplace_inputs(spec: ModelSpec, max_seq: int) -> list[TensorIO]:
-    """Engine inputs in in-place KV mode: the caches and the mask span the static ``max_seq``.
-
-    ``past_key_values.{i}.*`` are the preallocated caches, updated in place at ``write_indices``
-    (one start position per sequence) and returned as the aliased ``present.{i}.*`` outputs.
+    ``past_key_values.{i}.*`` are preallocated caches, updated in place at ``write_indices`` (one start
+    position per sequence, int32) and returned as the aliased ``present.{i}.*`` outputs.
     """
-    ios = [TensorIO("input_ids", "int64", (BATCH, SEQ)), TensorIO("position_ids", "int64", (BATCH, SEQ)),
-           TensorIO("attention_mask", "int64", (BATCH, max_seq)), TensorIO(WRITE_INDICES, "int32", (BATCH,))]
+    ios = [TensorIO(INPUT_IDS, "int64", (BATCH, SEQ)), TensorIO(POSITION_IDS, "int64", (BATCH, SEQ)),
+           TensorIO(ATTENTION_MASK, "int64", (BATCH, max_seq)), TensorIO(WRITE_INDICES, "int32", (BATCH,))]
     for i, layer in enumerate(spec.layers):
-        for kv in ("key", "value"):
+        for kv in KV:
             ios.append(TensorIO(past_name(i, kv), "float", (BATCH, layer.n_kv_heads, max_seq, layer.head_dim)))
     return ios

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from trtllm_kit.models.spec import LayerSpec, ModelSpec
 from trtllm_kit.models.weights import CheckpointWeights, WeightSource, tensor_shapes
 from trtllm_kit.utils.fs import atomic_dir, write_json
 
+log = logging.getLogger(__name__)
 LLAMA_TYPES = ("llama",)
 SHARD_BYTES = 2 << 30
 
@@ -25,12 +27,17 @@ def read_config(path: Path) -> dict:
         raise ToolkitError(f"{path} has no config.json", "a Hugging Face checkpoint directory is expected")
     try:
         cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ToolkitError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ToolkitError(f"{cfg_path} is not a model config (a JSON object is expected)")
     model_type = cfg.get("model_type")
     if model_type not in LLAMA_TYPES:
         raise ToolkitError(f"{cfg_path}: model_type {model_type!r} is not a LLaMA-family model",
                            f"supported model_type: {', '.join(LLAMA_TYPES)}")
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
+        if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
+            raise ToolkitError(f"{cfg_path}: {key} must be a positive integer, got {cfg.get(key)!r}")
     return cfg
 
 
@@ -89,19 +96,32 @@ def spec_from_checkpoint(path: str | Path) -> tuple[ModelSpec, CheckpointWeights
             gate_up_bias=has("mlp.gate_proj.bias"), down_bias=has("mlp.down_proj.bias")))
     if weights.shape(f"model.layers.{n_layers}.self_attn.q_proj.weight") is not None:
         raise ShapeError(f"{path}: checkpoint has more blocks than num_hidden_layers={n_layers}")
-    tied = bool(cfg.get("tie_word_embeddings", False)) or weights.shape("lm_head.weight") is None
+    _check_biases(path, cfg, layers)
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    if not tied and weights.shape("lm_head.weight") is None:
+        log.warning("%s: config.json says tie_word_embeddings is false but there is no lm_head.weight; "
+                    "tying the output head to the embeddings", path)
+        tied = True
     spec = ModelSpec(
-        name=cfg.get("_name_or_path") or path.name, vocab_size=emb[0], hidden_size=hidden, layers=tuple(layers),
+        name=path.absolute().name, vocab_size=emb[0], hidden_size=hidden, layers=tuple(layers),
         rope_theta=float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
         rope_scaling=_rope_scaling(cfg), rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=tied, max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-        source_layers=cfg.get("trtllm_kit_source_layers"),
+        source_layers=cfg.get("trtllm_kit_source_layers"), hidden_act=str(cfg.get("hidden_act", "silu")),
     ).check()
     weights.spec = spec
     for name, s in tensor_shapes(spec).items():
         if shape(name) != s:
             raise ShapeError(f"{path}: tensor {name} is {list(shape(name))}, expected {list(s)}")
     return spec, weights
+
+
+def _check_biases(path: Path, cfg: dict, layers: list[LayerSpec]) -> None:
+    """Bias flags in config.json must agree with the tensors (transformers would invent missing biases)."""
+    for key, what, has in (("attention_bias", "self_attn.q_proj.bias", lambda la: la.qkv_bias),
+                           ("mlp_bias", "mlp.gate_proj.bias", lambda la: la.gate_up_bias)):
+        if cfg.get(key) and not all(has(la) for la in layers):
+            raise ShapeError(f"{path}: config.json sets {key} but the checkpoint has no {what} tensors")
 
 
 def _rope_scaling(cfg: dict) -> dict | None:
@@ -122,7 +142,7 @@ def hf_config(spec: ModelSpec, dtype: str = "float16") -> dict:
         "num_attention_heads": first.n_heads, "num_key_value_heads": first.n_kv_heads, "head_dim": first.head_dim,
         "rms_norm_eps": spec.rms_norm_eps, "rope_theta": spec.rope_theta, "rope_scaling": spec.rope_scaling,
         "max_position_embeddings": spec.max_position_embeddings, "tie_word_embeddings": spec.tie_word_embeddings,
-        "attention_bias": first.qkv_bias, "mlp_bias": first.gate_up_bias, "hidden_act": "silu",
+        "attention_bias": first.qkv_bias, "mlp_bias": first.gate_up_bias, "hidden_act": spec.hidden_act,
         "torch_dtype": dtype, "bos_token_id": 1, "eos_token_id": 2,
     }
     if not spec.is_uniform:
@@ -142,7 +162,7 @@ def save_checkpoint(spec: ModelSpec, weights: WeightSource, out: str | Path, dty
 
     out = Path(out)
     names = list(tensor_shapes(spec))
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, kind="checkpoint") as tmp:
         shards: list[dict[str, torch.Tensor]] = [{}]
         size = 0
         weight_map: dict[str, str] = {}

@@ -60,6 +60,11 @@ class Attention(nn.Module):
         return self.o_proj(out), (k, v)
 
 
+ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "gelu": F.gelu,
+               "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+               "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
+
+
 class MLP(nn.Module):
     def __init__(self, spec: ModelSpec, layer: LayerSpec):
         super().__init__()
@@ -67,9 +72,10 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(H, layer.mlp_dim, bias=layer.gate_up_bias)
         self.up_proj = nn.Linear(H, layer.mlp_dim, bias=layer.gate_up_bias)
         self.down_proj = nn.Linear(layer.mlp_dim, H, bias=layer.down_bias)
+        self.act = ACTIVATIONS[spec.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

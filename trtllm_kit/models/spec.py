@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from trtllm_kit.errors import ShapeError, ToolkitError
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+# MLP activations (HF ``hidden_act``) the reference, the ONNX graph and transformers compute alike.
+SUPPORTED_ACTIVATIONS = ("silu", "swish", "relu", "gelu", "gelu_pytorch_tanh", "gelu_new")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class ModelSpec:
         tie_word_embeddings: ``lm_head`` shares the embedding matrix.
         max_position_embeddings: the context the model was trained for.
         source_layers: for depth-pruned models, the index each kept block had in the original model.
+        hidden_act: the MLP activation (HF ``hidden_act``).
     """
 
     name: str
@@ -90,6 +93,7 @@ class ModelSpec:
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 2048
     source_layers: tuple[int, ...] | None = field(default=None)
+    hidden_act: str = "silu"
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -121,21 +125,14 @@ class ModelSpec:
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise ToolkitError(f"{self.name}: rope_scaling type {rope_type!r} is not supported",
                                f"supported: {', '.join(SUPPORTED_ROPE_TYPES)}")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ToolkitError(f"{self.name}: hidden_act {self.hidden_act!r} is not supported",
+                               f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
         return self
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["layers"] = [dataclasses.asdict(layer) for layer in self.layers]
-        d["num_layers"] = self.num_layers
-        d["param_count"] = self.param_count()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in fields}
-        kw["layers"] = tuple(LayerSpec(**layer) for layer in d["layers"])
-        return cls(**kw)
+    def weight_bytes(self, bytes_per_param: int = 2) -> int:
+        """Bytes of all weights at ``bytes_per_param`` (2 for fp16/bf16): what a decode step streams."""
+        return self.param_count() * bytes_per_param
 
     def with_layers(self, keep: list[int], name: str | None = None) -> "ModelSpec":
         """The depth-pruned spec keeping the blocks at indices ``keep`` (in the current numbering)."""

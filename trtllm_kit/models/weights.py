@@ -6,6 +6,7 @@ stream a 13B model through memory one matrix at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import zlib
@@ -130,9 +131,7 @@ class CheckpointWeights(WeightSource):
 
     def _names_in(self, f: Path) -> list[str]:
         if f.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(f, framework="pt") as sf:
+            with _safetensors(f) as sf:
                 return list(sf.keys())
         return list(self._load_bin(f))
 
@@ -151,9 +150,7 @@ class CheckpointWeights(WeightSource):
         if f is None:
             return None
         if f.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(f, framework="pt") as sf:
+            with _safetensors(f) as sf:
                 return tuple(sf.get_slice(name).get_shape())
         return tuple(self._load_bin(f)[name].shape)
 
@@ -162,15 +159,35 @@ class CheckpointWeights(WeightSource):
         if f is None:
             raise ShapeError(f"{self.path}: tensor {name} is missing from the checkpoint")
         if f.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(f, framework="pt") as sf:
-                return sf.get_tensor(name)
+            with _safetensors(f) as sf:
+                return _read(f, name, sf.get_tensor)
         return self._load_bin(f)[name]
 
     def describe(self) -> dict:
         return {"kind": "checkpoint", "path": str(self.path.absolute()),
                 "files": {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in self.files}}
+
+
+@contextlib.contextmanager
+def _safetensors(f: Path):
+    """``safe_open`` with a corrupt or truncated file reported as one clear error."""
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(f, framework="pt")
+    except Exception as e:  # noqa: BLE001 - SafetensorError and OSError alike
+        raise ToolkitError(f"cannot read {f}: {str(e).splitlines()[0][:200]}",
+                           "the file is truncated or corrupt; download or save it again") from None
+    with handle as sf:
+        yield sf
+
+
+def _read(f: Path, name: str, get):
+    try:
+        return get(name)
+    except Exception as e:  # noqa: BLE001 - a tensor whose bytes lie past the end of a truncated file
+        raise ToolkitError(f"cannot read tensor {name} from {f}: {str(e).splitlines()[0][:200]}",
+                           "the file is truncated or corrupt; download or save it again") from None
 
 
 def checkpoint_files(path: Path) -> list[Path]:
@@ -179,7 +196,13 @@ def checkpoint_files(path: Path) -> list[Path]:
                            ("pytorch_model*.bin", "pytorch_model.bin.index.json")):
         idx = path / index
         if idx.is_file():
-            files = sorted({path / f for f in json.loads(idx.read_text())["weight_map"].values()})
+            try:
+                weight_map = json.loads(idx.read_text())["weight_map"]
+                files = sorted({path / f for f in weight_map.values()})
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ToolkitError(f"{idx} is not a valid shard index (a 'weight_map' of tensor -> file)") from None
+            if any(f.parent != path for f in files):
+                raise ToolkitError(f"{idx} names shard files outside {path}")
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise ToolkitError(f"{path}: {index} names missing shard(s): {', '.join(missing)}")

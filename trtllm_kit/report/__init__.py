@@ -18,23 +18,16 @@ CHARTS = (("throughput_vs_latency.png", "Throughput against latency (one point p
 
 def load_results(paths: list[str | Path]) -> dict:
     """Merge results files (points, checks and step sweeps concatenated; environments kept apart)."""
+    from trtllm_kit.bench.results import BenchResults
+
     merged = {"points": [], "correctness": [], "step_sweep": [], "envs": [], "sources": []}
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            p = p / "results.json"
-        if not p.is_file():
-            raise ToolkitError(f"results file {p} does not exist", "run `trtllm-kit bench` first")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ToolkitError(f"{p} is not a results file: {e}") from None
-        if data.get("format") != "trtllm-kit-bench/1":
-            raise ToolkitError(f"{p} is not a trtllm-kit results file (format {data.get('format')!r})")
-        for k in ("points", "correctness", "step_sweep"):
-            merged[k] += data.get(k, [])
-        merged["envs"].append(data.get("env", {}))
-        merged["sources"].append(str(p))
+        res = BenchResults.load(p)
+        merged["points"] += [x.model_dump() for x in res.points]
+        merged["correctness"] += [x.model_dump() for x in res.correctness]
+        merged["step_sweep"] += [x.model_dump() for x in res.step_sweep]
+        merged["envs"].append(res.env)
+        merged["sources"].append(str(BenchResults.path_in(p)))
     return merged
 
 
@@ -98,7 +91,7 @@ def report_from_results(results: list[str | Path], out: str | Path, title: str =
                         force: bool = True) -> Path:
     """Write charts, ``report.md`` and ``report.html`` into ``out``; return the HTML path."""
     res = load_results(results)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, kind="report") as tmp:
         counts = {CHARTS[0][0]: throughput_vs_latency(res["points"], tmp / CHARTS[0][0]),
                   CHARTS[1][0]: latency_per_token(res["step_sweep"], tmp / CHARTS[1][0]),
                   CHARTS[2][0]: speedup_chart(res["points"], tmp / CHARTS[2][0])}

@@ -31,14 +31,22 @@ def default_dtype(dtype: torch.dtype):
 
 
 def hf_model_from_weights(spec: ModelSpec, weights: WeightSource, dtype: torch.dtype, device: torch.device):
-    """A transformers LlamaForCausalLM on ``device`` holding ``weights`` (streamed one tensor at a time)."""
+    """A transformers LlamaForCausalLM on ``device`` holding ``weights`` (streamed one tensor at a time).
+
+    A checkpoint keeps its own ``config.json`` as transformers reads it, so every field the toolkit does
+    not model shows up as a difference against the toolkit's backends; presets use the spec's config.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from trtllm_kit.models.checkpoint import hf_config
+    from trtllm_kit.models.weights import CheckpointWeights
 
-    cfg = {k: v for k, v in hf_config(spec, str(dtype).removeprefix("torch.")).items()
-           if not k.startswith("trtllm_kit")}
-    config = LlamaConfig(**cfg)
+    if isinstance(weights, CheckpointWeights):
+        config = LlamaConfig.from_pretrained(weights.path)
+        config.tie_word_embeddings = spec.tie_word_embeddings  # a missing lm_head is tied (and said so)
+    else:
+        config = LlamaConfig(**{k: v for k, v in hf_config(spec, str(dtype).removeprefix("torch.")).items()
+                                if not k.startswith("trtllm_kit")})
     with default_dtype(dtype), torch.device(device):
         model = LlamaForCausalLM(config)
     params = dict(model.named_parameters())
@@ -82,17 +90,43 @@ class _EagerRunner(Runner):
         super().__init__(device)
         self.spec, self.weights, self.dtype = spec, weights, TORCH_DTYPES[dtype]
 
+    def peak_memory_gb(self):
+        """torch's peak allocated memory, as the paper reports it."""
+        return torch.cuda.max_memory_allocated(self.device) / 1e9 if self.device.type == "cuda" else None
+
     def deactivate_impl(self):
         self.model = None
 
 
 class HFEagerRunner(_EagerRunner):
-    """transformers' ``generate`` on ``LlamaForCausalLM``: exactly the paper's measurement."""
+    """transformers' ``generate`` on ``LlamaForCausalLM``: exactly the paper's measurement.
+
+    ``generate`` runs transformers' own loop; the step methods (used when this runner is the reference
+    of a comparison) call the model's forward with transformers' own KV cache.
+    """
 
     impl = "transformers.generate"
 
     def activate_impl(self):
+        import inspect
+
         self.model = hf_model_from_weights(self.spec, self.weights, self.dtype, self.device)
+        # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
+        self.cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def reset(self, batch, max_len):
+        self.cache = None
+
+    @torch.inference_mode()
+    def prefill_impl(self, input_ids, position_ids, attention_mask):
+        return self.decode_impl(input_ids, position_ids, attention_mask, 0)
+
+    @torch.inference_mode()
+    def decode_impl(self, input_ids, position_ids, attention_mask, past_len):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=True, **{self.cache_kw: self.cache})
+        self.cache = getattr(out, self.cache_kw)
+        return out.logits[:, -1]
 
     def generate_impl(self, input_ids, attention_mask, new_tokens, timer):
         from transformers import LogitsProcessorList

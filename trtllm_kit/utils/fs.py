@@ -1,4 +1,9 @@
-"""Atomic output directories and file hashing."""
+"""Atomic output directories that the toolkit owns, checked output paths, and file hashing.
+
+Every directory the toolkit writes carries a marker file (``OWNER_MARKER``). ``--force`` and artifact
+reuse only ever replace a directory holding that marker: the toolkit never deletes or overwrites
+anything it did not create.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,44 +19,162 @@ from typing import Iterator
 
 from trtllm_kit.errors import ToolkitError
 
+OWNER_MARKER = ".trtllm-kit"
+FILE_MODE = 0o644  # artifacts are read by servers running as other users
+DIR_MODE = 0o755
 
-@contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` only if the block completes.
 
-    A failed or interrupted block removes the temporary directory, so no directory that looks
-    complete is ever left behind. An existing non-empty ``out`` is refused unless ``force``.
+def owned_by_toolkit(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory the toolkit created (it holds the owner marker)."""
+    return (Path(path) / OWNER_MARKER).is_file()
+
+
+def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "--out") -> Path:
+    """Check, before any work, that ``out`` can be created (or replaced) as an artifact directory.
 
     Args:
-        out: the final directory.
-        force: replace an existing ``out``.
+        out: the directory to write.
+        force: the caller may replace an existing directory, if the toolkit created it.
+        flag: the option that named ``out``, for messages.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ToolkitError: ``out`` is a file, sits under a file, lies in a read-only or unwritable place, or
+            exists and is not empty (without ``force``, or not created by the toolkit).
     """
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
-        raise ToolkitError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ToolkitError(f"output directory {out} already exists and is not empty", "pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        raise ToolkitError(f"{flag} {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ToolkitError(f"{flag} {out} already exists and is not empty", "pass --force to replace it")
+        if not owned_by_toolkit(out):
+            raise ToolkitError(f"{flag} {out} was not created by trtllm-kit; refusing to replace it",
+                               "choose another directory")
+    _check_creatable(out, flag)
+    return out
+
+
+def check_work_dir(path: str | os.PathLike, flag: str = "--work") -> Path:
+    """A directory the toolkit adds its own subdirectories to: it must be (or become) a writable directory.
+
+    Raises:
+        ToolkitError: a file, or an unwritable place.
+    """
+    path = Path(path).absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise ToolkitError(f"{flag} {path} exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ToolkitError(f"{flag} {path} is not writable")
+    else:
+        _check_creatable(path, flag)
+    return path
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of ``path`` must be a writable directory."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ToolkitError(f"{flag} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ToolkitError(f"{flag} {path} cannot be created: {parent} is not writable")
+
+
+def toolkit_json(path: Path) -> bool:
+    """Whether ``path`` is a JSON file the toolkit wrote (its ``format`` starts with ``trtllm-kit-``)."""
+    try:
+        return str(json.loads(path.read_text()).get("format", "")).startswith("trtllm-kit-")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out", twins: tuple[str, ...] = ()) -> Path:
+    """Check, before any work, that the toolkit JSON file ``path`` (and its ``twins``, other suffixes
+    beside it) can be written without overwriting anything the toolkit did not write.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ToolkitError: the path is a directory, an existing file that is not a toolkit file, or its
+            directory cannot be created or written.
+    """
+    path = Path(path).absolute()
+    if path.is_dir():
+        raise ToolkitError(f"{flag} {path} is a directory; give a file path")
+    ours = path.is_file() and toolkit_json(path)
+    if path.exists() and not ours:
+        raise ToolkitError(f"{flag} {path} exists and was not written by trtllm-kit; refusing to overwrite it")
+    for suffix in twins:
+        twin = path.with_suffix(suffix)
+        if twin.exists() and not ours:
+            raise ToolkitError(f"{twin} exists and was not written by trtllm-kit; refusing to overwrite it")
+    _check_creatable(path, flag)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, force: bool = False, kind: str = "artifact",
+               flag: str = "--out") -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``out`` only if the block completes.
+
+    A failed or interrupted block removes the temporary directory, so no directory that looks
+    complete is ever left behind. The result carries the owner marker.
+
+    Args:
+        out: the final directory.
+        force: replace an existing ``out`` (only one the toolkit created).
+        kind: what is written, recorded in the marker ("export", "engine", ...).
+        flag: the option that named ``out``, for messages.
+
+    Raises:
+        ToolkitError: see ``check_output_dir``; also when the directory cannot be written.
+    """
+    out = check_output_dir(out, force, flag)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise ToolkitError(f"{flag} {out} cannot be created: {e.strerror or e}") from None
     try:
         yield tmp
+        (tmp / OWNER_MARKER).write_text(json.dumps({"created_by": "trtllm-kit", "kind": kind}) + "\n")
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes it private; the artifact is not
+        for p in tmp.rglob("*"):
+            os.chmod(p, DIR_MODE if p.is_dir() else FILE_MODE)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact is not
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` (mode 0644) through a temporary file and a rename.
+
+    Raises:
+        ToolkitError: the file cannot be written (read-only place, a path under a file, ...).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -68,3 +192,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def safe_component(label: str) -> str:
+    """``label`` as one safe path component: no separators, no dot-only names, no leading dot."""
+    s = re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("._") or "model"
+    return s[:120]
+
+
+def inside(root: str | os.PathLike, *parts: str) -> Path:
+    """``root/parts...`` with each part made a safe component, guaranteed to stay under ``root``."""
+    root = Path(root).absolute()
+    path = root.joinpath(*(safe_component(p) for p in parts))
+    if root not in path.parents and path != root:
+        raise ToolkitError(f"{path} would escape {root}")
+    return path

@@ -1,0 +1,157 @@
+"""The results file of a sweep (``results.json`` + its CSV twin), typed."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
+
+
+from trtllm_kit.engine.limits import PAPER_BATCHES, PAPER_INPUTS, PAPER_OUTPUTS
+
+from trtllm_kit.utils.manifest import Manifest, Record
+
+Status = Literal["ok", "oom", "skipped", "error"]
+
+
+class SweepConfig(Record):
+    """The grid and the protocol. Defaults are the paper's (shared/PAPER.md): batch 1..384, input 12/82,
+    output 128/512, 10 warm-up + 20 timed runs per point.
+
+    Attributes:
+        batches, inputs, outputs: the grid (sequences, prompt tokens, generated tokens).
+        warmup, repeats: runs per point before and during timing.
+        step_tokens: the step sweep's tokens per step (empty: none); step_past: cached tokens before it.
+        seed: the prompt's seed.
+    """
+
+    batches: Annotated[list[PositiveInt], Field(min_length=1)] = list(PAPER_BATCHES)
+    inputs: Annotated[list[PositiveInt], Field(min_length=1)] = list(PAPER_INPUTS)
+    outputs: Annotated[list[PositiveInt], Field(min_length=1)] = list(PAPER_OUTPUTS)
+    warmup: NonNegativeInt = 10
+    repeats: PositiveInt = 20
+    step_tokens: list[PositiveInt] = []
+    step_past: PositiveInt = 64
+    seed: int = 0
+
+    def limits(self):
+        """The engine limits that serve this sweep."""
+        from trtllm_kit.engine.limits import limits_for_sweep
+
+        return limits_for_sweep(self.batches, self.inputs, self.outputs, self.step_tokens, self.step_past)
+
+
+class Point(Record):
+    """One (model, backend, batch, input, output) point: its status and, when ok, its numbers.
+
+    Units: seconds (latency_*, ttft_s, warmup_mean_s), milliseconds (decode_step_ms, ms_per_token),
+    generated tokens per second (throughput_tok_s), GB (peak_mem_gb).
+    """
+
+    model: str
+    backend: str
+    impl: str | None = None
+    device: str
+    batch: int
+    input_len: int
+    output_len: int
+    status: Status
+    message: str | None = None
+    runs: int | None = None
+    warmup_runs: int | None = None
+    warmup_mean_s: float | None = None
+    latency_mean_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p90_s: float | None = None
+    throughput_tok_s: float | None = None
+    ttft_s: float | None = None
+    decode_step_ms: float | None = None
+    ms_per_token: float | None = None
+    peak_mem_gb: float | None = None
+
+
+class Check(Record):
+    """The 16-token greedy check of one model on one backend against eager."""
+
+    model: str
+    backend: str
+    device: str
+    impl: str | None = None
+    status: Status
+    message: str | None = None
+    checked_tokens: int | None = None
+    reference: bool = False
+    matches_eager: bool | None = None
+    first_mismatch: int | None = None
+
+
+class StepRow(Record):
+    """One step of the step sweep: ``tokens`` sequences decoding one token each after ``past`` tokens."""
+
+    model: str
+    backend: str
+    device: str
+    impl: str | None = None
+    tokens: int
+    past: int
+    status: Status
+    message: str | None = None
+    step_ms: float | None = None
+    ms_per_token: float | None = None
+
+
+class ModelRecord(Record):
+    """What the results know of a model: its spec's facts and the artifacts that were timed."""
+
+    label: str
+    params: int
+    blocks: int
+    weight_bytes: int | None = None
+    family: str | None = None
+    spec: dict[str, Any] | None = None
+    onnx_dir: str | None = None
+    engine_dir: str | None = None
+
+
+class BenchResults(Manifest):
+    FILE = "results.json"
+    FORMAT = "trtllm-kit-bench/2"
+    READS = ("trtllm-kit-bench/1",)
+    WHAT = "a results file"
+    REDO = "run `trtllm-kit bench` again"
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    env: dict[str, Any]
+    config: SweepConfig
+    backends: list[str]
+    dtype: str
+    models: list[ModelRecord]
+    points: list[Point] = []
+    correctness: list[Check] = []
+    step_sweep: list[StepRow] = []
+    wall_s: float | None = None
+    partial: bool = False
+    recipe: str | None = None
+    engine_notes: dict[str, str] = {}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON and its CSV twin (one row per point), atomically."""
+        from trtllm_kit.utils.fs import atomic_write_text
+
+        path = super().save(path)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for p in self.points:
+            w.writerow(p.model_dump())
+        atomic_write_text(path.with_suffix(".csv"), buf.getvalue())
+        return path
+
+
+CSV_FIELDS = ["model", "backend", "impl", "device", "batch", "input_len", "output_len", "status", "latency_mean_s",
+              "latency_p50_s", "latency_p90_s", "throughput_tok_s", "ttft_s", "decode_step_ms", "ms_per_token",
+              "peak_mem_gb", "runs", "message"]

@@ -1,0 +1,329 @@
+"""KV-cache layouts: one class per way an engine holds its cache, registered by name.
+
+A layout owns everything that differs between them, on both sides:
+
+- build: which engine inputs exist and their profile shapes, how the ONNX is parsed, how the parsed
+  network is rewired, and the ``engine.json`` entry;
+- run: the cache buffers, and what each step feeds and binds.
+
+``portable``: the exported graph as is; ``past_key_values.*`` grow by Concat and ``present.*`` is a
+fresh copy of the whole cache every step (runs everywhere, re-plans every step).
+``inplace``: static caches [B, kv_heads_i, max_seq, head_dim_i] updated in place by TensorRT's native
+KV-cache layers (TensorRT >= 10.15, TensorRT-RTX).
+``plugin``: the same static caches, with each layer's cache update and attention done by the
+toolkit's ``TrtllmKitKVCacheAttention`` plugin (TensorRT 8.6 to 10.x; compiled with nvcc).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from trtllm_kit.engine.limits import EngineLimits, ProfileSpec, sweep_profiles
+from trtllm_kit.engine.manifest import KVLayoutRecord, PluginRecord
+from trtllm_kit.errors import ToolkitError
+from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, POSITION_IDS, WRITE_INDICES, Anchors,
+                                       TensorIO, model_inputs, past_name, present_name, static_cache_inputs)
+from trtllm_kit.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetworkContext:
+    """What a layout's network rewrite may use: the flavour's module, the parsed network, the spec,
+    the limits, the build options and the engine's (temporary) output directory."""
+
+    trt: object
+    network: object
+    spec: ModelSpec
+    limits: EngineLimits
+    options: object
+    out_dir: Path
+    keep_alive: list = field(default_factory=list)  # arrays TensorRT reads during the build
+
+
+class KVLayout:
+    """Base class; subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    static_cache: ClassVar[bool]
+
+    # -- build side ---------------------------------------------------------------------------
+    def unavailable(self, flavor, options) -> str | None:
+        """Why this layout cannot be built with ``flavor`` (None when it can)."""
+        return None
+
+    def engine_inputs(self, spec: ModelSpec, limits: EngineLimits) -> list[TensorIO]:
+        return model_inputs(spec)
+
+    def profiles(self, limits: EngineLimits, layout: str) -> list[ProfileSpec]:
+        return sweep_profiles(limits, layout, static_cache=self.static_cache)
+
+    def parse(self, parser, onnx_path: Path, limits: EngineLimits) -> bool:
+        return parser.parse_from_file(str(onnx_path))
+
+    def prepare_network(self, ctx: NetworkContext) -> PluginRecord | None:
+        """Rewire the parsed network in place; return the plugin shipped with the engine, if any."""
+        return None
+
+    def record(self, limits: EngineLimits, plugin: PluginRecord | None) -> KVLayoutRecord:
+        return KVLayoutRecord(name=self.name, description=self.description, static_cache=self.static_cache,
+                              max_seq=limits.max_seq if self.static_cache else None, plugin=plugin)
+
+    # -- run side -----------------------------------------------------------------------------
+    def load_runtime(self, trt, engine_dir: Path, record: KVLayoutRecord) -> None:
+        """Whatever must be loaded before the engine deserializes (a plugin library)."""
+
+    def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
+                  device: torch.device):
+        from trtllm_kit.runtime.kv_cache import PingPongCache
+
+        return PingPongCache(spec, batch, capacity, dtypes[past_name(0, "key")], device)
+
+    def feeds(self, cache, input_ids, position_ids, attention_mask, past_len: int, dtypes: dict) -> dict:
+        """The non-cache inputs of a step, in the engine's dtypes."""
+        return {INPUT_IDS: input_ids.to(dtypes[INPUT_IDS]).contiguous(),
+                POSITION_IDS: position_ids.to(dtypes[POSITION_IDS]).contiguous(),
+                ATTENTION_MASK: attention_mask.to(dtypes[ATTENTION_MASK]).contiguous()}
+
+
+class PortableKV(KVLayout):
+    name = "portable"
+    description = ("past_key_values.* [batch, kv_heads_i, past, head_dim_i] in, present.* [batch, kv_heads_i, "
+                   "past + new, head_dim_i] out; ping-pong two buffers")
+    static_cache = False
+
+
+class StaticKV(KVLayout):
+    """Shared by the in-place layouts: static caches, a write position per row, an aliased present."""
+
+    static_cache = True
+
+    def engine_inputs(self, spec, limits):
+        return static_cache_inputs(spec, limits.max_seq)
+
+    def parse(self, parser, onnx_path, limits):
+        return parser.parse(static_cache_onnx(onnx_path, limits.max_seq), str(onnx_path))
+
+    def new_cache(self, spec, batch, capacity, limits, dtypes, device):
+        from trtllm_kit.runtime.kv_cache import StaticCache
+
+        cache = StaticCache(spec, batch, limits.max_seq, dtypes[past_name(0, "key")], device)
+        cache.mask = torch.zeros(batch, limits.max_seq, dtype=dtypes[ATTENTION_MASK], device=device)
+        cache.write = torch.zeros(batch, dtype=dtypes[WRITE_INDICES], device=device)
+        cache.ids = torch.zeros(batch, 1, dtype=dtypes[INPUT_IDS], device=device)
+        cache.pos = torch.zeros(batch, 1, dtype=dtypes[POSITION_IDS], device=device)
+        return cache
+
+    def feeds(self, cache, input_ids, position_ids, attention_mask, past_len, dtypes):
+        S = input_ids.shape[1]
+        if past_len == 0:
+            cache.mask.zero_()
+        cache.mask[:, past_len:past_len + S] = attention_mask[:, past_len:past_len + S]
+        cache.write.fill_(past_len)
+        if S == 1:  # decode: fixed addresses, so a captured CUDA graph replays the same feeds
+            cache.ids.copy_(input_ids)
+            cache.pos.copy_(position_ids)
+            ids, pos = cache.ids, cache.pos
+        else:
+            ids, pos = (x.to(dtypes[n]).contiguous() for n, x in ((INPUT_IDS, input_ids), (POSITION_IDS, position_ids)))
+        return {INPUT_IDS: ids, POSITION_IDS: pos, ATTENTION_MASK: cache.mask, WRITE_INDICES: cache.write}
+
+
+class NativeInplaceKV(StaticKV):
+    name = "inplace"
+    description = ("static [batch, kv_heads_i, max_seq, head_dim_i] per layer, updated in place at write_indices "
+                   "by TensorRT's KV-cache layers; present.* alias past_key_values.*")
+
+    def unavailable(self, flavor, options):
+        if flavor.inplace_kv:
+            return None
+        return f"{flavor.name} {flavor.version} has no native KV-cache layers (TensorRT >= 10.15 or TensorRT-RTX)"
+
+    def prepare_network(self, ctx):
+        trt, network = ctx.trt, ctx.network
+        inputs, outputs, producers = _io_maps(network)
+        for i in range(ctx.spec.num_layers):
+            for kv in KV:
+                old = outputs[present_name(i, kv)]
+                update = producers[old.name].get_input(1)  # (B, nkv, S, hd): this step's keys/values
+                layer = network.add_kv_cache_update(inputs[past_name(i, kv)], update, inputs[WRITE_INDICES],
+                                                    trt.KVCacheMode.LINEAR)
+                layer.name = f"kv_cache_update.{i}.{kv}"
+                _replace_output(network, old, layer.get_output(0), present_name(i, kv))
+        return None
+
+
+class PluginKV(StaticKV):
+    name = "plugin"
+    description = ("static [batch, kv_heads_i, max_seq, head_dim_i] per layer; the TrtllmKitKVCacheAttention "
+                   "plugin writes the new tokens at write_indices in place and attends over the valid prefix; "
+                   "present.* alias past_key_values.*")
+
+    def unavailable(self, flavor, options):
+        if not flavor.plugin_v2:
+            return f"{flavor.name} {flavor.version} does not load IPluginV2DynamicExt plugins"
+        from trtllm_kit.engine.plugin import PluginUnavailable, find_nvcc, find_trt_include
+
+        try:
+            find_nvcc()
+            find_trt_include(flavor.trt, options.trt_include)
+        except PluginUnavailable as e:
+            return str(e)
+        return None
+
+    def prepare_network(self, ctx):
+        from trtllm_kit.engine import plugin as P
+
+        trt, network = ctx.trt, ctx.network
+        lib = P.compile_plugin(trt, include=ctx.options.trt_include)
+        P.load_plugin(lib.path, trt)
+        shipped = ctx.out_dir / lib.path.name
+        shutil.copyfile(lib.path, shipped)
+        inputs, outputs, producers = _io_maps(network)
+        tensors = _tensor_map(network)
+        mask = inputs[ATTENTION_MASK]
+        if mask.dtype != trt.int32:  # TensorRT >= 10 keeps int64 inputs; the plugin reads int32
+            mask = network.add_cast(mask, trt.int32).get_output(0)
+        for i, L in enumerate(ctx.spec.layers):
+            try:
+                q, k, v, attn = (tensors[n] for n in (Anchors.q(i), Anchors.k_new(i), Anchors.v_new(i), Anchors.attn(i)))
+            except KeyError as e:
+                raise ToolkitError(f"the ONNX graph has no tensor {e.args[0]}: it was not written by this version's "
+                                   "exporter", "re-export it with `trtllm-kit export`, or use --kv-mode portable")
+            layer = P.add_kv_attention(trt, network, q, k, v, inputs[past_name(i, "key")], inputs[past_name(i, "value")],
+                                       inputs[WRITE_INDICES], mask, L.n_heads, L.n_kv_heads, L.head_dim,
+                                       name=f"kv_attention.{i}", keep_alive=ctx.keep_alive)
+            _redirect(network, attn, layer.get_output(0))
+            for k_out, kv in ((1, "key"), (2, "value")):
+                _replace_output(network, outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
+        return PluginRecord(file=shipped.name, sha256=lib.sha256, source_sha256=lib.source_sha256,
+                            name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION)
+
+    def load_runtime(self, trt, engine_dir, record):
+        from trtllm_kit.engine import plugin as P
+        from trtllm_kit.utils.fs import sha256_file
+
+        path = engine_dir / record.plugin.file
+        if not path.is_file() or sha256_file(path) != record.plugin.sha256:
+            raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
+                               "rebuild the engine")
+        P.load_plugin(path, trt)
+
+
+KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
+
+
+def get_layout(name: str) -> KVLayout:
+    if name not in KV_LAYOUTS:
+        raise ToolkitError(f"unknown --kv-mode {name!r}", f"choose auto, {', '.join(KV_LAYOUTS)}")
+    return KV_LAYOUTS[name]
+
+
+def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
+    """``auto``: native KV layers where the flavour has them, else the plugin where it can be compiled,
+    else portable (logging why). A named layout the flavour cannot build is an error naming the fallback.
+
+    Raises:
+        ToolkitError: an unknown or unavailable layout.
+    """
+    if requested == "auto":
+        for name in ("inplace", "plugin"):
+            reason = KV_LAYOUTS[name].unavailable(flavor, options)
+            if reason is None:
+                log.info("KV cache: %s (--kv-mode auto)", name)
+                return KV_LAYOUTS[name]
+            log.info("KV cache: not %s: %s", name, reason)
+        log.info("KV cache: portable (--kv-mode auto)")
+        return KV_LAYOUTS["portable"]
+    layout = get_layout(requested)
+    reason = layout.unavailable(flavor, options)
+    if reason:
+        raise ToolkitError(f"--kv-mode {requested}: {reason}", "use --kv-mode portable (works everywhere) or auto")
+    return layout
+
+
+# -- graph and network surgery helpers ------------------------------------------------------------
+def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
+    """The exported graph (weights left where they are) rewritten for static caches.
+
+    Caches and the attention mask get the static length ``max_seq``; a ``write_indices`` [batch]
+    (int32) input says where the new tokens go, and the causal mask's query positions come from it
+    (``write_indices[0] + 0..S-1``) instead of from the mask length.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    g = model.graph
+    for inp in g.input:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name.startswith("past_key_values."):
+            dims[2].Clear()
+            dims[2].dim_value = max_seq
+        elif inp.name == ATTENTION_MASK:
+            dims[1].Clear()
+            dims[1].dim_value = max_seq
+    g.input.append(helper.make_tensor_value_info(WRITE_INDICES, TensorProto.INT32, ["batch_size"]))
+    idx = next((i for i, n in enumerate(g.node) if n.output and n.output[0] == Anchors.QUERY_POS), None)
+    if idx is None:
+        raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter (no {Anchors.QUERY_POS} node)",
+                           "re-export it with `trtllm-kit export`, or use --kv-mode portable")
+    const = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor("v", TensorProto.INT64, [1], [v]))  # noqa: E731
+    new = [const("ip_start", 0), const("ip_end", 1),
+           helper.make_node("Slice", [WRITE_INDICES, "ip_start", "ip_end"], ["ip_first"]),
+           helper.make_node("Cast", ["ip_first"], ["ip_first64"], to=TensorProto.INT64),
+           helper.make_node("Squeeze", ["ip_first64", Anchors.AXES0], ["ip_begin"]),
+           helper.make_node("Squeeze", [Anchors.SEQ_LEN, Anchors.AXES0], ["ip_seq"]),
+           helper.make_node("Add", ["ip_begin", "ip_seq"], ["ip_stop"])]
+    g.node[idx].input[0], g.node[idx].input[1] = "ip_begin", "ip_stop"
+    for k, node in enumerate(new):
+        g.node.insert(idx + k, node)
+    return model.SerializeToString()
+
+
+def _io_maps(network):
+    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+    outputs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
+    producers = {}
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        for oi in range(layer.num_outputs):
+            producers[layer.get_output(oi).name] = layer
+    return inputs, outputs, producers
+
+
+def _tensor_map(network) -> dict:
+    out = {}
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        for oi in range(layer.num_outputs):
+            out[layer.get_output(oi).name] = layer.get_output(oi)
+    return out
+
+
+def _redirect(network, old, new) -> None:
+    """Every layer reading ``old`` reads ``new`` instead (except the layer producing ``new``)."""
+    for li in range(network.num_layers):
+        consumer = network.get_layer(li)
+        for j in range(consumer.num_inputs):
+            t = consumer.get_input(j)
+            if t is not None and t.name == old.name and not any(
+                    consumer.get_output(k).name == new.name for k in range(consumer.num_outputs)):
+                consumer.set_input(j, new)
+
+
+def _replace_output(network, old, new, name: str) -> None:
+    """``new`` becomes the network output ``name`` in place of ``old`` (whose readers move to ``new``)."""
+    _redirect(network, old, new)
+    network.unmark_output(old)
+    old.name = f"{name}.replaced"
+    new.name = name
+    network.mark_output(new)

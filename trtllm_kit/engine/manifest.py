@@ -1,0 +1,143 @@
+"""``engine.json``: everything a server needs to drive an engine without this toolkit, typed.
+
+The JSON stays readable on its own (``engines/README.md`` documents every field).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from trtllm_kit.engine.limits import EngineLimits, ProfileSpec
+from trtllm_kit.export.io_spec import TensorIO
+from trtllm_kit.models.spec import ModelSpec
+from trtllm_kit.utils.manifest import Manifest, Record
+
+
+class BuildOptions(Record):
+    """Everything that changes the engine; recorded in ``engine.json`` and used to decide reuse.
+
+    Attributes:
+        flavor: ``auto``, ``tensorrt`` or ``tensorrt-rtx``.
+        kv_mode: ``auto`` or a KV layout name (``portable``, ``inplace``, ``plugin``).
+        profiles: ``split`` (prefill + decode) or ``single``.
+        limits: what the engine serves.
+        opt_level: builder optimization level (0-5; None: TensorRT's default).
+        workspace_gb: workspace memory limit in GB (None: TensorRT's default).
+        timing_cache: a file reused and updated across builds (None: none).
+        trt_include: TensorRT headers for compiling the KV-cache plugin (None: found automatically).
+    """
+
+    flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
+    kv_mode: Literal["auto", "portable", "inplace", "plugin"] = "auto"
+    profiles: Literal["split", "single"] = "split"
+    limits: EngineLimits
+    opt_level: int | None = None
+    workspace_gb: float | None = None
+    timing_cache: str | None = None
+    trt_include: str | None = None
+
+    def fingerprint(self) -> dict:
+        """The options that change the engine's content (the timing cache only speeds the build up)."""
+        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include"})
+
+
+class GpuRecord(Record):
+    name: str
+    compute_capability: str
+
+
+class PluginRecord(Record):
+    """The KV-cache plugin library shipped beside the engine (load it before deserializing)."""
+
+    file: str
+    sha256: str
+    source_sha256: str
+    name: str
+    version: str
+
+
+class KVLayoutRecord(Record):
+    """How the cache tensors are laid out and driven (see ``engines/README.md``)."""
+
+    name: str
+    description: str
+    static_cache: bool
+    max_seq: int | None = None
+    plugin: PluginRecord | None = None
+
+
+class ProfileRecord(Record):
+    """One optimization profile: its axes' min/opt/max and every input's min/opt/max shape."""
+
+    index: int
+    name: str
+    min: dict[str, int]
+    opt: dict[str, int]
+    max: dict[str, int]
+    tensors: dict[str, dict[str, list[int]]]
+
+    @classmethod
+    def of(cls, index: int, p: ProfileSpec, ios: list[TensorIO]) -> "ProfileRecord":
+        return cls(index=index, name=p.name, min=p.min, opt=p.opt, max=p.max,
+                   tensors={io.name: dict(zip(("min", "opt", "max"), map(list, p.shapes(io)))) for io in ios})
+
+    def spec(self) -> ProfileSpec:
+        return ProfileSpec(self.name, self.min, self.opt, self.max)
+
+
+class EngineIO(Record):
+    """One engine I/O tensor as the engine declares it (-1 = dynamic)."""
+
+    name: str
+    mode: Literal["input", "output"]
+    dtype: str
+    shape: list[int]
+
+
+class SourceRecord(Record):
+    export_dir: str
+    onnx_sha256: str
+    weights_sha256: str | None
+    model: str
+
+
+class EngineManifest(Manifest):
+    FILE = "engine.json"
+    FORMAT = "trtllm-kit-engine/2"
+    WHAT = "an engine directory"
+    REDO = "build it again with `trtllm-kit build ONNX_DIR`"
+
+    format: str = FORMAT
+    toolkit_version: str
+    flavor: Literal["tensorrt", "tensorrt-rtx"]
+    trt_version: str
+    gpu: GpuRecord | None
+    built_without_gpu: bool
+    dtype: Literal["fp16", "bf16", "fp32"]
+    precision: str
+    kv_layout: KVLayoutRecord
+    last_only_logits: bool
+    build: BuildOptions
+    profiles: list[ProfileRecord]
+    io: list[EngineIO]
+    io_source: str
+    source: SourceRecord
+    spec: ModelSpec
+    timing_cache_note: str | None = None
+    build_seconds: float
+    build_phases: dict[str, float] = {}
+    engine_bytes: int
+    engine_sha256: str
+    layers_file: str | None = None
+    host_code_embedded: bool = False
+    created: str
+
+    @property
+    def limits(self) -> EngineLimits:
+        return self.build.limits
+
+    def profile_specs(self) -> list[ProfileSpec]:
+        return [p.spec() for p in self.profiles]
+
+    def io_dtype(self, name: str) -> str:
+        return next(t.dtype for t in self.io if t.name == name)

@@ -1,0 +1,151 @@
+"""One plan, one executor: a recipe or the ``bench`` flags become a ``Plan``; ``execute`` runs it.
+
+export -> build -> bench (-> report), reusing artifacts whose inputs are unchanged. Everything that can
+be checked without doing the work is checked in ``Plan.check`` first: backends, device, dtype, output
+paths, models, and engines given directly against the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trtllm_kit.bench.backends import RunOptions, get_backend
+from trtllm_kit.bench.results import BenchResults, SweepConfig
+from trtllm_kit.engine.manifest import BuildOptions
+from trtllm_kit.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How models are exported for the ort and trt backends."""
+
+    dtype: str = "fp16"
+    last_only: bool = True
+    opset: int = 17
+
+
+@dataclass
+class Plan:
+    """Everything a run does.
+
+    Attributes:
+        name: a label for logs and the report title.
+        models: presets, checkpoints, export or engine directories.
+        backends: registry names.
+        work: where exports and engines made for the run go.
+        results: the results JSON (a CSV twin goes beside it).
+        report: the report directory, or None for no report.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        engine: build options; their limits default to what the sweep needs.
+    """
+
+    name: str
+    models: list[str]
+    backends: list[str]
+    work: Path
+    results: Path
+    report: Path | None = None
+    device: str = "auto"
+    export: ExportOptions = field(default_factory=ExportOptions)
+    engine: BuildOptions | None = None
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    cuda_graph: bool = False
+    recipe: str | None = None
+
+    def check(self) -> RunOptions:
+        """Check everything that needs no work; return the run options.
+
+        Raises:
+            ToolkitError: naming the flag or recipe key at fault.
+        """
+        from trtllm_kit.bench.backends import parse_backends
+        from trtllm_kit.utils.fs import check_output_dir, check_output_file, check_work_dir
+
+        self.backends = parse_backends(self.backends)
+        device = resolve_device(self.device)
+        for name in self.backends:
+            reason = get_backend(name).unsupported(self.export.dtype, device)
+            if reason:
+                raise ToolkitError(f"backend {name} cannot run --dtype {self.export.dtype} on {device}: {reason}")
+        if not self.models:
+            raise ToolkitError("no model given")
+        if self.engine is None:
+            self.engine = BuildOptions(limits=self.sweep.limits())
+        self.engine.limits.checked()
+        check_output_file(self.results, "--out", twins=(".csv",))
+        check_work_dir(self.work)
+        if self.report is not None:
+            check_output_dir(self.report, force=True, flag="--out")
+        return RunOptions(device=device, dtype=self.export.dtype, cuda_graph=self.cuda_graph)
+
+
+@dataclass
+class Outcome:
+    results: BenchResults
+    results_path: Path
+    report_path: Path | None
+    notes: dict[str, str]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda[:N]`` only with that GPU.
+
+    Raises:
+        ToolkitError: an unknown device or a CUDA device that is not there.
+    """
+    import re
+
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ToolkitError(f"--device {device!r} is not a device", f"use {DEVICE_HELP}")
+    if not torch.cuda.is_available():
+        raise ToolkitError(f"--device {device}: no CUDA GPU is available", "use --device cpu")
+    if m.group(1) and int(m.group(1)) >= torch.cuda.device_count():
+        raise ToolkitError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
+
+
+def execute(plan: Plan, progress: bool = True) -> Outcome:
+    """Run the plan: prepare artifacts, time the sweep, write results (and the report).
+
+    Raises:
+        ToolkitError: a plan that fails ``check``, models that cannot be resolved, or an engine given
+            directly that cannot serve the sweep.
+    """
+    from trtllm_kit.bench.sweep import bench
+    from trtllm_kit.pipeline import prepare_models, resolve_models
+
+    opts = plan.check()
+    arts = resolve_models(plan.models)
+    cfg = plan.sweep
+    for art in arts:
+        if "engine" in art.given and "trt" in plan.backends:
+            from trtllm_kit.engine.manifest import EngineManifest
+
+            lim = EngineManifest.load(art.engine_dir).limits
+            for b in cfg.batches:
+                for i in cfg.inputs:
+                    for o in cfg.outputs:
+                        lim.check_point(b, i, o)
+    log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)
+    prepare_models(arts, plan.backends, plan.work, plan.export, plan.engine, progress)
+    notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}
+    results = bench(arts, plan.backends, cfg, plan.results, opts, progress,
+                    extra={"recipe": plan.recipe, "engine_notes": notes})
+    report = None
+    if plan.report is not None:
+        from trtllm_kit.report import report_from_results
+
+        report = report_from_results([plan.results], plan.report, title=f"trtllm-kit: {plan.name}")
+    return Outcome(results, plan.results, report, notes)
