@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Build engines for a few presets with the installed TensorRT flavour; report build time and size.
+"""Build engines for several configurations, in parallel, and report where the build time goes.
 
-Usage: python scripts/bench_build.py [--models tiny-llama tiny-llama-depth tiny-llama-width small-llama]
-       [--kv-modes portable inplace] [--work DIR] [--json FILE]
-Exports each model first (fp16, last-position logits, not timed), then times `engine_from_onnx`.
+Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S] [--work DIR] [--json FILE]
+
+A CONFIG is ``MODEL:KV_MODE[:opt=N][:profiles=single][:batch=N][:seq=N]``, e.g. ``tiny-llama:portable``,
+``llama-7b@2:plugin:opt=1``. ``MODEL@N`` is the preset cut to its first N blocks (same shapes per block),
+which measures the per-block build cost of a large model in a fraction of its time.
+Each model is exported once (fp16, not validated, not timed). Each build runs as its own
+``trtllm-kit build`` process (so a slow one can be stopped at ``--timeout``); the table gives its wall
+time, the builder phases recorded in engine.json, the engine size and how many Myelin ForeignNodes
+the engine holds (from layers.json; one ForeignNode over the whole graph is what makes 8.6 slow).
 """
 
 from __future__ import annotations
@@ -12,55 +18,108 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def main() -> int:
-    from trtllm_kit.engine.builder import BuildOptions, engine_from_onnx
-    from trtllm_kit.engine.flavors import detect_gpu
+def export(model: str, work: Path) -> Path:
     from trtllm_kit.export import onnx_from_model
+    from trtllm_kit.models import load_model
+    from trtllm_kit.models.weights import SeededWeights
+    from trtllm_kit.utils.fs import safe_component
 
+    out = work / "onnx" / safe_component(model)
+    if (out / "export.json").is_file():
+        return out
+    name, _, blocks = model.partition("@")
+    spec, weights = load_model(name)
+    if blocks:
+        spec = spec.with_layers(list(range(int(blocks))), name=safe_component(model))
+        weights = SeededWeights(spec)
+    t0 = time.perf_counter()
+    onnx_from_model(model, out, validate=False, force=True, progress=False, loaded=(spec, weights))
+    print(f"exported {model} ({spec.param_count() / 1e6:.0f}M params) in {time.perf_counter() - t0:.0f}s", flush=True)
+    return out
+
+
+def parse(config: str) -> dict:
+    model, kv, *rest = config.split(":")
+    opts = dict(r.split("=", 1) for r in rest)
+    return {"config": config, "model": model, "kv_mode": kv, **opts}
+
+
+def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
+    from trtllm_kit.utils.fs import safe_component
+
+    out = work / "engines" / safe_component(cfg["config"].replace(":", "_").replace("=", ""))
+    cmd = ["trtllm-kit", "-v", "build", str(onnx_dir), "--out", str(out), "--force", "--kv-mode", cfg["kv_mode"],
+           "--max-batch", cfg.get("batch", str(args.max_batch)), "--max-input", str(args.max_input),
+           "--max-seq", cfg.get("seq", str(args.max_seq)), "--profiles", cfg.get("profiles", "split")]
+    if "opt" in cfg:
+        cmd += ["--opt-level", cfg["opt"]]
+    if args.timing_cache:
+        cmd += ["--timing-cache", str(work / f"{cfg['model'].split('@')[0]}.timing-cache")]
+    log = work / "logs" / f"{out.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    wall = time.perf_counter() - t0
+    row = {**cfg, "wall_s": round(wall, 1), "rc": rc, "log": str(log)}
+    if rc == 0:
+        m = json.loads((out / "engine.json").read_text())
+        row |= {"engine_mb": round(m["engine_bytes"] / 1e6, 1), "phases": m.get("build_phases", {}),
+                "flavor": f"{m['flavor']} {m['trt_version']}"}
+        layers = out / "layers.json"
+        if layers.is_file():
+            names = [la if isinstance(la, str) else la.get("Name", "") for la in json.loads(layers.read_text()).get("Layers", [])]
+            foreign = [n for n in names if "ForeignNode" in n or "myelin" in n.lower()]
+            row |= {"layers": len(names), "foreign_nodes": len(foreign),
+                    "largest_foreign": max(foreign, key=len)[:120] if foreign else ""}
+    else:
+        row["tail"] = log.read_text()[-600:]
+    print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
+    return row
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["tiny-llama", "tiny-llama-depth", "tiny-llama-width", "small-llama"])
-    ap.add_argument("--kv-modes", nargs="+", default=["portable", "inplace"])
-    ap.add_argument("--flavor", default="auto")
-    ap.add_argument("--max-batch", type=int, default=384)
+    ap.add_argument("configs", nargs="+")
+    ap.add_argument("--jobs", type=int, default=1, help="Builds at once (they share the GPU: timings get noisier).")
+    ap.add_argument("--timeout", type=float, default=540)
+    ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--max-input", type=int, default=128)
     ap.add_argument("--max-seq", type=int, default=640)
+    ap.add_argument("--timing-cache", action="store_true", help="One timing cache per model family, reused.")
     ap.add_argument("--work", default="/tmp/trtllm-kit-build-bench")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    from trtllm_kit.engine.flavors import detect_gpu
+
+    work = Path(args.work)
+    cfgs = [parse(c) for c in args.configs]
+    dirs = {m: export(m, work) for m in dict.fromkeys(c["model"] for c in cfgs)}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda c: build(c, dirs[c["model"]], work, args.timeout, args), cfgs))
     gpu = detect_gpu()
-    rows = []
-    for model in args.models:
-        onnx_dir = Path(args.work) / "onnx" / model
-        if not (onnx_dir / "export.json").exists():
-            onnx_from_model(model, onnx_dir, validate=False, force=True, progress=False)
-        onnx_mb = sum(f.stat().st_size for f in onnx_dir.iterdir()) / 1e6
-        for mode in args.kv_modes:
-            opts = BuildOptions(flavor=args.flavor, kv_mode=mode, max_batch=args.max_batch, max_input=args.max_input,
-                                max_seq=args.max_seq)
-            t0 = time.perf_counter()
-            res = engine_from_onnx(onnx_dir, Path(args.work) / "engines" / f"{model}-{mode}", opts, force=True,
-                                   progress=False)
-            wall = time.perf_counter() - t0
-            m = res.metadata
-            row = {"model": model, "params_m": round(m["spec"]["param_count"] / 1e6, 2), "kv_mode": mode,
-                   "flavor": f"{m['flavor']} {m['trt_version']}", "build_s": round(wall, 2),
-                   "engine_mb": round(m["engine_bytes"] / 1e6, 2), "onnx_mb": round(onnx_mb, 2)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
     machine = (f"{gpu.name} (cc {gpu.cc})" if gpu else "no GPU") + f", {os.cpu_count()} CPU cores, {platform.machine()}"
-    print(f"\nengine build benchmark ({machine}; limits batch {args.max_batch}, input {args.max_input}, "
+    print(f"\nengine builds ({machine}; {args.jobs} at once; limits batch {args.max_batch}, input {args.max_input}, "
           f"seq {args.max_seq})")
-    print(f"{'model':18} {'params':>9} {'kv mode':9} {'flavor':22} {'build s':>8} {'engine MB':>10} {'onnx MB':>8}")
+    print(f"{'config':34} {'wall s':>7} {'rc':>7} {'engine MB':>10} {'layers':>7} {'foreign':>8}  phases")
     for r in rows:
-        print(f"{r['model']:18} {r['params_m']:>8}M {r['kv_mode']:9} {r['flavor']:22} {r['build_s']:>8} "
-              f"{r['engine_mb']:>10} {r['onnx_mb']:>8}")
+        phases = ", ".join(f"{k.split(' (')[0]} {v:.0f}s" for k, v in r.get("phases", {}).items())
+        print(f"{r['config']:34} {r['wall_s']:>7} {str(r['rc']):>7} {r.get('engine_mb', ''):>10} "
+              f"{r.get('layers', ''):>7} {r.get('foreign_nodes', ''):>8}  {phases}")
+        if r.get("tail"):
+            print("   " + r["tail"].strip().replace("\n", "\n   ")[-400:])
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"machine": machine, "jobs": args.jobs, "rows": rows}, indent=2) + "\n")
     return 0
 
 

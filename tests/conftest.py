@@ -27,6 +27,34 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
         assert n in lines[0], lines[0]
 
 
+def assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """A failure after some work started: progress lines may precede it, but the error is one line
+    (the last), there is no traceback, and the exit code is non-zero."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "%|" not in ln]
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    assert sum(ln.startswith("error: ") for ln in lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+
+
+def save_hf_llama(path: Path, scale_mlp: float = 1.0, seed: int = 0, **config) -> Path:
+    """A tiny random LlamaForCausalLM written by transformers' own save_pretrained (GQA by default)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    kw = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(LlamaConfig(**{**kw, **config}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.2)
+            if ".mlp." in name:
+                p.mul_(scale_mlp)
+    model.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory) -> dict[str, Path]:
     """fp16 exports (last-position logits) of the three tiny presets, validated by the exporter."""

@@ -60,17 +60,18 @@ def test_ci_runs_the_readme_commands_exactly():
     assert "recipes/quickstart.yaml" in main_job
 
 
-def test_readme_main_job_runs_as_written():
-    """The README's main job, verbatim (minus the venv activation the test already runs inside)."""
+def test_readme_main_job_runs_as_written(tmp_path):
+    """The README's main job, verbatim (minus the venv activation the test already runs inside), in a
+    copy of the recipes so that the user's own artifacts/quickstart is never touched."""
     import shutil
     import subprocess
 
     readme = (ROOT / "README.md").read_text()
     main_job = re.findall(r"```bash\n(.*?)```", readme, re.S)[0].strip().splitlines()[1]
     cmd = main_job.split("&&", 1)[1].strip() if main_job.startswith(". .venv/bin/activate") else main_job
-    out = ROOT / "artifacts" / "quickstart"
-    shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    out = tmp_path / "artifacts" / "quickstart"
+    proc = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "report:" in proc.stdout and (out / "report" / "report.html").is_file()
     import json
