@@ -230,9 +230,11 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 errs = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
                 raise ToolkitError(f"TensorRT could not parse {onnx_path}: {errs}")
             beat.phase(f"preparing the network ({layout.name} KV cache)")
-            ctx = NetworkContext(trt, network, spec, limits, options, tmp)
+            ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
             plugin = layout.prepare_network(ctx)
             config = _configure(flavor, builder, options)
+            if ctx.precision_constraints:
+                config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
             monitor = _progress_monitor(trt, progress)
             if monitor is not None:
                 config.progress_monitor = monitor

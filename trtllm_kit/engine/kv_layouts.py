@@ -45,7 +45,8 @@ class NetworkContext:
     limits: EngineLimits
     options: object
     out_dir: Path
-    keep_alive: list = field(default_factory=list)  # arrays TensorRT reads during the build
+    strongly_typed: bool = True
+    precision_constraints: bool = False  # set by a rewrite that pins layer precisions (the builder obeys)
 
 
 class KVLayout:
@@ -183,7 +184,7 @@ class PluginKV(StaticKV):
         from trtllm_kit.engine import plugin as P
 
         trt, network = ctx.trt, ctx.network
-        lib = P.compile_plugin(trt, include=ctx.options.trt_include)
+        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
         P.load_plugin(lib.path, trt)
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
@@ -198,9 +199,14 @@ class PluginKV(StaticKV):
             except KeyError as e:
                 raise ToolkitError(f"the ONNX graph has no tensor {e.args[0]}: it was not written by this version's "
                                    "exporter", "re-export it with `trtllm-kit export`, or use --kv-mode portable")
-            layer = P.add_kv_attention(trt, network, q, k, v, inputs[past_name(i, "key")], inputs[past_name(i, "value")],
-                                       inputs[WRITE_INDICES], mask, L.n_heads, L.n_kv_heads, L.head_dim,
-                                       name=f"kv_attention.{i}", keep_alive=ctx.keep_alive)
+            k_cache, v_cache = inputs[past_name(i, "key")], inputs[past_name(i, "value")]
+            layer = P.add_kv_attention(trt, network, q, k, v, k_cache, v_cache, inputs[WRITE_INDICES], mask,
+                                       L.n_heads, L.n_kv_heads, L.head_dim, name=f"kv_attention.{i}")
+            if not ctx.strongly_typed:  # FP16 flag (8.6): keep the plugin in the caches' type, so no reformat
+                layer.precision = k_cache.dtype  # copies the cache and in-place updates stay in place
+                for o in range(3):
+                    layer.set_output_type(o, k_cache.dtype)
+                ctx.precision_constraints = True
             _redirect(network, attn, layer.get_output(0))
             for k_out, kv in ((1, "key"), (2, "value")):
                 _replace_output(network, outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))

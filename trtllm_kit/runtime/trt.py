@@ -142,3 +142,52 @@ class TrtRunner(Runner):
         graph, out = self.graphs[B]
         graph.replay()
         return out
+
+
+def step_breakdown(runner: TrtRunner, batch: int, prompt_len: int, steps: int = 32) -> dict:
+    """Where a decode step's time goes: the host's work per step against the GPU's.
+
+    Runs one prompt, then ``steps`` decode steps one at a time; for each, ``host_ms`` is the wall time of
+    the runner's step call (feeds, shape setting, address binding, enqueue: TensorRT returns once the
+    work is queued) and ``gpu_ms`` the CUDA-event time of the step's GPU work alone: a spin kernel queued
+    first keeps the GPU busy while the host enqueues, so the events see no host gaps. ``wall_ms`` is
+    one step run the normal way (synchronized). When host_ms >= gpu_ms the GPU waits for the host:
+    static shapes and CUDA graphs are the fix.
+
+    Returns:
+        Medians in milliseconds: ``host_ms``, ``gpu_ms``, and ``wall_ms`` (one step, synchronized).
+    """
+    import statistics
+    import time
+
+    ids = torch.randint(3, runner.spec.vocab_size, (batch, prompt_len), device=runner.device)
+    mask = torch.ones_like(ids)
+    runner.reset(batch, prompt_len + steps + 1)
+    pos = torch.arange(prompt_len, device=runner.device).expand(batch, prompt_len)
+    logits = runner.prefill_impl(ids, pos, mask)
+    full = torch.ones(batch, prompt_len + steps + 1, dtype=mask.dtype, device=runner.device)
+    host, gpu, wall = [], [], []
+    tok = logits.argmax(-1, keepdim=True)
+    for t in range(steps):
+        past = prompt_len + t
+        p = torch.full((batch, 1), past, device=runner.device)
+        torch.cuda.synchronize()
+        if t % 2 == 0:  # normal step: wall time of one synchronized step
+            t0 = time.perf_counter()
+            logits = runner.decode_impl(tok, p, full[:, :past + 1], past)
+            torch.cuda.synchronize()
+            wall.append((time.perf_counter() - t0) * 1e3)
+        else:  # GPU busy first: host time of the call, then GPU time of the work with no host gaps
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(100_000_000)  # ~50 ms of spinning at ~2 GHz, longer than any host step
+            start.record()
+            t0 = time.perf_counter()
+            logits = runner.decode_impl(tok, p, full[:, :past + 1], past)
+            host.append((time.perf_counter() - t0) * 1e3)
+            end.record()
+            torch.cuda.synchronize()
+            gpu.append(start.elapsed_time(end))
+        tok = logits.argmax(-1, keepdim=True)
+    med = statistics.median
+    return {"batch": batch, "prompt_len": prompt_len, "steps": steps, "host_ms": med(host), "gpu_ms": med(gpu),
+            "wall_ms": med(wall)}

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""TensorRT against eager on a GPU: the quick recipe's subset, per KV-cache layout, with the numbers
+issues 7 and 10 ask for.
+
+Usage: python scripts/bench_trt.py [--models llama-7b llama-7b-depth-27 llama-7b-llmpruner]
+       [--kv-modes portable plugin] [--backends eager,trt] [--batches 1,16,64,256] [--input 12] [--output 128]
+       [--warmup 1] [--repeats 3] [--work DIR] [--out DIR] [--skip-build] [--breakdown MODEL]
+
+For each model: export once, build one engine per KV layout (a timing cache shared by the family, split
+profiles, limits max batch 256 / input 128 / seq 640 as the quick recipe), time every backend through
+`trtllm-kit bench`'s own sweep, then print per model: the batch-1 decode step (ms) against the
+weight-streaming floor (weight bytes / the GPU's bandwidth, 4.8 TB/s on an H200), throughput at each
+batch, TensorRT over eager, and the 16-token greedy check. ``--breakdown`` adds, for that model at batch
+1, the host time of a decode step (shape setting, binding, enqueue) against its GPU time.
+Writes ``results-<layout>.json`` per layout and a merged ``results.json`` (TensorRT backends named
+``trt:<layout>``) with its report under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+BANDWIDTH_GBS = {"H200": 4800, "H100": 3350}  # vendor datasheets (SXM parts)
+
+
+def bandwidth(device_name: str) -> float | None:
+    for key, bw in BANDWIDTH_GBS.items():
+        if key in device_name:
+            return bw * 1e9
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["llama-7b", "llama-7b-depth-27", "llama-7b-llmpruner"])
+    ap.add_argument("--kv-modes", nargs="+", default=["portable", "plugin"])
+    ap.add_argument("--backends", default="eager,trt")
+    ap.add_argument("--batches", default="1,16,64,256")
+    ap.add_argument("--input", type=int, default=12)
+    ap.add_argument("--output", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cuda-graph", action="store_true", help="CUDA-graph decode for static-cache layouts.")
+    ap.add_argument("--work", default="/root/work")
+    ap.add_argument("--out", default="docs/benchmarks/h200-trt86")
+    ap.add_argument("--breakdown", default=None, help="Model whose batch-1 decode step is split into host/GPU time.")
+    ap.add_argument("--opt-level", type=int, default=None)
+    ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
+    args = ap.parse_args()
+
+    import torch
+
+    from trtllm_kit.bench.backends import RunOptions, parse_backends
+    from trtllm_kit.bench.results import BenchResults, SweepConfig
+    from trtllm_kit.bench.sweep import bench
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.engine.manifest import BuildOptions
+    from trtllm_kit.pipeline import ensure_engine, ensure_export, resolve_models
+    from trtllm_kit.plan import ExportOptions
+    from trtllm_kit.utils.fs import inside
+
+    work, out = Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    backends = parse_backends(args.backends)
+    cfg = SweepConfig(batches=[int(b) for b in args.batches.split(",")], inputs=[args.input], outputs=[args.output],
+                      warmup=args.warmup, repeats=args.repeats)
+    limits = EngineLimits(256, 128, 640, opt_batch=16, opt_input=args.input)
+    opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
+    exp = ExportOptions()
+    arts = resolve_models(args.models)
+    builds = []
+    files = {}
+    for art in arts:
+        ensure_export(art, inside(work, "onnx", art.label), progress=False)
+    if "eager" in backends:
+        res = bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
+        files["eager"] = res
+    for mode in args.kv_modes if "trt" in backends else []:
+        options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level,
+                               timing_cache=str(work / f"timing-{mode}.cache"))
+        for art in arts:
+            art.engine_dir = None
+            t0 = time.perf_counter()
+            eng = ensure_engine(art, inside(work, "engines", mode, art.label), options, progress=False)
+            m = json.loads((eng / "engine.json").read_text())
+            builds.append({"model": art.label, "kv_mode": mode, "wall_s": round(time.perf_counter() - t0, 1),
+                           "build_s": m["build_seconds"], "phases": m["build_phases"],
+                           "engine_gb": round(m["engine_bytes"] / 1e9, 2)})
+            print(json.dumps(builds[-1]), flush=True)
+        res = bench(arts, ["trt"], cfg, out / f"results-{mode}.json", opts, progress=False)
+        files[mode] = res
+        if args.breakdown:
+            from trtllm_kit.runtime.trt import TrtRunner, step_breakdown
+
+            art = next(a for a in arts if a.label == args.breakdown)
+            with TrtRunner(art.engine_dir, "cuda", cuda_graph=args.cuda_graph) as runner:
+                bd = step_breakdown(runner, 1, args.input)
+            bd |= {"model": art.label, "kv_mode": mode, "impl": runner.impl}
+            (out / f"breakdown-{mode}.json").write_text(json.dumps(bd, indent=2) + "\n")
+            print(json.dumps(bd), flush=True)
+        if args.cleanup:
+            import shutil
+
+            shutil.rmtree(inside(work, "engines", mode), ignore_errors=True)
+    (out / "builds.json").write_text(json.dumps(builds, indent=2) + "\n")
+
+    # One merged results file (trt backends named by layout) for the report.
+    first = next(iter(files.values()))
+    merged = first.model_copy(update={"points": [], "correctness": [], "step_sweep": [], "backends": []})
+    for key, res in files.items():
+        name = "eager" if key == "eager" else f"trt:{key}"
+        merged.backends.append(name)
+        for coll in ("points", "correctness", "step_sweep"):
+            getattr(merged, coll).extend(x.model_copy(update={"backend": name}) for x in getattr(res, coll))
+    merged.save(out / "results.json")
+    from trtllm_kit.report import report_from_results
+
+    report_from_results([out / "results.json"], out / "report", title="TensorRT 8.6 vs eager on an H200")
+
+    bw = bandwidth(torch.cuda.get_device_name(0))
+    print(f"\n{torch.cuda.get_device_name(0)}; fp16; input {args.input}, output {args.output}; "
+          f"{args.warmup} warm-up + {args.repeats} timed runs per point")
+    for art in arts:
+        floor_ms = art.spec.weight_bytes() / bw * 1e3 if bw else None
+        print(f"\n{art.label}: {art.spec.param_count() / 1e9:.2f}B params, {art.spec.num_layers} blocks, "
+              f"weight-streaming floor {floor_ms:.2f} ms/step" if floor_ms else f"\n{art.label}")
+        eager = {p.batch: p for p in files["eager"].points if p.model == art.label} if "eager" in files else {}
+        print(f"  {'backend':14} {'step ms M1':>10} {'% floor':>8} " + " ".join(f"{'tok/s M' + str(b):>12}" for b in
+                                                                             cfg.batches) + "  vs eager by batch")
+        for key, res in files.items():
+            pts = {p.batch: p for p in res.points if p.model == art.label}
+            p1 = pts.get(1)
+            step = p1.decode_step_ms if p1 and p1.status == "ok" else None
+            pct = f"{100 * floor_ms / step:.0f}%" if step and floor_ms else ""
+            tps = " ".join(f"{pts[b].throughput_tok_s:>12.0f}" if b in pts and pts[b].status == "ok" else f"{'-':>12}"
+                           for b in cfg.batches)
+            ratio = " ".join(f"{pts[b].throughput_tok_s / eager[b].throughput_tok_s:.2f}x"
+                             if key != "eager" and b in pts and b in eager and pts[b].status == "ok"
+                             and eager[b].status == "ok" else "" for b in cfg.batches)
+            name = "eager" if key == "eager" else f"trt:{key}"
+            print(f"  {name:14} {step if step is None else round(step, 2)!s:>10} {pct:>8} {tps}  {ratio}")
+        for key, res in files.items():
+            for c in res.correctness:
+                if c.model == art.label and key != "eager":
+                    verdict = ("match" if c.matches_eager else f"first mismatch at token {c.first_mismatch}") \
+                        if c.status == "ok" else f"{c.status}: {c.message}"
+                    print(f"  16-token greedy check trt:{key}: {verdict}")
+    for b in builds:
+        print(f"build {b['model']} ({b['kv_mode']}): {b['build_s']}s, engine {b['engine_gb']} GB; " +
+              ", ".join(f"{k.split(' (')[0]} {v:.0f}s" for k, v in b["phases"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

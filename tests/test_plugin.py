@@ -1,0 +1,141 @@
+"""CPU tests of the KV-cache attention plugin's build side: finding headers and nvcc, compiling, caching."""
+
+import shutil
+import subprocess
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from trtllm_kit.engine import plugin
+from trtllm_kit.engine.plugin import PluginUnavailable
+from trtllm_kit.errors import ToolkitError
+
+TRT86_INCLUDE = Path("/work/shared/hooks/trt86/include")
+
+
+def fake_trt(tmp_path: Path, version: str = "8.6.0") -> types.SimpleNamespace:
+    """Stands in for the imported tensorrt module: only __version__ and __file__ are read."""
+    pkg = tmp_path / "site-packages" / "tensorrt"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    return types.SimpleNamespace(__version__=version, __file__=str(pkg / "__init__.py"))
+
+
+def write_headers(inc: Path, major: int, via_macro: bool = False) -> Path:
+    inc.mkdir(parents=True, exist_ok=True)
+    (inc / "NvInfer.h").write_text("// stub\n")
+    if via_macro:  # TensorRT 10+ spells it through another macro
+        text = f"#define TRT_MAJOR_ENTERPRISE {major}\n#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE //!< major\n"
+    else:
+        text = f"#define NV_TENSORRT_MAJOR {major} //!< major\n"
+    (inc / "NvInferVersion.h").write_text(text + "#define NV_TENSORRT_MINOR 6\n#define NV_TENSORRT_PATCH 0\n")
+    return inc
+
+
+def assert_one_sentence(err: Exception, *needles: str) -> None:
+    msg = str(err)
+    assert isinstance(err, ToolkitError)
+    assert "\n" not in msg and ". " not in msg, msg
+    for n in needles:
+        assert n in msg, msg
+
+
+@pytest.fixture
+def no_system_headers(monkeypatch):
+    monkeypatch.setattr(plugin, "SYSTEM_INCLUDE_DIRS", ())
+    monkeypatch.delenv("TRT_INCLUDE_DIR", raising=False)
+
+
+def test_include_empty_dir_is_one_sentence(tmp_path, no_system_headers):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_trt_include(fake_trt(tmp_path), explicit=empty)
+    assert_one_sentence(e.value, "--trt-include", "TRT_INCLUDE_DIR", "--kv-mode portable", str(empty))
+
+
+def test_include_other_major_version_is_refused(tmp_path, no_system_headers, monkeypatch):
+    inc = write_headers(tmp_path / "trt10" / "include", 10, via_macro=True)
+    monkeypatch.setenv("TRT_INCLUDE_DIR", str(inc))
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_trt_include(fake_trt(tmp_path, "8.6.0"))
+    assert_one_sentence(e.value, "--trt-include", "--kv-mode portable", "TensorRT 10.6.0 headers")
+
+
+def test_include_found_next_to_module_and_via_macro(tmp_path, no_system_headers):
+    trt = fake_trt(tmp_path, "10.3.0")
+    inc = write_headers(Path(trt.__file__).parent / "include", 10, via_macro=True)
+    assert plugin.find_trt_include(trt) == inc
+    assert plugin.header_version(inc) == (10, 6, 0)
+
+
+def test_missing_nvcc_is_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(plugin, "NVCC_DIRS", (tmp_path / "cuda" / "bin",))
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_nvcc()
+    assert_one_sentence(e.value, "nvcc", "--kv-mode portable")
+
+
+def test_nvcc_failure_reports_its_errors(tmp_path, monkeypatch):
+    """A broken compiler's stderr reaches the user, and nothing half-written stays in the cache."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvcc"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo 'release 0.0' && exit 0\n"
+                    "echo 'kv_cache_attention.cu(1): error: something broke' >&2\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    inc = write_headers(tmp_path / "inc", 8)
+    cache = tmp_path / "cache"
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.compile_plugin_library(inc, "8.6.0", "sm_90", cache_dir=cache, log=lambda s: None)
+    assert "something broke" in str(e.value) and "--kv-mode portable" in str(e.value)
+    assert not list(cache.rglob("*.so")), list(cache.rglob("*"))
+
+
+def _exports(so: Path) -> str:
+    if shutil.which("nm"):
+        return subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True).stdout
+    return so.read_bytes().decode("latin-1")
+
+
+def _needed(so: Path) -> str:
+    if shutil.which("readelf"):
+        return subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True, check=True).stdout
+    return so.read_bytes().decode("latin-1")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.skipif(not (TRT86_INCLUDE / "NvInferVersion.h").is_file(), reason=f"no TensorRT 8.6 headers in {TRT86_INCLUDE}")
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for the stand-in libnvinfer")
+def test_compile_exports_info_links_nvinfer_and_caches(tmp_path):
+    # A stand-in libnvinfer.so.8 (soname only matters) so the link step runs as it does with TensorRT.
+    stub = tmp_path / "lib" / "libnvinfer.so.8"
+    stub.parent.mkdir()
+    (tmp_path / "stub.cpp").write_text('extern "C" void* getPluginRegistry() noexcept { return nullptr; }\n')
+    subprocess.run(["g++", "-shared", "-fPIC", "-Wl,-soname,libnvinfer.so.8", str(tmp_path / "stub.cpp"), "-o",
+                    str(stub)], check=True)
+    lines: list[str] = []
+    cache = tmp_path / "cache"
+    lib = plugin.compile_plugin_library(TRT86_INCLUDE, "8.6.0", "sm_90", nvinfer=stub, cache_dir=cache,
+                                        log=lines.append)
+    assert lib.path.is_file() and lib.path.name == plugin.LIBRARY_NAME and lib.path.parent.parent == cache
+    assert len(lines) == 1 and "sm_90" in lines[0] and " s: " in lines[0], lines
+    assert lib.arch == "sm_90" and lib.trt_version == "8.6.0"
+    assert lib.source_sha256 == plugin.source_sha256() and len(lib.sha256) == 64
+    exports = _exports(lib.path)
+    assert "trtllmKitPluginInfo" in exports
+    assert "libnvinfer.so.8" in _needed(lib.path)
+    assert not [p for p in lib.path.parent.iterdir() if p.name != plugin.LIBRARY_NAME]  # no temp files left
+
+    start = time.perf_counter()
+    again = plugin.compile_plugin_library(TRT86_INCLUDE, "8.6.0", "90", nvinfer=stub, cache_dir=cache,
+                                          log=lines.append)
+    assert time.perf_counter() - start < 2.0
+    assert again == lib and len(lines) == 1, "the second call recompiled instead of reusing the cache"

@@ -1,0 +1,324 @@
+"""The TrtllmKitKVCacheAttention TensorRT plugin: find the tools, compile it (cached), load it, use it.
+
+One plugin layer is one decoder layer's attention with an in-place KV cache (see
+``kv_cache_attention.cu`` for the tensors). It is compiled on the user's machine with nvcc against the
+headers of the TensorRT that Python imports, for the current GPU, and cached by content.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trtllm_kit.errors import ToolkitError
+
+PLUGIN_NAME = "TrtllmKitKVCacheAttention"
+PLUGIN_VERSION = "1"
+SOURCE = Path(__file__).with_name("kv_cache_attention.cu")
+LIBRARY_NAME = "libtrtllm_kit_plugins.so"
+FALLBACK = "--kv-mode portable works without it"
+FIELDS = ("num_heads", "num_kv_heads", "head_dim")
+
+# Fixed places searched after the flag, the environment and the module's own directory.
+SYSTEM_INCLUDE_DIRS = (Path("/usr/include/x86_64-linux-gnu"), Path("/usr/local/tensorrt/include"),
+                       Path("/opt/tensorrt/include"), Path("/usr/include"))
+NVCC_DIRS = (Path("/usr/local/cuda/bin"),)
+
+_loaded: dict[str, ctypes.CDLL] = {}
+_keep_alive: list = []  # plugin field arrays must outlive the engine build
+
+
+class PluginUnavailable(ToolkitError):
+    """The KV-cache attention plugin cannot be compiled or loaded here (a tool or header is missing)."""
+
+
+@dataclass(frozen=True)
+class PluginLibrary:
+    """A compiled plugin: the .so, its hash, its source's hash, TensorRT version ("8.6.0") and arch ("sm_90")."""
+
+    path: Path
+    sha256: str
+    source_sha256: str
+    trt_version: str
+    arch: str
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def source_sha256() -> str:
+    """Hash of the plugin's CUDA source (part of the cache key and of engine metadata)."""
+    return _sha256(SOURCE)
+
+
+def header_version(include: Path) -> tuple[int, int, int] | None:
+    """(major, minor, patch) from ``include/NvInferVersion.h`` (macros resolved, as 10+ needs), or None."""
+    try:
+        text = (Path(include) / "NvInferVersion.h").read_text(errors="replace")
+    except OSError:
+        return None
+    defines = dict(re.findall(r"^\s*#\s*define\s+(\w+)\s+(\w+)", text, flags=re.M))
+
+    def resolve(name: str) -> int | None:
+        for _ in range(8):
+            if name.isdigit():
+                return int(name)
+            if name not in defines:
+                return None
+            name = defines[name]
+        return None
+
+    parts = [resolve(f"NV_TENSORRT_{p}") for p in ("MAJOR", "MINOR", "PATCH")]
+    return None if parts[0] is None else (parts[0], parts[1] or 0, parts[2] or 0)
+
+
+def _module_major(trt_module) -> int:
+    return int(str(trt_module.__version__).split(".")[0])
+
+
+def find_trt_include(trt_module, explicit: str | os.PathLike | None = None) -> Path:
+    """The TensorRT include directory matching the imported ``tensorrt`` module.
+
+    A directory counts if it holds ``NvInfer.h`` and an ``NvInferVersion.h`` whose major version is the
+    module's. An explicit directory or ``TRT_INCLUDE_DIR`` is the only one tried when given.
+
+    Args:
+        trt_module: the imported ``tensorrt`` module (its ``__version__`` and ``__file__`` are used).
+        explicit: the ``--trt-include`` directory, if the user gave one.
+
+    Returns:
+        The include directory.
+
+    Raises:
+        PluginUnavailable: no matching headers were found (one sentence saying how to point at them).
+    """
+    major = _module_major(trt_module)
+    given = explicit or os.environ.get("TRT_INCLUDE_DIR")
+    if given:
+        candidates = [Path(given)]
+    else:
+        module_dir = Path(trt_module.__file__).resolve().parent
+        candidates = [module_dir / "include", module_dir.parent / "include", *SYSTEM_INCLUDE_DIRS]
+    found = []
+    for inc in candidates:
+        version = header_version(inc) if (inc / "NvInfer.h").is_file() else None
+        if version and version[0] == major:
+            return inc
+        if version:
+            found.append(f"{inc} has TensorRT {'.'.join(map(str, version))} headers")
+    where = "; ".join(found) if found else f"nothing in {', '.join(str(c) for c in candidates)}"
+    raise PluginUnavailable(
+        f"TensorRT {major} headers (NvInfer.h, NvInferVersion.h) for the kv-cache attention plugin were not "
+        f"found ({where})", f"point --trt-include DIR or TRT_INCLUDE_DIR at them; {FALLBACK}")
+
+
+def find_nvcc() -> Path:
+    """nvcc from PATH, ``$CUDA_HOME/bin`` or ``/usr/local/cuda/bin``.
+
+    Raises:
+        PluginUnavailable: not found there.
+    """
+    on_path = shutil.which("nvcc")
+    if on_path:
+        return Path(on_path)
+    dirs = [Path(os.environ[v]) / "bin" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    for d in [*dirs, *NVCC_DIRS]:
+        if (d / "nvcc").is_file() and os.access(d / "nvcc", os.X_OK):
+            return d / "nvcc"
+    raise PluginUnavailable("nvcc (the CUDA compiler) is needed to build the kv-cache attention plugin and was not "
+                            "found on PATH, in $CUDA_HOME/bin or in /usr/local/cuda/bin",
+                            f"install the CUDA toolkit or put nvcc on PATH; {FALLBACK}")
+
+
+def find_trt_library(trt_module) -> Path | None:
+    """The ``libnvinfer.so.<major>`` the imported module uses (mapped in this process, next to the module or
+    in a sibling ``tensorrt_libs`` package), or None."""
+    name = f"libnvinfer.so.{_module_major(trt_module)}"
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            path = Path(line.split(maxsplit=5)[-1])
+            if (path.name == name or path.name.startswith(name + ".")) and path.is_file():
+                return path
+    except OSError:
+        pass
+    module_dir = Path(trt_module.__file__).resolve().parent
+    for d in (module_dir, module_dir.parent / "tensorrt_libs"):
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _nvcc_version(nvcc: Path) -> str:
+    out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def _current_arch() -> str:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            return f"sm_{major}{minor}"
+    except ImportError:
+        pass
+    raise PluginUnavailable("the kv-cache attention plugin is compiled for the current GPU and no CUDA GPU is "
+                            "visible to PyTorch", f"run on the GPU machine; {FALLBACK}")
+
+
+def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: str,
+                           nvinfer: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                           log: Callable[[str], None] = print) -> PluginLibrary:
+    """Compile the plugin with nvcc into ``<cache_dir>/<key>/libtrtllm_kit_plugins.so``, or reuse that file.
+
+    The key hashes the source, NvInferVersion.h, the TensorRT version, arch, nvcc's version and the link.
+
+    Args:
+        include: TensorRT include directory (holds NvInfer.h and NvInferVersion.h).
+        trt_version: version of the TensorRT it will be loaded into, e.g. ``"8.6.0"``.
+        arch: GPU architecture, ``"sm_90"`` or ``"90"``.
+        nvinfer: ``libnvinfer.so.<major>`` to link so that the registration's ``getPluginRegistry`` resolves;
+            None links nothing (loading then needs libnvinfer loaded globally).
+        cache_dir: default ``$TRTLLM_KIT_CACHE/plugins``, else ``~/.cache/trtllm-kit/plugins``.
+        log: gets one line per compilation, with its duration (and one if libnvinfer is not linked).
+
+    Raises:
+        PluginUnavailable: nvcc is missing or fails (the message ends with nvcc's last error lines).
+    """
+    include = Path(include)
+    digits = re.sub(r"^(sm_|compute_)", "", str(arch))
+    if not digits.isalnum():
+        raise PluginUnavailable(f"GPU architecture {arch!r} is not of the form sm_90",
+                                f"pass e.g. sm_90; {FALLBACK}")
+    arch = f"sm_{digits}"
+    nvcc = find_nvcc()
+    if cache_dir is None:
+        root = os.environ.get("TRTLLM_KIT_CACHE")
+        cache_dir = Path(root) / "plugins" if root else Path.home() / ".cache" / "trtllm-kit" / "plugins"
+    nvinfer = Path(nvinfer) if nvinfer else None
+    src_hash = source_sha256()
+    key_parts = [src_hash, _sha256(include / "NvInferVersion.h"), trt_version, arch, _nvcc_version(nvcc),
+                 nvinfer.name if nvinfer else "unlinked"]
+    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:20]
+    target = Path(cache_dir) / key / LIBRARY_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=target.parent)
+        os.close(fd)
+        cmd = [str(nvcc), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-shared",
+               "-gencode", f"arch=compute_{digits},code={arch}", f"-I{include}", str(SOURCE), "-o", tmp]
+        if nvinfer:
+            cmd += [f"-L{nvinfer.parent}", f"-l:{nvinfer.name}"]
+        else:
+            log(f"{PLUGIN_NAME}: libnvinfer not found; compiling without linking it")
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-5:])
+                raise PluginUnavailable(f"nvcc failed to compile {SOURCE.name} for {arch} against {include}: {tail}",
+                                        FALLBACK)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log(f"compiled the {PLUGIN_NAME} plugin for {arch} against TensorRT {trt_version} headers in "
+            f"{time.perf_counter() - start:.1f} s: {target}")
+    return PluginLibrary(target, _sha256(target), src_hash, trt_version, arch)
+
+
+def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: str | None = None,
+                   cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> PluginLibrary:
+    """Compile (or reuse) the plugin for the imported TensorRT and the current GPU.
+
+    Args:
+        trt_module: the imported ``tensorrt`` module.
+        include: TensorRT include directory (``--trt-include``); ``find_trt_include`` looks if None.
+        arch: e.g. ``"sm_90"``; default the current GPU's, through PyTorch.
+        cache_dir, log: as for ``compile_plugin_library``.
+
+    Raises:
+        PluginUnavailable: headers, nvcc or a GPU are missing, or compilation failed.
+    """
+    include = find_trt_include(trt_module, include)
+    return compile_plugin_library(include, str(trt_module.__version__), arch or _current_arch(),
+                                  nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log)
+
+
+def load_plugin(path: str | os.PathLike, trt_module) -> None:
+    """Load a compiled plugin library (idempotent) and check that TensorRT's registry has its creator.
+
+    Args:
+        path: the library from ``compile_plugin``.
+        trt_module: the imported ``tensorrt`` module (so libnvinfer is loaded first).
+
+    Raises:
+        PluginUnavailable: the library does not load, or its creator is not in TensorRT's registry.
+    """
+    key = str(Path(path).resolve())
+    if key not in _loaded:
+        nvinfer = find_trt_library(trt_module)
+        try:
+            if nvinfer:  # make getPluginRegistry global for a library built without linking it
+                ctypes.CDLL(str(nvinfer), mode=ctypes.RTLD_GLOBAL)
+            _loaded[key] = ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise PluginUnavailable(f"could not load the kv-cache attention plugin {key}: {e}", FALLBACK) from e
+    creator = trt_module.get_plugin_registry().get_plugin_creator(PLUGIN_NAME, PLUGIN_VERSION, "")
+    if creator is None:
+        raise PluginUnavailable(f"{key} loaded but TensorRT {trt_module.__version__} has no {PLUGIN_NAME} "
+                                f"version {PLUGIN_VERSION} creator (built for another TensorRT?)", FALLBACK)
+
+
+def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indices, mask,
+                     num_heads: int, num_kv_heads: int, head_dim: int, name: str):
+    """Add one plugin layer: append this step's keys/values to the cache in place, then attend.
+
+    Args:
+        trt_module: the imported ``tensorrt`` module (the plugin must be loaded).
+        network: the ``INetworkDefinition``.
+        q: (B, num_heads, S, head_dim) queries, rotary applied and scaled by 1/sqrt(head_dim).
+        k, v: (B, num_kv_heads, S, head_dim) this step's keys (rotary applied) and values.
+        k_cache, v_cache: (B, num_kv_heads, M, head_dim) caches of static length M (max_seq).
+        write_indices: (B,) int32, tokens already cached per row (where this step's first token goes).
+        mask: (B, M) int32, 1 for real tokens, cached or new.
+        num_heads, num_kv_heads, head_dim: this layer's shape (num_heads a multiple of num_kv_heads).
+        name: the layer name.
+
+    Returns:
+        The layer: output 0 (B, num_heads, S, head_dim) attention, 1 and 2 the caches (aliasing 3 and 4).
+
+    Raises:
+        PluginUnavailable: the plugin is not loaded.
+        ToolkitError: the plugin rejected the shape fields (the reason is printed on stderr).
+    """
+    import numpy as np
+
+    trt = trt_module
+    creator = trt.get_plugin_registry().get_plugin_creator(PLUGIN_NAME, PLUGIN_VERSION, "")
+    if creator is None:
+        raise PluginUnavailable(f"the {PLUGIN_NAME} plugin is not loaded (call load_plugin first)", FALLBACK)
+    arrays = [np.array([value], dtype=np.int32) for value in (num_heads, num_kv_heads, head_dim)]
+    fields = trt.PluginFieldCollection(
+        [trt.PluginField(f, a, trt.PluginFieldType.INT32) for f, a in zip(FIELDS, arrays)])
+    plugin = creator.create_plugin(name, fields)
+    if plugin is None:
+        raise ToolkitError(f"layer {name}: the {PLUGIN_NAME} plugin rejected num_heads={num_heads} "
+                           f"num_kv_heads={num_kv_heads} head_dim={head_dim}",
+                           "num_heads must be a multiple of num_kv_heads and head_dim even, at most 256")
+    layer = network.add_plugin_v2([q, k, v, k_cache, v_cache, write_indices, mask], plugin)
+    layer.name = name
+    _keep_alive.append((arrays, fields, plugin))
+    return layer
