@@ -50,6 +50,8 @@ def main() -> int:
     ap.add_argument("--breakdown", default=None, help="Model whose batch-1 decode step is split into host/GPU time.")
     ap.add_argument("--opt-level", type=int, default=None)
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Run nothing: merge the results files already under --out (from runs split across GPUs).")
     args = ap.parse_args()
 
     import torch
@@ -72,9 +74,17 @@ def main() -> int:
     opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
     exp = ExportOptions()
     arts = resolve_models(args.models)
+    builds_file = out / f"builds-{'-'.join(args.kv_modes)}.json"
     builds = []
     files = {}
-    for art in arts:
+    if args.report_only:
+        backends = []
+        for f in sorted(out.glob("results-*.json")):
+            files[f.stem.removeprefix("results-")] = BenchResults.load(f)
+        files = dict(sorted(files.items(), key=lambda kv: kv[0] != "eager"))
+        for f in sorted(out.glob("builds-*.json")):
+            builds += json.loads(f.read_text())
+    for art in arts if backends else []:
         ensure_export(art, inside(work, "onnx", art.label), progress=False)
     if "eager" in backends:
         res = bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
@@ -106,7 +116,10 @@ def main() -> int:
             import shutil
 
             shutil.rmtree(inside(work, "engines", mode), ignore_errors=True)
-    (out / "builds.json").write_text(json.dumps(builds, indent=2) + "\n")
+    if not args.report_only and "trt" in backends:
+        builds_file.write_text(json.dumps(builds, indent=2) + "\n")
+    if not args.report_only:
+        return 0
 
     # One merged results file (trt backends named by layout) for the report.
     first = next(iter(files.values()))

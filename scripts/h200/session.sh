@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The H200 session that backs the TensorRT 8.6 claims (issues 7, 10, 12, 13), as it was run.
+#
+# On the device, after ../shared/hooks/trt86/stage's calls unpacked TensorRT 8.6 to /root/site, every call is
+#   export PYTHONPATH=/root/site; bash scripts/h200/session.sh STEP [ARGS]
+# Long steps run in the background (setsid) and log to /root/logs/STEP.log; `status` prints their tails.
+#   setup                 install the project and the carried wheels (.whl/), print versions
+#   tests                 GPU tests: plugin kernels, tiny engines vs eager (every layout), large activations
+#   probe CONFIG...       scripts/bench_build.py in parallel (per-block build cost of 7B-shaped models)
+#   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
+#   eager GPU             7B models on eager
+#   status                tails of every log, and GPU use
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONPATH=/root/site PYTHONUNBUFFERED=1 TRT_INCLUDE_DIR=$PWD/.stage/trt86inc
+LOGS=/root/logs; mkdir -p "$LOGS"
+MODELS=${MODELS:-"llama-7b llama-7b-depth-27 llama-7b-llmpruner"}
+OUTDIR=${OUTDIR:-/root/results/h200-trt86}
+bg() { local name=$1; shift; setsid nohup bash -c "$*" > "$LOGS/$name.log" 2>&1 < /dev/null & echo "started $name"; }
+case "${1:-status}" in
+  setup)
+    python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | grep -v -i warn
+    [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --target /root/site .whl/*.whl 2>&1 | grep -v -i warn
+    python3 -c "import tensorrt, torch, transformers; print('tensorrt', tensorrt.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.device_count(), 'GPU(s)')"
+    nvcc --version | tail -1; nproc; df -h /root | tail -1 ;;
+  tests)
+    bg tests "CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -m pytest -m gpu ${TESTS:-tests/test_plugin_gpu.py tests/test_gpu.py} -q -s -x -p no:cacheprovider" ;;
+  probe)
+    shift; bg probe "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/bench_build.py $* --jobs ${JOBS:-4} --timeout ${TIMEOUT:-420} --work /root/bb --json $LOGS/probe.json" ;;
+  trt)
+    gpu=$2; shift 2
+    bg "trt-$gpu" "CUDA_VISIBLE_DEVICES=$gpu python3 scripts/bench_trt.py --models $MODELS --backends trt --kv-modes $* --work /root/work --out $OUTDIR --breakdown llama-7b ${EXTRA:-}" ;;
+  eager)
+    bg "eager-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR" ;;
+  status)
+    for f in "$LOGS"/*.log; do echo "=== $f"; tail -n "${LINES:-15}" "$f"; done
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader; df -h /root | tail -1
+    pgrep -af "pytest|bench_|trtllm-kit" | cut -c1-150 ;;
+  *) sed -n 2,16p "$0"; exit 2 ;;
+esac
