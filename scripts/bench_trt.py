@@ -84,7 +84,7 @@ def main() -> int:
         files = dict(sorted(files.items(), key=lambda kv: kv[0] != "eager"))
         for f in sorted(out.glob("builds-*.json")):
             builds += json.loads(f.read_text())
-    for art in arts if backends else []:
+    for art in arts if "trt" in backends else []:
         ensure_export(art, inside(work, "onnx", art.label), progress=False)
     if "eager" in backends:
         res = bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
