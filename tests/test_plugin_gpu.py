@@ -71,6 +71,8 @@ class Engine:
             network.mark_output(t)
             t.dtype = f16
         config = builder.create_builder_config()
+        if int(trt.__version__.split(".")[0]) < 10:  # cuBLAS/cuDNN tactic sources off, as the builder does
+            config.set_tactic_sources(0)
         config.set_flag(trt.BuilderFlag.FP16)  # the network is not STRONGLY_TYPED: allow fp16 kernels
         if hasattr(trt, "ProfilingVerbosity"):
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from trtllm_kit.export.manifest import ExportManifest
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 30.0
+VERBOSE_LOG = bool(os.environ.get("TRTLLM_KIT_TRT_VERBOSE"))  # keep TensorRT's verbose messages in build.log
 
 
 @dataclass
@@ -51,8 +53,10 @@ def _logger(trt):
                 log.debug("[TensorRT] %s", msg)
             elif severity == S.INFO:
                 self.last_info = msg
-            if severity != S.VERBOSE:
-                self.lines.append(f"[{str(severity).split('.')[-1]}] {msg}")
+            if severity != S.VERBOSE or VERBOSE_LOG:
+                self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
+                if VERBOSE_LOG:
+                    print(self.lines[-1], file=sys.stderr, flush=True)
 
     return CollectingLogger()
 

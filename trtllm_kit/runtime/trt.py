@@ -111,7 +111,8 @@ class TrtRunner(Runner):
             ctx.set_tensor_address(name, t.data_ptr())
         for view in self.cache.views(new_len):
             ctx.set_input_shape(view.past_name, tuple(view.past.shape))
-            ctx.set_tensor_address(view.past_name, view.past.data_ptr())
+            # An empty past (prefill) has data_ptr() 0, which TensorRT refuses: any valid address will do.
+            ctx.set_tensor_address(view.past_name, view.past.data_ptr() or self.logits.data_ptr())
             ctx.set_tensor_address(view.present_name, view.present.data_ptr())
         n_logits = 1 if self.manifest.last_only_logits else new_len
         logits = self.logits[:B * n_logits * self.spec.vocab_size].view(B, n_logits, self.spec.vocab_size)
