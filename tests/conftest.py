@@ -2,8 +2,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 TINY = ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"]
 
@@ -80,3 +83,37 @@ def hf_tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("hf") / "tiny-hf"
     model.save_pretrained(path)
     return path
+
+
+def emulate_kv_update(model_bytes: bytes) -> onnx.ModelProto:
+    """Stand-in for the KV-cache update layer, in plain ONNX, so ONNX Runtime can run the in-place graph.
+
+    Each present Concat becomes ScatterElements writing the new tokens at write_indices + 0..S-1, which
+    is the documented semantics of TensorRT's IKVCacheUpdateLayer (kLINEAR).
+    """
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Concat" and n.output[0].startswith("present."):
+            past, new = n.input
+            o = n.output[0]
+            nodes += [
+                helper.make_node("Shape", [new], [o + "_shape"]),
+                helper.make_node("Shape", [new], [o + "_s"], start=2, end=3),
+                helper.make_node("Squeeze", [o + "_s", "c_axes0"], [o + "_s0"]),
+                helper.make_node("Range", ["c_zero", o + "_s0", "c_one"], [o + "_ar"]),
+                helper.make_node("Reshape", [o + "_ar", o + "_r1"], [o + "_ar4"]),
+                helper.make_node("Cast", ["write_indices"], [o + "_wi"], to=TensorProto.INT64),
+                helper.make_node("Reshape", [o + "_wi", o + "_r2"], [o + "_wi4"]),
+                helper.make_node("Add", [o + "_wi4", o + "_ar4"], [o + "_pos"]),
+                helper.make_node("Expand", [o + "_pos", o + "_shape"], [o + "_idx"]),
+                helper.make_node("ScatterElements", [past, o + "_idx", new], [o], axis=2),
+            ]
+            g.initializer.extend([onnx.numpy_helper.from_array(np.array([1, 1, -1, 1], np.int64), o + "_r1"),
+                                  onnx.numpy_helper.from_array(np.array([-1, 1, 1, 1], np.int64), o + "_r2")])
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    return model

@@ -202,6 +202,33 @@ def inspect(engine_dir, layers, as_json):
         click.echo(describe_layers(engine_dir))
 
 
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--layerwise", is_flag=True,
+              help="Compare the RMSNorm outputs, keys/values, attention outputs and residuals of every block on "
+                   "the prefill and report the first block that diverges.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None,
+              help="Relative tolerance [default: 1e-2 for fp16 and engines, 1e-4 for fp32].")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="Absolute tolerance [default: 5e-2 for fp16 and engines, 1e-4 for fp32].")
+@click.option("--batch", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Prompts; row b is left-padded by 2*b tokens.")
+@click.option("--prompt-len", type=click.IntRange(min=1), default=9, show_default=True)
+@click.option("--steps", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Decode steps after the prefill.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Prompt seed.")
+@user_errors
+def check(path, layerwise, rtol, atol, batch, prompt_len, steps, seed):
+    """Compare PATH with its reference through Polygraphy: an export directory runs in ONNX Runtime against
+    the PyTorch reference, an engine directory in TensorRT against ONNX Runtime. Exits 2 on a mismatch."""
+    from trtllm_kit.check import check_path
+
+    res = check_path(path, layerwise=layerwise, rtol=rtol, atol=atol, batch=batch, prompt_len=prompt_len,
+                     decode_steps=steps, seed=seed)
+    click.echo("\n".join(res.lines()))
+    res.raise_if_failed()
+
+
 SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens")
 
 

@@ -52,22 +52,57 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
 
 
 def describe_layers(engine_dir: str | Path) -> str:
-    """The engine's layers: ``layers.json`` (TensorRT's engine inspector, written at build time on a GPU).
+    """The engine's layers, through Polygraphy's engine inspection (``polygraphy inspect model --show layers``)
+    where Polygraphy, the engine's TensorRT and a GPU are here; otherwise from ``layers.json`` (TensorRT's
+    engine inspector, written at build time on a GPU), saying in one line why.
 
     Raises:
-        ToolkitError: ``engine_dir`` is not an engine directory of this format.
+        ToolkitError: ``engine_dir`` is not an engine directory of this format, or Polygraphy cannot load
+            an engine that this machine should be able to load (a wrong TensorRT version, an altered plugin).
     """
     m = EngineManifest.load(engine_dir)
+    why = _polygraphy_unavailable(m)
+    if why is None:
+        return "layers (Polygraphy's engine inspection)\n" + _polygraphy_layers(Path(engine_dir), m)
     info = Path(engine_dir) / (m.layers_file or "layers.json")
     if not info.is_file():
-        return ("layers: not available (TensorRT reports per-layer information only when the engine is loaded on a "
-                "GPU at build time)")
+        return (f"layers: not available (not through Polygraphy: {why}; and TensorRT reports per-layer information "
+                "only when the engine is loaded on a GPU at build time)")
     data = json.loads(info.read_text())
     layers = data.get("Layers", [])
-    lines = [f"layers ({len(layers)})"]
+    lines = [f"layers ({len(layers)}, from {info.name}; not through Polygraphy: {why})"]
     for layer in layers:
         if isinstance(layer, str):
             lines.append(f"  {layer}")
         else:
             lines.append(f"  {layer.get('Name', '?')}  [{layer.get('LayerType', '?')}]  {layer.get('TacticName', '')}")
     return "\n".join(lines)
+
+
+def _polygraphy_unavailable(m: EngineManifest) -> str | None:
+    """Why Polygraphy cannot load this engine here (None: it can)."""
+    from trtllm_kit.engine.flavors import detect_gpu, load_flavor
+    from trtllm_kit.errors import MissingToolError
+
+    if m.flavor == "tensorrt-rtx":
+        return "it is a TensorRT-RTX engine and Polygraphy drives full TensorRT here"
+    try:
+        from trtllm_kit.check.tools import require_polygraphy
+
+        require_polygraphy()
+        load_flavor("tensorrt")
+    except MissingToolError as e:
+        return str(e)
+    if detect_gpu() is None:
+        return "no CUDA GPU to load the engine on"
+    return None
+
+
+def _polygraphy_layers(engine_dir: Path, m: EngineManifest) -> str:
+    from polygraphy.backend.trt import util as trt_util
+
+    from trtllm_kit.engine.loading import load_engine
+
+    loaded = load_engine(engine_dir, m, logger=trt_util.get_trt_logger(), purpose="inspect")
+    context = loaded.engine.create_execution_context()
+    return trt_util.str_from_engine(loaded.engine, context, show_layers=True)

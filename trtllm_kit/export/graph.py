@@ -230,7 +230,7 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
                 for f, t in (("cos", cos_t), ("sin", sin_t)))
         cos, sin = rope[L.head_dim]
         h = _rms_norm(g, x, g.weight(p + "input_layernorm.weight", weights.get(p + "input_layernorm.weight")),
-                      eps, name=f"layer{i}_input_norm")
+                      eps, name=Anchors.input_norm(i))
 
         def heads(y: str, n: int, name: str | None = None) -> str:  # (B, S, n*hd) -> (B, n, S, hd)
             return g.op("Transpose", g.op("Reshape", y, g.const(f"shape_l{i}_{n}_{g.count}", [0, 0, n, L.head_dim],
@@ -264,18 +264,18 @@ def build_graph(spec: ModelSpec, weights: WeightSource, dtype: str, last_only: b
                         name=Anchors.attn(i))
         attn = g.op("Reshape", g.op("Transpose", attn, perm=[0, 2, 1, 3]),
                     g.const(f"shape_merge{i}", [0, 0, L.q_dim], np.int64))  # (B, S, nh*hd)
-        x = g.op("Add", x, _linear(g, attn, weights, p + "self_attn.o_proj", L.o_bias, used), name=f"layer{i}_attn_res")
+        x = g.op("Add", x, _linear(g, attn, weights, p + "self_attn.o_proj", L.o_bias, used), name=Anchors.attn_res(i))
         h = _rms_norm(g, x, g.weight(p + "post_attention_layernorm.weight",
-                                     weights.get(p + "post_attention_layernorm.weight")), eps, name=f"layer{i}_mlp_norm")
+                                     weights.get(p + "post_attention_layernorm.weight")), eps, name=Anchors.mlp_norm(i))
         gate = _linear(g, h, weights, p + "mlp.gate_proj", L.gate_up_bias, used)
         up = _linear(g, h, weights, p + "mlp.up_proj", L.gate_up_bias, used)
         act = g.op("Mul", _activation(g, gate, spec.hidden_act), up)
-        x = g.op("Add", x, _linear(g, act, weights, p + "mlp.down_proj", L.down_bias, used), name=f"layer{i}_mlp_res")
+        x = g.op("Add", x, _linear(g, act, weights, p + "mlp.down_proj", L.down_bias, used), name=Anchors.mlp_res(i))
 
     if last_only:
         x = g.op("Slice", x, g.const("c_last_start", [-1], np.int64), g.const("c_last_end", [np.iinfo(np.int64).max],
                                                                              np.int64), axis1)
-    x = _rms_norm(g, x, g.weight("model.norm.weight", weights.get("model.norm.weight")), eps, name="final_norm")
+    x = _rms_norm(g, x, g.weight("model.norm.weight", weights.get("model.norm.weight")), eps, name=Anchors.FINAL_NORM)
     if spec.tie_word_embeddings:
         head = g.op("Transpose", "model.embed_tokens.weight", perm=[1, 0])
     else:

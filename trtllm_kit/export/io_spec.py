@@ -46,17 +46,37 @@ def present_name(i: int, kv: str) -> str:
 
 
 class Anchors:
-    """Names the exporter gives to graph-internal tensors that KV layouts rewire.
+    """Names the exporter gives to graph-internal tensors that KV layouts rewire and ``check --layerwise``
+    compares.
 
     Per block ``i``: ``q(i)`` (B, nh, S, hd) queries after rotary and 1/sqrt(hd) scaling, ``k_new(i)`` and
     ``v_new(i)`` (B, nkv, S, hd) this step's keys (after rotary) and values, ``attn(i)`` (B, nh, S, hd)
-    attention output per head. ``QUERY_POS`` (S,) positions of the new tokens, ``SEQ_LEN`` [1] their
-    count, ``AXES0`` the constant [0] (Squeeze axes).
+    attention output per head; ``input_norm(i)`` and ``mlp_norm(i)`` (B, S, H) the two RMSNorm outputs,
+    ``attn_res(i)`` and ``mlp_res(i)`` (B, S, H) the residual stream after attention and after the MLP.
+    ``FINAL_NORM`` (B, 1 or S, H) the last RMSNorm. ``QUERY_POS`` (S,) positions of the new tokens,
+    ``SEQ_LEN`` [1] their count, ``AXES0`` the constant [0] (Squeeze axes).
     """
 
     QUERY_POS = "query_pos"
     SEQ_LEN = "seq_len"
     AXES0 = "c_axes0"
+    FINAL_NORM = "final_norm"
+
+    @staticmethod
+    def input_norm(i: int) -> str:
+        return f"layer{i}_input_norm"
+
+    @staticmethod
+    def attn_res(i: int) -> str:
+        return f"layer{i}_attn_res"
+
+    @staticmethod
+    def mlp_norm(i: int) -> str:
+        return f"layer{i}_mlp_norm"
+
+    @staticmethod
+    def mlp_res(i: int) -> str:
+        return f"layer{i}_mlp_res"
 
     @staticmethod
     def q(i: int) -> str:

@@ -1,0 +1,101 @@
+"""``check ENGINE_DIR``: TensorRT against ONNX Runtime on the export the engine was built from.
+
+Portable engines run through Polygraphy's ``TrtRunner`` on the same arrays as ONNX Runtime (ints in the
+engine's dtypes); static-cache engines (``inplace``, ``plugin``) through ``StaticCacheTrtRunner`` on the same
+step written as their inputs. Each step runs on the optimization profile that serves it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trtllm_kit.check.compare import compare_step, tolerances
+from trtllm_kit.check.feeds import engine_feed, generation_steps, prefill_step, static_cache_feed, zero_padding
+from trtllm_kit.check.results import CheckResult, LayerwiseResult
+from trtllm_kit.check.runners import onnxrt_runner
+from trtllm_kit.check.tools import expose_cuda_runtime
+from trtllm_kit.errors import ToolkitError
+
+
+def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: float | None, batch: int,
+                 prompt_len: int, decode_steps: int, seed: int, setup: str) -> CheckResult | LayerwiseResult:
+    """TensorRT on ``ENGINE_DIR/model.engine`` against ONNX Runtime on its export (see ``check_path``).
+
+    Raises:
+        ToolkitError: a bf16 engine (ONNX Runtime has no CPU kernels for it), an export that is gone or
+            changed, a point beyond the engine's limits, a TensorRT-RTX engine, no TensorRT or no GPU.
+    """
+    from trtllm_kit.engine.limits import select_profile
+    from trtllm_kit.engine.manifest import EngineManifest
+
+    m = EngineManifest.load(engine_dir)
+    if m.dtype == "bf16":
+        raise ToolkitError("ONNX Runtime, the reference for engines, has no bf16 kernels on the CPU for this graph",
+                           "check an engine built from an fp16 or fp32 export")
+    export_dir = source_export(m)
+    m.limits.check_point(batch, prompt_len, decode_steps)  # the last step feeds prompt + decode_steps tokens
+    rtol, atol = tolerances("fp16", rtol, atol)
+    require_full_tensorrt(m)
+    if layerwise:
+        from trtllm_kit.check.layerwise import layerwise_engine
+
+        return layerwise_engine(engine_dir, prefill_step(m.spec, m.dtype, batch, prompt_len, seed), rtol, atol,
+                                setup)
+    from polygraphy.backend.trt import TrtRunner  # imports tensorrt: only once it is known to be there
+    from polygraphy.backend.trt import util as trt_util
+
+    from trtllm_kit.check.runners import StaticCacheTrtRunner, engine_dtypes
+    from trtllm_kit.engine.kv_layouts import get_layout
+    from trtllm_kit.engine.loading import load_engine
+
+    loaded = load_engine(engine_dir, m, logger=trt_util.get_trt_logger(), purpose="check")
+    layout = get_layout(m.kv_layout.name)
+    dtypes = engine_dtypes(loaded.engine)
+    ort = onnxrt_runner(export_dir / "model.onnx")
+    steps = generation_steps(ort, m.spec, m.dtype, batch, prompt_len, decode_steps, seed)
+    result = CheckResult(f"tensorrt ({m.flavor} {m.trt_version}, {m.kv_layout.name} KV, {m.precision})",
+                         f"onnxrt ({m.dtype}, CPU) on {export_dir}", [s.label for s in steps], setup, rtol, atol)
+    if layout.static_cache:
+        result.notes.append(f"static cache: presents compared over the positions written so far (past + new) of "
+                            f"the {m.kv_layout.max_seq}-position caches, left-padded positions zeroed in both "
+                            "(a fully padded row attends over the whole cache, which differs by layout)")
+    profiles = m.profile_specs()
+    for step in steps:
+        k = select_profile(profiles, batch, step.new_len, 0 if layout.static_cache else step.past_len)
+        if layout.static_cache:
+            runner = StaticCacheTrtRunner(loaded.flavor.trt, loaded.engine, k)
+            feed = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes)
+        else:
+            runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), engine_feed(step, dtypes)
+        result.add(compare_step(f"{step.label} (profile {k})", runner, feed, ort, step.feed, rtol, atol,
+                                postprocess=zero_padding(step) if layout.static_cache else None))
+    return result
+
+
+def source_export(m) -> Path:
+    """The export an engine was built from, unchanged since.
+
+    Raises:
+        ToolkitError: it is gone or its ``model.onnx`` changed.
+    """
+    from trtllm_kit.utils.fs import sha256_file
+
+    export_dir = Path(m.source.export_dir)
+    onnx_path = export_dir / "model.onnx"
+    if not onnx_path.is_file():
+        raise ToolkitError(f"the export this engine was built from ({export_dir}) is gone; ONNX Runtime runs it as "
+                           "the reference", "export the model again and rebuild the engine")
+    if sha256_file(onnx_path) != m.source.onnx_sha256:
+        raise ToolkitError(f"{onnx_path} changed since this engine was built from it", "rebuild the engine")
+    return export_dir
+
+
+def require_full_tensorrt(m) -> None:
+    """Polygraphy's TensorRT backend imports ``tensorrt``: say so in one line for other engines or none."""
+    if m.flavor == "tensorrt-rtx":
+        raise ToolkitError("check drives full TensorRT engines through Polygraphy; this one is TensorRT-RTX",
+                           f"check the export it was built from: trtllm-kit check {m.source.export_dir}")
+    from trtllm_kit.engine.flavors import load_flavor
+
+    load_flavor("tensorrt")
+    expose_cuda_runtime()
