@@ -41,12 +41,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def engines_by_model(specs: list[str]) -> dict[str, Path]:
+def engines_by_model(specs: list[str], models: list[str]) -> dict[str, Path]:
+    """``MODEL=DIR`` items as {model: engine dir}. Raises ToolkitError on a malformed item or unknown model."""
+    from trtllm_kit.errors import ToolkitError
+
     out = {}
     for item in specs:
         model, sep, path = item.partition("=")
         if not sep or not model or not path:
-            raise SystemExit(f"error: --engine wants MODEL=DIR, got {item!r}")
+            raise ToolkitError(f"--engine wants MODEL=DIR, got {item!r}")
+        if model not in models:
+            raise ToolkitError(f"--engine names {model!r}, which is not in --models")
         out[model] = Path(path)
     return out
 
@@ -131,10 +136,7 @@ def main(argv=None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
         if not args.table_only:
-            engines = engines_by_model(args.engine)
-            unknown = set(engines) - set(models)
-            if unknown:
-                raise ToolkitError(f"--engine names models not in --models: {', '.join(sorted(unknown))}")
+            engines = engines_by_model(args.engine, models)
             out.mkdir(parents=True, exist_ok=True)
             for model in models:
                 run_model(model, engines.get(model), args, out)
