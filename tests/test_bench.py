@@ -55,7 +55,7 @@ def test_environment_block_and_csv_twin(results):
     assert env["device"] == "CPU only" and env.get("tensorrt-rtx")
     rows = list(csv.DictReader(path.with_suffix(".csv").open()))
     assert len(rows) == len(res["points"]) and rows[0]["latency_mean_s"]
-    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/2"
+    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/3"
 
 
 def test_correctness_checks_against_eager(results):

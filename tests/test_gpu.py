@@ -143,3 +143,19 @@ def test_fp16_engine_with_large_activations(tmp_path, scale, finite):
             else:
                 with pytest.raises(ToolkitError, match="--dtype bf16, or --dtype fp32"):
                     check_tokens(runner, spec, want, 0)
+
+
+def test_compiled_backend_matches_eager_and_replays_cuda_graphs(arts, tmp_path):
+    """torch.compile with reduce-overhead: eager's tokens, no compile inside a timed run, and faster than eager
+    where eager is bound by kernel launches (a tiny model at batch 1)."""
+    cfg = SweepConfig(batches=[1, 8], inputs=[12], outputs=[16], warmup=1, repeats=2)
+    res = bench(arts, ["eager", "compiled"], cfg, tmp_path / "r.json", RunOptions("cuda", "fp16"), progress=False)
+    assert all(p.status == "ok" for p in res.points), res.points
+    steps = {(p.model, p.backend, p.batch): p.decode_step_ms for p in res.points}
+    for c in res.correctness:
+        assert c.status == "ok" and (c.first_mismatch is None or c.first_mismatch >= 8), c
+        assert c.setup_s > 0
+        if c.backend == "compiled":
+            assert "reduce-overhead" in c.impl
+            assert 1 <= c.recompiles <= 3, c  # the check, batch 1, batch 8
+            assert steps[(c.model, "compiled", 1)] < steps[(c.model, "eager", 1)], steps

@@ -234,7 +234,9 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
 
 @main.command(name="bench")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--backends", default=None, help="Comma-separated: eager, ort, trt [default: the recipe's, or all].")
+@click.option("--backends", default=None,
+              help="Comma-separated: eager, ort, trt, compiled (torch.compile on a static KV cache) "
+                   "[default: the recipe's, or eager,ort,trt].")
 @click.option("--recipe", type=click.Path(dir_okay=False), default=None,
               help="Start from a recipe's backends, sweep, engine, dtype and device; flags override them, and "
                    "MODELS replace the recipe's models.")

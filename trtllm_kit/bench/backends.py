@@ -98,6 +98,18 @@ def _trt(art, opts: RunOptions):
     return TrtRunner(art.engine_dir, opts.device, cuda_graph=opts.cuda_graph)
 
 
+def _compiled(art, opts: RunOptions):
+    from trtllm_kit.runtime.compiled import compiled_runner
+
+    return compiled_runner(art.spec, art.weights(), opts.dtype, opts.device)
+
+
+def _compiled_unsupported(dtype: str, device: str) -> str | None:
+    from trtllm_kit.runtime.compiled import compile_unavailable
+
+    return compile_unavailable(device)
+
+
 def _ort_unsupported(dtype: str, device: str) -> str | None:
     if dtype == "bf16" and not device.startswith("cuda"):
         return "ONNX Runtime has no bf16 kernels on the CPU (use --dtype fp16 or fp32, or a GPU)"
@@ -109,3 +121,6 @@ register_backend(Backend("eager", "PyTorch eager (transformers generate; the ref
 register_backend(Backend("ort", "ONNX Runtime (CPU or CUDA execution provider, I/O binding)", ("onnx",), False, _ort,
                          _ort_unsupported))
 register_backend(Backend("trt", "TensorRT / TensorRT-RTX engine", ("engine",), True, _trt))
+register_backend(Backend("compiled", "torch.compile on a static KV cache (transformers generate with its compiled decode; "
+                         "the reference module for width-pruned models); CUDA graphs on GPUs", ("weights",), False,
+                         _compiled, _compiled_unsupported))

@@ -74,7 +74,15 @@ class Point(Record):
 
 
 class Check(Record):
-    """The 16-token greedy check of one model on one backend against eager."""
+    """One model on one backend: the 16-token greedy check against eager, and what setting it up cost.
+
+    Attributes:
+        setup_s: seconds to make the runner (load weights or engine, compile) and run its first
+            generation (the check), plus the untimed first runs of every new shape during the sweep
+            (compilation, CUDA-graph capture): everything the timed runs do not include.
+        recompiles: graphs ``torch.compile`` built for this model during the sweep, the first one
+            included; None for backends that do not compile.
+    """
 
     model: str
     backend: str
@@ -86,6 +94,8 @@ class Check(Record):
     reference: bool = False
     matches_eager: bool | None = None
     first_mismatch: int | None = None
+    setup_s: float | None = None
+    recompiles: int | None = None
 
 
 class StepRow(Record):
@@ -118,8 +128,8 @@ class ModelRecord(Record):
 
 class BenchResults(Manifest):
     FILE = "results.json"
-    FORMAT = "trtllm-kit-bench/2"
-    READS = ("trtllm-kit-bench/1",)
+    FORMAT = "trtllm-kit-bench/3"
+    READS = ("trtllm-kit-bench/1", "trtllm-kit-bench/2")
     WHAT = "a results file"
     REDO = "run `trtllm-kit bench` again"
     model_config = ConfigDict(extra="forbid")

@@ -100,7 +100,7 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
             for name in backends:
                 backend = get_backend(name)
                 base = {"model": art.label, "backend": name, "device": opts.device}
-                runner, impl, failed = None, None, None
+                runner, impl, failed, setup = None, None, None, None
                 try:
                     reason = backend.check(opts.dtype, opts.device)
                     if reason and "engine" in backend.needs and art.engine_dir is not None:
@@ -108,12 +108,14 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
                     reason = reason or art.missing(backend)
                     if reason:
                         raise ToolkitError(reason)
+                    t0 = time.perf_counter()
                     runner = backend.make(art, opts).activate()
                     impl = runner.impl
                     check, toks = check_tokens(runner, art.spec, eager_tokens, cfg.seed)
+                    setup = Check(**base, impl=impl, status="ok", **check, setup_s=time.perf_counter() - t0)
                     if name == "eager":
                         eager_tokens = toks
-                    checks.append(Check(**base, impl=impl, status="ok", **check))
+                    checks.append(setup)
                 except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
                     status, msg = classify(e)
                     if status == "error":
@@ -154,6 +156,9 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
                     steps.append(StepRow(**row))
                     bar.update(1)
                 if runner is not None:
+                    if setup is not None:  # what the timed runs left out: compiling and capturing new shapes
+                        setup.setup_s = round(setup.setup_s + runner.first_run_s, 3)
+                        setup.recompiles = runner.compiled_graphs()
                     runner.deactivate()
     return points, checks, steps
 

@@ -45,7 +45,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(layer.q_dim, H, bias=layer.o_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                past: KV) -> tuple[torch.Tensor, KV]:
+                past: KV, slots: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
         B, S, _ = x.shape
         L = self.layer
         q = self.q_proj(x).view(B, S, L.n_heads, L.head_dim).transpose(1, 2)  # (B, nh, S, hd)
@@ -53,8 +53,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, S, L.n_kv_heads, L.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        k = torch.cat((past[0], k), dim=2)  # (B, nkv, T, hd)
-        v = torch.cat((past[1], v), dim=2)
+        if slots is None:  # growing cache: present = past + new, the exported graph's contract
+            k = torch.cat((past[0], k), dim=2)  # (B, nkv, T, hd)
+            v = torch.cat((past[1], v), dim=2)
+        else:  # static cache (gpt-fast's KVCache.update): write in place, attend over every slot
+            past[0].index_copy_(2, slots, k)
+            past[1].index_copy_(2, slots, v)
+            k, v = past  # (B, nkv, max_seq, hd)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=L.n_kv_heads != L.n_heads)
         out = out.transpose(1, 2).reshape(B, S, L.q_dim)  # (B, S, nh*hd)
         return self.o_proj(out), (k, v)
@@ -86,8 +91,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.mlp = MLP(spec, layer)
 
-    def forward(self, x, cos, sin, mask, past: KV):
-        a, present = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
+    def forward(self, x, cos, sin, mask, past: KV, slots=None):
+        a, present = self.self_attn(self.input_layernorm(x), cos, sin, mask, past, slots)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), present
 
@@ -120,24 +125,30 @@ class ReferenceModel(nn.Module):
                 for L in self.spec.layers]
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                past: list[KV] | None = None, last_only: bool = False) -> tuple[torch.Tensor, list[KV]]:
+                past: list[KV] | None = None, last_only: bool = False,
+                slots: torch.Tensor | None = None) -> tuple[torch.Tensor, list[KV]]:
         """One step: prefill when ``past`` is empty, a decode step otherwise.
 
         Args:
             input_ids: (B, S) token ids.
             position_ids: (B, S) positions (left padding shifts them).
-            attention_mask: (B, P+S), 1 for real tokens, 0 for padding.
-            past: per-block (key, value), each (B, nkv_i, P, hd_i); None means P = 0.
+            attention_mask: (B, P+S), 1 for real tokens, 0 for padding; with ``slots``, (B, max_seq) over
+                every cache slot, 0 for slots not written yet.
+            past: per-block (key, value), each (B, nkv_i, P, hd_i); None means P = 0. With ``slots``, the
+                static cache: (B, nkv_i, max_seq, hd_i) buffers, written in place.
             last_only: return logits of the last position only.
+            slots: (S,) int64 cache slots the new tokens are written to (static cache); None: the growing
+                cache of the exported graph.
 
         Returns:
-            logits (B, S or 1, vocab) and the per-block present (key, value), each (B, nkv_i, P+S, hd_i).
+            logits (B, S or 1, vocab) and the per-block present (key, value), each (B, nkv_i, P+S, hd_i)
+            (with ``slots``: the static buffers themselves).
         """
         B, S = input_ids.shape
         x = self.model.embed_tokens(input_ids)  # (B, S, H)
         past = past if past is not None else self.empty_past(B, x.device, x.dtype)
         T = attention_mask.shape[1]
-        q_pos = torch.arange(T - S, T, device=x.device)
+        q_pos = torch.arange(T - S, T, device=x.device) if slots is None else slots
         causal = torch.arange(T, device=x.device)[None, :] <= q_pos[:, None]  # (S, T)
         allowed = causal[None, None] & attention_mask[:, None, None, :].bool()  # (B, 1, S, T)
         # Additive finite mask: a fully padded query row gets a uniform softmax, never NaN.
@@ -153,7 +164,7 @@ class ReferenceModel(nn.Module):
                 freqs = position_ids[:, :, None].float() * inv[None, None, :]  # (B, S, hd/2)
                 emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, S, hd)
                 rope[L.head_dim] = (emb.cos().to(x.dtype), emb.sin().to(x.dtype))
-            x, present = block(x, *rope[L.head_dim], mask, kv)
+            x, present = block(x, *rope[L.head_dim], mask, kv, slots)
             presents.append(present)
         if last_only:
             x = x[:, -1:]

@@ -57,10 +57,12 @@ def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         batches = sorted({b for v in sp.values() for b in v})
         out.append(("Speed-up over eager (x)", ["model", "backend", "in", "out"] + [f"M{b}" for b in batches],
                     [[k[0], k[1], str(k[2]), str(k[3])] + [_fmt(sp[k].get(b), 2) for b in batches] for k in sorted(sp)]))
-    out.append(("Correctness: greedy tokens vs eager (first 16)", ["model", "backend", "implementation", "status", "result"],
+    out.append(("Correctness: greedy tokens vs eager (first 16); setup: load + compile + first runs, untimed",
+                ["model", "backend", "implementation", "status", "result", "setup s", "compiled graphs"],
                 [[c["model"], c["backend"], c.get("impl") or "", c["status"],
                   ("reference" if c.get("reference") else "match" if c.get("matches_eager") else
-                   f"first mismatch at token {c.get('first_mismatch')}") if c["status"] == "ok" else c.get("message", "")]
+                   f"first mismatch at token {c.get('first_mismatch')}") if c["status"] == "ok" else c.get("message", ""),
+                  _fmt(c.get("setup_s"), 1), _fmt(c.get("recompiles"))]
                  for c in res["correctness"]]))
     if res["step_sweep"]:
         out.append(("Step sweep", ["model", "backend", "tokens/step", "past", "status", "step ms", "ms/token"],

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 MARKERS = "osD^v<>ph*"
-BACKEND_STYLE = {"eager": ("o", "-"), "ort": ("s", "--"), "trt": ("^", ":")}
+BACKEND_STYLE = {"eager": ("o", "-"), "ort": ("s", "--"), "trt": ("^", ":"), "compiled": ("D", "-.")}
 
 
 def _style(model: str, backend: str, models: list[str]) -> dict:

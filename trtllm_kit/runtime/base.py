@@ -47,7 +47,8 @@ class Runner:
 
     Lifecycle: ``activate()`` loads the model/engine onto the device, ``generate()`` may run many
     times, ``deactivate()`` frees everything. ``peak_memory_gb()`` reports the peak device memory of
-    the last timed point (``reset_peak_memory()`` starts a point).
+    the last timed point (``reset_peak_memory()`` starts a point). A backend that compiles per shape runs
+    a new shape once untimed inside ``generate`` and adds those seconds to ``first_run_s``.
     """
 
     name = "base"
@@ -57,6 +58,8 @@ class Runner:
         self.device = torch.device(device)
         self.active = False
         self.baseline_bytes = 0
+        # Seconds of untimed first runs at new shapes (compilation, CUDA-graph capture) since activate.
+        self.first_run_s = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -95,6 +98,10 @@ class Runner:
         if self.device.type != "cuda":
             return None
         return max(torch.cuda.max_memory_allocated(self.device), device_bytes_used(self.device) - self.baseline_bytes) / 1e9
+
+    def compiled_graphs(self) -> int | None:
+        """Graphs ``torch.compile`` built for this runner since ``activate``; None: the backend compiles none."""
+        return None
 
     # -- the contract ------------------------------------------------------------------------
     def check_point(self, batch: int, prompt_len: int, new_tokens: int) -> None:
