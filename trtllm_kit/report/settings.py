@@ -6,7 +6,7 @@ from __future__ import annotations
 from trtllm_kit.report.data import ReportData, Source
 from trtllm_kit.report.tables import Table
 
-PAPER_PROTOCOL = "the paper: 10 warm-up and 20 timed runs per point, fp16"
+PAPER_PROTOCOL = "The paper times fp16 models with 10 warm-up and 20 timed runs per point"
 
 
 def _device(src: Source) -> str:
