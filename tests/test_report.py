@@ -2,60 +2,323 @@ import json
 import os
 import shutil
 import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, cli
+from conftest import TINY, assert_one_line_error, cli
 from trtllm_kit.bench.backends import RunOptions
-from trtllm_kit.bench.results import SweepConfig
+from trtllm_kit.bench.results import BenchResults, ModelRecord, Point, SweepConfig
 from trtllm_kit.bench.sweep import bench
-from trtllm_kit.pipeline import ensure_export, resolve_model
+from trtllm_kit.models.presets import PRESETS
+from trtllm_kit.pipeline import resolve_model
+from trtllm_kit.recipe import summary_lines
 from trtllm_kit.report import report_from_results
+from trtllm_kit.report.compare import families
+from trtllm_kit.report.data import ModelFacts
+from trtllm_kit.report.floor import bandwidth_of
+
+H200 = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "h200-quick"
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory):
+def family_results(tmp_path_factory, tiny_exports):
+    """The tiny family (dense, depth-pruned, width-pruned) timed on eager and ONNX Runtime on the CPU."""
     root = tmp_path_factory.mktemp("report")
-    art = resolve_model("tiny-llama-depth")
-    ensure_export(art, root / "onnx", progress=False)
-    cfg = SweepConfig(batches=[1, 2, 4], inputs=[6, 10], outputs=[4], warmup=0, repeats=2, step_tokens=[16, 32],
+    arts = []
+    for name in TINY:
+        art = resolve_model(name)
+        art.onnx_dir = tiny_exports[name]
+        arts.append(art)
+    cfg = SweepConfig(batches=[1, 2, 4], inputs=[6, 10], outputs=[4], warmup=1, repeats=2, step_tokens=[16, 32],
                       step_past=8)
     path = root / "results.json"
-    bench([art], ["eager", "ort"], cfg, path, RunOptions("cpu", "fp16"), progress=False)
-    report_from_results([path], root / "out")
-    return root / "out"
+    res = bench(arts, ["eager", "ort"], cfg, path, RunOptions("cpu", "fp16"), progress=False)
+    return path, res
 
 
-def test_report_files_and_charts_have_data(report_dir):
-    for f in ("report.md", "report.html", "throughput_vs_latency.png", "latency_per_token.png", "speedup_over_eager.png"):
-        assert (report_dir / f).stat().st_size > 1000, f
-    counts = json.loads((report_dir / "chart_points.json").read_text())
-    assert counts["throughput_vs_latency.png"] == 2 * 2 * 3  # 2 backends x 2 (in, out) panels x 3 batches
-    assert counts["latency_per_token.png"] == 4 and counts["speedup_over_eager.png"] == 2 * 3  # ort only: eager is the baseline
-    md = (report_dir / "report.md").read_text()
-    assert "Speed-up over eager" in md and "Correctness" in md and "| tiny-llama-depth | ort |" in md
+@pytest.fixture(scope="module")
+def report_dir(family_results):
+    path, _ = family_results
+    report_from_results([path], path.parent / "out")
+    return path.parent / "out"
 
 
-def test_html_renders_in_headless_chromium(report_dir, tmp_path):
+def browser(tmp_path) -> list[str]:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; the README's set-up command installs it")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    url = (report_dir / "report.html").as_uri()
-    dom = subprocess.run(args + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert 'data-charts-loaded="3/3"' in dom  # every chart image decoded in the browser
+
+
+class Page(HTMLParser):
+    """The text of a page as the browser left it: every table by id (rows of cell texts) and every paragraph."""
+
+    def __init__(self, dom: str):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.texts: list[str] = []
+        self._table = self._cell = self._text = None
+        self.feed(dom)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._table = self.tables.setdefault(dict(attrs).get("id", ""), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag in ("p", "li", "h2", "h3"):
+            self._text = []
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None:
+            self._table[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag in ("p", "li", "h2", "h3") and self._text is not None:
+            self.texts.append(" ".join("".join(self._text).split()))
+            self._text = None
+
+    def handle_data(self, data):
+        for buf in (self._cell, self._text):
+            if buf is not None:
+                buf.append(data)
+
+    def table(self, id_: str) -> list[dict[str, str]]:
+        """Rows of table ``id_`` as {column header: cell}."""
+        head, *rows = self.tables[id_]
+        return [dict(zip(head, r)) for r in rows]
+
+
+def render(html_path: Path, tmp_path) -> tuple[str, Page]:
+    dom = subprocess.run(browser(tmp_path) + ["--dump-dom", html_path.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "</table>" in dom, "chromium rendered nothing"
+    return dom, Page(dom)
+
+
+def test_report_files_and_charts_have_data(report_dir):
+    for f in ("report.md", "report.html", "throughput_vs_latency.png", "latency_per_token.png",
+              "speedup_over_eager.png", "pruned_vs_dense.png"):
+        assert (report_dir / f).stat().st_size > 1000, f
+    counts = json.loads((report_dir / "chart_points.json").read_text())
+    assert counts["throughput_vs_latency.png"] == 3 * 2 * 2 * 3  # models x backends x (in, out) panels x batches
+    assert counts["pruned_vs_dense.png"] == 2 * 2 * 3 * 3  # (family, backend) rows x panels x family members x batches
+    assert counts["latency_per_token.png"] == 3 * 2 * 2 and counts["speedup_over_eager.png"] == 3 * 2 * 3
+    md = (report_dir / "report.md").read_text()
+    assert "Speed-up over eager" in md and "Correctness" in md and "| tiny-llama-depth | ort |" in md
+    assert "| model | dense parent | backend |" in md and "|:---|:---|:---|:---|---:|" in md  # text left, numbers right
+
+
+def test_html_renders_in_headless_chromium(report_dir, tmp_path):
+    dom, _ = render(report_dir / "report.html", tmp_path)
+    assert 'data-charts-loaded="4/4"' in dom  # every chart image decoded in the browser
     shot = tmp_path / "shot.png"
-    subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,1600", url], capture_output=True, timeout=120)
+    subprocess.run(browser(tmp_path) + [f"--screenshot={shot}", "--window-size=1200,1600",
+                                        (report_dir / "report.html").as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000
 
 
-def test_report_cli_and_bad_input(report_dir, tmp_path):
+def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir, family_results, tmp_path):
+    _, res = family_results
+    _, page = render(report_dir / "report.html", tmp_path)
+    pt = {(p.model, p.backend, p.input_len, p.batch): p for p in res.points}
+    params = {m.label: m.params for m in res.models}
+    rows = {(r["model"], r["backend"], r["in/out"]): r for r in page.table("pruned-vs-dense")}
+    assert {m for m, _, _ in rows} == {"tiny-llama-depth", "tiny-llama-width"}  # the dense parent is not its own row
+    for backend in ("eager", "ort"):
+        row = rows[("tiny-llama-depth", backend, "6/4")]
+        assert row["dense parent"] == "tiny-llama" and row["blocks"] == "4/6"
+        assert row["parameters"] == f"{100 * params['tiny-llama-depth'] / params['tiny-llama']:.1f}%"
+        dense, depth = pt[("tiny-llama", backend, 6, 1)], pt[("tiny-llama-depth", backend, 6, 1)]
+        assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x"
+        for b in (1, 2, 4):
+            pruned, dense = pt[("tiny-llama-depth", backend, 6, b)], pt[("tiny-llama", backend, 6, b)]
+            want = pruned.throughput_tok_s / dense.throughput_tok_s
+            assert row[f"tokens/s M{b}"] == f"{want:.2f}x"
+    models = {r["model"]: r for r in page.table("models")}
+    assert models["tiny-llama"]["role"] == "dense parent"
+    assert models["tiny-llama-depth"]["role"] == "depth-pruned from tiny-llama"
+    assert models["tiny-llama-width"]["role"] == "width-pruned from tiny-llama"
+    assert models["tiny-llama-depth"]["blocks"] == "4"
+    assert models["tiny-llama-depth"]["weights"] == f"{2 * params['tiny-llama-depth'] / 1e6:.2f} MB"  # fp16
+    assert any(t.startswith("tiny-llama-depth (") and "on eager" in t for t in page.texts)  # the headline
+
+
+def test_browser_shows_settings_floor_and_why_memory_is_empty(report_dir, tmp_path):
+    _, page = render(report_dir / "report.html", tmp_path)
+    settings = {r["setting"]: r["value"] for r in page.table("settings")}
+    assert settings["dtype"] == "fp16"
+    assert settings["warm-up runs per point"] == "1" and settings["timed runs per point"] == "2"
+    assert settings["device"].startswith("CPU only") and "points timed on cpu" in settings["device"]
+    assert "torch" in settings and settings["grid"] == "batch 1, 2, 4; input 6, 10; output 4 tokens"
+    floor = page.table("floor")
+    assert len(floor) == 3 * 2 * 2  # model x backend x (in, out)
+    assert all(r["note"] == "no weight-streaming floor applies on the CPU" and r["of the floor"] == "" for r in floor)
+    assert all(r["decode step ms (M1)"] for r in floor)
+    assert all(r["peak mem GB"] == "" for r in page.table("sweep"))
+    assert any("not measured on the CPU" in t for t in page.texts)
+
+
+def test_settings_rows_appear_once_and_differences_per_file(family_results, tmp_path):
+    path, res = family_results
+    other = tmp_path / "later" / "results.json"
+    res.model_copy(update={"env": {**res.env, "time": "2030-01-01T00:00:00Z"},
+                           "config": res.config.model_copy(update={"repeats": 7})}).save(other)
+    html = report_from_results([path, other], tmp_path / "out")
+    _, page = render(html, tmp_path)
+    rows = page.table("settings")
+    names = [r["setting"] for r in rows]
+    assert names.count("torch") == 1 and names.count("dtype") == 1
+    values = {r["setting"]: r["value"] for r in rows}
+    want = [f"{path.parent.name}/results.json: 2", "later/results.json: 7"]
+    assert values["timed runs per point"].splitlines() == want
+    assert "later/results.json: 2030-01-01T00:00:00Z" in values["started"]
+
+
+def _synthetic(path: Path) -> Path:
+    """A results file with one noisy point (p90 far above p50) and one batch slower than a larger batch."""
+    lat = {1: (1.0, 1.0, 1.6), 2: (2.0, 2.0, 2.05), 4: (1.2, 1.2, 1.25)}  # batch: mean, p50, p90 (seconds)
+    points = [Point(model="tiny-llama", backend="eager", device="cuda", batch=b, input_len=12, output_len=128,
+                    status="ok", runs=3, warmup_runs=1, latency_mean_s=m, latency_p50_s=p50, latency_p90_s=p90,
+                    throughput_tok_s=b * 128 / m, decode_step_ms=1e3 * m / 128, peak_mem_gb=1.0)
+              for b, (m, p50, p90) in lat.items()]
+    points.append(Point(model="tiny-llama", backend="trt", device="cuda", batch=1, input_len=12, output_len=128,
+                        status="error", message="RuntimeError: engine rejected the profile"))
+    spec = PRESETS["tiny-llama"].spec()
+    res = BenchResults(env={"device": "NVIDIA Z9000"}, config=SweepConfig(batches=[1, 2, 4], inputs=[12], outputs=[128],
+                                                                          warmup=1, repeats=3),
+                       backends=["eager", "trt"], dtype="fp16", points=points,
+                       models=[ModelRecord(label="tiny-llama", params=spec.param_count(), blocks=spec.num_layers)])
+    return res.save(path)
+
+
+def test_browser_flags_spread_and_inverted_latency(tmp_path):
+    html = report_from_results([_synthetic(tmp_path / "synthetic.json")], tmp_path / "out")
+    _, page = render(html, tmp_path)
+    flags = {(r["batch"], r["flag"]): r for r in page.table("trust")}
+    assert set(flags) == {("1", "large spread"), ("2", "latency falls as batch grows")}
+    assert flags[("2", "latency falls as batch grows")]["numbers"] == "batch 2 takes 2 s, batch 4 only 1.2 s"
+    assert "more timed runs" in flags[("1", "large spread")]["what to do"]
+    assert "quieter machine" in flags[("1", "large spread")]["what to do"]
+    sweep = {(r["backend"], r["batch"]): r for r in page.table("sweep")}
+    assert sweep[("eager", "1")]["trust"] == "large spread" and sweep[("eager", "4")]["trust"] == ""
+    assert sweep[("trt", "1")]["status"] == "error: RuntimeError: engine rejected the profile"
+    floor = {r["backend"]: r for r in page.table("floor")}
+    assert floor["eager"]["note"] == "bandwidth unknown for NVIDIA Z9000"
+    assert any("only the dense model of this family" in t for t in page.texts)
+
+
+def test_h200_results_show_floor_percent_and_flag_llmpruner(tmp_path):
+    src = H200 / "quick-llama-7b-llmpruner.json"
+    res = BenchResults.load(src)
+    html = report_from_results([src], tmp_path / "out")
+    _, page = render(html, tmp_path)
+    weights = PRESETS["llama-7b-llmpruner"].spec().weight_bytes(2)
+    floor = {r["backend"]: r for r in page.table("floor")}
+    for backend in ("eager", "ort"):
+        step = next(p for p in res.points if p.backend == backend and p.batch == 1).decode_step_ms
+        pct = 100 * (1e3 * weights / 4800e9) / step
+        assert floor[backend]["of the floor"] == f"{pct:.1f}% of 4,800 GB/s"
+        assert floor[backend]["GPU bandwidth (datasheet)"] == "H200, 4,800 GB/s"
+        assert floor[backend]["weights"] == f"{weights / 1e9:.2f} GB"
+    assert floor["trt"]["note"].startswith("not timed: skipped")
+    flags = {(r["backend"], r["batch"], r["flag"]): r for r in page.table("trust")}
+    inverted = flags[("ort", "16", "latency falls as batch grows")]
+    assert inverted["numbers"] == "batch 16 takes 2.61 s, batch 64 only 1.81 s"  # as the issue saw it
+    assert ("eager", "16", "latency falls as batch grows") in flags
+    models = {r["model"]: r for r in page.table("models")}
+    assert models["llama-7b-llmpruner"]["role"] == "no dense member in these results"
+    assert models["llama-7b-llmpruner"]["facts from"].startswith("preset registry")
+    assert any("no dense member" in t for t in page.texts)
+
+
+def test_families_come_from_specs_not_names():
+    from trtllm_kit.bench.sweep import family_of
+
+    def facts(label, preset):
+        spec = PRESETS[preset].spec()
+        return ModelFacts(label, spec.param_count(), spec.num_layers, spec.weight_bytes(), family_of(spec),
+                          spec.hidden_size, spec.layers, spec.source_layers)
+
+    models = {m.label: m for m in (facts("llama-big", "tiny-llama-depth"), facts("small", "tiny-llama"),
+                                   facts("x", "tiny-llama-width"), facts("tiny-llama-2", "small-llama"))}
+    fams = {f.dense: f for f in families(models)}
+    assert fams["small"].members == ("small", "x", "llama-big")  # the dense one is named "small"
+    assert fams["small"].pruned == ("x", "llama-big")
+    assert fams["tiny-llama-2"].members == ("tiny-llama-2",)  # a name alike, another family
+
+
+def test_depth_pruned_alone_is_not_taken_for_dense():
+    from trtllm_kit.report.data import facts_from_record
+
+    spec = PRESETS["llama-7b-depth-27"].spec()
+    fam, = families({"d": facts_from_record(ModelRecord(label="llama-7b-depth-27", params=spec.param_count(),
+                                                        blocks=spec.num_layers), "fp16")})
+    assert fam.dense is None and "no dense member" in fam.note
+
+
+@pytest.mark.parametrize("name, gpu, gbps", [("NVIDIA H200", "H200", 4800), ("NVIDIA H100 80GB HBM3", "H100 SXM", 3350),
+                                             ("NVIDIA H100 PCIe", "H100 PCIe", 2000),
+                                             ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM", 2039),
+                                             ("NVIDIA A100-SXM4-40GB", "A100 40GB", 1555), ("NVIDIA L4", "L4", 300),
+                                             ("NVIDIA L40S", "L40S", 864), ("NVIDIA A10", "A10", 600),
+                                             ("NVIDIA GeForce RTX 4090", "RTX 4090", 1008),
+                                             ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada", 960),
+                                             ("NVIDIA B200", "B200", 8000)])
+def test_bandwidth_table_matches_torch_device_names(name, gpu, gbps):
+    assert bandwidth_of(name) == (gpu, gbps)
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A10G", "NVIDIA L40", "NVIDIA H100 NVL", "CPU only", None])
+def test_unknown_gpus_have_no_bandwidth(name):
+    assert bandwidth_of(name) is None
+
+
+def test_point_labels_do_not_overlap(tmp_path):
+    """Labels of points close together (as M1/M16/M64 of several models are) end up apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trtllm_kit.report.charts import label_points
+
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    xs = [2.0, 2.02, 2.04, 2.01, 2.03, 3.0]
+    ys = [60, 62, 64, 61, 63, 4000]
+    ax.plot(xs, ys, "o")
+    ax.set_yscale("log", base=2)
+    fig.tight_layout()
+    texts = label_points(ax, xs, ys, ["M1", "M16", "M64", "M1", "M16", "M256"])
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in texts]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)
+
+
+def test_terminal_summary_gives_every_reason(tmp_path):
+    res = BenchResults.load(_synthetic(tmp_path / "s.json"))
+    lines = summary_lines(res)
+    table = "\n".join(lines)
+    assert "error [1]" in table  # the cell points at its reason...
+    assert "  [1] tiny-llama / trt (M1): error: RuntimeError: engine rejected the profile" in lines  # ...given below
+    assert any("look noisy" in ln for ln in lines)
+
+
+def test_report_cli_and_bad_input(family_results, tmp_path):
+    path, _ = family_results
     out = tmp_path / "r2"
-    cli("report", str(report_dir.parent / "results.json"), "--out", str(out), check=True)
+    cli("report", str(path), "--out", str(out), check=True)
     assert (out / "report.html").is_file()
     assert_one_line_error(cli("report", str(tmp_path / "none.json"), "--out", str(tmp_path / "r3")), "does not exist")
     assert not (tmp_path / "r3").exists()

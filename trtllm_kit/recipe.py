@@ -137,25 +137,47 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
 
 
 def summary_lines(results) -> list[str]:
-    """A short table for the terminal: throughput by batch per model x backend, then why any point
-    was not timed."""
+    """A short table for the terminal: throughput by batch per model x backend, then the reason for every
+    point, step and correctness check that did not come out ok, and how many points look noisy.
+
+    A cell that was not timed reads ``status [n]``, and note ``[n]`` below gives its reason.
+    """
+    from trtllm_kit.report.trust import trust_flags
+
+    def why(x) -> tuple:
+        return (x.model, x.backend, x.status, x.message or "no reason recorded")
+
     points = results.points
+    reasons: dict[tuple, list[str]] = {}
+    for p in points:
+        if p.status != "ok":
+            reasons.setdefault(why(p), []).append(f"M{p.batch}")
+    for s in results.step_sweep:
+        if s.status != "ok":
+            reasons.setdefault(why(s), []).append(f"step {s.tokens}")
+    note = {key: i + 1 for i, key in enumerate(reasons)}
     rows: dict = {}
     batches = sorted({p.batch for p in points})
     for p in points:
         key = (p.model, p.backend, p.input_len, p.output_len)
-        rows.setdefault(key, {})[p.batch] = f"{p.throughput_tok_s:.0f}" if p.status == "ok" else p.status
+        cell = f"{p.throughput_tok_s:.0f}" if p.status == "ok" else f"{p.status} [{note[why(p)]}]"
+        rows.setdefault(key, {})[p.batch] = cell
     width = max([len(k[0]) for k in rows] + [5])
-    head = f"{'model':{width}} {'backend':8} {'in/out':8} " + " ".join(f"{'M' + str(b):>9}" for b in batches)
+    cell = max([len(v) for r in rows.values() for v in r.values()] + [9])
+    head = f"{'model':{width}} {'backend':8} {'in/out':8} " + " ".join(f"{'M' + str(b):>{cell}}" for b in batches)
     lines = ["throughput (generated tokens/s) by batch size:", head]
     for (m, b, i, o), vals in sorted(rows.items()):
-        lines.append(f"{m:{width}} {b:8} {f'{i}/{o}':8} " + " ".join(f"{vals.get(x, ''):>9}" for x in batches))
-    reasons: dict = {}
-    for p in points:
-        if p.status != "ok":
-            reasons.setdefault((p.model, p.backend, p.status, p.message or ""), []).append(f"M{p.batch}")
+        lines.append(f"{m:{width}} {b:8} {f'{i}/{o}':8} " + " ".join(f"{vals.get(x, ''):>{cell}}" for x in batches))
     if reasons:
         lines.append("not timed:")
-        for (m, b, status, msg), where in sorted(reasons.items()):
-            lines.append(f"  {m} / {b} ({', '.join(where)}): {status}: {msg}")
+        for key, where in reasons.items():
+            m, b, status, msg = key
+            lines.append(f"  [{note[key]}] {m} / {b} ({', '.join(where)}): {status}: {msg}")
+    bad = [c for c in results.correctness if c.status == "ok" and c.matches_eager is False]
+    for c in bad:
+        lines.append(f"tokens differ from eager: {c.model} / {c.backend} from token {c.first_mismatch} on")
+    flagged = {id(f.point) for f in trust_flags(points)}
+    if flagged:
+        lines.append(f"{len(flagged)} timed point(s) look noisy (large p90/p50 spread, or latency falling as the batch "
+                     "grows): see the report's 'Can I trust the numbers?'; more timed runs on a quieter machine help")
     return lines

@@ -163,10 +163,16 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
     return points, checks, steps
 
 
-def model_record(art) -> ModelRecord:
+def model_record(art, dtype: str = "fp16") -> ModelRecord:
+    """What the results file records of a model: counts, family and per-block shapes read from its spec.
+
+    ``weight_bytes`` is the parameter count times the bytes of one weight in ``dtype``.
+    """
+    from trtllm_kit.utils.dtypes import DTYPE_BYTES
+
     spec = art.spec
     return ModelRecord(label=art.label, params=spec.param_count(), blocks=spec.num_layers,
-                       weight_bytes=spec.weight_bytes(), family=family_of(spec),
+                       weight_bytes=spec.weight_bytes(DTYPE_BYTES[dtype]), family=family_of(spec),
                        spec={"hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size,
                              "layers": [vars(la) for la in spec.layers], "source_layers": spec.source_layers},
                        onnx_dir=str(art.onnx_dir) if art.onnx_dir else None,
@@ -188,7 +194,7 @@ def bench(models: list, backends: list[str], cfg: SweepConfig, out: str | Path, 
     t0 = time.perf_counter()
     out = Path(out)
     head = dict(env=environment(), config=cfg, backends=backends, dtype=opts.dtype,
-                models=[model_record(m) for m in models], **(extra or {}))
+                models=[model_record(m, opts.dtype) for m in models], **(extra or {}))
     partial = out.with_suffix(".partial.json")
 
     def save_partial(points, checks, steps):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,6 +17,7 @@ from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
+from trtllm_kit.utils.progress import bars_enabled, logs_above_bars, new_bar
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 30.0
@@ -95,20 +97,29 @@ class Heartbeat:
         self._thread.join()
 
 
-def _progress_monitor(trt, enabled: bool):
-    """Progress bars per top-level build phase where TensorRT has IProgressMonitor (>= 10, RTX)."""
-    if not enabled or not hasattr(trt, "IProgressMonitor") or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+@contextlib.contextmanager
+def build_progress(trt, enabled: bool):
+    """Progress bars per top-level build phase where TensorRT has IProgressMonitor (>= 10, RTX), on a terminal.
+
+    Yields the monitor to attach to the builder config, or None (no bars). The running child phase's name
+    shows beside its parent's bar (a long last step says what it is doing instead of sitting at 83%), log
+    lines (the heartbeat's, from another thread) go above the bars, and bars TensorRT leaves open are
+    closed when the block ends, so the next message starts on a line of its own.
+    """
+    if not hasattr(trt, "IProgressMonitor") or not bars_enabled(enabled):
+        yield None
+        return
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
-            self.bars: dict[str, tqdm] = {}
+            self.bars: dict = {}
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             if parent_phase is None:
-                self.bars[phase_name] = tqdm(total=num_steps, desc=f"build: {phase_name}", file=sys.stderr, leave=False)
+                self.bars[phase_name] = new_bar(num_steps, f"build: {phase_name}")
+            elif parent_phase in self.bars:
+                self.bars[parent_phase].set_postfix_str(phase_name)
 
         def step_complete(self, phase_name, step):
             if phase_name in self.bars:
@@ -121,7 +132,16 @@ def _progress_monitor(trt, enabled: bool):
             if bar:
                 bar.close()
 
-    return Monitor()
+        def close_all(self):
+            for name in list(self.bars):
+                self.phase_finish(name)
+
+    monitor = Monitor()
+    try:
+        with logs_above_bars():
+            yield monitor
+    finally:
+        monitor.close_all()
 
 
 def _dtype_name(dt) -> str:
@@ -225,7 +245,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     what = f"build {spec.name} ({flavor.name} {flavor.version}, {layout.name} KV)"
     with atomic_dir(out, force=force, kind="engine") as tmp, hard_interrupt(tmp, what):
         logger = _logger(trt)
-        with Heartbeat(what, logger) as beat:
+        with Heartbeat(what, logger) as beat, build_progress(trt, progress) as monitor:
             beat.phase("parsing ONNX")
             builder = trt.Builder(logger)
             network = _create_network(flavor, builder)
@@ -239,7 +259,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             config = _configure(flavor, builder, options)
             if ctx.precision_constraints:
                 config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-            monitor = _progress_monitor(trt, progress)
             if monitor is not None:
                 config.progress_monitor = monitor
             cache, cache_note = _timing_cache(flavor, config, options)

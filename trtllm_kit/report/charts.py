@@ -1,11 +1,14 @@
-"""The paper's charts from results files: throughput vs latency, latency per token, speed-up over eager."""
+"""The paper's charts from typed results: throughput vs latency, pruned vs dense, latency per token, and
+speed-up over eager. Point labels (M<batch>) are moved apart with adjustText so they never overlap."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
-MARKERS = "osD^v<>ph*"
+from trtllm_kit.bench.results import Point, StepRow
+from trtllm_kit.report.compare import Family
+
 BACKEND_STYLE = {"eager": ("o", "-"), "ort": ("s", "--"), "trt": ("^", ":"), "compiled": ("D", "-.")}
 
 
@@ -26,89 +29,159 @@ def _plt():
     return plt
 
 
-def _save(fig, legend_ax, path: Path, plt) -> None:
-    """Legend outside the last panel, then write the PNG and free the figure."""
-    handles, _ = legend_ax.get_legend_handles_labels()
+def label_points(ax, xs: list[float], ys: list[float], labels: list[str]) -> list:
+    """Write ``labels`` next to their points and move them apart (adjustText), with a leader line where
+    a label had to move away. Call once per panel, after its scales and limits are final.
+
+    Returns:
+        The text objects, where they ended up.
+    """
+    from adjustText import adjust_text
+
+    texts = [ax.text(x, y, s, fontsize=7) for x, y, s in zip(xs, ys, labels)]
+    if texts:
+        adjust_text(texts, x=xs, y=ys, ax=ax, time_lim=1.0,
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+    return texts
+
+
+def _save(fig, axes, labels: dict, legend_ax, path: Path, plt) -> None:
+    """Legend outside ``legend_ax`` (None: none), layout, then the point labels (they need final axes), PNG, free."""
+    handles, _ = legend_ax.get_legend_handles_labels() if legend_ax is not None else ([], [])
     if handles:
         legend_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
+    for ax in axes:
+        xs, ys, ss = labels.get(ax, ([], [], []))
+        label_points(ax, xs, ys, ss)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def throughput_vs_latency(points: list[dict], path: Path) -> int:
+def _ok(points: list[Point]) -> list[Point]:
+    return [p for p in points if p.status == "ok" and p.latency_mean_s is not None]
+
+
+def _tvl_panel(ax, series: dict, models: list[str], labels: dict, dense: str | None = None) -> int:
+    """Throughput (log 2) against latency, one line per (model, backend) in ``series``; returns points drawn."""
+    n = 0
+    for (model, backend), pts in sorted(series.items()):
+        pts = sorted(pts, key=lambda p: p.batch)
+        xs, ys = [p.latency_mean_s for p in pts], [p.throughput_tok_s for p in pts]
+        style = _style(model, backend, models)
+        if model == dense:
+            style |= {"color": "black", "linewidth": 2.2}
+        ax.plot(xs, ys, label=f"{model} / {backend}" + (" (dense)" if model == dense else ""), **style)
+        lab = labels.setdefault(ax, ([], [], []))
+        lab[0].extend(xs), lab[1].extend(ys), lab[2].extend(f"M{p.batch}" for p in pts)
+        n += len(pts)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("throughput (tokens/s)")
+    ax.grid(True, which="both", alpha=0.3)
+    return n
+
+
+def throughput_vs_latency(points: list[Point], path: Path) -> int:
     """One panel per (input, output); one series per model x backend; points labelled M<batch>.
 
     Returns:
         The number of plotted points (0 means the chart has no data).
     """
     plt = _plt()
-    ok = [p for p in points if p.get("status") == "ok"]
-    pairs = sorted({(p["input_len"], p["output_len"]) for p in points})
+    ok = _ok(points)
+    pairs = sorted({(p.input_len, p.output_len) for p in points})
     if not pairs:
         return 0
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs) + 2.5, 4.8), squeeze=False)
-    series = sorted({(p["model"], p["backend"]) for p in ok})
-    models = sorted({m for m, _ in series})
+    models = sorted({p.model for p in ok})
+    labels: dict = {}
     n = 0
     for ax, (inp, out) in zip(axes[0], pairs):
-        for model, backend in series:
-            pts = sorted((p for p in ok if (p["model"], p["backend"]) == (model, backend)
-                          and (p["input_len"], p["output_len"]) == (inp, out)), key=lambda p: p["batch"])
-            if not pts:
-                continue
-            xs, ys = [p["latency_mean_s"] for p in pts], [p["throughput_tok_s"] for p in pts]
-            ax.plot(xs, ys, label=f"{model} / {backend}", **_style(model, backend, models))
-            for p, x, y in zip(pts, xs, ys):
-                ax.annotate(f"M{p['batch']}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
-            n += len(pts)
-        ax.set_yscale("log", base=2)
-        ax.set_xlabel("latency (s)")
-        ax.set_ylabel("throughput (tokens/s)")
+        series = defaultdict(list)
+        for p in ok:
+            if (p.input_len, p.output_len) == (inp, out):
+                series[(p.model, p.backend)].append(p)
+        n += _tvl_panel(ax, series, models, labels)
         ax.set_title(f"input {inp}, output {out}")
-        ax.grid(True, which="both", alpha=0.3)
-    _save(fig, axes[0][-1], path, plt)
+    _save(fig, list(axes[0]), labels, axes[0][-1], path, plt)
     return n
 
 
-def latency_per_token(steps: list[dict], path: Path) -> int:
+def pruned_vs_dense(points: list[Point], fams: list[Family], path: Path) -> int:
+    """The paper's comparison: each family's pruned variants against its dense model, throughput against
+    latency, one panel per (input, output) and one row per (family, backend); the dense model in black.
+
+    Returns:
+        The number of plotted points (0: no family has a dense member and a pruned one timed).
+    """
+    ok = _ok(points)
+    rows = []
+    for fam in fams:
+        if not fam.pruned:
+            continue
+        for backend in sorted({p.backend for p in ok if p.model == fam.dense}):
+            if any(p.backend == backend and p.model in fam.pruned for p in ok):
+                rows.append((fam, backend))
+    pairs = sorted({(p.input_len, p.output_len) for p in ok})
+    if not rows or not pairs:
+        return 0
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), len(pairs), figsize=(6 * len(pairs) + 3, 4.6 * len(rows)), squeeze=False)
+    labels: dict = {}
+    n = 0
+    for r, (fam, backend) in enumerate(rows):
+        members = list(fam.members)
+        for ax, (inp, out) in zip(axes[r], pairs):
+            series = defaultdict(list)
+            for p in ok:
+                if p.model in members and p.backend == backend and (p.input_len, p.output_len) == (inp, out):
+                    series[(p.model, p.backend)].append(p)
+            n += _tvl_panel(ax, series, members, labels, dense=fam.dense)
+            ax.set_title(f"{fam.dense} family, {backend}: input {inp}, output {out}", fontsize=10)
+            ax.legend(fontsize=7, loc="best")
+    _save(fig, [ax for row in axes for ax in row], labels, None, path, plt)
+    return n
+
+
+def latency_per_token(steps: list[StepRow], path: Path) -> int:
     """Latency per token against tokens processed in one step: the fixed per-step cost amortized."""
     plt = _plt()
-    ok = [s for s in steps if s.get("status") == "ok"]
+    ok = [s for s in steps if s.status == "ok"]
     if not steps:
         return 0
     fig, ax = plt.subplots(figsize=(9, 4.8))
     n = 0
-    series = sorted({(s["model"], s["backend"]) for s in ok})
+    series = sorted({(s.model, s.backend) for s in ok})
     models = sorted({m for m, _ in series})
     for model, backend in series:
-        pts = sorted((s for s in ok if (s["model"], s["backend"]) == (model, backend)), key=lambda s: s["tokens"])
-        ax.plot([s["tokens"] for s in pts], [s["ms_per_token"] for s in pts], label=f"{model} / {backend}",
+        pts = sorted((s for s in ok if (s.model, s.backend) == (model, backend)), key=lambda s: s.tokens)
+        ax.plot([s.tokens for s in pts], [s.ms_per_token for s in pts], label=f"{model} / {backend}",
                 **_style(model, backend, models))
         n += len(pts)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("tokens processed in one step")
     ax.set_ylabel("latency per token (ms)")
-    ax.set_title(f"one decode step after {steps[0].get('past', '?')} tokens")
+    ax.set_title(f"one decode step after {steps[0].past} tokens")
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, ax, path, plt)
+    _save(fig, [ax], {}, ax, path, plt)
     return n
 
 
-def speedups(points: list[dict]) -> dict:
+def speedups(points: list[Point]) -> dict:
     """{(model, backend, input, output): {batch: eager latency / backend latency}} for ok non-eager points."""
-    eager = {(p["model"], p["input_len"], p["output_len"], p["batch"]): p["latency_mean_s"]
-             for p in points if p["backend"] == "eager" and p.get("status") == "ok"}
+    eager = {(p.model, p.input_len, p.output_len, p.batch): p.latency_mean_s
+             for p in _ok(points) if p.backend == "eager"}
     out: dict = defaultdict(dict)
-    for p in points:
-        key = (p["model"], p["input_len"], p["output_len"], p["batch"])
-        if p.get("status") == "ok" and key in eager and p["backend"] != "eager":
-            out[(p["model"], p["backend"], p["input_len"], p["output_len"])][p["batch"]] = eager[key] / p["latency_mean_s"]
+    for p in _ok(points):
+        key = (p.model, p.input_len, p.output_len, p.batch)
+        if key in eager and p.backend != "eager":
+            out[(p.model, p.backend, p.input_len, p.output_len)][p.batch] = eager[key] / p.latency_mean_s
     return dict(out)
 
 
-def speedup_chart(points: list[dict], path: Path) -> int:
+def speedup_chart(points: list[Point], path: Path) -> int:
     """Speed-up over eager by batch size, one panel per (input, output), one line per model x backend."""
     plt = _plt()
     sp = speedups(points)
@@ -119,8 +192,7 @@ def speedup_chart(points: list[dict], path: Path) -> int:
     n = 0
     models = sorted({k[0] for k in sp})
     for ax, (inp, out) in zip(axes[0], pairs):
-        keys = sorted(k for k in sp if (k[2], k[3]) == (inp, out))
-        for key in keys:
+        for key in sorted(k for k in sp if (k[2], k[3]) == (inp, out)):
             batches = sorted(sp[key])
             ax.plot(batches, [sp[key][b] for b in batches], label=f"{key[0]} / {key[1]}",
                     **_style(key[0], key[1], models))
@@ -131,5 +203,5 @@ def speedup_chart(points: list[dict], path: Path) -> int:
         ax.set_ylabel("speed-up over eager (x)")
         ax.set_title(f"input {inp}, output {out}")
         ax.grid(True, which="both", alpha=0.3)
-    _save(fig, axes[0][-1], path, plt)
+    _save(fig, list(axes[0]), {}, axes[0][-1], path, plt)
     return n

@@ -1,0 +1,178 @@
+"""Pruned models against their dense parent: families from specs, the dense member, speed-ups and memory.
+
+A family is the models that share ``family_of`` (hidden size, vocabulary, head dim: what depth and width
+pruning leave unchanged), never models whose names look alike. Its dense parent is the member whose every
+block is at the family's widest shape (most query heads, KV heads and MLP width seen in any block of any
+member) and which was not cut out of a deeper model, with the most parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trtllm_kit.bench.results import Point
+from trtllm_kit.report.data import ModelFacts
+
+
+@dataclass(frozen=True)
+class Family:
+    """Models of one family in the results.
+
+    Attributes:
+        key: the ``family`` string they share.
+        members: their labels, most parameters first.
+        dense: the dense parent's label, or None.
+        note: why there is no dense parent (empty when there is one).
+    """
+
+    key: str
+    members: tuple[str, ...]
+    dense: str | None
+    note: str = ""
+
+    @property
+    def pruned(self) -> tuple[str, ...]:
+        """The members compared with the dense parent (none without one)."""
+        return tuple(m for m in self.members if self.dense and m != self.dense)
+
+
+def _full_width(facts: ModelFacts, widest: tuple[int, int, int]) -> bool:
+    return all((la.n_heads, la.n_kv_heads, la.mlp_dim) == widest for la in facts.layers)
+
+
+def pruning_kind(model: ModelFacts, dense: ModelFacts) -> str:
+    """"depth", "width" or "depth+width": what sets ``model`` apart from its dense parent."""
+    full = (dense.layers[0].n_heads, dense.layers[0].n_kv_heads, dense.layers[0].mlp_dim)
+    kinds = [k for k, yes in (("depth", model.blocks < dense.blocks or model.depth_pruned),
+                              ("width", not _full_width(model, full))) if yes]
+    return "+".join(kinds) or "not"
+
+
+def families(models: dict[str, ModelFacts]) -> list[Family]:
+    """Group models by family and find each family's dense parent (see the module docstring).
+
+    Models whose family is unknown (an older results file, not a preset) form no family.
+    """
+    groups: dict[str, list[ModelFacts]] = {}
+    for m in models.values():
+        if m.family is not None and m.layers:
+            groups.setdefault(m.family, []).append(m)
+    out = []
+    for key, ms in sorted(groups.items()):
+        ms.sort(key=lambda m: (-m.params, m.label))
+        layers = [la for m in ms for la in m.layers]
+        widest = tuple(max(getattr(la, k) for la in layers) for k in ("n_heads", "n_kv_heads", "mlp_dim"))
+        dense = [m for m in ms if _full_width(m, widest) and not m.depth_pruned]
+        note = ""
+        if not dense:
+            note = (f"no dense member in these results (none has all its blocks, each at the family's widest shape: "
+                    f"{widest[0]} heads, MLP {widest[2]}), so nothing to compare with")
+        elif len(ms) == 1:
+            note = "only the dense model of this family is in these results: nothing to compare"
+        out.append(Family(key, tuple(m.label for m in ms), dense[0].label if dense else None, note))
+    return out
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One pruned model's point against its dense parent's point at the same backend, lengths and batch.
+
+    Ratios are None where either point was not timed (or lacks the number, e.g. peak memory on the CPU).
+    """
+
+    pruned: Point
+    dense: Point
+
+    @property
+    def both_ok(self) -> bool:
+        return self.pruned.status == "ok" and self.dense.status == "ok"
+
+    @property
+    def throughput_x(self) -> float | None:
+        """Pruned tokens/s over dense tokens/s (higher is better)."""
+        return _ratio(self.pruned.throughput_tok_s, self.dense.throughput_tok_s) if self.both_ok else None
+
+    @property
+    def decode_step_x(self) -> float | None:
+        """Dense decode-step ms over pruned decode-step ms (higher is better)."""
+        return _ratio(self.dense.decode_step_ms, self.pruned.decode_step_ms) if self.both_ok else None
+
+    @property
+    def memory_saved_gb(self) -> float | None:
+        """Dense peak memory minus pruned peak memory, GB."""
+        a, b = self.dense.peak_mem_gb, self.pruned.peak_mem_gb
+        return a - b if self.both_ok and a is not None and b is not None else None
+
+    @property
+    def memory_saved_pct(self) -> float | None:
+        saved = self.memory_saved_gb
+        return 100 * saved / self.dense.peak_mem_gb if saved is not None and self.dense.peak_mem_gb else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def point_key(p: Point) -> tuple:
+    """(model, backend, input, output, batch): one point of the sweep."""
+    return (p.model, p.backend, p.input_len, p.output_len, p.batch)
+
+
+def versus_dense(points: list[Point], fams: list[Family]) -> list[Versus]:
+    """Every pruned point that has a dense counterpart, in family, model, backend, lengths, batch order."""
+    index: dict[tuple, Point] = {}
+    for p in points:
+        index.setdefault(point_key(p), p)
+    out = []
+    for fam in fams:
+        for model in fam.pruned:
+            mine = sorted((p for k, p in index.items() if k[0] == model),
+                          key=lambda p: (p.backend, p.input_len, p.output_len, p.batch))
+            for p in mine:
+                base = index.get((fam.dense, *point_key(p)[1:]))
+                if base is not None:
+                    out.append(Versus(p, base))
+    return out
+
+
+def _span(lo: float, hi: float, fmt: str) -> str:
+    a, b = format(lo, fmt), format(hi, fmt)
+    return a if a == b else f"{a} to {b}"
+
+
+def headline(vs: list[Versus], models: dict[str, ModelFacts], flagged: set[int]) -> list[str]:
+    """One sentence per pruned model, backend and lengths with at least one batch timed for both models:
+    size, throughput and batch-1 decode-step speed-up, peak memory, and how many of the comparisons rest
+    on a flagged point (``flagged``: ids of flagged points)."""
+    groups: dict[tuple, list[Versus]] = {}
+    for v in vs:
+        if v.throughput_x is not None:
+            groups.setdefault(point_key(v.pruned)[:4], []).append(v)
+    out = []
+    for (model, backend, inp, out_len), group in groups.items():
+        ok = sorted(group, key=lambda v: v.pruned.batch)
+        dense = ok[0].dense.model
+        m, d = models[model], models[dense]
+        xs = [v.throughput_x for v in ok]
+        parts = [f"throughput {_span(min(xs), max(xs), '.2f')}x the dense model's over batch "
+                 + (f"{ok[0].pruned.batch} to {ok[-1].pruned.batch}" if len(ok) > 1 else str(ok[0].pruned.batch))]
+        m1 = next((v for v in ok if v.pruned.batch == 1 and v.decode_step_x is not None), None)
+        if m1:
+            parts.append(f"batch-1 decode step {m1.decode_step_x:.2f}x as fast ({m1.pruned.decode_step_ms:.2f} vs "
+                         f"{m1.dense.decode_step_ms:.2f} ms)")
+        mem = [100 * v.pruned.peak_mem_gb / v.dense.peak_mem_gb for v in ok if v.memory_saved_pct is not None]
+        parts.append(f"peak memory {_span(min(mem), max(mem), '.0f')}% of the dense model's" if mem
+                     else "peak memory not measured (CPU)")
+        n_flag = sum(id(v.pruned) in flagged or id(v.dense) in flagged for v in ok)
+        if n_flag:
+            parts.append(f"{n_flag} of these {len(ok)} comparisons {'rests' if n_flag == 1 else 'rest'} on a flagged "
+                         "point (see 'Can I trust the numbers?')")
+        out.append(f"{model} ({100 * m.params / d.params:.0f}% of {dense}'s parameters, {m.blocks}/{d.blocks} blocks) "
+                   f"on {backend}, input {inp} / output {out_len}: " + "; ".join(parts) + ".")
+    return out
+
+
+def not_compared(vs: list[Versus]) -> list[str]:
+    """(model / backend) pairs where no batch was timed for both the pruned and the dense model."""
+    timed = {point_key(v.pruned)[:2] for v in vs if v.both_ok}
+    return sorted({f"{v.pruned.model} / {v.pruned.backend}" for v in vs if point_key(v.pruned)[:2] not in timed})

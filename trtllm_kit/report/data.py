@@ -1,0 +1,134 @@
+"""The report's input: results files, typed, and what is known of every model they time.
+
+Results files written before ``trtllm-kit-bench/2`` record only a model's parameter and block counts;
+where such a model's label is a preset name (and its parameter count matches the preset), its weight
+bytes, family and per-block shapes are rebuilt from the preset registry. Anything else is "unknown".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trtllm_kit.bench.results import BenchResults, Check, ModelRecord, Point, StepRow
+from trtllm_kit.models.spec import LayerSpec
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the report knows of one model.
+
+    Attributes:
+        label: the model's label in the results.
+        params: parameter count.
+        blocks: decoder blocks.
+        weight_bytes: bytes of all weights in the results' dtype (None: unknown).
+        family: ``bench.sweep.family_of`` of its spec (None: unknown).
+        hidden_size: embedding width (None: unknown).
+        layers: per-block shapes (None: unknown).
+        source_layers: for a depth-pruned model, the index each kept block had in its source model.
+        origin: where these facts come from, for the page.
+    """
+
+    label: str
+    params: int
+    blocks: int
+    weight_bytes: int | None = None
+    family: str | None = None
+    hidden_size: int | None = None
+    layers: tuple[LayerSpec, ...] | None = None
+    source_layers: tuple[int, ...] | None = None
+    origin: str = "results file"
+
+    @property
+    def depth_pruned(self) -> bool:
+        """Its blocks were picked out of a deeper model (``source_layers`` skips some)."""
+        src = self.source_layers
+        return src is not None and list(src) != list(range(len(src)))
+
+    def shape_text(self) -> str:
+        """One line on the per-block shapes: "6 x (4 heads x 16, MLP 160)" or the range per block."""
+        if not self.layers:
+            return "unknown"
+        if len(set(self.layers)) == 1:
+            la = self.layers[0]
+            return f"{len(self.layers)} x ({la.n_heads} heads x {la.head_dim}, MLP {la.mlp_dim})"
+        heads = [la.n_heads for la in self.layers]
+        mlp = [la.mlp_dim for la in self.layers]
+        return f"per block: heads {min(heads)}..{max(heads)}, MLP {min(mlp)}..{max(mlp)}"
+
+
+def facts_from_record(rec: ModelRecord, dtype: str) -> ModelFacts:
+    """A results file's model record as ``ModelFacts``; older records are completed from the preset registry.
+
+    Args:
+        rec: the record.
+        dtype: the results' dtype (fp16, bf16, fp32): sets the bytes per weight of a rebuilt record.
+    """
+    if rec.spec is not None and rec.family is not None:
+        return ModelFacts(rec.label, rec.params, rec.blocks, rec.weight_bytes, rec.family, rec.spec.get("hidden_size"),
+                          tuple(LayerSpec(**la) for la in rec.spec.get("layers", [])),
+                          tuple(rec.spec["source_layers"]) if rec.spec.get("source_layers") is not None else None)
+    from trtllm_kit.bench.sweep import family_of
+    from trtllm_kit.models.presets import PRESETS
+    from trtllm_kit.utils.dtypes import DTYPE_BYTES
+
+    preset = PRESETS.get(rec.label)
+    spec = preset.spec() if preset else None
+    if spec is None or spec.param_count() != rec.params:
+        why = "not a preset name" if spec is None else "parameter count differs from the preset of that name"
+        return ModelFacts(rec.label, rec.params, rec.blocks, rec.weight_bytes, origin=f"unknown ({why})")
+    return ModelFacts(rec.label, rec.params, rec.blocks, spec.weight_bytes(DTYPE_BYTES.get(dtype, 2)), family_of(spec),
+                      spec.hidden_size, spec.layers, spec.source_layers,
+                      origin="preset registry (the results file predates per-model shapes)")
+
+
+@dataclass
+class Source:
+    """One results file.
+
+    Attributes:
+        path: the JSON file.
+        name: how the page names it (the file name, or parent/name where two files share a name).
+        results: its typed content.
+    """
+
+    path: Path
+    name: str
+    results: BenchResults
+
+
+@dataclass
+class ReportData:
+    """Results files merged for one report: their points, checks and step rows, and the models they time."""
+
+    sources: list[Source]
+    models: dict[str, ModelFacts]
+
+    @property
+    def points(self) -> list[Point]:
+        return [p for s in self.sources for p in s.results.points]
+
+    @property
+    def checks(self) -> list[Check]:
+        return [c for s in self.sources for c in s.results.correctness]
+
+    @property
+    def steps(self) -> list[StepRow]:
+        return [r for s in self.sources for r in s.results.step_sweep]
+
+
+def load_results(paths: list[str | Path]) -> ReportData:
+    """Read results files (``results.json`` or their directories) for one report.
+
+    Raises:
+        ToolkitError: a file is missing or not a results file (see ``BenchResults.load``).
+    """
+    loaded = [(BenchResults.path_in(p), BenchResults.load(p)) for p in paths]
+    names = [p.name for p, _ in loaded]
+    sources = [Source(p, p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}", r) for p, r in loaded]
+    models: dict[str, ModelFacts] = {}
+    for s in sources:
+        for rec in s.results.models:
+            models.setdefault(rec.label, facts_from_record(rec, s.results.dtype))
+    return ReportData(sources, models)
