@@ -62,7 +62,6 @@ def main() -> int:
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
     from trtllm_kit.pipeline import ensure_engine, ensure_export, resolve_models
-    from trtllm_kit.plan import ExportOptions
     from trtllm_kit.utils.fs import inside
 
     work, out = Path(args.work), Path(args.out)
@@ -72,7 +71,6 @@ def main() -> int:
                       warmup=args.warmup, repeats=args.repeats)
     limits = EngineLimits(256, 128, 640, opt_batch=16, opt_input=args.input)
     opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
-    exp = ExportOptions()
     arts = resolve_models(args.models)
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}.json"
     builds = []

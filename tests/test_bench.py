@@ -24,7 +24,7 @@ def results(tmp_path_factory):
     # 2_000_000_000 sequences cannot be allocated on this machine: that point must be recorded as oom
     cfg = SweepConfig(batches=[1, 2_000_000_000, 4], inputs=[8], outputs=[6], warmup=1, repeats=3, step_tokens=[16, 32],
                       step_past=16)
-    res = bench(arts, ["eager", "ort", "trt"], cfg, root / "results.json", RunOptions("cpu", "fp16"), progress=False)
+    bench(arts, ["eager", "ort", "trt"], cfg, root / "results.json", RunOptions("cpu", "fp16"), progress=False)
     return json.loads((root / "results.json").read_text()), root / "results.json"
 
 

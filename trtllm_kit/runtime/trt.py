@@ -30,13 +30,11 @@ class TrtRunner(Runner):
     Args:
         engine_dir: written by ``trtllm-kit build``.
         cuda_graph: replay decode steps as CUDA graphs (static-cache layouts only; ignored otherwise).
-        allow_host_code: let TensorRT load host code embedded in the engine (never needed here).
     """
 
     name = "trt"
 
-    def __init__(self, engine_dir: str | Path, device="cuda", cuda_graph: bool = False,
-                 allow_host_code: bool = False):
+    def __init__(self, engine_dir: str | Path, device="cuda", cuda_graph: bool = False):
         super().__init__(device)
         self.engine_dir = Path(engine_dir)
         self.manifest = EngineManifest.load(self.engine_dir)
@@ -45,7 +43,6 @@ class TrtRunner(Runner):
         self.spec = self.manifest.spec
         self.layout = get_layout(self.manifest.kv_layout.name)
         self.cuda_graph = cuda_graph and self.layout.static_cache
-        self.allow_host_code = allow_host_code
         self.profiles = self.manifest.profile_specs()
         m = self.manifest
         self.impl = f"{m.flavor} {m.trt_version} ({m.kv_layout.name} KV{', CUDA graphs' if self.cuda_graph else ''})"
@@ -55,26 +52,13 @@ class TrtRunner(Runner):
         self.manifest.limits.check_point(batch, prompt_len, new_tokens)
 
     def activate_impl(self):
-        from trtllm_kit.engine.flavors import detect_gpu, resolve_flavor
+        from trtllm_kit.engine.loading import load_engine
 
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise ToolkitError("TensorRT engines need a CUDA GPU to run, and none was found",
                                "run the trt backend on a GPU machine")
-        m = self.manifest
-        flavor = resolve_flavor(m.flavor, detect_gpu(), purpose="run")
-        if flavor.version != m.trt_version:
-            raise ToolkitError(f"engine was built with {m.flavor} {m.trt_version} but {flavor.version} is installed",
-                               "rebuild the engine with the installed version")
-        trt = self.trt = flavor.trt
-        self.layout.load_runtime(trt, self.engine_dir, m.kv_layout)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        if hasattr(self.runtime, "engine_host_code_allowed"):
-            self.runtime.engine_host_code_allowed = self.allow_host_code
-        self.engine = self.runtime.deserialize_cuda_engine((self.engine_dir / "model.engine").read_bytes())
-        if self.engine is None:
-            raise ToolkitError(f"TensorRT could not load {self.engine_dir / 'model.engine'}",
-                               "it may have been built for another GPU or TensorRT version; rebuild it")
+        loaded = load_engine(self.engine_dir, self.manifest)
+        self.trt, self.runtime, self.engine = loaded.flavor.trt, loaded.runtime, loaded.engine
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.dtypes = {n: TRT_TO_TORCH[str(self.engine.get_tensor_dtype(n)).split(".")[-1].lower()] for n in names}
         stream = torch.cuda.current_stream().cuda_stream
