@@ -135,7 +135,3 @@ register("tiny-llama-width", "tiny-llama width-pruned: uneven heads/MLP per bloc
     lambda: dataclasses.replace(_tiny(), layers=tuple(
         LayerSpec(n_heads=h, n_kv_heads=h, head_dim=16, mlp_dim=m, o_bias=True, down_bias=True)
         for h, m in zip((4, 3, 2, 1, 3, 4), (160, 96, 64, 40, 120, 160)))))
-
-
-def preset_names() -> list[str]:
-    return list(PRESETS)

@@ -1,0 +1,123 @@
+"""Unit tests of the design's pieces that need no TensorRT: limits and profiles, KV layouts, manifests,
+the backend registry. (Engine builds are in test_engine.py.)"""
+
+import json
+
+import pytest
+import torch
+
+from trtllm_kit.bench.backends import BACKENDS, get_backend, parse_backends
+from trtllm_kit.engine.kv_layouts import KV_LAYOUTS, get_layout
+from trtllm_kit.engine.limits import DEFAULT_LIMITS, EngineLimits, limits_for_sweep, select_profile, sweep_profiles
+from trtllm_kit.engine.manifest import BuildOptions
+from trtllm_kit.errors import ProfileError, ToolkitError
+from trtllm_kit.export.io_spec import ATTENTION_MASK, WRITE_INDICES, model_inputs, static_cache_inputs
+from trtllm_kit.models import load_model
+
+
+def test_one_limit_policy_for_build_and_bench():
+    from trtllm_kit.bench.results import SweepConfig
+
+    assert SweepConfig().limits() == DEFAULT_LIMITS  # `build`'s defaults are the paper sweep's needs
+    assert (DEFAULT_LIMITS.max_batch, DEFAULT_LIMITS.max_input, DEFAULT_LIMITS.max_seq) == (384, 82, 594)
+    lim = limits_for_sweep([1, 16, 64, 256], [12], [128], step_tokens=[16, 512], step_past=64)
+    assert (lim.max_batch, lim.max_input, lim.max_seq, lim.opt_batch, lim.opt_input) == (512, 64, 140, 16, 12)
+    with pytest.raises(ToolkitError, match="--max-seq 8 must exceed --max-input 8"):
+        EngineLimits(4, 8, 8).checked()
+    with pytest.raises(ProfileError, match=r"rebuild with --max-batch 5"):
+        EngineLimits(4, 8, 16).check_point(5, 8, 8)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_profiles_cover_prefill_and_decode(static):
+    lim = EngineLimits(8, 32, 96).checked()
+    pre, dec = sweep_profiles(lim, "split", static_cache=static)
+    assert select_profile([pre, dec], 8, 32, 0) == 0
+    assert select_profile([pre, dec], 1, 1, 0 if static else 95) in (0, 1)
+    assert dec.max["past_sequence_length"] == (0 if static else 95)
+    (one,) = sweep_profiles(lim, "single", static_cache=static)
+    assert one.covers(8, 32, 0) and one.covers(1, 1, 0 if static else 95)
+    with pytest.raises(ProfileError):
+        select_profile([pre, dec], 9, 1, 0)
+
+
+def test_kv_layouts_own_their_inputs_and_records():
+    spec, _ = load_model("tiny-llama-width")
+    lim = EngineLimits(4, 8, 24).checked()
+    assert set(KV_LAYOUTS) == {"portable", "inplace", "plugin"}
+    portable, plugin = get_layout("portable"), get_layout("plugin")
+    assert [t.name for t in portable.engine_inputs(spec, lim)] == [t.name for t in model_inputs(spec)]
+    static = plugin.engine_inputs(spec, lim)
+    assert static == static_cache_inputs(spec, lim.max_seq) and any(t.name == WRITE_INDICES for t in static)
+    rec = plugin.record(lim, None)
+    assert rec.static_cache and rec.max_seq == 24 and rec.name == "plugin"
+    assert portable.record(lim, None).max_seq is None
+    with pytest.raises(ToolkitError, match="unknown --kv-mode"):
+        get_layout("paged")
+
+
+def test_static_layout_feeds_fixed_buffers_for_decode():
+    spec, _ = load_model("tiny-llama")
+    lim = EngineLimits(2, 8, 16).checked()
+    layout = get_layout("inplace")
+    dtypes = {"input_ids": torch.int32, "position_ids": torch.int32, ATTENTION_MASK: torch.int32,
+              WRITE_INDICES: torch.int32, "past_key_values.0.key": torch.float16}
+    cache = layout.new_cache(spec, 2, 10, lim, dtypes, torch.device("cpu"))
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    feeds = layout.feeds(cache, torch.ones(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), mask[:, :3], 0,
+                         dtypes)
+    assert feeds[ATTENTION_MASK].shape == (2, 16) and feeds[ATTENTION_MASK][0, :3].tolist() == [0, 1, 1]
+    dec = layout.feeds(cache, torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), mask, 3, dtypes)
+    assert dec["input_ids"].data_ptr() == cache.ids.data_ptr() and dec[WRITE_INDICES].tolist() == [3, 3]
+    assert dec[ATTENTION_MASK][:, 3].tolist() == [1, 1] and dec[ATTENTION_MASK][:, 4:].sum() == 0
+    views = list(cache.views(1))
+    assert all(v.past.data_ptr() == v.present.data_ptr() for v in views) and len(views) == 2 * spec.num_layers
+
+
+def test_ping_pong_cache_present_becomes_past():
+    from trtllm_kit.runtime.kv_cache import PingPongCache
+
+    spec, _ = load_model("tiny-llama-width")
+    cache = PingPongCache(spec, 2, 10, torch.float32, torch.device("cpu"))
+    first = {v.present_name: v.present for v in cache.views(4)}
+    for v in first.values():
+        v.fill_(1.0)
+    cache.advance(4)
+    for v in cache.views(1):
+        assert v.past.shape[2] == 4 and torch.equal(v.past, first[v.present_name])
+        assert v.present.shape[2] == 5
+
+
+def test_manifests_check_their_format_and_say_what_to_do(tmp_path):
+    from trtllm_kit.bench.results import BenchResults
+    from trtllm_kit.engine.manifest import EngineManifest
+    from trtllm_kit.export.manifest import ExportManifest
+
+    for cls in (ExportManifest, EngineManifest, BenchResults):
+        d = tmp_path / cls.__name__
+        d.mkdir()
+        (d / cls.FILE).write_text(json.dumps({"format": "trtllm-kit-something/0"}))
+        with pytest.raises(ToolkitError, match=r"this trtllm-kit reads .* \(it was written by another version"):
+            cls.load(d)
+        (d / cls.FILE).write_text(json.dumps({"format": cls.FORMAT}))
+        with pytest.raises(ToolkitError, match=r"field .*: Field required"):
+            cls.load(d)
+        with pytest.raises(ToolkitError, match="does not exist"):
+            cls.load(tmp_path / "missing")
+
+
+def test_backend_registry():
+    assert set(BACKENDS) >= {"eager", "ort", "trt", "compiled"}
+    assert parse_backends("trt, eager,ort,eager") == ["eager", "ort", "trt"]  # eager first: the reference
+    assert get_backend("trt").check("fp16", "cpu") == "no GPU to run it"
+    assert get_backend("ort").check("bf16", "cpu").startswith("ONNX Runtime has no bf16 kernels")
+    assert get_backend("eager").needs == ("weights",) and get_backend("trt").needs == ("engine",)
+    with pytest.raises(ToolkitError, match="unknown backend 'tensorrt'"):
+        parse_backends("tensorrt")
+
+
+def test_build_options_fingerprint_ignores_what_only_speeds_the_build():
+    a = BuildOptions(limits=EngineLimits(8, 32, 64), timing_cache="/tmp/a.cache")
+    b = BuildOptions(limits=EngineLimits(8, 32, 64))
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != BuildOptions(limits=EngineLimits(8, 32, 65)).fingerprint()
