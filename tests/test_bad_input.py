@@ -309,3 +309,140 @@ def test_no_tensorrt_message_has_no_double_negative():
                           capture_output=True, text=True)
     assert "no TensorRT is installed" in proc.stdout and "not installed (install" not in proc.stdout
     assert flavors.INSTALL["tensorrt"] in proc.stdout
+
+
+# -- found by trying the toolkit as a new user (second round), by kind ---------------------------------
+def _patched(src, dst, **cfg):
+    shutil.copytree(src, dst)
+    data = json.loads((dst / "config.json").read_text())
+    data.update(cfg)
+    (dst / "config.json").write_text(json.dumps(data))
+    return dst
+
+
+def test_replacing_needs_the_same_kind_and_only_the_toolkits_files(tmp_path, tiny_exports):
+    pruned = tmp_path / "pruned"
+    cli("prune", "tiny-llama", "--drop-blocks", "0", "--out", str(pruned), check=True)
+    res = tmp_path / "r.json"
+    cli("bench", "tiny-llama", "--backends", "eager", *FAST, "--out", str(res), "--work", str(tmp_path / "w"),
+        check=True)
+    assert_one_line_error(cli("report", str(res), "--out", str(pruned)), "holds a trtllm-kit checkpoint, not a report")
+    assert (pruned / "config.json").is_file()
+    rep = tmp_path / "rep"
+    cli("report", str(res), "--out", str(rep), check=True)
+    (rep / "my-notes.txt").write_text("mine")
+    assert_one_line_error(cli("report", str(res), "--out", str(rep)), "holds my-notes.txt, which trtllm-kit did not write")
+    assert (rep / "my-notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    ({"rope_theta": None}, "rope_theta"),
+    ({"head_dim": "16"}, "head_dim"),
+    ({"num_hidden_layers": "3"}, "num_hidden_layers"),
+    ({"rope_scaling": "linear"}, "rope_scaling"),
+    ({"rope_scaling": {"type": "linear"}}, "needs factor"),
+    ({"tie_word_embeddings": "false"}, "tie_word_embeddings"),
+    ({"vocab_size": 32000}, "config.json says vocab_size 32000 but the tensors say 300"),
+    ({"intermediate_size": 11008}, "intermediate_size 11008 but the tensors say 128"),
+    ({"num_key_value_heads": 4}, "num_key_value_heads 4 but the tensors say 2"),
+])
+def test_config_values_are_typed_and_agree_with_the_tensors(tmp_path, hf, cfg, needle):
+    bad = _patched(hf, tmp_path / "c", **cfg)
+    assert_one_line_error(cli("export", str(bad), "--out", str(tmp_path / "o")), needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_weight_files_that_are_not_what_they_seem(tmp_path, hf):
+    from safetensors.torch import load_file, save_file
+
+    stale = tmp_path / "stale"
+    shutil.copytree(hf, stale)
+    zeros = {k: torch.zeros_like(v) for k, v in load_file(stale / "model.safetensors").items()}
+    save_file(zeros, stale / "model_old_backup.safetensors")
+    assert_one_line_error(cli("export", str(stale), "--out", str(tmp_path / "o")), "is in both")
+    for name, obj in (("int", 5), ("list", {"model.embed_tokens.weight": [1, 2]})):
+        b = tmp_path / name
+        b.mkdir()
+        shutil.copy(hf / "config.json", b)
+        torch.save(obj, b / "pytorch_model.bin")
+        assert_one_line_error(cli("export", str(b), "--out", str(tmp_path / "o")), "not a")
+
+
+def test_changed_onnx_and_missing_engine_are_caught(tmp_path, tiny_exports):
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_exports["tiny-llama"], exp)
+    (exp / "model.onnx").write_bytes(os.urandom(5000))
+    assert_one_line_error(cli("build", str(exp), "--out", str(tmp_path / "e")), "changed after the export")
+    eng = tmp_path / "eng"
+    cli("build", str(tiny_exports["tiny-llama"]), "--out", str(eng), "--max-batch", "2", "--max-input", "8",
+        "--max-seq", "16", check=True)
+    (eng / "model.engine").unlink()
+    assert_one_line_error(cli("inspect", str(eng)), "has no model.engine")
+    assert_one_line_error(cli("bench", str(eng), "--backends", "trt", *FAST, "--out", str(tmp_path / "r.json")),
+                          "has no model.engine")
+
+
+def test_a_directory_written_meanwhile_is_not_replaced(tmp_path):
+    from trtllm_kit.errors import ToolkitError
+    from trtllm_kit.utils.fs import atomic_dir
+
+    out = tmp_path / "o"
+    with pytest.raises(ToolkitError, match="written by another process meanwhile"):
+        with atomic_dir(out, kind="export") as tmp:
+            (tmp / "a").write_text("mine")
+            out.mkdir()
+            (out / "theirs").write_text("theirs")
+    assert _entries(out) == ["theirs"] and _entries(tmp_path) == ["o"]
+
+
+def test_sigterm_during_export_leaves_nothing(tmp_path):
+    proc = subprocess.Popen([shutil.which("trtllm-kit"), "export", "small-llama", "--out", str(tmp_path / "e")],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.name.startswith(".e.partial") for p in tmp_path.iterdir()):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert _entries(tmp_path) == [], _entries(tmp_path)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("tiny-llama", "--out", "{tmp}/results"), "ending in .json"),
+    (("tiny-llama", "tiny-llama"), "given twice"),
+    (("tiny-llama", "--backends", ""), "no backend given"),
+])
+def test_bench_arguments_that_look_fine_but_are_not(tmp_path, args, needle):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "r.json")]
+    if "--backends" not in argv:
+        argv += ["--backends", "eager"]
+    flags = ["--batch", "1", "--input", "4", "--output", "2", "--warmup", "0", "--repeats", "1", "--device", "cpu",
+             "--work", str(tmp_path / "w")]
+    assert_one_line_error(cli("bench", *argv, *flags), needle)
+
+
+def test_export_dtype_is_followed_and_conflicts_refused(tmp_path):
+    exp = tmp_path / "e32"
+    cli("export", "tiny-llama", "--dtype", "fp32", "--out", str(exp), check=True)
+    out = tmp_path / "r.json"
+    cli("bench", str(exp), "--backends", "ort", *FAST, "--out", str(out), "--work", str(tmp_path / "w"), check=True)
+    assert json.loads(out.read_text())["dtype"] == "fp32"
+    assert_one_line_error(cli("bench", str(exp), "--backends", "ort", *FAST, "--dtype", "fp16", "--out",
+                              str(tmp_path / "r2.json")), "is a fp32 export/engine but the run asks for --dtype fp16")
+
+
+def test_recipe_name_cannot_escape_and_seed_needs_a_preset(tmp_path, hf):
+    rec = tmp_path / "r.yaml"
+    rec.write_text(yaml.safe_dump({"name": "../../escape", "models": ["tiny-llama"], "backends": ["eager"]}))
+    assert_one_line_error(cli("run", str(rec)), "name")
+    assert_one_line_error(cli("export", str(hf), "--seed", "5", "--out", str(tmp_path / "o")), "--seed only applies")
+
+
+def test_labels_keep_their_script_and_long_names_stay_apart():
+    from trtllm_kit.utils.fs import safe_component
+
+    assert safe_component("модель") == "модель" and safe_component("模型") == "模型"
+    a, b = safe_component("x" * 150 + "a"), safe_component("x" * 150 + "b")
+    assert a != b and len(a) <= 100

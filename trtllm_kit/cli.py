@@ -25,6 +25,15 @@ class _Format(logging.Formatter):
         return msg
 
 
+class Terminated(SystemExit):
+    """SIGTERM, turned into an exception so that partial outputs are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    click.echo("terminated; nothing was left half-written", err=True)
+    raise Terminated(143)
+
+
 def setup_logging(verbose: bool) -> None:
     """Library modules log through ``logging``; the CLI sends it to stderr, one plain line each."""
     handler = logging.StreamHandler(sys.stderr)
@@ -43,8 +52,8 @@ def user_errors(fn):
         except ToolkitError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; nothing was left half-written", err=True)
+        except KeyboardInterrupt as e:
+            click.echo(f"interrupted; {e.args[0] if e.args else 'nothing was left half-written'}", err=True)
             sys.exit(130)
     return wrapper
 
@@ -80,7 +89,10 @@ DTYPE = click.Choice(["fp16", "bf16", "fp32"])
 @click.option("-v", "--verbose", is_flag=True, help="Log details (TensorRT warnings, reuse decisions).")
 def main(verbose):
     """Dense and pruned LLaMA models from PyTorch to TensorRT engines, with the numbers to prove it."""
+    import signal
+
     setup_logging(verbose)
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 @main.command()
@@ -247,7 +259,8 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed runs per point [default: 20].")
 @click.option("--step-tokens", callback=positive_list, default=None, help="Step sweep: tokens per step, e.g. 16,32.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
-@click.option("--dtype", type=DTYPE, default=None, help="Model dtype [default: fp16].")
+@click.option("--dtype", type=DTYPE, default=None,
+              help="Model dtype [default: that of the exports/engines given, else fp16].")
 @click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace", "plugin"]), default=None,
               help="KV layout of engines built for the benchmark [default: auto].")
 @click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (in-place engines).")
@@ -293,8 +306,8 @@ def _bench_plan(models, recipe, backends, work, out):
         if backends is not None:
             plan.backends = backends
         return plan
-    return Plan(name="bench", models=list(models), backends=backends or "eager,ort,trt", work=Path(work),
-                results=Path(out))
+    return Plan(name="bench", models=list(models), backends="eager,ort,trt" if backends is None else backends,
+                work=Path(work), results=Path(out))
 
 
 @main.command()

@@ -37,6 +37,7 @@ class ModelArtifacts:
     given: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)
     _weights: object = None
+    ref: str | None = None  # the model as the user gave it (preset, checkpoint, export or engine directory)
 
     def weights(self):
         """The weight source, loaded once."""
@@ -70,7 +71,7 @@ def resolve_model(ref: str) -> ModelArtifacts:
 
     path = Path(ref)
     if (path / EngineManifest.FILE).is_file():
-        m = EngineManifest.load(path)
+        m = EngineManifest.load_engine_dir(path)
         onnx_dir = Path(m.source.export_dir)
         return ModelArtifacts(safe_component(m.spec.name), m.spec, _usable_ref(m.source.model),
                               onnx_dir if (onnx_dir / ExportManifest.FILE).is_file() else None, path.absolute(),
@@ -119,7 +120,18 @@ def unique_labels(refs: list[str], arts: list[ModelArtifacts]) -> None:
 
 
 def resolve_models(refs: list[str]) -> list[ModelArtifacts]:
+    """Every model of a run, with unique labels; each remembers the reference it was given as.
+
+    Raises:
+        ToolkitError: a model given twice (the same preset or the same directory), or one that cannot be resolved.
+    """
+    keys = [str(Path(r).resolve()) if Path(r).exists() else str(r) for r in refs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ToolkitError(f"model {k} is given twice")
     arts = [resolve_model(str(r)) for r in refs]
+    for art, r in zip(arts, refs):
+        art.ref = str(r)
     unique_labels([str(r) for r in refs], arts)
     return arts
 
@@ -138,7 +150,7 @@ def ensure_export(art: ModelArtifacts, out: Path, dtype: str = "fp16", last_only
     if "onnx" in art.given or art.model_ref is None:
         return art.onnx_dir
     req = export_request(art.model_ref, art.weights(), dtype, last_only, opset)
-    if (out / ExportManifest.FILE).is_file() and owned_by_toolkit(out):
+    if (out / ExportManifest.FILE).is_file() and owned_by_toolkit(out, "export"):
         try:
             if ExportManifest.load(out).request() == req:
                 log.info("reusing export %s (inputs unchanged)", out)
@@ -169,7 +181,7 @@ def ensure_engine(art: ModelArtifacts, out: Path, options, progress: bool = True
         return art.engine_dir
     if art.onnx_dir is None:
         raise ToolkitError(f"{art.label}: no ONNX export to build an engine from")
-    if (out / EngineManifest.FILE).is_file() and owned_by_toolkit(out):
+    if (out / EngineManifest.FILE).is_file() and owned_by_toolkit(out, "engine"):
         try:
             m = EngineManifest.load(out)
             flavor = resolve_flavor(options.flavor, detect_gpu())

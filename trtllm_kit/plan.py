@@ -22,9 +22,13 @@ DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How models are exported for the ort and trt backends."""
+    """How models are exported for the ort and trt backends.
 
-    dtype: str = "fp16"
+    Attributes:
+        dtype: fp16, bf16 or fp32; None follows the export/engine directories given as models (fp16 if none).
+    """
+
+    dtype: str | None = None
     last_only: bool = True
     opset: int = 17
 
@@ -57,6 +61,23 @@ class Plan:
     cuda_graph: bool = False
     recipe: str | None = None
 
+    def _artifact_dtype(self) -> str | None:
+        """The dtype of the export/engine directories given as models (all must agree)."""
+        from trtllm_kit.engine.manifest import EngineManifest
+        from trtllm_kit.export.manifest import ExportManifest
+
+        found = {}
+        for ref in self.models:
+            p = Path(ref)
+            for cls in (EngineManifest, ExportManifest):
+                if (p / cls.FILE).is_file():
+                    found[ref] = cls.load(p).dtype
+                    break
+        if len(set(found.values())) > 1:
+            raise ToolkitError(f"the given exports/engines mix dtypes ({', '.join(f'{k}: {v}' for k, v in found.items())})",
+                               "benchmark models of one dtype together, or pass --dtype")
+        return next(iter(found.values()), None)
+
     def check(self) -> RunOptions:
         """Check everything that needs no work; return the run options.
 
@@ -66,8 +87,17 @@ class Plan:
         from trtllm_kit.bench.backends import parse_backends
         from trtllm_kit.utils.fs import check_output_dir, check_output_file, check_work_dir
 
+        from dataclasses import replace
+
         self.backends = parse_backends(self.backends)
         device = resolve_device(self.device)
+        if self.results.suffix != ".json":
+            raise ToolkitError(f"--out {self.results}: give the results file's path, ending in .json")
+        if len(set(map(str, self.models))) != len(self.models):
+            dup = next(m for m in self.models if self.models.count(m) > 1)
+            raise ToolkitError(f"model {dup} is given twice")
+        if self.export.dtype is None:
+            self.export = replace(self.export, dtype=self._artifact_dtype() or "fp16")
         for name in self.backends:
             reason = get_backend(name).unsupported(self.export.dtype, device)
             if reason:
@@ -80,7 +110,7 @@ class Plan:
         check_output_file(self.results, "--out", twins=(".csv",))
         check_work_dir(self.work)
         if self.report is not None:
-            check_output_dir(self.report, force=True, flag="--out")
+            check_output_dir(self.report, force=True, flag="--out", kind="report")
         return RunOptions(device=device, dtype=self.export.dtype, cuda_graph=self.cuda_graph)
 
 
@@ -90,6 +120,17 @@ class Outcome:
     results_path: Path
     report_path: Path | None
     notes: dict[str, str]
+
+
+def _given_dtype(art) -> str | None:
+    from trtllm_kit.engine.manifest import EngineManifest
+    from trtllm_kit.export.manifest import ExportManifest
+
+    if "engine" in art.given:
+        return EngineManifest.load(art.engine_dir).dtype
+    if "onnx" in art.given:
+        return ExportManifest.load(art.onnx_dir).dtype
+    return None
 
 
 def resolve_device(device: str) -> str:
@@ -128,12 +169,17 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
 
     opts = plan.check()
     arts = resolve_models(plan.models)
+    for art in arts:  # an explicit --dtype that disagrees with a given export/engine would time two dtypes
+        given = _given_dtype(art)
+        if given and given != opts.dtype:
+            raise ToolkitError(f"{art.label} is a {given} export/engine but the run asks for --dtype {opts.dtype}",
+                               f"pass --dtype {given}, or give the model itself")
     cfg = plan.sweep
     for art in arts:
         if "engine" in art.given and "trt" in plan.backends:
             from trtllm_kit.engine.manifest import EngineManifest
 
-            lim = EngineManifest.load(art.engine_dir).limits
+            lim = EngineManifest.load_engine_dir(art.engine_dir).limits
             for b in cfg.batches:
                 for i in cfg.inputs:
                     for o in cfg.outputs:
@@ -143,6 +189,8 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
     notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}
     results = bench(arts, plan.backends, cfg, plan.results, opts, progress,
                     extra={"recipe": plan.recipe, "engine_notes": notes})
+    if not any(p.status == "ok" for p in results.points) and results.points:
+        raise ToolkitError(f"nothing was timed (every point was skipped or failed; reasons in {plan.results})")
     report = None
     if plan.report is not None:
         from trtllm_kit.report import report_from_results

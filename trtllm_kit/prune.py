@@ -40,7 +40,7 @@ def depth_prune(model: str, drop: list[int], out: str | Path, dtype: str = "fp16
     from trtllm_kit.utils.fs import check_output_dir
     from trtllm_kit.utils.progress import progress_bar
 
-    check_output_dir(out, force)
+    check_output_dir(out, force, kind="checkpoint")
     spec, weights = load_model(model)
     bad = [i for i in drop if not 0 <= i < spec.num_layers]
     if bad:

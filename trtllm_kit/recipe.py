@@ -51,11 +51,11 @@ class RecipeSweep(SweepConfig):
 class Recipe(Strict):
     """A recipe file (see recipes/*.yaml)."""
 
-    name: str | None = None
+    name: str | None = Field(None, pattern=r"^[\w.+-]+$")
     description: str | None = None
     out: str | None = None
     device: str = "auto"
-    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+    dtype: Literal["fp16", "bf16", "fp32"] | None = None
     models: list[str] = Field(min_length=1)
     backends: list[str] = Field(min_length=1)
     export: RecipeExport = RecipeExport()

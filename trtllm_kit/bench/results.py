@@ -117,6 +117,7 @@ class ModelRecord(Record):
     """What the results know of a model: its spec's facts and the artifacts that were timed."""
 
     label: str
+    ref: str | None = None
     params: int
     blocks: int
     weight_bytes: int | None = None

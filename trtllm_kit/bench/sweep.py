@@ -171,7 +171,7 @@ def model_record(art, dtype: str = "fp16") -> ModelRecord:
     from trtllm_kit.utils.dtypes import DTYPE_BYTES
 
     spec = art.spec
-    return ModelRecord(label=art.label, params=spec.param_count(), blocks=spec.num_layers,
+    return ModelRecord(label=art.label, ref=art.ref, params=spec.param_count(), blocks=spec.num_layers,
                        weight_bytes=spec.weight_bytes(DTYPE_BYTES[dtype]), family=family_of(spec),
                        spec={"hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size,
                              "layers": [vars(la) for la in spec.layers], "source_layers": spec.source_layers},
@@ -200,7 +200,13 @@ def bench(models: list, backends: list[str], cfg: SweepConfig, out: str | Path, 
     def save_partial(points, checks, steps):
         BenchResults(**head, points=points, correctness=checks, step_sweep=steps, partial=True).save(partial)
 
-    points, checks, steps = run_sweep(models, backends, cfg, opts, progress, on_point=save_partial)
+    try:
+        points, checks, steps = run_sweep(models, backends, cfg, opts, progress, on_point=save_partial)
+    except KeyboardInterrupt:
+        if partial.is_file():
+            raise KeyboardInterrupt(f"the points timed so far are in {partial} (a complete, valid results file "
+                                    "marked partial)") from None
+        raise
     results = BenchResults(**head, points=points, correctness=checks, step_sweep=steps,
                            wall_s=round(time.perf_counter() - t0, 1))
     results.save(out)

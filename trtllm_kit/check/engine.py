@@ -28,7 +28,7 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
     from trtllm_kit.engine.limits import select_profile
     from trtllm_kit.engine.manifest import EngineManifest
 
-    m = EngineManifest.load(engine_dir)
+    m = EngineManifest.load_engine_dir(engine_dir)
     if m.dtype == "bf16":
         raise ToolkitError("ONNX Runtime, the reference for engines, has no bf16 kernels on the CPU for this graph",
                            "check an engine built from an fp16 or fp32 export")

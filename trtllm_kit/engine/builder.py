@@ -221,8 +221,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
         raise ToolkitError(f"ONNX directory {onnx_dir} does not exist", "create it with `trtllm-kit export`")
     export = ExportManifest.load(onnx_dir)
     onnx_path = onnx_dir / "model.onnx"
-    if not onnx_path.is_file():
-        raise ToolkitError(f"{onnx_dir} has no model.onnx", ExportManifest.REDO)
+    export.verify_onnx(onnx_dir)
     spec = export.spec
     if not export.last_only_logits:
         log.warning("this export returns logits for every position; prefill will write [batch, seq, vocab] logits "
@@ -231,7 +230,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if limits.max_seq > spec.max_position_embeddings:
         raise ToolkitError(f"--max-seq {limits.max_seq} exceeds the model's max_position_embeddings "
                            f"{spec.max_position_embeddings}", f"use --max-seq {spec.max_position_embeddings} or less")
-    check_output_dir(out, force)
+    check_output_dir(out, force, kind="engine")
     gpu = detect_gpu() if gpu == "detect" else gpu
     flavor = resolve_flavor(options.flavor, gpu)
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:

@@ -18,7 +18,7 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
     Raises:
         ToolkitError: ``engine_dir`` is not an engine directory of this format.
     """
-    m = EngineManifest.load(engine_dir)
+    m = EngineManifest.load_engine_dir(engine_dir)
     if as_json:
         return json.dumps(m.model_dump(mode="json"), indent=2)
     spec, lim = m.spec, m.limits
@@ -60,7 +60,7 @@ def describe_layers(engine_dir: str | Path) -> str:
         ToolkitError: ``engine_dir`` is not an engine directory of this format, or Polygraphy cannot load
             an engine that this machine should be able to load (a wrong TensorRT version, an altered plugin).
     """
-    m = EngineManifest.load(engine_dir)
+    m = EngineManifest.load_engine_dir(engine_dir)
     why = _polygraphy_unavailable(m)
     if why is None:
         return "layers (Polygraphy's engine inspection)\n" + _polygraphy_layers(Path(engine_dir), m)

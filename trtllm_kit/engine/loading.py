@@ -38,7 +38,7 @@ def load_engine(engine_dir: str | Path, manifest: EngineManifest | None = None, 
     from trtllm_kit.engine.kv_layouts import get_layout
 
     engine_dir = Path(engine_dir)
-    m = manifest or EngineManifest.load(engine_dir)
+    m = manifest or EngineManifest.load_engine_dir(engine_dir)
     path = engine_dir / "model.engine"
     if not path.is_file():
         raise ToolkitError(f"{engine_dir} has no model.engine", EngineManifest.REDO)

@@ -132,6 +132,25 @@ class EngineManifest(Manifest):
     host_code_embedded: bool = False
     created: str
 
+    @classmethod
+    def load_engine_dir(cls, directory) -> "EngineManifest":
+        """``load`` plus a check that ``model.engine`` is there with the size the manifest records.
+
+        Raises:
+            ToolkitError: see ``load``; a missing or truncated ``model.engine``.
+        """
+        from pathlib import Path
+
+        from trtllm_kit.errors import ToolkitError
+
+        m = cls.load(directory)
+        path = Path(directory) / "model.engine"
+        if not path.is_file():
+            raise ToolkitError(f"{directory} has no model.engine", cls.REDO)
+        if path.stat().st_size != m.engine_bytes:
+            raise ToolkitError(f"{path} is {path.stat().st_size} bytes, engine.json says {m.engine_bytes}", cls.REDO)
+        return m
+
     @property
     def limits(self) -> EngineLimits:
         return self.build.limits

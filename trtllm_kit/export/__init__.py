@@ -52,7 +52,7 @@ def onnx_from_model(model: str, out: str | Path, dtype: str = "fp16", last_only:
     from trtllm_kit.export.manifest import IORecord, WeightsRecord
     from trtllm_kit.export.validate import validate_onnx
     from trtllm_kit.models import load_model
-    from trtllm_kit.utils.fs import atomic_dir, check_output_dir
+    from trtllm_kit.utils.fs import atomic_dir, check_output_dir, sha256_file
     from trtllm_kit.utils.manifest import utc_now
     from trtllm_kit.utils.progress import progress_bar
 
@@ -61,7 +61,12 @@ def onnx_from_model(model: str, out: str | Path, dtype: str = "fp16", last_only:
     if opset not in SUPPORTED_OPSETS:
         raise ToolkitError(f"--opset {opset} is not supported", f"use one of {', '.join(map(str, SUPPORTED_OPSETS))} "
                            "(TensorRT 8.6 reads up to 17)")
-    check_output_dir(out, force)
+    check_output_dir(out, force, kind="export")
+    if seed is not None and loaded is None:
+        from trtllm_kit.models.presets import PRESETS
+
+        if model not in PRESETS:
+            raise ToolkitError("--seed only applies to presets (a checkpoint has its own weights)")
     spec, weights = loaded or load_model(model, seed)
     if validate is None:
         validate = spec.param_count() < VALIDATE_BELOW_PARAMS
@@ -87,6 +92,7 @@ def onnx_from_model(model: str, out: str | Path, dtype: str = "fp16", last_only:
             toolkit_version=__version__, model=model, spec=spec, params=spec.param_count(), blocks=spec.num_layers,
             weights=WeightsRecord(**weights.describe(), sha256=weights_sha), dtype=dtype, opset=opset,
             last_only_logits=last_only, external_data=(tmp / "model.onnx.data").exists(),
+            onnx_sha256=sha256_file(onnx_path),
             files=sorted(p.name for p in tmp.iterdir()) + [ExportManifest.FILE],
             inputs=[IORecord.of(t, dtype) for t in model_inputs(spec)],
             outputs=[IORecord.of(t, dtype) for t in model_outputs(spec, last_only)],

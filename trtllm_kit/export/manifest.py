@@ -87,6 +87,7 @@ class ExportManifest(Manifest):
     opset: int
     last_only_logits: bool
     external_data: bool
+    onnx_sha256: str | None = None
     files: list[str]
     inputs: list[IORecord]
     outputs: list[IORecord]
@@ -94,6 +95,23 @@ class ExportManifest(Manifest):
     validation_skipped: str | None = None
     export_seconds: float
     created: str
+
+    def verify_onnx(self, directory) -> None:
+        """Check that ``model.onnx`` is the graph this manifest describes.
+
+        Raises:
+            ToolkitError: the file is missing or was changed after the export.
+        """
+        from pathlib import Path
+
+        from trtllm_kit.errors import ToolkitError
+        from trtllm_kit.utils.fs import sha256_file
+
+        path = Path(directory) / "model.onnx"
+        if not path.is_file():
+            raise ToolkitError(f"{directory} has no model.onnx", self.REDO)
+        if self.onnx_sha256 and sha256_file(path) != self.onnx_sha256:
+            raise ToolkitError(f"{path} was changed after the export (its sha256 differs from export.json's)", self.REDO)
 
     def request(self) -> ExportRequest:
         """The request this export answers (weights identified without their hash)."""

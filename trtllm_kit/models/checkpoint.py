@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import torch
 
@@ -35,10 +38,60 @@ def read_config(path: Path) -> dict:
     if model_type not in LLAMA_TYPES:
         raise ToolkitError(f"{cfg_path}: model_type {model_type!r} is not a LLaMA-family model",
                            f"supported model_type: {', '.join(LLAMA_TYPES)}")
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
-        if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
-            raise ToolkitError(f"{cfg_path}: {key} must be a positive integer, got {cfg.get(key)!r}")
+    try:
+        LlamaConfigFields.model_validate(cfg)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        raise ToolkitError(f"{cfg_path}: {key}: {err['msg']} (got {err.get('input')!r})") from None
     return cfg
+
+
+PosInt = Annotated[int, Field(strict=True, gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class RopeScaling(BaseModel):
+    """HF ``rope_scaling``: the keys each supported type needs (others are refused by the spec)."""
+
+    model_config = ConfigDict(extra="allow")
+    rope_type: str | None = None
+    type: str | None = None
+    factor: PosFloat | None = None
+    low_freq_factor: PosFloat | None = None
+    high_freq_factor: PosFloat | None = None
+    original_max_position_embeddings: PosInt | None = None
+
+    @model_validator(mode="after")
+    def _needs(self):
+        kind = self.rope_type or self.type or "default"
+        needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                                   "original_max_position_embeddings")}.get(kind, ())
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"rope type {kind!r} needs {', '.join(missing)}")
+        return self
+
+
+class LlamaConfigFields(BaseModel):
+    """The config.json fields the toolkit reads, with their types (strict: "32" is not 32, "false" not False)."""
+
+    model_config = ConfigDict(extra="allow")
+    hidden_size: PosInt
+    num_hidden_layers: PosInt
+    num_attention_heads: PosInt
+    num_key_value_heads: PosInt | None = None
+    head_dim: PosInt | None = None
+    intermediate_size: PosInt | None = None
+    vocab_size: PosInt | None = None
+    rope_theta: PosFloat = 10000.0
+    rms_norm_eps: PosFloat = 1e-6
+    max_position_embeddings: PosInt = 2048
+    tie_word_embeddings: Annotated[bool, Field(strict=True)] = False
+    attention_bias: Annotated[bool, Field(strict=True)] = False
+    mlp_bias: Annotated[bool, Field(strict=True)] = False
+    hidden_act: str = "silu"
+    rope_scaling: RopeScaling | None = None
 
 
 def spec_from_checkpoint(path: str | Path) -> tuple[ModelSpec, CheckpointWeights]:
@@ -97,7 +150,8 @@ def spec_from_checkpoint(path: str | Path) -> tuple[ModelSpec, CheckpointWeights
     if weights.shape(f"model.layers.{n_layers}.self_attn.q_proj.weight") is not None:
         raise ShapeError(f"{path}: checkpoint has more blocks than num_hidden_layers={n_layers}")
     _check_biases(path, cfg, layers)
-    tied = bool(cfg.get("tie_word_embeddings", False))
+    _check_config_against_tensors(path, cfg, layers, emb[0])
+    tied = cfg.get("tie_word_embeddings", False)
     if not tied and weights.shape("lm_head.weight") is None:
         log.warning("%s: config.json says tie_word_embeddings is false but there is no lm_head.weight; "
                     "tying the output head to the embeddings", path)
@@ -114,6 +168,20 @@ def spec_from_checkpoint(path: str | Path) -> tuple[ModelSpec, CheckpointWeights
         if shape(name) != s:
             raise ShapeError(f"{path}: tensor {name} is {list(shape(name))}, expected {list(s)}")
     return spec, weights
+
+
+def _check_config_against_tensors(path: Path, cfg: dict, layers: list[LayerSpec], vocab: int) -> None:
+    """Where transformers would build the model from config.json (uniform blocks), its sizes must be the
+    tensors': else eager and validation would load weights into a model of another shape."""
+    checks = [("vocab_size", vocab, "model.embed_tokens.weight rows")]
+    if len(set(layers)) == 1 and "trtllm_kit_layers" not in cfg:
+        la = layers[0]
+        checks += [("intermediate_size", la.mlp_dim, "mlp.gate_proj.weight rows"),
+                   ("num_attention_heads", la.n_heads, "q_proj rows / head_dim"),
+                   ("num_key_value_heads", la.n_kv_heads, "k_proj rows / head_dim")]
+    for key, have, what in checks:
+        if cfg.get(key) is not None and cfg[key] != have:
+            raise ShapeError(f"{path}: config.json says {key} {cfg[key]} but the tensors say {have} ({what})")
 
 
 def _check_biases(path: Path, cfg: dict, layers: list[LayerSpec]) -> None:

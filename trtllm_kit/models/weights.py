@@ -122,6 +122,9 @@ class CheckpointWeights(WeightSource):
         self._bin_cache: tuple[Path, dict] | None = None
         for f in self.files:
             for name in self._names_in(f):
+                if name in self._index:
+                    raise ToolkitError(f"{self.path}: tensor {name} is in both {self._index[name].name} and {f.name}",
+                                       "remove the stale file (or add a model.safetensors.index.json naming the shards)")
                 self._index[name] = f
         self.spec = spec  # set by the loader once shapes are read
 
@@ -139,9 +142,20 @@ class CheckpointWeights(WeightSource):
         if self._bin_cache is None or self._bin_cache[0] != f:
             try:
                 sd = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as e:  # a pickle with code in it, or a corrupt file
-                raise ToolkitError(f"cannot read {f} safely: {str(e).splitlines()[0]}",
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise ToolkitError(f"cannot read {f}: {str(e).splitlines()[0][:200]}",
+                                       "the file is corrupt or not a PyTorch state dict") from None
+                sd = _load_unmapped(f)  # the legacy (pre-zip) format cannot be memory-mapped
+            except Exception as e:  # noqa: BLE001 - a pickle with code in it, or a corrupt file
+                raise ToolkitError(f"cannot read {f} safely: {str(e).splitlines()[0][:200]}",
                                    "only plain tensor state dicts are loaded (weights_only=True)") from None
+            if not isinstance(sd, dict):
+                raise ToolkitError(f"{f} holds a {type(sd).__name__}, not a state dict of tensors")
+            bad = next((k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+            if bad is not None:
+                raise ToolkitError(f"{f}: entry {bad!r} is a {type(sd[bad]).__name__}, not a tensor",
+                                   "save the model's state_dict() itself (torch.save(model.state_dict(), ...))")
             self._bin_cache = (f, sd)
         return self._bin_cache[1]
 
@@ -190,6 +204,14 @@ def _read(f: Path, name: str, get):
                            "the file is truncated or corrupt; download or save it again") from None
 
 
+def _load_unmapped(f: Path) -> dict:
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ToolkitError(f"cannot read {f} safely: {str(e).splitlines()[0][:200]}",
+                           "only plain tensor state dicts are loaded (weights_only=True)") from None
+
+
 def checkpoint_files(path: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors first."""
     for pattern, index in (("*.safetensors", "model.safetensors.index.json"),
@@ -201,7 +223,8 @@ def checkpoint_files(path: Path) -> list[Path]:
                 files = sorted({path / f for f in weight_map.values()})
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise ToolkitError(f"{idx} is not a valid shard index (a 'weight_map' of tensor -> file)") from None
-            if any(f.parent != path for f in files):
+            root = path.resolve()
+            if any(root not in f.resolve().parents for f in files):
                 raise ToolkitError(f"{idx} names shard files outside {path}")
             missing = [f.name for f in files if not f.is_file()]
             if missing:

@@ -44,6 +44,7 @@ class OrtRunner(Runner):
         from trtllm_kit.export.manifest import ExportManifest
 
         m = ExportManifest.load(onnx_dir)
+        m.verify_onnx(onnx_dir)
         return cls(Path(onnx_dir) / "model.onnx", m.spec, m.dtype, m.last_only_logits, device, threads)
 
     def check_point(self, batch, prompt_len, new_tokens):

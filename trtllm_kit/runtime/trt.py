@@ -37,7 +37,7 @@ class TrtRunner(Runner):
     def __init__(self, engine_dir: str | Path, device="cuda", cuda_graph: bool = False):
         super().__init__(device)
         self.engine_dir = Path(engine_dir)
-        self.manifest = EngineManifest.load(self.engine_dir)
+        self.manifest = EngineManifest.load_engine_dir(self.engine_dir)
         if not (self.engine_dir / "model.engine").is_file():
             raise ToolkitError(f"{self.engine_dir} has no model.engine", EngineManifest.REDO)
         self.spec = self.manifest.spec

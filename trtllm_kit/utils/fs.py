@@ -24,25 +24,44 @@ FILE_MODE = 0o644  # artifacts are read by servers running as other users
 DIR_MODE = 0o755
 
 
-def owned_by_toolkit(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory the toolkit created (it holds the owner marker)."""
-    return (Path(path) / OWNER_MARKER).is_file()
+def owner_record(path: str | os.PathLike) -> dict | None:
+    """The owner marker of a directory the toolkit created (its kind and the files it wrote), else None."""
+    try:
+        rec = json.loads((Path(path) / OWNER_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("created_by") == "trtllm-kit" else None
 
 
-def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "--out") -> Path:
+def owned_by_toolkit(path: str | os.PathLike, kind: str | None = None) -> bool:
+    """Whether ``path`` is a directory the toolkit created (of ``kind``, when given)."""
+    rec = owner_record(path)
+    return rec is not None and (kind is None or rec.get("kind") == kind)
+
+
+def _written_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != OWNER_MARKER)
+
+
+def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "--out", kind: str | None = None) -> Path:
     """Check, before any work, that ``out`` can be created (or replaced) as an artifact directory.
+
+    Replacing is allowed only with ``force``, only for a directory the toolkit created as the same
+    ``kind`` of artifact, and only while it holds nothing but what the toolkit wrote there.
 
     Args:
         out: the directory to write.
         force: the caller may replace an existing directory, if the toolkit created it.
         flag: the option that named ``out``, for messages.
+        kind: what will be written ("export", "engine", "report", "checkpoint").
 
     Returns:
         The absolute path.
 
     Raises:
         ToolkitError: ``out`` is a file, sits under a file, lies in a read-only or unwritable place, or
-            exists and is not empty (without ``force``, or not created by the toolkit).
+            exists and is not empty (without ``force``, not created by the toolkit, another kind of
+            artifact, or holding files the toolkit did not write).
     """
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
@@ -50,9 +69,18 @@ def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "-
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise ToolkitError(f"{flag} {out} already exists and is not empty", "pass --force to replace it")
-        if not owned_by_toolkit(out):
+        rec = owner_record(out)
+        if rec is None:
             raise ToolkitError(f"{flag} {out} was not created by trtllm-kit; refusing to replace it",
                                "choose another directory")
+        if kind and rec.get("kind") != kind:
+            raise ToolkitError(f"{flag} {out} holds a trtllm-kit {rec.get('kind')}, not a {kind}; refusing to "
+                               "replace it", "choose another directory")
+        if "files" in rec:
+            extra = sorted(set(_written_files(out)) - set(rec["files"]))
+            if extra:
+                raise ToolkitError(f"{flag} {out} holds {extra[0]}, which trtllm-kit did not write; refusing to "
+                                   "replace it", "move your files out or choose another directory")
     _check_creatable(out, flag)
     return out
 
@@ -135,25 +163,33 @@ def atomic_dir(out: str | os.PathLike, force: bool = False, kind: str = "artifac
     Raises:
         ToolkitError: see ``check_output_dir``; also when the directory cannot be written.
     """
-    out = check_output_dir(out, force, flag)
+    out = check_output_dir(out, force, flag, kind)
+    existed = out.exists()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        # A short temporary name: a long --out must not fail on the toolkit's own suffix.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:60]}.partial-", dir=out.parent))
     except OSError as e:
         raise ToolkitError(f"{flag} {out} cannot be created: {e.strerror or e}") from None
     try:
         yield tmp
-        (tmp / OWNER_MARKER).write_text(json.dumps({"created_by": "trtllm-kit", "kind": kind}) + "\n")
+        marker = {"created_by": "trtllm-kit", "kind": kind, "files": _written_files(tmp)}
+        (tmp / OWNER_MARKER).write_text(json.dumps(marker) + "\n")
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes it private; the artifact is not
         for p in tmp.rglob("*"):
             os.chmod(p, DIR_MODE if p.is_dir() else FILE_MODE)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if existed and out.exists():
+            check_output_dir(out, force, flag, kind)  # still ours, and still only what we wrote
+            old = out.with_name(f".{out.name[:60]}.old-{os.getpid()}")
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            try:  # rename(2) fails if another process created a non-empty ``out`` meanwhile
+                os.rename(tmp, out)
+            except OSError:
+                raise ToolkitError(f"{flag} {out} was written by another process meanwhile; nothing replaced",
+                                   "run one export/build per output directory at a time") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -195,9 +231,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 
 
 def safe_component(label: str) -> str:
-    """``label`` as one safe path component: no separators, no dot-only names, no leading dot."""
-    s = re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("._") or "model"
-    return s[:120]
+    """``label`` as one safe path component: letters (any script), digits and ``._+-``; no separators,
+    no dot-only names, no leading dot; a long one is cut and keeps a hash of the whole, so it stays unique."""
+    s = re.sub(r"[^\w.+-]+", "_", label).strip("._") or "model"
+    if len(s) > 100:
+        s = f"{s[:88]}-{hashlib.sha256(label.encode()).hexdigest()[:10]}"
+    return s
 
 
 def inside(root: str | os.PathLike, *parts: str) -> Path:

@@ -39,11 +39,12 @@ def hard_interrupt(partial: Path, what: str):
             if stop_r in ready:
                 return
             data = os.read(r, 64)
-            if signal.SIGINT in data:
-                shutil.rmtree(partial, ignore_errors=True)
-                sys.stderr.write(f"\ninterrupted: {what} stopped; nothing was written\n")
-                sys.stderr.flush()
-                os._exit(130)
+            for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+                if sig in data:
+                    shutil.rmtree(partial, ignore_errors=True)
+                    sys.stderr.write(f"\ninterrupted: {what} stopped; nothing was written\n")
+                    sys.stderr.flush()
+                    os._exit(code)
 
     thread = threading.Thread(target=watch, name="trtllm-kit-interrupt", daemon=True)
     thread.start()
