@@ -121,7 +121,7 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
     from trtllm_kit.engine.manifest import BuildOptions
 
     rec = load_recipe(path)
-    out = Path(out or rec.out or Path("artifacts") / rec.name)
+    out = Path(out or rec.out or Path("artifacts") / rec.name).expanduser()
     sweep = SweepConfig(**rec.sweep.model_dump())
     derived = sweep.limits()
     e = rec.engine
@@ -130,7 +130,7 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
                           e.opt_input or (None if e.max_input else derived.opt_input))
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
                           workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include)
-    return Plan(name=rec.name, models=list(rec.models), backends=list(rec.backends), work=out,
+    return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,
                 sweep=sweep, cuda_graph=rec.cuda_graph, recipe=rec.name)
