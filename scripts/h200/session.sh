@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The H200 session that backs the TensorRT 8.6 claims (issues 7, 10, 12, 13), as it was run.
 #
-# On the device, after ../shared/hooks/trt86/stage's calls unpacked TensorRT 8.6 to /root/site, every call is
+# Before: ../shared/hooks/trt86/stage (TensorRT 8.6), scripts/h200/wheels.sh (pydantic, Polygraphy, adjustText),
+# and `mkdir -p .stage/trt86inc && cp ../shared/hooks/trt86/include/* .stage/trt86inc/` (plugin headers).
+# Carry ".stage/trt86inc" and ".whl" on EVERY call: ignored paths that a call does not carry are removed there.
+# On the device, after the staging calls unpacked TensorRT 8.6 to /root/site, every call is
 #   export PYTHONPATH=/root/site; bash scripts/h200/session.sh STEP [ARGS]
 # Long steps run in the background (setsid) and log to /root/logs/STEP.log; `status` prints their tails.
 #   setup                 install the project and the carried wheels (.whl/), print versions
@@ -24,7 +27,7 @@ case "${1:-status}" in
     python3 -c "import tensorrt, torch, transformers; print('tensorrt', tensorrt.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.device_count(), 'GPU(s)')"
     nvcc --version | tail -1; nproc; df -h /root | tail -1 ;;
   tests)
-    bg tests "CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -m pytest -m gpu ${TESTS:-tests/test_plugin_gpu.py tests/test_gpu.py} -q -s -x -p no:cacheprovider" ;;
+    bg tests "CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -m pytest -m gpu ${TESTS:-tests/test_plugin_gpu.py tests/test_gpu.py tests/test_check_gpu.py} -q -s -x -p no:cacheprovider" ;;
   probe)
     shift; bg probe "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/bench_build.py $* --jobs ${JOBS:-4} --timeout ${TIMEOUT:-420} --work /root/bb --json $LOGS/probe.json" ;;
   trt)
