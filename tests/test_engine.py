@@ -197,3 +197,30 @@ def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):
         runner.check_point(1, 33, 8)
     with pytest.raises(ToolkitError, match="need a CUDA GPU"):
         runner.activate()
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-width", "tiny-llama"])
+def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, name):
+    """The plugin layout rewires each layer at the exporter's anchor tensors; TensorRT's parser must keep
+    them, with each layer's own heads and head dim (checked with TensorRT-RTX's parser on the CPU; the
+    rewrite itself, which needs the compiled plugin, runs on the GPU machine)."""
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine.kv_layouts import _io_maps, _tensor_map
+    from trtllm_kit.export.io_spec import Anchors
+
+    spec, _ = load_model(name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    onnx_path = tiny_exports[name] / "model.onnx"
+    assert parser.parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
+    tensors = _tensor_map(network)
+    inputs, outputs, _ = _io_maps(network)
+    for i, L in enumerate(spec.layers):
+        q, k, v, attn = (tensors[n] for n in (Anchors.q(i), Anchors.k_new(i), Anchors.v_new(i), Anchors.attn(i)))
+        assert q.shape[1] == L.n_heads and attn.shape[1] == L.n_heads and q.shape[3] == L.head_dim
+        assert k.shape[1] == v.shape[1] == L.n_kv_heads
+        assert tuple(inputs[f"past_key_values.{i}.key"].shape)[1:] == (L.n_kv_heads, 24, L.head_dim)
+        assert f"present.{i}.value" in outputs
