@@ -200,6 +200,60 @@ def _synthetic(path: Path) -> Path:
     return res.save(path)
 
 
+def _point(model: str, backend: str, batch: int, mean: float, p50: float | None = None, p90: float | None = None,
+           device: str = "cuda") -> Point:
+    """An ok point of 12 input and 128 output tokens; p50 defaults to the mean, p90 to 1% above p50."""
+    p50 = mean if p50 is None else p50
+    return Point(model=model, backend=backend, device=device, batch=batch, input_len=12, output_len=128, status="ok",
+                 runs=3, warmup_runs=1, latency_mean_s=mean, latency_p50_s=p50,
+                 latency_p90_s=1.01 * p50 if p90 is None else p90, throughput_tok_s=batch * 128 / mean,
+                 decode_step_ms=1e3 * mean / 128, peak_mem_gb=1.0 if device == "cuda" else None)
+
+
+def _results(points: list[Point], models=("tiny-llama",), **kw) -> BenchResults:
+    """A results file of ``points``, recording ``models`` (preset names) as a results file of format 1 would."""
+    specs = [PRESETS[m].spec() for m in models]
+    kw.setdefault("env", {"device": "NVIDIA H200"})
+    return BenchResults(config=SweepConfig(batches=sorted({p.batch for p in points} or {1}), inputs=[12],
+                                           outputs=[128], warmup=1, repeats=3),
+                        backends=sorted({p.backend for p in points}), dtype="fp16", points=points,
+                        models=[ModelRecord(label=m, params=s.param_count(), blocks=s.num_layers)
+                                for m, s in zip(models, specs)], **kw)
+
+
+def test_colliding_labels_keep_each_point_with_its_file(tmp_path):
+    """The same model in two files: per-file labels and a file column; no flag or comparison pairs two files."""
+    a = _results([_point("tiny-llama", "eager", 1, 1.0), _point("tiny-llama", "eager", 2, 2.0),
+                  _point("tiny-llama-depth", "eager", 1, 0.8), _point("tiny-llama-depth", "eager", 2, 1.6)],
+                 models=("tiny-llama", "tiny-llama-depth")).save(tmp_path / "a.json")
+    # Merged by label, b's batch 4 (1.2 s) would make a's batch 2 (2 s) look inverted, and a's eager points would
+    # give b's ort points a speed-up at batch 1.
+    b = _results([_point("tiny-llama", "eager", 4, 1.2), _point("tiny-llama", "ort", 1, 0.5),
+                  _point("tiny-llama", "ort", 4, 0.6)]).save(tmp_path / "b.json")
+    c = _results([_point("tiny-llama-width", "eager", 1, 0.9)], models=("tiny-llama-width",)).save(tmp_path / "c.json")
+    _, page = render(report_from_results([a, b, c], tmp_path / "out"), tmp_path)
+    assert "tiny-llama is in 2 results files (a.json, b.json): its points are labelled \"tiny-llama [file]\" and " \
+           "compared only with points of the same file." in page.texts
+    sweep = page.table("sweep")
+    assert {(r["model"], r["file"]) for r in sweep} == {("tiny-llama [a.json]", "a.json"),
+                                                       ("tiny-llama [b.json]", "b.json"), ("tiny-llama-depth", "a.json"),
+                                                       ("tiny-llama-width", "c.json")}
+    assert len(sweep) == 8
+    assert page.table("trust") == []  # a's batch 2 is not compared with b's batch 4
+    speedup = page.table("speedup-over-eager")
+    assert [(r["model"], r["file"], r["backend"], r["M4"]) for r in speedup] == [
+        ("tiny-llama [b.json]", "b.json", "ort", "2.00")]
+    assert "M1" not in speedup[0]  # b has no eager batch 1; a's is not taken
+    glance, = page.table("pruned-vs-dense")
+    assert (glance["model"], glance["dense parent"], glance["file"]) == ("tiny-llama-depth", "tiny-llama [a.json]",
+                                                                          "a.json")
+    models = {r["model"]: r for r in page.table("models")}
+    assert models["tiny-llama [b.json]"]["role"] == "dense parent" and models["tiny-llama [b.json]"]["file"] == "b.json"
+    assert models["tiny-llama-depth"]["role"] == "depth-pruned from tiny-llama [a.json]"
+    # c.json has no tiny-llama: which of a's and b's would be its dense parent is not for the report to pick.
+    assert models["tiny-llama-width"]["role"] == "not compared: its dense model is in other files only"
+
+
 def test_browser_flags_spread_and_inverted_latency(tmp_path):
     html = report_from_results([_synthetic(tmp_path / "synthetic.json")], tmp_path / "out")
     _, page = render(html, tmp_path)

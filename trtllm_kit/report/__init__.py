@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from trtllm_kit.report import charts
-from trtllm_kit.report.compare import families, headline, versus_dense
+from trtllm_kit.report.compare import families, headline, over_eager, versus_dense
 from trtllm_kit.report.data import ReportData, load_results
 from trtllm_kit.report.floor import floor_rows
 from trtllm_kit.report.html import Bullets, Chart, Heading, Para, markdown, page_html
@@ -30,36 +30,41 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     vs = versus_dense(points, fams)
     flags = trust_flags(points)
     flagged = {id(f.point) for f in flags}
+    sp = over_eager(points)
+    file_of = data.file_of if data.several else None
     drawn = {
         "pruned_vs_dense.png": charts.pruned_vs_dense(points, fams, chart_dir / "pruned_vs_dense.png"),
         "throughput_vs_latency.png": charts.throughput_vs_latency(points, chart_dir / "throughput_vs_latency.png"),
-        "speedup_over_eager.png": charts.speedup_chart(points, chart_dir / "speedup_over_eager.png"),
+        "speedup_over_eager.png": charts.speedup_chart(sp, chart_dir / "speedup_over_eager.png"),
         "latency_per_token.png": charts.latency_per_token(data.steps, chart_dir / "latency_per_token.png"),
     }
 
     def chart(file: str, caption: str) -> list:
         return [Chart(file, caption, drawn[file])] if (chart_dir / file).exists() else []
 
-    blocks: list = [Heading("What pruning buys", "summary")]
+    blocks: list = [Para(f"{label} is in {len(files)} results files ({', '.join(files)}): its points are labelled "
+                         f"\"{label} [file]\" and compared only with points of the same file.")
+                    for label, files in data.renamed.items()]
+    blocks += [Heading("What pruning buys", "summary")]
     lines = headline(vs, data.models, flagged)
     blocks += [Bullets(lines, "headline")] if lines else []
     blocks += [Para(f"Family {f.key}: {f.note}.") for f in fams if f.note]
     if not fams:
         blocks.append(Para("No model's family is known (older results of models that are not presets): no comparison."))
     blocks += [Heading("Run settings", "run-settings"), settings_table(data)]
-    blocks += [Heading("Pruned vs dense", "pruned"), models_table(data.models, fams)]
+    blocks += [Heading("Pruned vs dense", "pruned"), models_table(data.models, fams, data.several)]
     if vs:
-        blocks += [glance_table(vs, data.models)]
+        blocks += [glance_table(vs, data.models, file_of)]
         blocks += chart("pruned_vs_dense.png", "Pruned variants against the dense model: throughput against latency")
-        blocks += [versus_table(vs)]
-    blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data))]
-    blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points)]
+        blocks += [versus_table(vs, file_of)]
+    blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data), file_of)]
+    blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points, file_of)]
     blocks += [Heading("Every point", "points")]
     blocks += chart("throughput_vs_latency.png", "Throughput against latency (one point per batch size)")
     blocks += chart("speedup_over_eager.png", "Speed-up over PyTorch eager by batch size")
     blocks += chart("latency_per_token.png", "Latency per token against tokens per step")
-    blocks += [sweep_table(points, flags)]
-    blocks += [t for t in (not_timed_table(data), speedup_table(charts.speedups(points)), correctness_table(data),
+    blocks += [sweep_table(points, flags, file_of)]
+    blocks += [t for t in (not_timed_table(data), speedup_table(sp, file_of), correctness_table(data),
                            step_table(data)) if t is not None]
     blocks.append(Para("Sources: " + ", ".join(str(s.path) for s in data.sources)))
     return blocks

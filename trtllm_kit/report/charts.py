@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from trtllm_kit.bench.results import Point, StepRow
-from trtllm_kit.report.compare import Family
+from trtllm_kit.report.compare import Family, OverEager
 
 BACKEND_STYLE = {"eager": ("o", "-"), "ort": ("s", "--"), "trt": ("^", ":"), "compiled": ("D", "-.")}
 
@@ -169,22 +169,10 @@ def latency_per_token(steps: list[StepRow], path: Path) -> int:
     return n
 
 
-def speedups(points: list[Point]) -> dict:
-    """{(model, backend, input, output): {batch: eager latency / backend latency}} for ok non-eager points."""
-    eager = {(p.model, p.input_len, p.output_len, p.batch): p.latency_mean_s
-             for p in _ok(points) if p.backend == "eager"}
-    out: dict = defaultdict(dict)
-    for p in _ok(points):
-        key = (p.model, p.input_len, p.output_len, p.batch)
-        if key in eager and p.backend != "eager":
-            out[(p.model, p.backend, p.input_len, p.output_len)][p.batch] = eager[key] / p.latency_mean_s
-    return dict(out)
-
-
-def speedup_chart(points: list[Point], path: Path) -> int:
-    """Speed-up over eager by batch size, one panel per (input, output), one line per model x backend."""
+def speedup_chart(sp: dict[tuple, dict[int, OverEager]], path: Path) -> int:
+    """Speed-up over eager by batch size (``compare.over_eager``), one panel per (input, output), one line per
+    model x backend."""
     plt = _plt()
-    sp = speedups(points)
     pairs = sorted({(k[2], k[3]) for k in sp})
     if not pairs:
         return 0
@@ -194,7 +182,7 @@ def speedup_chart(points: list[Point], path: Path) -> int:
     for ax, (inp, out) in zip(axes[0], pairs):
         for key in sorted(k for k in sp if (k[2], k[3]) == (inp, out)):
             batches = sorted(sp[key])
-            ax.plot(batches, [sp[key][b] for b in batches], label=f"{key[0]} / {key[1]}",
+            ax.plot(batches, [sp[key][b].x for b in batches], label=f"{key[0]} / {key[1]}",
                     **_style(key[0], key[1], models))
             n += len(batches)
         ax.axhline(1.0, color="grey", lw=0.8)

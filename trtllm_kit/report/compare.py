@@ -3,7 +3,9 @@
 A family is the models that share ``family_of`` (hidden size, vocabulary, head dim: what depth and width
 pruning leave unchanged), never models whose names look alike. Its dense parent is the member whose every
 block is at the family's widest shape (most query heads, KV heads and MLP width seen in any block of any
-member) and which was not cut out of a deeper model, with the most parameters.
+member) and which was not cut out of a deeper model, with the most parameters. Where that model is in
+several results files (one per-file label each, see ``report.data``), each copy is the dense parent of the
+members from its own file only, so no comparison pairs points of two runs of the same model.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ class Family:
         members: their labels, most parameters first.
         dense: the dense parent's label, or None.
         note: why there is no dense parent (empty when there is one).
+        alone: the role of its members where there is no dense parent.
     """
 
     key: str
     members: tuple[str, ...]
     dense: str | None
     note: str = ""
+    alone: str = "no dense member in these results"
 
     @property
     def pruned(self) -> tuple[str, ...]:
@@ -51,7 +55,9 @@ def pruning_kind(model: ModelFacts, dense: ModelFacts) -> str:
 def families(models: dict[str, ModelFacts]) -> list[Family]:
     """Group models by family and find each family's dense parent (see the module docstring).
 
-    Models whose family is unknown (an older results file, not a preset) form no family.
+    Models whose family is unknown (an older results file, not a preset) form no family. A dense parent found
+    in several files makes one ``Family`` per file (its copy there and that file's other members), and one
+    without a dense parent for members of other files.
     """
     groups: dict[str, list[ModelFacts]] = {}
     for m in models.values():
@@ -63,13 +69,25 @@ def families(models: dict[str, ModelFacts]) -> list[Family]:
         layers = [la for m in ms for la in m.layers]
         widest = tuple(max(getattr(la, k) for la in layers) for k in ("n_heads", "n_kv_heads", "mlp_dim"))
         dense = [m for m in ms if _full_width(m, widest) and not m.depth_pruned]
-        note = ""
         if not dense:
-            note = (f"no dense member in these results (none has all its blocks, each at the family's widest shape: "
-                    f"{widest[0]} heads, MLP {widest[2]}), so nothing to compare with")
-        elif len(ms) == 1:
-            note = "only the dense model of this family is in these results: nothing to compare"
-        out.append(Family(key, tuple(m.label for m in ms), dense[0].label if dense else None, note))
+            out.append(Family(key, tuple(m.label for m in ms), None,
+                              f"no dense member in these results (none has all its blocks, each at the family's widest "
+                              f"shape: {widest[0]} heads, MLP {widest[2]}), so nothing to compare with"))
+            continue
+        copies = [m for m in dense if m.copy_of is not None and m.copy_of == dense[0].copy_of] or dense[:1]
+        files = {c.file for c in copies}
+        rest = [m for m in ms if m.label not in {c.label for c in copies}]
+        for top in copies:
+            mine = [m for m in ms if m is top or (m in rest and (len(copies) == 1 or m.file == top.file))]
+            where = top.file if len(copies) > 1 else "these results"
+            note = f"only the dense model of this family is in {where}: nothing to compare" if len(mine) == 1 else ""
+            out.append(Family(key, tuple(m.label for m in mine), top.label, note))
+        others = [m for m in rest if len(copies) > 1 and m.file not in files]
+        if others:
+            out.append(Family(key, tuple(m.label for m in others), None,
+                              f"its dense model {copies[0].copy_of} is only in {', '.join(sorted(files))}, not in "
+                              "these models' files: points of two files are not compared",
+                              alone="not compared: its dense model is in other files only"))
     return out
 
 
@@ -107,6 +125,31 @@ class Versus:
     def memory_saved_pct(self) -> float | None:
         saved = self.memory_saved_gb
         return 100 * saved / self.dense.peak_mem_gb if saved is not None and self.dense.peak_mem_gb else None
+
+
+@dataclass(frozen=True)
+class OverEager:
+    """One backend's point against eager's at the same model, lengths and batch."""
+
+    point: Point
+    eager: Point
+
+    @property
+    def x(self) -> float | None:
+        """Eager latency over this backend's (higher is better)."""
+        return _ratio(self.eager.latency_mean_s, self.point.latency_mean_s)
+
+
+def over_eager(points: list[Point]) -> dict[tuple, dict[int, OverEager]]:
+    """{(model, backend, input, output): {batch: OverEager}} for every ok non-eager point with an ok eager twin."""
+    ok = [p for p in points if p.status == "ok" and p.latency_mean_s]
+    eager = {point_key(p)[:1] + point_key(p)[2:]: p for p in ok if p.backend == "eager"}
+    out: dict[tuple, dict[int, OverEager]] = {}
+    for p in ok:
+        base = eager.get(point_key(p)[:1] + point_key(p)[2:])
+        if base is not None and p.backend != "eager":
+            out.setdefault(point_key(p)[:4], {})[p.batch] = OverEager(p, base)
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
