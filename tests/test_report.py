@@ -141,7 +141,7 @@ def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir
         assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x"
         for b in (1, 2, 4):
             pruned, dense = pt[("tiny-llama-depth", backend, 6, b)], pt[("tiny-llama", backend, 6, b)]
-            want = pruned.throughput_tok_s / dense.throughput_tok_s
+            want = dense.latency_p50_s / pruned.latency_p50_s  # throughputs at the median latency
             assert row[f"tokens/s M{b}"] == f"{want:.2f}x"
     models = {r["model"]: r for r in page.table("models")}
     assert models["tiny-llama"]["role"] == "dense parent"
@@ -254,12 +254,38 @@ def test_colliding_labels_keep_each_point_with_its_file(tmp_path):
     assert models["tiny-llama-width"]["role"] == "not compared: its dense model is in other files only"
 
 
+def _noisy_family(path: Path) -> Path:
+    """tiny-llama and tiny-llama-depth on an H200: depth's batch 1 is noisy (p90 1397% above p50) on eager and ort,
+    and one disturbed run moved depth's batch-2 mean far from its median."""
+    pts = [_point("tiny-llama", "eager", 1, 1.0), _point("tiny-llama", "eager", 2, 1.2),
+           _point("tiny-llama", "eager", 4, 1.6), _point("tiny-llama", "ort", 1, 0.5),
+           _point("tiny-llama-depth", "eager", 1, 0.9, p50=0.7, p90=0.7 * 14.97),
+           _point("tiny-llama-depth", "eager", 2, 1.3, p50=0.8), _point("tiny-llama-depth", "eager", 4, 1.2),
+           _point("tiny-llama-depth", "ort", 1, 0.4, p50=0.4, p90=0.4 * 14.97)]
+    return _results(pts, models=("tiny-llama", "tiny-llama-depth")).save(path)
+
+
+def test_headline_quotes_medians_of_unflagged_points_only(tmp_path):
+    html = report_from_results([_noisy_family(tmp_path / "noisy.json")], tmp_path / "out")
+    _, page = render(html, tmp_path)
+    eager = next(t for t in page.texts if t.startswith("tiny-llama-depth (") and "on eager" in t)
+    # p50 ratios at batch 2 (1.2 / 0.8) and 4 (1.6 / 1.2); the mean would make batch 2 0.92x
+    assert "throughput 1.33 to 1.50x the dense model's at batch 2 and 4" in eager
+    assert "batch 1 left out: it rests on a flagged point" in eager
+    assert "decode step" not in eager  # batch 1's comparison rests on the noisy point
+    ort = next(t for t in page.texts if t.startswith("tiny-llama-depth (") and "on ort" in t)
+    assert "no number quoted: every comparison (batch 1) rests on a flagged point" in ort
+    assert "x the dense" not in ort
+    assert any(t.startswith("Speed-ups and comparisons on this page use the median (p50) latency") for t in page.texts)
+    assert any("Speed-ups and comparisons use p50." in t for t in page.texts)  # the settings' note
+
+
 def test_browser_flags_spread_and_inverted_latency(tmp_path):
     html = report_from_results([_synthetic(tmp_path / "synthetic.json")], tmp_path / "out")
     _, page = render(html, tmp_path)
     flags = {(r["batch"], r["flag"]): r for r in page.table("trust")}
     assert set(flags) == {("1", "large spread"), ("2", "latency falls as batch grows")}
-    assert flags[("2", "latency falls as batch grows")]["numbers"] == "batch 2 takes 2 s, batch 4 only 1.2 s"
+    assert flags[("2", "latency falls as batch grows")]["numbers"] == "batch 2 takes 2 s, batch 4 only 1.2 s (p50)"
     assert "more timed runs" in flags[("1", "large spread")]["what to do"]
     assert "quieter machine" in flags[("1", "large spread")]["what to do"]
     sweep = {(r["backend"], r["batch"]): r for r in page.table("sweep")}
@@ -286,7 +312,7 @@ def test_h200_results_show_floor_percent_and_flag_llmpruner(tmp_path):
     assert floor["trt"]["note"].startswith("not timed: skipped")
     flags = {(r["backend"], r["batch"], r["flag"]): r for r in page.table("trust")}
     inverted = flags[("ort", "16", "latency falls as batch grows")]
-    assert inverted["numbers"] == "batch 16 takes 2.61 s, batch 64 only 1.81 s"  # as the issue saw it
+    assert inverted["numbers"] == "batch 16 takes 2.61 s, batch 64 only 1.82 s (p50)"
     assert ("eager", "16", "latency falls as batch grows") in flags
     models = {r["model"]: r for r in page.table("models")}
     assert models["llama-7b-llmpruner"]["role"] == "no dense member in these results"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from trtllm_kit.report import charts
-from trtllm_kit.report.compare import families, headline, over_eager, versus_dense
+from trtllm_kit.report.compare import STATISTIC, families, headline, over_eager, versus_dense
 from trtllm_kit.report.data import ReportData, load_results
 from trtllm_kit.report.floor import floor_rows
 from trtllm_kit.report.html import Bullets, Chart, Heading, Para, markdown, page_html
@@ -47,7 +47,8 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
                     for label, files in data.renamed.items()]
     blocks += [Heading("What pruning buys", "summary")]
     lines = headline(vs, data.models, flagged)
-    blocks += [Bullets(lines, "headline")] if lines else []
+    blocks += [Bullets(lines, "headline"), Para(STATISTIC + " The sentences above leave out every comparison that "
+                                                "rests on a flagged point.")] if lines else []
     blocks += [Para(f"Family {f.key}: {f.note}.") for f in fams if f.note]
     if not fams:
         blocks.append(Para("No model's family is known (older results of models that are not presets): no comparison."))
@@ -55,12 +56,12 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     blocks += [Heading("Pruned vs dense", "pruned"), models_table(data.models, fams, data.several)]
     if vs:
         blocks += [glance_table(vs, data.models, file_of)]
-        blocks += chart("pruned_vs_dense.png", "Pruned variants against the dense model: throughput against latency")
+        blocks += chart("pruned_vs_dense.png", "Pruned variants against the dense model: throughput against median latency")
         blocks += [versus_table(vs, file_of)]
     blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data), file_of)]
     blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points, file_of)]
     blocks += [Heading("Every point", "points")]
-    blocks += chart("throughput_vs_latency.png", "Throughput against latency (one point per batch size)")
+    blocks += chart("throughput_vs_latency.png", "Throughput against median latency (one point per batch size)")
     blocks += chart("speedup_over_eager.png", "Speed-up over PyTorch eager by batch size")
     blocks += chart("latency_per_token.png", "Latency per token against tokens per step")
     blocks += [sweep_table(points, flags, file_of)]

@@ -1,5 +1,6 @@
 """The paper's charts from typed results: throughput vs latency, pruned vs dense, latency per token, and
-speed-up over eager. Point labels (M<batch>) are moved apart with adjustText so they never overlap."""
+speed-up over eager. Latency is a point's median (p50), as in every comparison of the report. Point labels
+(M<batch>) are moved apart with adjustText so they never overlap."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from trtllm_kit.bench.results import Point, StepRow
-from trtllm_kit.report.compare import Family, OverEager
+from trtllm_kit.report.compare import Family, OverEager, median_throughput
 
 BACKEND_STYLE = {"eager": ("o", "-"), "ort": ("s", "--"), "trt": ("^", ":"), "compiled": ("D", "-.")}
 
@@ -59,15 +60,15 @@ def _save(fig, axes, labels: dict, legend_ax, path: Path, plt) -> None:
 
 
 def _ok(points: list[Point]) -> list[Point]:
-    return [p for p in points if p.status == "ok" and p.latency_mean_s is not None]
+    return [p for p in points if p.status == "ok" and p.latency_p50_s is not None]
 
 
 def _tvl_panel(ax, series: dict, models: list[str], labels: dict, dense: str | None = None) -> int:
-    """Throughput (log 2) against latency, one line per (model, backend) in ``series``; returns points drawn."""
+    """Throughput (log 2) against median latency, one line per (model, backend) in ``series``; returns points drawn."""
     n = 0
     for (model, backend), pts in sorted(series.items()):
         pts = sorted(pts, key=lambda p: p.batch)
-        xs, ys = [p.latency_mean_s for p in pts], [p.throughput_tok_s for p in pts]
+        xs, ys = [p.latency_p50_s for p in pts], [median_throughput(p) for p in pts]
         style = _style(model, backend, models)
         if model == dense:
             style |= {"color": "black", "linewidth": 2.2}
@@ -76,8 +77,8 @@ def _tvl_panel(ax, series: dict, models: list[str], labels: dict, dense: str | N
         lab[0].extend(xs), lab[1].extend(ys), lab[2].extend(f"M{p.batch}" for p in pts)
         n += len(pts)
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("latency (s)")
-    ax.set_ylabel("throughput (tokens/s)")
+    ax.set_xlabel("latency, median of the timed runs (s)")
+    ax.set_ylabel("throughput at that latency (tokens/s)")
     ax.grid(True, which="both", alpha=0.3)
     return n
 

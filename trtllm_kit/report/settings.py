@@ -76,8 +76,9 @@ def settings_table(data: ReportData) -> Table:
     rows = [[name, "\n".join(v if src is None else f"{src}: {v}" for src, v in vals)]
             for name, vals in settings_rows(data)]
     few = sorted({s.results.config.repeats for s in data.sources if s.results.config.repeats < 10})
-    notes = [f"{PAPER_PROTOCOL}. Latency is the mean of the timed runs of one batched generation (prefill and "
-             "every decode step, device synchronised); throughput is batch x output tokens / latency."]
+    notes = [f"{PAPER_PROTOCOL}. A point's latency is one batched generation (prefill and every decode step, device "
+             "synchronised); the sweep table gives the mean, p50 and p90 of its timed runs, and throughput at the "
+             "mean (batch x output tokens / mean latency). Speed-ups and comparisons use p50."]
     if few:
         notes.append(f"{' and '.join(map(str, few))} timed runs per point is few: p90 is (nearly) the slowest run and "
                      "one disturbed run moves the mean; see 'Can I trust the numbers?'.")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trtllm_kit.bench.results import Point, StepRow
-from trtllm_kit.report.compare import Family, OverEager, Versus, not_compared, point_key, pruning_kind
+from trtllm_kit.report.compare import (Family, OverEager, Versus, median_throughput, not_compared, point_key,
+                                       pruning_kind)
 from trtllm_kit.report.data import ModelFacts, ReportData
 from trtllm_kit.report.floor import FloorRow
 from trtllm_kit.report.trust import INVERSION_LIMIT, SPREAD_LIMIT, Flag
@@ -154,7 +155,8 @@ def glance_table(vs: list[Versus], models: dict[str, ModelFacts], file_of: FileO
                  + [f"tokens/s M{b}" for b in batches], rows, text=4,
                  intro="Speed-up of each pruned model over its dense parent on the same backend, lengths and batch "
                        "(above 1.00x: the pruned model is faster). Decode step M1: dense ms per decode step at batch 1 "
-                       "over the pruned model's; tokens/s M<batch>: pruned throughput over dense throughput.",
+                       "over the pruned model's (mean of all steps); tokens/s M<batch>: pruned throughput over dense "
+                       "throughput, both at the median (p50) latency.",
                  notes=["An empty cell: one of the two points was not timed (see 'Not timed')."]
                  + ([f"Not compared (no batch timed for both models): {', '.join(not_compared(vs))}."]
                     if not_compared(vs) else [])), files if file_of else None)
@@ -171,7 +173,7 @@ def versus_table(vs: list[Versus], file_of: FileOf | None = None) -> Table:
         files.append(_pair_file(v, file_of) if file_of else "")
         note = "; ".join(f"{who}: {_why(x)}" for who, x in (("pruned", p), ("dense", d)) if x.status != "ok")
         saved = v.memory_saved_gb
-        nums = [(x.throughput_tok_s, x.decode_step_ms, x.peak_mem_gb) if v.both_ok else (None,) * 3 for x in (p, d)]
+        nums = [(median_throughput(x), x.decode_step_ms, x.peak_mem_gb) if v.both_ok else (None,) * 3 for x in (p, d)]
         rows.append([p.model, p.backend, f"{p.input_len}/{p.output_len}", str(p.batch),
                      fmt(nums[0][0], 1), fmt(nums[1][0], 1), times(v.throughput_x),
                      fmt(nums[0][1], 2), fmt(nums[1][1], 2), times(v.decode_step_x),
@@ -179,7 +181,7 @@ def versus_table(vs: list[Versus], file_of: FileOf | None = None) -> Table:
                      "" if saved is None else f"{saved:.2f} ({v.memory_saved_pct:.0f}%)", note])
     notes = [MEMORY_NOTE] if _cpu_ok([v.pruned for v in vs]) else []
     return with_file(Table("pruned-vs-dense-detail", "Pruned vs dense, point by point",
-                           ["model", "backend", "in/out", "batch", "tokens/s", "dense tokens/s", "speed-up",
+                           ["model", "backend", "in/out", "batch", "tokens/s (p50)", "dense tokens/s", "speed-up",
                             "decode step ms", "dense step ms", "step speed-up", "peak mem GB", "dense peak GB",
                             "memory saved GB", "note"], rows, text=3, text_cols=(13,), notes=notes),
                      files if file_of else None)
@@ -219,8 +221,8 @@ def trust_table(flags: list[Flag], points: list[Point], file_of: FileOf | None =
                  rows, text=3, text_cols=(4, 5, 6), intro=intro,
                  notes=[f"Large spread: p90 latency more than {100 * SPREAD_LIMIT:.0f}% above p50. Latency falls as "
                         "batch grows: a larger batch of the same model, backend and lengths finished more than "
-                        f"{100 * INVERSION_LIMIT:.0f}% faster; it does at least the same work, so one of the two was "
-                        "disturbed."]), [file_of(f.point) for f in flags] if file_of else None)
+                        f"{100 * INVERSION_LIMIT:.0f}% faster (p50 latency); it does at least the same work, so one of "
+                        "the two was disturbed."]), [file_of(f.point) for f in flags] if file_of else None)
 
 
 def sweep_table(points: list[Point], flags: list[Flag], file_of: FileOf | None = None) -> Table:
@@ -237,7 +239,7 @@ def sweep_table(points: list[Point], flags: list[Flag], file_of: FileOf | None =
                      fmt(p.latency_p90_s), fmt(p.throughput_tok_s, 1), fmt(p.ttft_s, 4), fmt(p.decode_step_ms, 2),
                      fmt(p.ms_per_token, 2), fmt(p.peak_mem_gb, 2), "; ".join(marks.get(id(p), []))])
     notes = [MEMORY_NOTE] if _cpu_ok(points) else []
-    header = ["model", "backend", "in", "out", "batch", "status", "latency s (mean)", "p50", "p90", "tokens/s",
+    header = ["model", "backend", "in", "out", "batch", "status", "latency s (mean)", "p50", "p90", "tokens/s (mean)",
               "TTFT s", "decode step ms", "ms/token", "peak mem GB", "trust"]
     return with_file(Table("sweep", "Sweep", header, rows, text=2, text_cols=(5, 14), notes=notes),
                      [file_of(p) for p in points] if file_of else None)
@@ -266,7 +268,9 @@ def speedup_table(sp: dict[tuple, dict[int, OverEager]], file_of: FileOf | None 
     rows = [[k[0], k[1], str(k[2]), str(k[3])] + [fmt(sp[k][b].x, 2) if b in sp[k] else "" for b in batches]
             for k in keys]
     return with_file(Table("speedup-over-eager", "Speed-up over eager (x)",
-                           ["model", "backend", "in", "out"] + [f"M{b}" for b in batches], rows, text=2),
+                           ["model", "backend", "in", "out"] + [f"M{b}" for b in batches], rows, text=2,
+                           intro="Eager's median (p50) latency over the backend's at the same model, lengths and "
+                                 "batch (above 1.00: the backend is faster)."),
                      [file_of(next(iter(sp[k].values())).point) for k in keys] if file_of else None)
 
 
