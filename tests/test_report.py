@@ -18,6 +18,7 @@ from trtllm_kit.report import report_from_results
 from trtllm_kit.report.compare import families
 from trtllm_kit.report.data import ModelFacts
 from trtllm_kit.report.floor import bandwidth_of
+from trtllm_kit.report.trust import trust_flags
 
 H200 = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "h200-quick"
 
@@ -130,6 +131,11 @@ def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir
     _, res = family_results
     _, page = render(report_dir / "report.html", tmp_path)
     pt = {(p.model, p.backend, p.input_len, p.batch): p for p in res.points}
+    flagged = {id(f.point) for f in trust_flags(res.points)}  # CPU timings of 2 runs may be flagged
+
+    def mark(*points) -> str:
+        return " ⚑" if any(id(p) in flagged for p in points) else ""
+
     params = {m.label: m.params for m in res.models}
     rows = {(r["model"], r["backend"], r["in/out"]): r for r in page.table("pruned-vs-dense")}
     assert {m for m, _, _ in rows} == {"tiny-llama-depth", "tiny-llama-width"}  # the dense parent is not its own row
@@ -138,11 +144,11 @@ def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir
         assert row["dense parent"] == "tiny-llama" and row["blocks"] == "4/6"
         assert row["parameters"] == f"{100 * params['tiny-llama-depth'] / params['tiny-llama']:.1f}%"
         dense, depth = pt[("tiny-llama", backend, 6, 1)], pt[("tiny-llama-depth", backend, 6, 1)]
-        assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x"
+        assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x" + mark(dense, depth)
         for b in (1, 2, 4):
             pruned, dense = pt[("tiny-llama-depth", backend, 6, b)], pt[("tiny-llama", backend, 6, b)]
             want = dense.latency_p50_s / pruned.latency_p50_s  # throughputs at the median latency
-            assert row[f"tokens/s M{b}"] == f"{want:.2f}x"
+            assert row[f"tokens/s M{b}"] == f"{want:.2f}x" + mark(dense, pruned)
     models = {r["model"]: r for r in page.table("models")}
     assert models["tiny-llama"]["role"] == "dense parent"
     assert models["tiny-llama-depth"]["role"] == "depth-pruned from tiny-llama"
@@ -161,7 +167,8 @@ def test_browser_shows_settings_floor_and_why_memory_is_empty(report_dir, tmp_pa
     assert "torch" in settings and settings["grid"] == "batch 1, 2, 4; input 6, 10; output 4 tokens"
     floor = page.table("floor")
     assert len(floor) == 3 * 2 * 2  # model x backend x (in, out)
-    assert all(r["note"] == "no weight-streaming floor applies on the CPU" and r["of the floor"] == "" for r in floor)
+    assert all(r["note"].startswith("no weight-streaming floor applies on the CPU") and r["of the floor"] == ""
+               for r in floor)
     assert all(r["decode step ms (M1)"] for r in floor)
     assert all(r["peak mem GB"] == "" for r in page.table("sweep"))
     assert any("not measured on the CPU" in t for t in page.texts)
@@ -235,9 +242,9 @@ def test_colliding_labels_keep_each_point_with_its_file(tmp_path):
     assert "tiny-llama is in 2 results files (a.json, b.json): its points are labelled \"tiny-llama [file]\" and " \
            "compared only with points of the same file." in page.texts
     sweep = page.table("sweep")
-    assert {(r["model"], r["file"]) for r in sweep} == {("tiny-llama [a.json]", "a.json"),
-                                                       ("tiny-llama [b.json]", "b.json"), ("tiny-llama-depth", "a.json"),
-                                                       ("tiny-llama-width", "c.json")}
+    assert {(r["model"], r["file"]) for r in sweep} == {
+        ("tiny-llama [a.json]", "a.json"), ("tiny-llama [b.json]", "b.json"), ("tiny-llama-depth", "a.json"),
+        ("tiny-llama-width", "c.json")}
     assert len(sweep) == 8
     assert page.table("trust") == []  # a's batch 2 is not compared with b's batch 4
     speedup = page.table("speedup-over-eager")
@@ -280,6 +287,37 @@ def test_headline_quotes_medians_of_unflagged_points_only(tmp_path):
     assert any("Speed-ups and comparisons use p50." in t for t in page.texts)  # the settings' note
 
 
+def test_flagged_points_are_marked_in_every_table_and_hollow_in_charts(tmp_path):
+    html = report_from_results([_noisy_family(tmp_path / "noisy.json")], tmp_path / "out")
+    dom, page = render(html, tmp_path)
+    footnote = "⚑: it rests on a flagged point; see 'Can I trust the numbers?'."
+    sweep = {(r["model"], r["backend"], r["batch"]): r["note"] for r in page.table("sweep")}
+    assert sweep[("tiny-llama-depth", "eager", "1")] == "⚑ large spread"
+    assert sweep[("tiny-llama-depth", "eager", "2")] == "" and sweep[("tiny-llama", "eager", "1")] == ""
+    glance = {r["backend"]: r for r in page.table("pruned-vs-dense")}
+    assert glance["eager"]["decode step M1"].endswith("x ⚑") and glance["eager"]["tokens/s M1"].endswith("x ⚑")
+    assert glance["eager"]["tokens/s M2"] == "1.50x" and glance["ort"]["tokens/s M1"].endswith("x ⚑")
+    detail = {(r["backend"], r["batch"]): r for r in page.table("pruned-vs-dense-detail")}
+    assert detail[("eager", "1")]["speed-up"].endswith("x ⚑")
+    assert detail[("eager", "1")]["step speed-up"].endswith("x ⚑")
+    assert detail[("eager", "1")]["note"] == "⚑ pruned: large spread"
+    assert "⚑" not in detail[("eager", "2")]["speed-up"] + detail[("eager", "2")]["note"]
+    speedup = {r["model"]: r["M1"] for r in page.table("speedup-over-eager")}
+    assert speedup == {"tiny-llama": "2.00", "tiny-llama-depth": "1.75 ⚑"}  # eager 0.7 s / ort 0.4 s (p50)
+    floor = {(r["model"], r["backend"]): r for r in page.table("floor")}
+    assert floor[("tiny-llama-depth", "eager")]["decode step ms (M1)"].endswith(" ⚑")
+    assert floor[("tiny-llama-depth", "eager")]["note"] == "⚑ large spread"
+    assert "⚑" not in floor[("tiny-llama", "eager")]["decode step ms (M1)"]
+    assert page.texts.count(footnote) == 4  # under the glance, detail, speed-up and floor tables
+    assert "⚑: a flagged point; see 'Can I trust the numbers?'." in page.texts  # under the sweep
+    hollow = {t.split(". ")[0]: t.split(". ")[1].split(" (")[0] for t in page.texts if "Hollow markers" in t}
+    two, one = "Hollow markers: 2 flagged points", "Hollow markers: 1 flagged point"
+    assert hollow == {"Throughput against median latency (one point per batch size)": two,
+                      "Pruned variants against the dense model: throughput against median latency": two,
+                      "Speed-up over PyTorch eager by batch size": one}  # eager/ort of a flagged model at batch 1
+    assert "data-hollow=\"2\"" in dom
+
+
 def test_browser_flags_spread_and_inverted_latency(tmp_path):
     html = report_from_results([_synthetic(tmp_path / "synthetic.json")], tmp_path / "out")
     _, page = render(html, tmp_path)
@@ -289,10 +327,10 @@ def test_browser_flags_spread_and_inverted_latency(tmp_path):
     assert "more timed runs" in flags[("1", "large spread")]["what to do"]
     assert "quieter machine" in flags[("1", "large spread")]["what to do"]
     sweep = {(r["backend"], r["batch"]): r for r in page.table("sweep")}
-    assert sweep[("eager", "1")]["trust"] == "large spread" and sweep[("eager", "4")]["trust"] == ""
+    assert sweep[("eager", "1")]["note"] == "⚑ large spread" and sweep[("eager", "4")]["note"] == ""
     assert sweep[("trt", "1")]["status"] == "error: RuntimeError: engine rejected the profile"
     floor = {r["backend"]: r for r in page.table("floor")}
-    assert floor["eager"]["note"] == "bandwidth unknown for NVIDIA Z9000"
+    assert floor["eager"]["note"] == "bandwidth unknown for NVIDIA Z9000; ⚑ large spread"
     assert any("only the dense model of this family" in t for t in page.texts)
 
 

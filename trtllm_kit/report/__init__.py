@@ -15,8 +15,9 @@ from trtllm_kit.report.data import ReportData, load_results
 from trtllm_kit.report.floor import floor_rows
 from trtllm_kit.report.html import Bullets, Chart, Heading, Para, markdown, page_html
 from trtllm_kit.report.settings import settings_table
-from trtllm_kit.report.tables import (correctness_table, floor_table, glance_table, models_table, not_timed_table,
-                                      speedup_table, step_table, sweep_table, trust_table, versus_table)
+from trtllm_kit.report.tables import (correctness_table, flag_marks, floor_table, glance_table, models_table,
+                                      not_timed_table, speedup_table, step_table, sweep_table, trust_table,
+                                      versus_table)
 from trtllm_kit.report.trust import trust_flags
 from trtllm_kit.utils.fs import atomic_dir
 
@@ -29,18 +30,20 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     points = data.points
     vs = versus_dense(points, fams)
     flags = trust_flags(points)
-    flagged = {id(f.point) for f in flags}
+    marks = flag_marks(flags)
+    flagged = set(marks)
     sp = over_eager(points)
     file_of = data.file_of if data.several else None
     drawn = {
-        "pruned_vs_dense.png": charts.pruned_vs_dense(points, fams, chart_dir / "pruned_vs_dense.png"),
-        "throughput_vs_latency.png": charts.throughput_vs_latency(points, chart_dir / "throughput_vs_latency.png"),
-        "speedup_over_eager.png": charts.speedup_chart(sp, chart_dir / "speedup_over_eager.png"),
+        "pruned_vs_dense.png": charts.pruned_vs_dense(points, fams, flagged, chart_dir / "pruned_vs_dense.png"),
+        "throughput_vs_latency.png": charts.throughput_vs_latency(points, flagged,
+                                                                  chart_dir / "throughput_vs_latency.png"),
+        "speedup_over_eager.png": charts.speedup_chart(sp, flagged, chart_dir / "speedup_over_eager.png"),
         "latency_per_token.png": charts.latency_per_token(data.steps, chart_dir / "latency_per_token.png"),
     }
 
     def chart(file: str, caption: str) -> list:
-        return [Chart(file, caption, drawn[file])] if (chart_dir / file).exists() else []
+        return [Chart(file, caption, *drawn[file])] if (chart_dir / file).exists() else []
 
     blocks: list = [Para(f"{label} is in {len(files)} results files ({', '.join(files)}): its points are labelled "
                          f"\"{label} [file]\" and compared only with points of the same file.")
@@ -55,17 +58,18 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     blocks += [Heading("Run settings", "run-settings"), settings_table(data)]
     blocks += [Heading("Pruned vs dense", "pruned"), models_table(data.models, fams, data.several)]
     if vs:
-        blocks += [glance_table(vs, data.models, file_of)]
-        blocks += chart("pruned_vs_dense.png", "Pruned variants against the dense model: throughput against median latency")
-        blocks += [versus_table(vs, file_of)]
-    blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data), file_of)]
+        blocks += [glance_table(vs, data.models, marks, file_of)]
+        blocks += chart("pruned_vs_dense.png",
+                        "Pruned variants against the dense model: throughput against median latency")
+        blocks += [versus_table(vs, marks, file_of)]
+    blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data), marks, file_of)]
     blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points, file_of)]
     blocks += [Heading("Every point", "points")]
     blocks += chart("throughput_vs_latency.png", "Throughput against median latency (one point per batch size)")
     blocks += chart("speedup_over_eager.png", "Speed-up over PyTorch eager by batch size")
     blocks += chart("latency_per_token.png", "Latency per token against tokens per step")
-    blocks += [sweep_table(points, flags, file_of)]
-    blocks += [t for t in (not_timed_table(data), speedup_table(sp, file_of), correctness_table(data),
+    blocks += [sweep_table(points, marks, file_of)]
+    blocks += [t for t in (not_timed_table(data), speedup_table(sp, marks, file_of), correctness_table(data),
                            step_table(data)) if t is not None]
     blocks.append(Para("Sources: " + ", ".join(str(s.path) for s in data.sources)))
     return blocks

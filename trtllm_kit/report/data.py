@@ -169,7 +169,8 @@ def _relabel(res: BenchResults, new: dict[str, str]) -> BenchResults:
         return [x.model_copy(update={key: new.get(getattr(x, key), getattr(x, key))}) for x in items]
 
     return res.model_copy(update={"models": ren(res.models, "label"), "points": ren(res.points, "model"),
-                                  "correctness": ren(res.correctness, "model"), "step_sweep": ren(res.step_sweep, "model")})
+                                  "correctness": ren(res.correctness, "model"),
+                                  "step_sweep": ren(res.step_sweep, "model")})
 
 
 def load_results(paths: list[str | Path]) -> ReportData:

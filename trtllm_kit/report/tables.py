@@ -16,7 +16,7 @@ from trtllm_kit.report.compare import (Family, OverEager, Versus, median_through
                                        pruning_kind)
 from trtllm_kit.report.data import ModelFacts, ReportData
 from trtllm_kit.report.floor import FloorRow
-from trtllm_kit.report.trust import INVERSION_LIMIT, SPREAD_LIMIT, Flag
+from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag
 
 FLAG_NAMES = {"spread": "large spread", "inverted": "latency falls as batch grows"}
 
@@ -53,6 +53,25 @@ class Table:
 
 
 FileOf = Callable[[object], str]
+Marks = dict[int, list[str]]  # id of a flagged point -> the names of its flags (``flag_marks``)
+
+
+def flag_marks(flags: list[Flag]) -> Marks:
+    """The names of every flagged point's flags, by the point's id."""
+    out: Marks = defaultdict(list)
+    for f in flags:
+        out[id(f.point)].append(FLAG_NAMES[f.kind])
+    return dict(out)
+
+
+def _mark(cell: str, flagged: bool) -> str:
+    """``cell`` followed by the flag mark where it rests on a flagged point (an empty cell stays empty)."""
+    return f"{cell} {MARK}" if flagged and cell else cell
+
+
+def _mark_note(rows: list[list[str]], what: str = "it rests on a flagged point") -> list[str]:
+    """The footnote for the mark, where some cell of ``rows`` carries it."""
+    return [f"{MARK}: {what}; see 'Can I trust the numbers?'."] if any(MARK in c for r in rows for c in r) else []
 
 
 def with_file(t: Table, files: list[str] | None) -> Table:
@@ -126,16 +145,25 @@ def models_table(models: dict[str, ModelFacts], fams: list[Family], several: boo
         share = f"{100 * m.params / dense.params:.1f}%" if dense else ""
         rows.append([m.label, m.family or "unknown", role.get(m.label, "family unknown"), f"{m.params / 1e6:,.2f}M",
                      share, str(m.blocks), size(m.weight_bytes), m.shape_text(), m.origin])
-    return with_file(Table("models", "Models", ["model", "family (from the spec)", "role", "parameters", "of dense", "blocks",
-                                      "weights", "blocks' shapes", "facts from"], rows, text=3, text_cols=(7, 8),
-                 intro="A family is the models sharing hidden size, vocabulary and head dim (read from their specs); "
-                       "its dense parent has every block at the family's widest shape and the most parameters.",
-                 notes=[f"{f.key}: {f.note}" for f in fams if f.note]), files if several else None)
+    table = Table("models", "Models", ["model", "family (from the spec)", "role", "parameters", "of dense", "blocks",
+                                       "weights", "blocks' shapes", "facts from"], rows, text=3, text_cols=(7, 8),
+                  intro="A family is the models sharing hidden size, vocabulary and head dim (read from their specs); "
+                        "its dense parent has every block at the family's widest shape and the most parameters.",
+                  notes=[f"{f.key}: {f.note}" for f in fams if f.note])
+    return with_file(table, files if several else None)
 
 
-def glance_table(vs: list[Versus], models: dict[str, ModelFacts], file_of: FileOf | None = None) -> Table:
+def glance_table(vs: list[Versus], models: dict[str, ModelFacts], marks: Marks,
+                 file_of: FileOf | None = None) -> Table:
     """Per pruned model, backend and lengths: its size against the dense parent's, the batch-1 decode-step
-    speed-up and the throughput speed-up at every batch (``file_of``: add the file column)."""
+    speed-up and the throughput speed-up at every batch.
+
+    Args:
+        vs: the comparisons (``compare.versus_dense``).
+        models: every model by label.
+        marks: the flagged points' flags (``flag_marks``): a speed-up resting on one carries the mark.
+        file_of: add the file column.
+    """
     groups: dict[tuple, list[Versus]] = defaultdict(list)
     for v in vs:
         groups[point_key(v.pruned)[:4] + (v.dense.model,)].append(v)
@@ -148,66 +176,84 @@ def glance_table(vs: list[Versus], models: dict[str, ModelFacts], file_of: FileO
         m, d = models[model], models[dense]
         m1 = by_batch.get(1)
         rows.append([model, dense, backend, f"{inp}/{out}", f"{100 * m.params / d.params:.1f}%",
-                     f"{m.blocks}/{d.blocks}", times(m1.decode_step_x) if m1 else ""]
-                    + [times(by_batch[b].throughput_x) if b in by_batch else "" for b in batches])
-    return with_file(Table("pruned-vs-dense", "Pruned vs dense: what pruning buys",
-                 ["model", "dense parent", "backend", "in/out", "parameters", "blocks", "decode step M1"]
-                 + [f"tokens/s M{b}" for b in batches], rows, text=4,
-                 intro="Speed-up of each pruned model over its dense parent on the same backend, lengths and batch "
-                       "(above 1.00x: the pruned model is faster). Decode step M1: dense ms per decode step at batch 1 "
-                       "over the pruned model's (mean of all steps); tokens/s M<batch>: pruned throughput over dense "
-                       "throughput, both at the median (p50) latency.",
-                 notes=["An empty cell: one of the two points was not timed (see 'Not timed')."]
-                 + ([f"Not compared (no batch timed for both models): {', '.join(not_compared(vs))}."]
-                    if not_compared(vs) else [])), files if file_of else None)
+                     f"{m.blocks}/{d.blocks}", _mark(times(m1.decode_step_x), m1.rests_on(marks)) if m1 else ""]
+                    + [_mark(times(by_batch[b].throughput_x), by_batch[b].rests_on(marks)) if b in by_batch else ""
+                       for b in batches])
+    missed = not_compared(vs)
+    notes = (["An empty cell: one of the two points was not timed (see 'Not timed')."]
+             + ([f"Not compared (no batch timed for both models): {', '.join(missed)}."] if missed else [])
+             + _mark_note(rows))
+    table = Table("pruned-vs-dense", "Pruned vs dense: what pruning buys",
+                  ["model", "dense parent", "backend", "in/out", "parameters", "blocks", "decode step M1"]
+                  + [f"tokens/s M{b}" for b in batches], rows, text=4,
+                  intro="Speed-up of each pruned model over its dense parent on the same backend, lengths and batch "
+                        "(above 1.00x: the pruned model is faster). Decode step M1: dense ms per decode step at batch "
+                        "1 over the pruned model's (mean of all steps); tokens/s M<batch>: pruned throughput over "
+                        "dense throughput, both at the median (p50) latency.", notes=notes)
+    return with_file(table, files if file_of else None)
 
 
-def versus_table(vs: list[Versus], file_of: FileOf | None = None) -> Table:
-    """Every pruned point next to its dense counterpart: throughput, decode step and peak memory (``file_of``:
-    add the file column)."""
+def versus_table(vs: list[Versus], marks: Marks, file_of: FileOf | None = None) -> Table:
+    """Every pruned point next to its dense counterpart: throughput, decode step and peak memory.
+
+    Args:
+        vs: the comparisons (``compare.versus_dense``).
+        marks: the flagged points' flags (``flag_marks``): marked speed-ups, and the flags in the note.
+        file_of: add the file column.
+    """
     rows, files = [], []
     for v in vs:
         p, d = v.pruned, v.dense
         if p.status != "ok" and d.status != "ok":
             continue  # neither was timed: the glance table's note and 'Not timed' say why
         files.append(_pair_file(v, file_of) if file_of else "")
-        note = "; ".join(f"{who}: {_why(x)}" for who, x in (("pruned", p), ("dense", d)) if x.status != "ok")
+        pair = (("pruned", p), ("dense", d))
+        why = [f"{who}: {_why(x)}" for who, x in pair if x.status != "ok"]
+        why += [f"{MARK} {who}: {', '.join(marks[id(x)])}" for who, x in pair if id(x) in marks]
         saved = v.memory_saved_gb
         nums = [(median_throughput(x), x.decode_step_ms, x.peak_mem_gb) if v.both_ok else (None,) * 3 for x in (p, d)]
+        flagged = v.rests_on(marks)
         rows.append([p.model, p.backend, f"{p.input_len}/{p.output_len}", str(p.batch),
-                     fmt(nums[0][0], 1), fmt(nums[1][0], 1), times(v.throughput_x),
-                     fmt(nums[0][1], 2), fmt(nums[1][1], 2), times(v.decode_step_x),
+                     fmt(nums[0][0], 1), fmt(nums[1][0], 1), _mark(times(v.throughput_x), flagged),
+                     fmt(nums[0][1], 2), fmt(nums[1][1], 2), _mark(times(v.decode_step_x), flagged),
                      fmt(nums[0][2], 2), fmt(nums[1][2], 2),
-                     "" if saved is None else f"{saved:.2f} ({v.memory_saved_pct:.0f}%)", note])
-    notes = [MEMORY_NOTE] if _cpu_ok([v.pruned for v in vs]) else []
-    return with_file(Table("pruned-vs-dense-detail", "Pruned vs dense, point by point",
-                           ["model", "backend", "in/out", "batch", "tokens/s (p50)", "dense tokens/s", "speed-up",
-                            "decode step ms", "dense step ms", "step speed-up", "peak mem GB", "dense peak GB",
-                            "memory saved GB", "note"], rows, text=3, text_cols=(13,), notes=notes),
-                     files if file_of else None)
+                     "" if saved is None else f"{saved:.2f} ({v.memory_saved_pct:.0f}%)", "; ".join(why)])
+    notes = ([MEMORY_NOTE] if _cpu_ok([v.pruned for v in vs]) else []) + _mark_note(rows)
+    table = Table("pruned-vs-dense-detail", "Pruned vs dense, point by point",
+                  ["model", "backend", "in/out", "batch", "tokens/s (p50)", "dense tokens/s", "speed-up",
+                   "decode step ms", "dense step ms", "step speed-up", "peak mem GB", "dense peak GB",
+                   "memory saved GB", "note"], rows, text=3, text_cols=(13,), notes=notes)
+    return with_file(table, files if file_of else None)
 
 
-def floor_table(rows: list[FloorRow], file_of: FileOf | None = None) -> Table:
-    """Batch-1 decode step of every model next to the weight-streaming floor, as a percentage (``file_of``: add
-    the file column)."""
+def floor_table(rows: list[FloorRow], marks: Marks, file_of: FileOf | None = None) -> Table:
+    """Batch-1 decode step of every model next to the weight-streaming floor, as a percentage.
+
+    Args:
+        rows: ``floor.floor_rows``.
+        marks: the flagged points' flags (``flag_marks``): a flagged point's step carries the mark.
+        file_of: add the file column.
+    """
     out = []
     for r in rows:
         bw = f"{r.bandwidth[0]}, {r.bandwidth[1]:,.0f} GB/s" if r.bandwidth else ""
         achieved = (r.weight_bytes / (r.point.decode_step_ms / 1e3) / 1e9
                     if r.weight_bytes and r.point.decode_step_ms and not r.note else None)
         pct = r.pct_of_floor
+        flags = marks.get(id(r.point))
+        note = "; ".join(([r.note] if r.note else []) + ([f"{MARK} {', '.join(flags)}"] if flags else []))
         out.append([r.point.model, r.point.backend, f"{r.point.input_len}/{r.point.output_len}",
-                    size(r.weight_bytes), fmt(r.point.decode_step_ms, 2),
+                    size(r.weight_bytes), _mark(fmt(r.point.decode_step_ms, 2), bool(flags)),
                     fmt(r.floor_ms, 2), "" if pct is None else f"{pct:.1f}% of {r.bandwidth[1]:,.0f} GB/s",
-                    fmt(achieved, 0), bw, r.note])
-    return with_file(Table("floor", "Batch-1 decode step against the weight-streaming floor",
-                 ["model", "backend", "in/out", "weights", "decode step ms (M1)", "floor ms", "of the floor",
-                  "achieved GB/s", "GPU bandwidth (datasheet)", "note"], out, text=3, text_cols=(6, 8, 9),
-                 intro="At batch 1 a decode step reads every weight once, so it takes at least weight bytes / the "
-                       "GPU's memory bandwidth (the floor; KV-cache reads left out). 'Of the floor' is floor / "
-                       "measured step: 100% streams the weights at the datasheet bandwidth, the rest is overhead "
-                       "(kernel launches, synchronisation) an engine can remove."),
-                     [file_of(r.point) for r in rows] if file_of else None)
+                    fmt(achieved, 0), bw, note])
+    table = Table("floor", "Batch-1 decode step against the weight-streaming floor",
+                  ["model", "backend", "in/out", "weights", "decode step ms (M1)", "floor ms", "of the floor",
+                   "achieved GB/s", "GPU bandwidth (datasheet)", "note"], out, text=3, text_cols=(6, 8, 9),
+                  intro="At batch 1 a decode step reads every weight once, so it takes at least weight bytes / the "
+                        "GPU's memory bandwidth (the floor; KV-cache reads left out). 'Of the floor' is floor / "
+                        "measured step: 100% streams the weights at the datasheet bandwidth, the rest is overhead "
+                        "(kernel launches, synchronisation) an engine can remove.", notes=_mark_note(out))
+    return with_file(table, [file_of(r.point) for r in rows] if file_of else None)
 
 
 def trust_table(flags: list[Flag], points: list[Point], file_of: FileOf | None = None) -> Table:
@@ -217,30 +263,34 @@ def trust_table(flags: list[Flag], points: list[Point], file_of: FileOf | None =
     ok = sum(p.status == "ok" for p in points)
     intro = (f"{len({id(f.point) for f in flags})} of {ok} timed points are flagged: compare them with care." if flags
              else f"None of the {ok} timed points shows a large spread or a latency that falls as the batch grows.")
-    return with_file(Table("trust", "Flagged points", ["model", "backend", "in/out", "batch", "flag", "numbers", "what to do"],
-                 rows, text=3, text_cols=(4, 5, 6), intro=intro,
-                 notes=[f"Large spread: p90 latency more than {100 * SPREAD_LIMIT:.0f}% above p50. Latency falls as "
-                        "batch grows: a larger batch of the same model, backend and lengths finished more than "
-                        f"{100 * INVERSION_LIMIT:.0f}% faster (p50 latency); it does at least the same work, so one of "
-                        "the two was disturbed."]), [file_of(f.point) for f in flags] if file_of else None)
+    table = Table("trust", "Flagged points", ["model", "backend", "in/out", "batch", "flag", "numbers", "what to do"],
+                  rows, text=3, text_cols=(4, 5, 6), intro=intro,
+                  notes=[f"Large spread: p90 latency more than {100 * SPREAD_LIMIT:.0f}% above p50. Latency falls as "
+                         "batch grows: a larger batch of the same model, backend and lengths finished more than "
+                         f"{100 * INVERSION_LIMIT:.0f}% faster (p50 latency); it does at least the same work, so one "
+                         "of the two was disturbed."])
+    return with_file(table, [file_of(f.point) for f in flags] if file_of else None)
 
 
-def sweep_table(points: list[Point], flags: list[Flag], file_of: FileOf | None = None) -> Table:
-    """Every point of the sweep with its status (and reason), latencies, throughput, memory and trust flags
-    (``file_of``: add the file column)."""
-    marks: dict[int, list[str]] = defaultdict(list)
-    for f in flags:
-        marks[id(f.point)].append(FLAG_NAMES[f.kind])
+def sweep_table(points: list[Point], marks: Marks, file_of: FileOf | None = None) -> Table:
+    """Every point of the sweep with its status (and reason), latencies, throughput, memory and flags.
+
+    Args:
+        points: every point.
+        marks: the flagged points' flags (``flag_marks``), for the note column.
+        file_of: add the file column.
+    """
     rows = []
     points = sorted(points, key=lambda p: (p.input_len, p.output_len, p.model, p.backend, p.batch))
     for p in points:
+        flags = marks.get(id(p))
         rows.append([p.model, p.backend, str(p.input_len), str(p.output_len), str(p.batch),
                      "ok" if p.status == "ok" else _why(p), fmt(p.latency_mean_s), fmt(p.latency_p50_s),
                      fmt(p.latency_p90_s), fmt(p.throughput_tok_s, 1), fmt(p.ttft_s, 4), fmt(p.decode_step_ms, 2),
-                     fmt(p.ms_per_token, 2), fmt(p.peak_mem_gb, 2), "; ".join(marks.get(id(p), []))])
-    notes = [MEMORY_NOTE] if _cpu_ok(points) else []
+                     fmt(p.ms_per_token, 2), fmt(p.peak_mem_gb, 2), f"{MARK} {'; '.join(flags)}" if flags else ""])
+    notes = ([MEMORY_NOTE] if _cpu_ok(points) else []) + _mark_note(rows, "a flagged point")
     header = ["model", "backend", "in", "out", "batch", "status", "latency s (mean)", "p50", "p90", "tokens/s (mean)",
-              "TTFT s", "decode step ms", "ms/token", "peak mem GB", "trust"]
+              "TTFT s", "decode step ms", "ms/token", "peak mem GB", "note"]
     return with_file(Table("sweep", "Sweep", header, rows, text=2, text_cols=(5, 14), notes=notes),
                      [file_of(p) for p in points] if file_of else None)
 
@@ -259,19 +309,27 @@ def not_timed_table(data: ReportData) -> Table | None:
                      [k[1] for k in keys] if data.several else None)
 
 
-def speedup_table(sp: dict[tuple, dict[int, OverEager]], file_of: FileOf | None = None) -> Table | None:
-    """Speed-up of each backend over eager, by batch (``compare.over_eager``; ``file_of``: add the file column)."""
+def speedup_table(sp: dict[tuple, dict[int, OverEager]], marks: Marks,
+                  file_of: FileOf | None = None) -> Table | None:
+    """Speed-up of each backend over eager, by batch.
+
+    Args:
+        sp: ``compare.over_eager``.
+        marks: the flagged points' flags (``flag_marks``): a speed-up resting on one carries the mark.
+        file_of: add the file column.
+    """
     if not sp:
         return None
     batches = sorted({b for v in sp.values() for b in v})
     keys = sorted(sp)
-    rows = [[k[0], k[1], str(k[2]), str(k[3])] + [fmt(sp[k][b].x, 2) if b in sp[k] else "" for b in batches]
+    rows = [[k[0], k[1], str(k[2]), str(k[3])]
+            + [_mark(fmt(sp[k][b].x, 2), sp[k][b].rests_on(marks)) if b in sp[k] else "" for b in batches]
             for k in keys]
-    return with_file(Table("speedup-over-eager", "Speed-up over eager (x)",
-                           ["model", "backend", "in", "out"] + [f"M{b}" for b in batches], rows, text=2,
-                           intro="Eager's median (p50) latency over the backend's at the same model, lengths and "
-                                 "batch (above 1.00: the backend is faster)."),
-                     [file_of(next(iter(sp[k].values())).point) for k in keys] if file_of else None)
+    table = Table("speedup-over-eager", "Speed-up over eager (x)",
+                  ["model", "backend", "in", "out"] + [f"M{b}" for b in batches], rows, text=2,
+                  intro="Eager's median (p50) latency over the backend's at the same model, lengths and batch "
+                        "(above 1.00: the backend is faster).", notes=_mark_note(rows))
+    return with_file(table, [file_of(next(iter(sp[k].values())).point) for k in keys] if file_of else None)
 
 
 def correctness_table(data: ReportData) -> Table:

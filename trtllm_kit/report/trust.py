@@ -19,6 +19,7 @@ from trtllm_kit.report.compare import point_key
 
 SPREAD_LIMIT = 0.10  # p90 more than 10% above p50
 INVERSION_LIMIT = 0.05  # a larger batch's median (p50) latency more than 5% below this one's
+MARK = "⚑"  # marks a flagged point, or a number resting on one, in every table
 FEW_RUNS = 10  # fewer timed runs than this make p90 the slowest run or close to it (the paper times 20)
 
 ADVICE = {
