@@ -165,13 +165,22 @@ def test_browser_shows_settings_floor_and_why_memory_is_empty(report_dir, tmp_pa
     assert settings["warm-up runs per point"] == "1" and settings["timed runs per point"] == "2"
     assert settings["device"].startswith("CPU only") and "points timed on cpu" in settings["device"]
     assert "torch" in settings and settings["grid"] == "batch 1, 2, 4; input 6, 10; output 4 tokens"
-    floor = page.table("floor")
-    assert len(floor) == 3 * 2 * 2  # model x backend x (in, out)
-    assert all(r["note"].startswith("no weight-streaming floor applies on the CPU") and r["of the floor"] == ""
-               for r in floor)
-    assert all(r["decode step ms (M1)"] for r in floor)
+    assert "floor" not in page.tables  # one sentence, not rows of empty cells
+    assert ("No weight-streaming floor applies: these results' batch-1 points are on the CPU, and the floor is a GPU's "
+            "memory bandwidth.") in page.texts
     assert all(r["peak mem GB"] == "" for r in page.table("sweep"))
     assert any("not measured on the CPU" in t for t in page.texts)
+
+
+def test_nothing_timed_is_not_said_to_be_timed_on_the_cpu(tmp_path):
+    failed = [Point(model="tiny-llama", backend="eager", device="cpu", batch=b, input_len=12, output_len=128,
+                    status="error", message="RuntimeError: boom") for b in (1, 2)]
+    html = report_from_results([_results(failed, env={"device": "CPU only"}).save(tmp_path / "r.json")],
+                               tmp_path / "out")
+    dom, page = render(html, tmp_path)
+    assert {r["setting"]: r["value"] for r in page.table("settings")}["device"] == "CPU only"
+    assert "timed on" not in dom
+    assert "floor" not in page.tables and any(t.startswith("No weight-streaming floor applies") for t in page.texts)
 
 
 def test_settings_rows_appear_once_and_differences_per_file(family_results, tmp_path):
@@ -329,8 +338,9 @@ def test_browser_flags_spread_and_inverted_latency(tmp_path):
     sweep = {(r["backend"], r["batch"]): r for r in page.table("sweep")}
     assert sweep[("eager", "1")]["note"] == "⚑ large spread" and sweep[("eager", "4")]["note"] == ""
     assert sweep[("trt", "1")]["status"] == "error: RuntimeError: engine rejected the profile"
-    floor = {r["backend"]: r for r in page.table("floor")}
-    assert floor["eager"]["note"] == "bandwidth unknown for NVIDIA Z9000; ⚑ large spread"
+    assert "floor" not in page.tables
+    assert ("No weight-streaming floor could be computed for any batch-1 decode step: bandwidth unknown for NVIDIA "
+            "Z9000 (2 points).") in page.texts
     assert any("only the dense model of this family" in t for t in page.texts)
 
 

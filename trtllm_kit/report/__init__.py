@@ -12,7 +12,7 @@ from pathlib import Path
 from trtllm_kit.report import charts
 from trtllm_kit.report.compare import STATISTIC, families, headline, over_eager, versus_dense
 from trtllm_kit.report.data import ReportData, load_results
-from trtllm_kit.report.floor import floor_rows
+from trtllm_kit.report.floor import floor_rows, no_floor
 from trtllm_kit.report.html import Bullets, Chart, Heading, Para, markdown, page_html
 from trtllm_kit.report.settings import settings_table
 from trtllm_kit.report.tables import (correctness_table, flag_marks, floor_table, glance_table, models_table,
@@ -62,7 +62,10 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
         blocks += chart("pruned_vs_dense.png",
                         "Pruned variants against the dense model: throughput against median latency")
         blocks += [versus_table(vs, marks, file_of)]
-    blocks += [Heading("How close to the hardware", "hardware"), floor_table(floor_rows(data), marks, file_of)]
+    rows = floor_rows(data)
+    why_not = no_floor(rows)
+    blocks += [Heading("How close to the hardware", "hardware"),
+               Para(why_not) if why_not else floor_table(rows, marks, file_of)]
     blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points, file_of)]
     blocks += [Heading("Every point", "points")]
     blocks += chart("throughput_vs_latency.png", "Throughput against median latency (one point per batch size)")

@@ -14,7 +14,7 @@ def _device(src: Source) -> str:
     name = env.get("device") or "not recorded"
     extra = [f"compute capability {env['compute_capability']}" if env.get("compute_capability") else "",
              f"{env['gpu_memory_gb']} GB" if env.get("gpu_memory_gb") else ""]
-    timed_on = sorted({p.device for p in src.results.points})
+    timed_on = sorted({p.device for p in src.results.points if p.status == "ok"})
     where = f"; points timed on {', '.join(timed_on)}" if timed_on else ""
     return name + "".join(f", {e}" for e in extra if e) + where
 
