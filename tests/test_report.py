@@ -183,6 +183,16 @@ def test_nothing_timed_is_not_said_to_be_timed_on_the_cpu(tmp_path):
     assert "floor" not in page.tables and any(t.startswith("No weight-streaming floor applies") for t in page.texts)
 
 
+def test_partial_results_say_so_at_the_top(tmp_path):
+    part = _results([_point("tiny-llama", "eager", 1, 1.0)], partial=True).save(tmp_path / "results.partial.json")
+    done = _results([_point("tiny-llama-depth", "eager", 1, 0.8)], models=("tiny-llama-depth",)).save(
+        tmp_path / "done.json")
+    dom, page = render(report_from_results([part, done], tmp_path / "out"), tmp_path)
+    assert page.texts[0].startswith("Partial results: results.partial.json is from a sweep that did not finish")
+    assert "done.json" not in page.texts[0] and "Points it had not reached are missing" in page.texts[0]
+    assert dom.index("Partial results") < dom.index("What pruning buys")
+
+
 def test_settings_rows_appear_once_and_differences_per_file(family_results, tmp_path):
     path, res = family_results
     other = tmp_path / "later" / "results.json"

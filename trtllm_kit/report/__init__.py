@@ -13,7 +13,7 @@ from trtllm_kit.report import charts
 from trtllm_kit.report.compare import STATISTIC, families, headline, over_eager, versus_dense
 from trtllm_kit.report.data import ReportData, load_results
 from trtllm_kit.report.floor import floor_rows, no_floor
-from trtllm_kit.report.html import Bullets, Chart, Heading, Para, markdown, page_html
+from trtllm_kit.report.html import Bullets, Chart, Heading, Notice, Para, markdown, page_html
 from trtllm_kit.report.settings import settings_table
 from trtllm_kit.report.tables import (correctness_table, flag_marks, floor_table, glance_table, models_table,
                                       not_timed_table, speedup_table, step_table, sweep_table, trust_table,
@@ -22,6 +22,19 @@ from trtllm_kit.report.trust import trust_flags
 from trtllm_kit.utils.fs import atomic_dir
 
 __all__ = ["load_results", "page_blocks", "report_from_results"]
+
+
+def notices(data: ReportData) -> list:
+    """What to know before reading the page: which results files are partial, which labels were made per-file."""
+    partial = [s.name for s in data.sources if s.results.partial]
+    out: list = [Notice(f"Partial results: {', '.join(partial)} {'is' if len(partial) == 1 else 'are'} from a sweep "
+                        "that did not finish (saved after every point; an interrupted or failed sweep leaves it "
+                        "behind). Points it had not reached are missing, and comparisons may lack batches.",
+                        "partial")] if partial else []
+    out += [Para(f"{label} is in {len(files)} results files ({', '.join(files)}): its points are labelled "
+                 f"\"{label} [file]\" and compared only with points of the same file.")
+            for label, files in data.renamed.items()]
+    return out
 
 
 def page_blocks(data: ReportData, chart_dir: Path) -> list:
@@ -45,10 +58,7 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     def chart(file: str, caption: str) -> list:
         return [Chart(file, caption, *drawn[file])] if (chart_dir / file).exists() else []
 
-    blocks: list = [Para(f"{label} is in {len(files)} results files ({', '.join(files)}): its points are labelled "
-                         f"\"{label} [file]\" and compared only with points of the same file.")
-                    for label, files in data.renamed.items()]
-    blocks += [Heading("What pruning buys", "summary")]
+    blocks = notices(data) + [Heading("What pruning buys", "summary")]
     lines = headline(vs, data.models, flagged)
     blocks += [Bullets(lines, "headline"), Para(STATISTIC + " The sentences above leave out every comparison that "
                                                 "rests on a flagged point.")] if lines else []

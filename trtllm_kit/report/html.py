@@ -24,6 +24,14 @@ class Para:
 
 
 @dataclass
+class Notice:
+    """A warning at the top of the page (e.g. partial results), set apart from the text."""
+
+    text: str
+    id: str = ""
+
+
+@dataclass
 class Bullets:
     items: list[str]
     id: str = ""
@@ -53,6 +61,7 @@ CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.35
        "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}th{background:#f4f4f4}"
        "td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}"
        "td{white-space:pre-line}p.note{font-size:12px;color:#555;margin:.2em 0}"
+       "p.notice{background:#fff3cd;border:1px solid #e0b800;padding:.5em .8em}"
        "img{max-width:100%;border:1px solid #eee}li{margin:.2em 0}p.caption{font-size:13px;margin:.1em 0 1em}")
 
 
@@ -68,6 +77,8 @@ def markdown(title: str, blocks: list) -> str:
             out += ["#" * b.level + " " + b.text, ""]
         elif isinstance(b, Para):
             out += [b.text, ""]
+        elif isinstance(b, Notice):
+            out += [f"> **{b.text}**", ""]
         elif isinstance(b, Bullets):
             out += [f"- {i}" for i in b.items] + [""]
         elif isinstance(b, Chart):
@@ -103,6 +114,8 @@ def page_html(title: str, blocks: list, chart_dir: Path) -> str:
             parts.append(f"<h{b.level}" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             parts.append(f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Notice):
+            parts.append(f"<p class='notice'" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</p>")
         elif isinstance(b, Bullets):
             attr = f" id='{e(b.id)}'" if b.id else ""
             parts.append(f"<ul{attr}>" + "".join(f"<li>{e(i)}</li>" for i in b.items) + "</ul>")
