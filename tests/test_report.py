@@ -460,3 +460,13 @@ def test_report_cli_and_bad_input(family_results, tmp_path):
     assert (out / "report.html").is_file()
     assert_one_line_error(cli("report", str(tmp_path / "none.json"), "--out", str(tmp_path / "r3")), "does not exist")
     assert not (tmp_path / "r3").exists()
+
+
+def test_report_of_no_points_fails_with_one_line(tmp_path):
+    empty = _results([]).save(tmp_path / "empty.json")
+    proc = cli("report", str(empty), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert_one_line_error(proc, f"{empty} has no timed points")
+    other = _results([], partial=True).save(tmp_path / "results.partial.json")
+    assert_one_line_error(cli("report", str(empty), str(other), "--out", str(tmp_path / "out")),
+                          f"{empty} and {other} have no timed points")

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from trtllm_kit.bench.results import BenchResults, Check, ModelRecord, Point, StepRow
+from trtllm_kit.errors import ToolkitError
 from trtllm_kit.models.spec import LayerSpec
 
 
@@ -179,9 +180,15 @@ def load_results(paths: list[str | Path]) -> ReportData:
     A label that occurs in more than one file becomes "label [file name]" in each (see the module docstring).
 
     Raises:
-        ToolkitError: a file is missing or not a results file (see ``BenchResults.load``).
+        ToolkitError: a file is missing or not a results file (see ``BenchResults.load``), or no file has a point
+            (an empty report is not worth writing).
     """
     loaded = [(BenchResults.path_in(p), BenchResults.load(p)) for p in paths]
+    if not any(res.points for _, res in loaded):
+        files = [str(p) for p, _ in loaded]
+        what = f"{files[0]} has" if len(files) == 1 else f"{', '.join(files[:-1])} and {files[-1]} have"
+        raise ToolkitError(f"{what} no timed points, so there is nothing to report",
+                           "run `trtllm-kit bench`; a sweep saves results.partial.json after each point")
     names = _names([p for p, _ in loaded])
     seen: dict[str, list[str]] = {}
     for name, (_, res) in zip(names, loaded):
