@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY, assert_one_line_error, cli
 from trtllm_kit.bench.backends import RunOptions
-from trtllm_kit.bench.results import BenchResults, ModelRecord, Point, SweepConfig
+from trtllm_kit.bench.results import BenchResults, ModelRecord, Point, StepRow, SweepConfig
 from trtllm_kit.bench.sweep import bench
 from trtllm_kit.models.presets import PRESETS
 from trtllm_kit.pipeline import resolve_model
@@ -330,11 +330,26 @@ def test_flagged_points_are_marked_in_every_table_and_hollow_in_charts(tmp_path)
     assert page.texts.count(footnote) == 4  # under the glance, detail, speed-up and floor tables
     assert "⚑: a flagged point; see 'Can I trust the numbers?'." in page.texts  # under the sweep
     hollow = {t.split(". ")[0]: t.split(". ")[1].split(" (")[0] for t in page.texts if "Hollow markers" in t}
-    two, one = "Hollow markers: 2 flagged points", "Hollow markers: 1 flagged point"
+    two, one = "Hollow markers: 2 flagged", "Hollow markers: 1 flagged"
     assert hollow == {"Throughput against median latency (one point per batch size)": two,
                       "Pruned variants against the dense model: throughput against median latency": two,
                       "Speed-up over PyTorch eager by batch size": one}  # eager/ort of a flagged model at batch 1
     assert "data-hollow=\"2\"" in dom
+
+
+def test_step_sweep_flags_a_jump_in_ms_per_token(tmp_path):
+    ms = {16: 0.30, 32: 0.20, 64: 0.50, 128: 0.45}  # 64 jumps 150% above 32; 128 falls again
+    steps = [StepRow(model="tiny-llama", backend="eager", device="cuda", tokens=n, past=64, status="ok",
+                     step_ms=n * v, ms_per_token=v) for n, v in ms.items()]
+    res = _results([_point("tiny-llama", "eager", 1, 1.0)], step_sweep=steps)
+    dom, page = render(report_from_results([res.save(tmp_path / "r.json")], tmp_path / "out"), tmp_path)
+    rows = {r["tokens/step"]: r for r in page.table("step-sweep")}
+    assert rows["64"]["note"] == "⚑ ms/token 150% above 32 tokens' (0.2 ms)" and rows["64"]["ms/token"] == "0.500 ⚑"
+    assert [rows[n]["note"] for n in ("16", "32", "128")] == ["", "", ""]
+    assert any(t.startswith("⚑: ms/token more than 5% above the previous (smaller) tokens per step") for t in page.texts)
+    assert "1 step-sweep row is flagged: ms/token jumps above the previous (smaller) tokens per step; see 'Step " \
+           "sweep'." in page.texts
+    assert any(t.startswith("Latency per token against tokens per step. Hollow markers: 1 flagged") for t in page.texts)
 
 
 def test_browser_flags_spread_and_inverted_latency(tmp_path):

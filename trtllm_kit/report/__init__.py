@@ -18,7 +18,7 @@ from trtllm_kit.report.settings import settings_table
 from trtllm_kit.report.tables import (correctness_table, flag_marks, floor_table, glance_table, models_table,
                                       not_timed_table, speedup_table, step_table, sweep_table, trust_table,
                                       versus_table)
-from trtllm_kit.report.trust import trust_flags
+from trtllm_kit.report.trust import step_flags, trust_flags
 from trtllm_kit.utils.fs import atomic_dir
 
 __all__ = ["load_results", "page_blocks", "report_from_results"]
@@ -45,6 +45,7 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     flags = trust_flags(points)
     marks = flag_marks(flags)
     flagged = set(marks)
+    jumps = step_flags(data.steps)
     sp = over_eager(points)
     file_of = data.file_of if data.several else None
     drawn = {
@@ -52,7 +53,8 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
         "throughput_vs_latency.png": charts.throughput_vs_latency(points, flagged,
                                                                   chart_dir / "throughput_vs_latency.png"),
         "speedup_over_eager.png": charts.speedup_chart(sp, flagged, chart_dir / "speedup_over_eager.png"),
-        "latency_per_token.png": charts.latency_per_token(data.steps, chart_dir / "latency_per_token.png"),
+        "latency_per_token.png": charts.latency_per_token(data.steps, {id(f.row) for f in jumps},
+                                                          chart_dir / "latency_per_token.png"),
     }
 
     def chart(file: str, caption: str) -> list:
@@ -77,13 +79,16 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
     blocks += [Heading("How close to the hardware", "hardware"),
                Para(why_not) if why_not else floor_table(rows, marks, file_of)]
     blocks += [Heading("Can I trust the numbers?", "trust-h"), trust_table(flags, points, file_of)]
+    if jumps:
+        blocks.append(Para(f"{len(jumps)} step-sweep row{'s are' if len(jumps) > 1 else ' is'} flagged: ms/token jumps "
+                           "above the previous (smaller) tokens per step; see 'Step sweep'."))
     blocks += [Heading("Every point", "points")]
     blocks += chart("throughput_vs_latency.png", "Throughput against median latency (one point per batch size)")
     blocks += chart("speedup_over_eager.png", "Speed-up over PyTorch eager by batch size")
     blocks += chart("latency_per_token.png", "Latency per token against tokens per step")
     blocks += [sweep_table(points, marks, file_of)]
     blocks += [t for t in (not_timed_table(data), speedup_table(sp, marks, file_of), correctness_table(data),
-                           step_table(data)) if t is not None]
+                           step_table(data, jumps)) if t is not None]
     blocks.append(Para("Sources: " + ", ".join(str(s.path) for s in data.sources)))
     return blocks
 

@@ -172,20 +172,23 @@ def pruned_vs_dense(points: list[Point], fams: list[Family], flagged: set[int], 
     return n, hollow
 
 
-def latency_per_token(steps: list[StepRow], path: Path) -> tuple[int, int]:
-    """Latency per token against tokens processed in one step: the fixed per-step cost amortized."""
+def latency_per_token(steps: list[StepRow], flagged: set[int], path: Path) -> tuple[int, int]:
+    """Latency per token against tokens processed in one step: the fixed per-step cost amortized; flagged rows
+    (ids in ``flagged``: a jump in ms/token) hollow."""
     plt = _plt()
     ok = [s for s in steps if s.status == "ok"]
     if not steps:
         return 0, 0
     fig, ax = plt.subplots(figsize=(9, 4.8))
-    n = 0
+    n = hollow = 0
     series = sorted({(s.model, s.backend) for s in ok})
     models = sorted({m for m, _ in series})
     for model, backend in series:
         pts = sorted((s for s in ok if (s.model, s.backend) == (model, backend)), key=lambda s: s.tokens)
-        ax.plot([s.tokens for s in pts], [s.ms_per_token for s in pts], label=f"{model} / {backend}",
-                **_style(model, backend, models))
+        style = _style(model, backend, models)
+        ax.plot([s.tokens for s in pts], [s.ms_per_token for s in pts], label=f"{model} / {backend}", **style)
+        bad = [s for s in pts if id(s) in flagged]
+        hollow += _hollow(ax, [s.tokens for s in bad], [s.ms_per_token for s in bad], style)
         n += len(pts)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -193,8 +196,8 @@ def latency_per_token(steps: list[StepRow], path: Path) -> tuple[int, int]:
     ax.set_ylabel("latency per token (ms)")
     ax.set_title(f"one decode step after {steps[0].past} tokens")
     ax.grid(True, which="both", alpha=0.3)
-    _save(fig, [ax], {}, ax, path, plt)
-    return n, 0
+    _save(fig, [ax], {}, ax, path, plt, hollow > 0)
+    return n, hollow
 
 
 def speedup_chart(sp: dict[tuple, dict[int, OverEager]], flagged: set[int], path: Path) -> tuple[int, int]:

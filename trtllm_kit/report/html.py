@@ -52,8 +52,8 @@ class Chart:
         """The caption under the chart."""
         if not self.hollow:
             return self.caption + "."
-        return (f"{self.caption}. Hollow markers: {self.hollow} flagged point{'s' if self.hollow > 1 else ''} (or "
-                "speed-ups resting on one); see 'Can I trust the numbers?'.")
+        return (f"{self.caption}. Hollow markers: {self.hollow} flagged (marked ⚑ in the tables; see 'Can I trust "
+                "the numbers?').")
 
 
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.35}"

@@ -16,7 +16,7 @@ from trtllm_kit.report.compare import (Family, OverEager, Versus, median_through
                                        pruning_kind)
 from trtllm_kit.report.data import ModelFacts, ReportData
 from trtllm_kit.report.floor import FloorRow
-from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag
+from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag, StepFlag
 
 FLAG_NAMES = {"spread": "large spread", "inverted": "latency falls as batch grows"}
 
@@ -349,12 +349,18 @@ def correctness_table(data: ReportData) -> Table:
                      [data.file_of(c) for c in data.checks] if data.several else None)
 
 
-def step_table(data: ReportData) -> Table | None:
-    """The step sweep: one decode step of N sequences after ``past`` tokens."""
+def step_table(data: ReportData, flags: list[StepFlag]) -> Table | None:
+    """The step sweep: one decode step of N sequences after ``past`` tokens, jumps in ms/token flagged
+    (``trust.step_flags``)."""
     if not data.steps:
         return None
+    notes = {id(f.row): f"{MARK} {f.detail}" for f in flags}
     rows = [[s.model, s.backend, str(s.tokens), str(s.past), "ok" if s.status == "ok" else _why(s),
-             fmt(s.step_ms, 2), fmt(s.ms_per_token, 3)] for s in data.steps]
-    header = ["model", "backend", "tokens/step", "past", "status", "step ms", "ms/token"]
-    return with_file(Table("step-sweep", "Step sweep", header, rows, text=2, text_cols=(4,)),
-                     [data.file_of(s) for s in data.steps] if data.several else None)
+             fmt(s.step_ms, 2), _mark(fmt(s.ms_per_token, 3), id(s) in notes), notes.get(id(s), "")]
+            for s in data.steps]
+    header = ["model", "backend", "tokens/step", "past", "status", "step ms", "ms/token", "note"]
+    jump = (f"{MARK}: ms/token more than {100 * INVERSION_LIMIT:.0f}% above the previous (smaller) tokens per step "
+            "of the same model and backend. A step of more tokens should cost no more per token, so one of the two "
+            "was disturbed (or a kernel changed at that size): re-run the step sweep on a quieter machine.")
+    table = Table("step-sweep", "Step sweep", header, rows, text=2, text_cols=(4, 7), notes=[jump] if flags else [])
+    return with_file(table, [data.file_of(s) for s in data.steps] if data.several else None)
