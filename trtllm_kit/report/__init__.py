@@ -14,10 +14,10 @@ from trtllm_kit.report.compare import STATISTIC, families, headline, over_eager,
 from trtllm_kit.report.data import ReportData, load_results
 from trtllm_kit.report.floor import floor_rows, no_floor
 from trtllm_kit.report.html import Bullets, Chart, Heading, Notice, Para, markdown, page_html
+from trtllm_kit.report.point_tables import (correctness_table, not_timed_table, speedup_table, step_table,
+                                            sweep_table)
 from trtllm_kit.report.settings import settings_table
-from trtllm_kit.report.tables import (correctness_table, flag_marks, floor_table, glance_table, models_table,
-                                      not_timed_table, speedup_table, step_table, sweep_table, trust_table,
-                                      versus_table)
+from trtllm_kit.report.tables import flag_marks, floor_table, glance_table, models_table, trust_table, versus_table
 from trtllm_kit.report.trust import step_flags, trust_flags
 from trtllm_kit.utils.fs import atomic_dir
 

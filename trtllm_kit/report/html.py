@@ -115,7 +115,7 @@ def page_html(title: str, blocks: list, chart_dir: Path) -> str:
         elif isinstance(b, Para):
             parts.append(f"<p>{e(b.text)}</p>")
         elif isinstance(b, Notice):
-            parts.append(f"<p class='notice'" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</p>")
+            parts.append("<p class='notice'" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</p>")
         elif isinstance(b, Bullets):
             attr = f" id='{e(b.id)}'" if b.id else ""
             parts.append(f"<ul{attr}>" + "".join(f"<li>{e(i)}</li>" for i in b.items) + "</ul>")

@@ -1,4 +1,5 @@
-"""Every table the report shows, built from the typed results (``Point``, ``Check``, ``StepRow``, ...).
+"""The report's tables of models and comparisons (pruned vs dense, the floor, the flags), built from the typed
+results, and the ``Table`` every table of the page is (``point_tables`` has those of every point).
 
 A ``Table`` knows which of its columns hold text (left-aligned) and which hold numbers (right-aligned),
 and carries the notes that say why a cell is empty. Where the report merges several results files, every
@@ -12,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trtllm_kit.bench.results import Point, StepRow
-from trtllm_kit.report.compare import (Family, OverEager, Versus, median_throughput, not_compared, point_key,
-                                       pruning_kind)
-from trtllm_kit.report.data import ModelFacts, ReportData
+from trtllm_kit.report.compare import Family, Versus, median_throughput, not_compared, point_key, pruning_kind
+from trtllm_kit.report.data import ModelFacts
 from trtllm_kit.report.floor import FloorRow
-from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag, StepFlag
+from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag
 
 FLAG_NAMES = {"spread": "large spread", "inverted": "latency falls as batch grows"}
 
@@ -64,12 +64,12 @@ def flag_marks(flags: list[Flag]) -> Marks:
     return dict(out)
 
 
-def _mark(cell: str, flagged: bool) -> str:
+def marked(cell: str, flagged: bool) -> str:
     """``cell`` followed by the flag mark where it rests on a flagged point (an empty cell stays empty)."""
     return f"{cell} {MARK}" if flagged and cell else cell
 
 
-def _mark_note(rows: list[list[str]], what: str = "it rests on a flagged point") -> list[str]:
+def mark_note(rows: list[list[str]], what: str = "it rests on a flagged point") -> list[str]:
     """The footnote for the mark, where some cell of ``rows`` carries it."""
     return [f"{MARK}: {what}; see 'Can I trust the numbers?'."] if any(MARK in c for r in rows for c in r) else []
 
@@ -103,10 +103,12 @@ def size(n_bytes: int | None) -> str:
 
 
 def times(v: float | None) -> str:
+    """A speed-up for a cell: "1.23x"; "" for None."""
     return "" if v is None else f"{v:.2f}x"
 
 
-def _why(p: Point | StepRow) -> str:
+def status_text(p: Point | StepRow) -> str:
+    """A status with its reason: "error: RuntimeError: ..."."""
     return p.status + (f": {p.message}" if p.message else "")
 
 
@@ -116,7 +118,8 @@ def _pair_file(v: Versus, file_of: FileOf) -> str:
     return mine if mine == dense else f"{mine}; dense: {dense}"
 
 
-def _cpu_ok(points: list[Point]) -> bool:
+def cpu_timed(points: list[Point]) -> bool:
+    """Some point was timed off the GPU (its peak memory is not measured)."""
     return any(p.status == "ok" and not p.device.startswith("cuda") for p in points)
 
 
@@ -176,13 +179,13 @@ def glance_table(vs: list[Versus], models: dict[str, ModelFacts], marks: Marks,
         m, d = models[model], models[dense]
         m1 = by_batch.get(1)
         rows.append([model, dense, backend, f"{inp}/{out}", f"{100 * m.params / d.params:.1f}%",
-                     f"{m.blocks}/{d.blocks}", _mark(times(m1.decode_step_x), m1.rests_on(marks)) if m1 else ""]
-                    + [_mark(times(by_batch[b].throughput_x), by_batch[b].rests_on(marks)) if b in by_batch else ""
+                     f"{m.blocks}/{d.blocks}", marked(times(m1.decode_step_x), m1.rests_on(marks)) if m1 else ""]
+                    + [marked(times(by_batch[b].throughput_x), by_batch[b].rests_on(marks)) if b in by_batch else ""
                        for b in batches])
     missed = not_compared(vs)
     notes = (["An empty cell: one of the two points was not timed (see 'Not timed')."]
              + ([f"Not compared (no batch timed for both models): {', '.join(missed)}."] if missed else [])
-             + _mark_note(rows))
+             + mark_note(rows))
     table = Table("pruned-vs-dense", "Pruned vs dense: what pruning buys",
                   ["model", "dense parent", "backend", "in/out", "parameters", "blocks", "decode step M1"]
                   + [f"tokens/s M{b}" for b in batches], rows, text=4,
@@ -208,17 +211,17 @@ def versus_table(vs: list[Versus], marks: Marks, file_of: FileOf | None = None) 
             continue  # neither was timed: the glance table's note and 'Not timed' say why
         files.append(_pair_file(v, file_of) if file_of else "")
         pair = (("pruned", p), ("dense", d))
-        why = [f"{who}: {_why(x)}" for who, x in pair if x.status != "ok"]
+        why = [f"{who}: {status_text(x)}" for who, x in pair if x.status != "ok"]
         why += [f"{MARK} {who}: {', '.join(marks[id(x)])}" for who, x in pair if id(x) in marks]
         saved = v.memory_saved_gb
         nums = [(median_throughput(x), x.decode_step_ms, x.peak_mem_gb) if v.both_ok else (None,) * 3 for x in (p, d)]
         flagged = v.rests_on(marks)
         rows.append([p.model, p.backend, f"{p.input_len}/{p.output_len}", str(p.batch),
-                     fmt(nums[0][0], 1), fmt(nums[1][0], 1), _mark(times(v.throughput_x), flagged),
-                     fmt(nums[0][1], 2), fmt(nums[1][1], 2), _mark(times(v.decode_step_x), flagged),
+                     fmt(nums[0][0], 1), fmt(nums[1][0], 1), marked(times(v.throughput_x), flagged),
+                     fmt(nums[0][1], 2), fmt(nums[1][1], 2), marked(times(v.decode_step_x), flagged),
                      fmt(nums[0][2], 2), fmt(nums[1][2], 2),
                      "" if saved is None else f"{saved:.2f} ({v.memory_saved_pct:.0f}%)", "; ".join(why)])
-    notes = ([MEMORY_NOTE] if _cpu_ok([v.pruned for v in vs]) else []) + _mark_note(rows)
+    notes = ([MEMORY_NOTE] if cpu_timed([v.pruned for v in vs]) else []) + mark_note(rows)
     table = Table("pruned-vs-dense-detail", "Pruned vs dense, point by point",
                   ["model", "backend", "in/out", "batch", "tokens/s (p50)", "dense tokens/s", "speed-up",
                    "decode step ms", "dense step ms", "step speed-up", "peak mem GB", "dense peak GB",
@@ -243,7 +246,7 @@ def floor_table(rows: list[FloorRow], marks: Marks, file_of: FileOf | None = Non
         flags = marks.get(id(r.point))
         note = "; ".join(([r.note] if r.note else []) + ([f"{MARK} {', '.join(flags)}"] if flags else []))
         out.append([r.point.model, r.point.backend, f"{r.point.input_len}/{r.point.output_len}",
-                    size(r.weight_bytes), _mark(fmt(r.point.decode_step_ms, 2), bool(flags)),
+                    size(r.weight_bytes), marked(fmt(r.point.decode_step_ms, 2), bool(flags)),
                     fmt(r.floor_ms, 2), "" if pct is None else f"{pct:.1f}% of {r.bandwidth[1]:,.0f} GB/s",
                     fmt(achieved, 0), bw, note])
     table = Table("floor", "Batch-1 decode step against the weight-streaming floor",
@@ -252,7 +255,7 @@ def floor_table(rows: list[FloorRow], marks: Marks, file_of: FileOf | None = Non
                   intro="At batch 1 a decode step reads every weight once, so it takes at least weight bytes / the "
                         "GPU's memory bandwidth (the floor; KV-cache reads left out). 'Of the floor' is floor / "
                         "measured step: 100% streams the weights at the datasheet bandwidth, the rest is overhead "
-                        "(kernel launches, synchronisation) an engine can remove.", notes=_mark_note(out))
+                        "(kernel launches, synchronisation) an engine can remove.", notes=mark_note(out))
     return with_file(table, [file_of(r.point) for r in rows] if file_of else None)
 
 
@@ -270,97 +273,3 @@ def trust_table(flags: list[Flag], points: list[Point], file_of: FileOf | None =
                          f"{100 * INVERSION_LIMIT:.0f}% faster (p50 latency); it does at least the same work, so one "
                          "of the two was disturbed."])
     return with_file(table, [file_of(f.point) for f in flags] if file_of else None)
-
-
-def sweep_table(points: list[Point], marks: Marks, file_of: FileOf | None = None) -> Table:
-    """Every point of the sweep with its status (and reason), latencies, throughput, memory and flags.
-
-    Args:
-        points: every point.
-        marks: the flagged points' flags (``flag_marks``), for the note column.
-        file_of: add the file column.
-    """
-    rows = []
-    points = sorted(points, key=lambda p: (p.input_len, p.output_len, p.model, p.backend, p.batch))
-    for p in points:
-        flags = marks.get(id(p))
-        rows.append([p.model, p.backend, str(p.input_len), str(p.output_len), str(p.batch),
-                     "ok" if p.status == "ok" else _why(p), fmt(p.latency_mean_s), fmt(p.latency_p50_s),
-                     fmt(p.latency_p90_s), fmt(p.throughput_tok_s, 1), fmt(p.ttft_s, 4), fmt(p.decode_step_ms, 2),
-                     fmt(p.ms_per_token, 2), fmt(p.peak_mem_gb, 2), f"{MARK} {'; '.join(flags)}" if flags else ""])
-    notes = ([MEMORY_NOTE] if _cpu_ok(points) else []) + _mark_note(rows, "a flagged point")
-    header = ["model", "backend", "in", "out", "batch", "status", "latency s (mean)", "p50", "p90", "tokens/s (mean)",
-              "TTFT s", "decode step ms", "ms/token", "peak mem GB", "note"]
-    return with_file(Table("sweep", "Sweep", header, rows, text=2, text_cols=(5, 14), notes=notes),
-                     [file_of(p) for p in points] if file_of else None)
-
-
-def not_timed_table(data: ReportData) -> Table | None:
-    """Why every point, step row or check that was not ok was not, grouped by model, file, backend and reason."""
-    reasons: dict[tuple, list[str]] = defaultdict(list)
-    for x, where in [(p, f"M{p.batch}") for p in data.points] + [(s, f"step {s.tokens}") for s in data.steps]:
-        if x.status != "ok":
-            reasons[(x.model, data.file_of(x), x.backend, x.status, x.message or "no reason recorded")].append(where)
-    if not reasons:
-        return None
-    keys = sorted(reasons)
-    rows = [[m, b, status, ", ".join(reasons[(m, f, b, status, msg)]), msg] for m, f, b, status, msg in keys]
-    return with_file(Table("not-timed", "Not timed", ["model", "backend", "status", "points", "reason"], rows, text=5),
-                     [k[1] for k in keys] if data.several else None)
-
-
-def speedup_table(sp: dict[tuple, dict[int, OverEager]], marks: Marks,
-                  file_of: FileOf | None = None) -> Table | None:
-    """Speed-up of each backend over eager, by batch.
-
-    Args:
-        sp: ``compare.over_eager``.
-        marks: the flagged points' flags (``flag_marks``): a speed-up resting on one carries the mark.
-        file_of: add the file column.
-    """
-    if not sp:
-        return None
-    batches = sorted({b for v in sp.values() for b in v})
-    keys = sorted(sp)
-    rows = [[k[0], k[1], str(k[2]), str(k[3])]
-            + [_mark(fmt(sp[k][b].x, 2), sp[k][b].rests_on(marks)) if b in sp[k] else "" for b in batches]
-            for k in keys]
-    table = Table("speedup-over-eager", "Speed-up over eager (x)",
-                  ["model", "backend", "in", "out"] + [f"M{b}" for b in batches], rows, text=2,
-                  intro="Eager's median (p50) latency over the backend's at the same model, lengths and batch "
-                        "(above 1.00: the backend is faster).", notes=_mark_note(rows))
-    return with_file(table, [file_of(next(iter(sp[k].values())).point) for k in keys] if file_of else None)
-
-
-def correctness_table(data: ReportData) -> Table:
-    """The 16-token greedy check of every model and backend against eager."""
-    rows = []
-    for c in data.checks:
-        if c.status != "ok":
-            result = c.message or ""
-        else:
-            result = ("reference" if c.reference else "match" if c.matches_eager
-                      else f"first mismatch at token {c.first_mismatch}")
-        rows.append([c.model, c.backend, c.impl or "", c.status, result, fmt(c.setup_s, 1),
-                     "" if c.recompiles is None else str(c.recompiles)])
-    return with_file(Table("correctness", "Correctness: greedy tokens vs eager (first 16); setup: load + compile + "
-                           "first runs, untimed", ["model", "backend", "implementation", "status", "result", "setup s",
-                                                   "compiled graphs"], rows, text=5),
-                     [data.file_of(c) for c in data.checks] if data.several else None)
-
-
-def step_table(data: ReportData, flags: list[StepFlag]) -> Table | None:
-    """The step sweep: one decode step of N sequences after ``past`` tokens, jumps in ms/token flagged
-    (``trust.step_flags``)."""
-    if not data.steps:
-        return None
-    notes = {id(f.row): f"{MARK} {f.detail}" for f in flags}
-    rows = [[s.model, s.backend, str(s.tokens), str(s.past), "ok" if s.status == "ok" else _why(s),
-             fmt(s.step_ms, 2), _mark(fmt(s.ms_per_token, 3), id(s) in notes), notes.get(id(s), "")]
-            for s in data.steps]
-    header = ["model", "backend", "tokens/step", "past", "status", "step ms", "ms/token", "note"]
-    jump = (f"{MARK}: ms/token more than {100 * INVERSION_LIMIT:.0f}% above the previous (smaller) tokens per step "
-            "of the same model and backend. A step of more tokens should cost no more per token, so one of the two "
-            "was disturbed (or a kernel changed at that size): re-run the step sweep on a quieter machine.")
-    table = Table("step-sweep", "Step sweep", header, rows, text=2, text_cols=(4, 7), notes=[jump] if flags else [])
-    return with_file(table, [data.file_of(s) for s in data.steps] if data.several else None)
