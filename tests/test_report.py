@@ -191,6 +191,10 @@ def test_partial_results_say_so_at_the_top(tmp_path):
     assert page.texts[0].startswith("Partial results: results.partial.json is from a sweep that did not finish")
     assert "done.json" not in page.texts[0] and "Points it had not reached are missing" in page.texts[0]
     assert dom.index("Partial results") < dom.index("What pruning buys")
+    glance, = page.table("pruned-vs-dense")  # the dense model of one file against the pruned one of another
+    assert glance["file"] == "done.json; dense: results.partial.json"
+    assert any(t.startswith("A file column reading 'x.json; dense: y.json' compares points of two runs")
+               for t in page.texts)
 
 
 def test_settings_rows_appear_once_and_differences_per_file(family_results, tmp_path):
@@ -266,6 +270,7 @@ def test_colliding_labels_keep_each_point_with_its_file(tmp_path):
         ("tiny-llama-width", "c.json")}
     assert len(sweep) == 8
     assert page.table("trust") == []  # a's batch 2 is not compared with b's batch 4
+    assert not any(t.startswith("A file column reading") for t in page.texts)  # depth and its dense are both in a
     speedup = page.table("speedup-over-eager")
     assert [(r["model"], r["file"], r["backend"], r["M4"]) for r in speedup] == [
         ("tiny-llama [b.json]", "b.json", "ort", "2.00")]
@@ -344,7 +349,8 @@ def test_step_sweep_flags_a_jump_in_ms_per_token(tmp_path):
     res = _results([_point("tiny-llama", "eager", 1, 1.0)], step_sweep=steps)
     dom, page = render(report_from_results([res.save(tmp_path / "r.json")], tmp_path / "out"), tmp_path)
     rows = {r["tokens/step"]: r for r in page.table("step-sweep")}
-    assert rows["64"]["note"] == "⚑ ms/token 150% above 32 tokens' (0.2 ms)" and rows["64"]["ms/token"] == "0.500 ⚑"
+    assert rows["64"]["note"] == "⚑ ms/token 150% above 32 tokens' (0.2 ms)"
+    assert rows["64"]["ms/token"] == "0.500 ⚑"
     assert [rows[n]["note"] for n in ("16", "32", "128")] == ["", "", ""]
     assert any(t.startswith("⚑: ms/token more than 5% above the previous (smaller) tokens per step") for t in page.texts)
     assert "1 step-sweep row is flagged: ms/token jumps above the previous (smaller) tokens per step; see 'Step " \

@@ -183,8 +183,11 @@ def glance_table(vs: list[Versus], models: dict[str, ModelFacts], marks: Marks,
                     + [marked(times(by_batch[b].throughput_x), by_batch[b].rests_on(marks)) if b in by_batch else ""
                        for b in batches])
     missed = not_compared(vs)
+    across = file_of is not None and any(file_of(v.pruned) != file_of(v.dense) for v in vs)
     notes = (["An empty cell: one of the two points was not timed (see 'Not timed')."]
              + ([f"Not compared (no batch timed for both models): {', '.join(missed)}."] if missed else [])
+             + (["A file column reading 'x.json; dense: y.json' compares points of two runs: the difference between "
+                 "the runs (machine, load, versions) is part of that speed-up."] if across else [])
              + mark_note(rows))
     table = Table("pruned-vs-dense", "Pruned vs dense: what pruning buys",
                   ["model", "dense parent", "backend", "in/out", "parameters", "blocks", "decode step M1"]
