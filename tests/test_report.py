@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY, assert_one_line_error, cli
 from trtllm_kit.bench.backends import RunOptions
-from trtllm_kit.bench.results import BenchResults, ModelRecord, Point, SweepConfig
+from trtllm_kit.bench.results import BenchResults, ModelRecord, Point, StepRow, SweepConfig
 from trtllm_kit.bench.sweep import bench
 from trtllm_kit.models.presets import PRESETS
 from trtllm_kit.pipeline import resolve_model
@@ -18,6 +18,7 @@ from trtllm_kit.report import report_from_results
 from trtllm_kit.report.compare import families
 from trtllm_kit.report.data import ModelFacts
 from trtllm_kit.report.floor import bandwidth_of
+from trtllm_kit.report.trust import trust_flags
 
 H200 = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "h200-quick"
 
@@ -130,6 +131,11 @@ def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir
     _, res = family_results
     _, page = render(report_dir / "report.html", tmp_path)
     pt = {(p.model, p.backend, p.input_len, p.batch): p for p in res.points}
+    flagged = {id(f.point) for f in trust_flags(res.points)}  # CPU timings of 2 runs may be flagged
+
+    def mark(*points) -> str:
+        return " ⚑" if any(id(p) in flagged for p in points) else ""
+
     params = {m.label: m.params for m in res.models}
     rows = {(r["model"], r["backend"], r["in/out"]): r for r in page.table("pruned-vs-dense")}
     assert {m for m, _, _ in rows} == {"tiny-llama-depth", "tiny-llama-width"}  # the dense parent is not its own row
@@ -138,11 +144,11 @@ def test_browser_shows_pruned_vs_dense_with_speedups_from_the_results(report_dir
         assert row["dense parent"] == "tiny-llama" and row["blocks"] == "4/6"
         assert row["parameters"] == f"{100 * params['tiny-llama-depth'] / params['tiny-llama']:.1f}%"
         dense, depth = pt[("tiny-llama", backend, 6, 1)], pt[("tiny-llama-depth", backend, 6, 1)]
-        assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x"
+        assert row["decode step M1"] == f"{dense.decode_step_ms / depth.decode_step_ms:.2f}x" + mark(dense, depth)
         for b in (1, 2, 4):
             pruned, dense = pt[("tiny-llama-depth", backend, 6, b)], pt[("tiny-llama", backend, 6, b)]
-            want = pruned.throughput_tok_s / dense.throughput_tok_s
-            assert row[f"tokens/s M{b}"] == f"{want:.2f}x"
+            want = dense.latency_p50_s / pruned.latency_p50_s  # throughputs at the median latency
+            assert row[f"tokens/s M{b}"] == f"{want:.2f}x" + mark(dense, pruned)
     models = {r["model"]: r for r in page.table("models")}
     assert models["tiny-llama"]["role"] == "dense parent"
     assert models["tiny-llama-depth"]["role"] == "depth-pruned from tiny-llama"
@@ -159,12 +165,36 @@ def test_browser_shows_settings_floor_and_why_memory_is_empty(report_dir, tmp_pa
     assert settings["warm-up runs per point"] == "1" and settings["timed runs per point"] == "2"
     assert settings["device"].startswith("CPU only") and "points timed on cpu" in settings["device"]
     assert "torch" in settings and settings["grid"] == "batch 1, 2, 4; input 6, 10; output 4 tokens"
-    floor = page.table("floor")
-    assert len(floor) == 3 * 2 * 2  # model x backend x (in, out)
-    assert all(r["note"] == "no weight-streaming floor applies on the CPU" and r["of the floor"] == "" for r in floor)
-    assert all(r["decode step ms (M1)"] for r in floor)
+    assert "floor" not in page.tables  # one sentence, not rows of empty cells
+    assert ("No weight-streaming floor applies: these results' batch-1 points are on the CPU, and the floor is a GPU's "
+            "memory bandwidth.") in page.texts
     assert all(r["peak mem GB"] == "" for r in page.table("sweep"))
     assert any("not measured on the CPU" in t for t in page.texts)
+
+
+def test_nothing_timed_is_not_said_to_be_timed_on_the_cpu(tmp_path):
+    failed = [Point(model="tiny-llama", backend="eager", device="cpu", batch=b, input_len=12, output_len=128,
+                    status="error", message="RuntimeError: boom") for b in (1, 2)]
+    html = report_from_results([_results(failed, env={"device": "CPU only"}).save(tmp_path / "r.json")],
+                               tmp_path / "out")
+    dom, page = render(html, tmp_path)
+    assert {r["setting"]: r["value"] for r in page.table("settings")}["device"] == "CPU only"
+    assert "timed on" not in dom
+    assert "floor" not in page.tables and any(t.startswith("No weight-streaming floor applies") for t in page.texts)
+
+
+def test_partial_results_say_so_at_the_top(tmp_path):
+    part = _results([_point("tiny-llama", "eager", 1, 1.0)], partial=True).save(tmp_path / "results.partial.json")
+    done = _results([_point("tiny-llama-depth", "eager", 1, 0.8)], models=("tiny-llama-depth",)).save(
+        tmp_path / "done.json")
+    dom, page = render(report_from_results([part, done], tmp_path / "out"), tmp_path)
+    assert page.texts[0].startswith("Partial results: results.partial.json is from a sweep that did not finish")
+    assert "done.json" not in page.texts[0] and "Points it had not reached are missing" in page.texts[0]
+    assert dom.index("Partial results") < dom.index("What pruning buys")
+    glance, = page.table("pruned-vs-dense")  # the dense model of one file against the pruned one of another
+    assert glance["file"] == "done.json; dense: results.partial.json"
+    assert any(t.startswith("A file column reading 'x.json; dense: y.json' compares points of two runs")
+               for t in page.texts)
 
 
 def test_settings_rows_appear_once_and_differences_per_file(family_results, tmp_path):
@@ -200,19 +230,148 @@ def _synthetic(path: Path) -> Path:
     return res.save(path)
 
 
+def _point(model: str, backend: str, batch: int, mean: float, p50: float | None = None, p90: float | None = None,
+           device: str = "cuda") -> Point:
+    """An ok point of 12 input and 128 output tokens; p50 defaults to the mean, p90 to 1% above p50."""
+    p50 = mean if p50 is None else p50
+    return Point(model=model, backend=backend, device=device, batch=batch, input_len=12, output_len=128, status="ok",
+                 runs=3, warmup_runs=1, latency_mean_s=mean, latency_p50_s=p50,
+                 latency_p90_s=1.01 * p50 if p90 is None else p90, throughput_tok_s=batch * 128 / mean,
+                 decode_step_ms=1e3 * mean / 128, peak_mem_gb=1.0 if device == "cuda" else None)
+
+
+def _results(points: list[Point], models=("tiny-llama",), **kw) -> BenchResults:
+    """A results file of ``points``, recording ``models`` (preset names) as a results file of format 1 would."""
+    specs = [PRESETS[m].spec() for m in models]
+    kw.setdefault("env", {"device": "NVIDIA H200"})
+    return BenchResults(config=SweepConfig(batches=sorted({p.batch for p in points} or {1}), inputs=[12],
+                                           outputs=[128], warmup=1, repeats=3),
+                        backends=sorted({p.backend for p in points}), dtype="fp16", points=points,
+                        models=[ModelRecord(label=m, params=s.param_count(), blocks=s.num_layers)
+                                for m, s in zip(models, specs)], **kw)
+
+
+def test_colliding_labels_keep_each_point_with_its_file(tmp_path):
+    """The same model in two files: per-file labels and a file column; no flag or comparison pairs two files."""
+    a = _results([_point("tiny-llama", "eager", 1, 1.0), _point("tiny-llama", "eager", 2, 2.0),
+                  _point("tiny-llama-depth", "eager", 1, 0.8), _point("tiny-llama-depth", "eager", 2, 1.6)],
+                 models=("tiny-llama", "tiny-llama-depth")).save(tmp_path / "a.json")
+    # Merged by label, b's batch 4 (1.2 s) would make a's batch 2 (2 s) look inverted, and a's eager points would
+    # give b's ort points a speed-up at batch 1.
+    b = _results([_point("tiny-llama", "eager", 4, 1.2), _point("tiny-llama", "ort", 1, 0.5),
+                  _point("tiny-llama", "ort", 4, 0.6)]).save(tmp_path / "b.json")
+    c = _results([_point("tiny-llama-width", "eager", 1, 0.9)], models=("tiny-llama-width",)).save(tmp_path / "c.json")
+    _, page = render(report_from_results([a, b, c], tmp_path / "out"), tmp_path)
+    assert "tiny-llama is in 2 results files (a.json, b.json): its points are labelled \"tiny-llama [file]\" and " \
+           "compared only with points of the same file." in page.texts
+    sweep = page.table("sweep")
+    assert {(r["model"], r["file"]) for r in sweep} == {
+        ("tiny-llama [a.json]", "a.json"), ("tiny-llama [b.json]", "b.json"), ("tiny-llama-depth", "a.json"),
+        ("tiny-llama-width", "c.json")}
+    assert len(sweep) == 8
+    assert page.table("trust") == []  # a's batch 2 is not compared with b's batch 4
+    assert not any(t.startswith("A file column reading") for t in page.texts)  # depth and its dense are both in a
+    speedup = page.table("speedup-over-eager")
+    assert [(r["model"], r["file"], r["backend"], r["M4"]) for r in speedup] == [
+        ("tiny-llama [b.json]", "b.json", "ort", "2.00")]
+    assert "M1" not in speedup[0]  # b has no eager batch 1; a's is not taken
+    glance, = page.table("pruned-vs-dense")
+    assert (glance["model"], glance["dense parent"], glance["file"]) == ("tiny-llama-depth", "tiny-llama [a.json]",
+                                                                          "a.json")
+    models = {r["model"]: r for r in page.table("models")}
+    assert models["tiny-llama [b.json]"]["role"] == "dense parent" and models["tiny-llama [b.json]"]["file"] == "b.json"
+    assert models["tiny-llama-depth"]["role"] == "depth-pruned from tiny-llama [a.json]"
+    # c.json has no tiny-llama: which of a's and b's would be its dense parent is not for the report to pick.
+    assert models["tiny-llama-width"]["role"] == "not compared: its dense model is in other files only"
+
+
+def _noisy_family(path: Path) -> Path:
+    """tiny-llama and tiny-llama-depth on an H200: depth's batch 1 is noisy (p90 1397% above p50) on eager and ort,
+    and one disturbed run moved depth's batch-2 mean far from its median."""
+    pts = [_point("tiny-llama", "eager", 1, 1.0), _point("tiny-llama", "eager", 2, 1.2),
+           _point("tiny-llama", "eager", 4, 1.6), _point("tiny-llama", "ort", 1, 0.5),
+           _point("tiny-llama-depth", "eager", 1, 0.9, p50=0.7, p90=0.7 * 14.97),
+           _point("tiny-llama-depth", "eager", 2, 1.3, p50=0.8), _point("tiny-llama-depth", "eager", 4, 1.2),
+           _point("tiny-llama-depth", "ort", 1, 0.4, p50=0.4, p90=0.4 * 14.97)]
+    return _results(pts, models=("tiny-llama", "tiny-llama-depth")).save(path)
+
+
+def test_headline_quotes_medians_of_unflagged_points_only(tmp_path):
+    html = report_from_results([_noisy_family(tmp_path / "noisy.json")], tmp_path / "out")
+    _, page = render(html, tmp_path)
+    eager = next(t for t in page.texts if t.startswith("tiny-llama-depth (") and "on eager" in t)
+    # p50 ratios at batch 2 (1.2 / 0.8) and 4 (1.6 / 1.2); the mean would make batch 2 0.92x
+    assert "throughput 1.33 to 1.50x the dense model's at batch 2 and 4" in eager
+    assert "batch 1 left out: it rests on a flagged point" in eager
+    assert "decode step" not in eager  # batch 1's comparison rests on the noisy point
+    ort = next(t for t in page.texts if t.startswith("tiny-llama-depth (") and "on ort" in t)
+    assert "no number quoted: every comparison (batch 1) rests on a flagged point" in ort
+    assert "x the dense" not in ort
+    assert any(t.startswith("Speed-ups and comparisons on this page use the median (p50) latency") for t in page.texts)
+    assert any("Speed-ups and comparisons use p50." in t for t in page.texts)  # the settings' note
+
+
+def test_flagged_points_are_marked_in_every_table_and_hollow_in_charts(tmp_path):
+    html = report_from_results([_noisy_family(tmp_path / "noisy.json")], tmp_path / "out")
+    dom, page = render(html, tmp_path)
+    footnote = "⚑: it rests on a flagged point; see 'Can I trust the numbers?'."
+    sweep = {(r["model"], r["backend"], r["batch"]): r["note"] for r in page.table("sweep")}
+    assert sweep[("tiny-llama-depth", "eager", "1")] == "⚑ large spread"
+    assert sweep[("tiny-llama-depth", "eager", "2")] == "" and sweep[("tiny-llama", "eager", "1")] == ""
+    glance = {r["backend"]: r for r in page.table("pruned-vs-dense")}
+    assert glance["eager"]["decode step M1"].endswith("x ⚑") and glance["eager"]["tokens/s M1"].endswith("x ⚑")
+    assert glance["eager"]["tokens/s M2"] == "1.50x" and glance["ort"]["tokens/s M1"].endswith("x ⚑")
+    detail = {(r["backend"], r["batch"]): r for r in page.table("pruned-vs-dense-detail")}
+    assert detail[("eager", "1")]["speed-up"].endswith("x ⚑")
+    assert detail[("eager", "1")]["step speed-up"].endswith("x ⚑")
+    assert detail[("eager", "1")]["note"] == "⚑ pruned: large spread"
+    assert "⚑" not in detail[("eager", "2")]["speed-up"] + detail[("eager", "2")]["note"]
+    speedup = {r["model"]: r["M1"] for r in page.table("speedup-over-eager")}
+    assert speedup == {"tiny-llama": "2.00", "tiny-llama-depth": "1.75 ⚑"}  # eager 0.7 s / ort 0.4 s (p50)
+    floor = {(r["model"], r["backend"]): r for r in page.table("floor")}
+    assert floor[("tiny-llama-depth", "eager")]["decode step ms (M1)"].endswith(" ⚑")
+    assert floor[("tiny-llama-depth", "eager")]["note"] == "⚑ large spread"
+    assert "⚑" not in floor[("tiny-llama", "eager")]["decode step ms (M1)"]
+    assert page.texts.count(footnote) == 4  # under the glance, detail, speed-up and floor tables
+    assert "⚑: a flagged point; see 'Can I trust the numbers?'." in page.texts  # under the sweep
+    hollow = {t.split(". ")[0]: t.split(". ")[1].split(" (")[0] for t in page.texts if "Hollow markers" in t}
+    two, one = "Hollow markers: 2 flagged", "Hollow markers: 1 flagged"
+    assert hollow == {"Throughput against median latency (one point per batch size)": two,
+                      "Pruned variants against the dense model: throughput against median latency": two,
+                      "Speed-up over PyTorch eager by batch size": one}  # eager/ort of a flagged model at batch 1
+    assert "data-hollow=\"2\"" in dom
+
+
+def test_step_sweep_flags_a_jump_in_ms_per_token(tmp_path):
+    ms = {16: 0.30, 32: 0.20, 64: 0.50, 128: 0.45}  # 64 jumps 150% above 32; 128 falls again
+    steps = [StepRow(model="tiny-llama", backend="eager", device="cuda", tokens=n, past=64, status="ok",
+                     step_ms=n * v, ms_per_token=v) for n, v in ms.items()]
+    res = _results([_point("tiny-llama", "eager", 1, 1.0)], step_sweep=steps)
+    dom, page = render(report_from_results([res.save(tmp_path / "r.json")], tmp_path / "out"), tmp_path)
+    rows = {r["tokens/step"]: r for r in page.table("step-sweep")}
+    assert rows["64"]["note"] == "⚑ ms/token 150% above 32 tokens' (0.2 ms)"
+    assert rows["64"]["ms/token"] == "0.500 ⚑"
+    assert [rows[n]["note"] for n in ("16", "32", "128")] == ["", "", ""]
+    assert any(t.startswith("⚑: ms/token more than 5% above the previous (smaller) tokens per step") for t in page.texts)
+    assert "1 step-sweep row is flagged: ms/token jumps above the previous (smaller) tokens per step; see 'Step " \
+           "sweep'." in page.texts
+    assert any(t.startswith("Latency per token against tokens per step. Hollow markers: 1 flagged") for t in page.texts)
+
+
 def test_browser_flags_spread_and_inverted_latency(tmp_path):
     html = report_from_results([_synthetic(tmp_path / "synthetic.json")], tmp_path / "out")
     _, page = render(html, tmp_path)
     flags = {(r["batch"], r["flag"]): r for r in page.table("trust")}
     assert set(flags) == {("1", "large spread"), ("2", "latency falls as batch grows")}
-    assert flags[("2", "latency falls as batch grows")]["numbers"] == "batch 2 takes 2 s, batch 4 only 1.2 s"
+    assert flags[("2", "latency falls as batch grows")]["numbers"] == "batch 2 takes 2 s, batch 4 only 1.2 s (p50)"
     assert "more timed runs" in flags[("1", "large spread")]["what to do"]
     assert "quieter machine" in flags[("1", "large spread")]["what to do"]
     sweep = {(r["backend"], r["batch"]): r for r in page.table("sweep")}
-    assert sweep[("eager", "1")]["trust"] == "large spread" and sweep[("eager", "4")]["trust"] == ""
+    assert sweep[("eager", "1")]["note"] == "⚑ large spread" and sweep[("eager", "4")]["note"] == ""
     assert sweep[("trt", "1")]["status"] == "error: RuntimeError: engine rejected the profile"
-    floor = {r["backend"]: r for r in page.table("floor")}
-    assert floor["eager"]["note"] == "bandwidth unknown for NVIDIA Z9000"
+    assert "floor" not in page.tables
+    assert ("No weight-streaming floor could be computed for any batch-1 decode step: bandwidth unknown for NVIDIA "
+            "Z9000 (2 points).") in page.texts
     assert any("only the dense model of this family" in t for t in page.texts)
 
 
@@ -232,7 +391,7 @@ def test_h200_results_show_floor_percent_and_flag_llmpruner(tmp_path):
     assert floor["trt"]["note"].startswith("not timed: skipped")
     flags = {(r["backend"], r["batch"], r["flag"]): r for r in page.table("trust")}
     inverted = flags[("ort", "16", "latency falls as batch grows")]
-    assert inverted["numbers"] == "batch 16 takes 2.61 s, batch 64 only 1.81 s"  # as the issue saw it
+    assert inverted["numbers"] == "batch 16 takes 2.61 s, batch 64 only 1.82 s (p50)"
     assert ("eager", "16", "latency falls as batch grows") in flags
     models = {r["model"]: r for r in page.table("models")}
     assert models["llama-7b-llmpruner"]["role"] == "no dense member in these results"
@@ -322,3 +481,13 @@ def test_report_cli_and_bad_input(family_results, tmp_path):
     assert (out / "report.html").is_file()
     assert_one_line_error(cli("report", str(tmp_path / "none.json"), "--out", str(tmp_path / "r3")), "does not exist")
     assert not (tmp_path / "r3").exists()
+
+
+def test_report_of_no_points_fails_with_one_line(tmp_path):
+    empty = _results([]).save(tmp_path / "empty.json")
+    proc = cli("report", str(empty), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert_one_line_error(proc, f"{empty} has no timed points")
+    other = _results([], partial=True).save(tmp_path / "results.partial.json")
+    assert_one_line_error(cli("report", str(empty), str(other), "--out", str(tmp_path / "out")),
+                          f"{empty} and {other} have no timed points")

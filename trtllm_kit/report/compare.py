@@ -3,7 +3,9 @@
 A family is the models that share ``family_of`` (hidden size, vocabulary, head dim: what depth and width
 pruning leave unchanged), never models whose names look alike. Its dense parent is the member whose every
 block is at the family's widest shape (most query heads, KV heads and MLP width seen in any block of any
-member) and which was not cut out of a deeper model, with the most parameters.
+member) and which was not cut out of a deeper model, with the most parameters. Where that model is in
+several results files (one per-file label each, see ``report.data``), each copy is the dense parent of the
+members from its own file only, so no comparison pairs points of two runs of the same model.
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ from dataclasses import dataclass
 
 from trtllm_kit.bench.results import Point
 from trtllm_kit.report.data import ModelFacts
+
+STATISTIC = ("Speed-ups and comparisons on this page use the median (p50) latency of a point's timed runs, not the "
+             "mean: with few runs one disturbed run moves the mean. A throughput speed-up compares batch x output "
+             "tokens / p50; a decode-step speed-up compares the mean of all decode steps of the timed runs (results "
+             "do not record a per-step median).")
+
+
+def median_throughput(p: Point) -> float | None:
+    """Generated tokens per second at the median latency: batch x output tokens / p50 (None: not timed)."""
+    return p.batch * p.output_len / p.latency_p50_s if p.status == "ok" and p.latency_p50_s else None
 
 
 @dataclass(frozen=True)
@@ -23,12 +35,14 @@ class Family:
         members: their labels, most parameters first.
         dense: the dense parent's label, or None.
         note: why there is no dense parent (empty when there is one).
+        alone: the role of its members where there is no dense parent.
     """
 
     key: str
     members: tuple[str, ...]
     dense: str | None
     note: str = ""
+    alone: str = "no dense member in these results"
 
     @property
     def pruned(self) -> tuple[str, ...]:
@@ -51,7 +65,9 @@ def pruning_kind(model: ModelFacts, dense: ModelFacts) -> str:
 def families(models: dict[str, ModelFacts]) -> list[Family]:
     """Group models by family and find each family's dense parent (see the module docstring).
 
-    Models whose family is unknown (an older results file, not a preset) form no family.
+    Models whose family is unknown (an older results file, not a preset) form no family. A dense parent found
+    in several files makes one ``Family`` per file (its copy there and that file's other members), and one
+    without a dense parent for members of other files.
     """
     groups: dict[str, list[ModelFacts]] = {}
     for m in models.values():
@@ -63,13 +79,25 @@ def families(models: dict[str, ModelFacts]) -> list[Family]:
         layers = [la for m in ms for la in m.layers]
         widest = tuple(max(getattr(la, k) for la in layers) for k in ("n_heads", "n_kv_heads", "mlp_dim"))
         dense = [m for m in ms if _full_width(m, widest) and not m.depth_pruned]
-        note = ""
         if not dense:
-            note = (f"no dense member in these results (none has all its blocks, each at the family's widest shape: "
-                    f"{widest[0]} heads, MLP {widest[2]}), so nothing to compare with")
-        elif len(ms) == 1:
-            note = "only the dense model of this family is in these results: nothing to compare"
-        out.append(Family(key, tuple(m.label for m in ms), dense[0].label if dense else None, note))
+            out.append(Family(key, tuple(m.label for m in ms), None,
+                              f"no dense member in these results (none has all its blocks, each at the family's widest "
+                              f"shape: {widest[0]} heads, MLP {widest[2]}), so nothing to compare with"))
+            continue
+        copies = [m for m in dense if m.copy_of is not None and m.copy_of == dense[0].copy_of] or dense[:1]
+        files = {c.file for c in copies}
+        rest = [m for m in ms if m.label not in {c.label for c in copies}]
+        for top in copies:
+            mine = [m for m in ms if m is top or (m in rest and (len(copies) == 1 or m.file == top.file))]
+            where = top.file if len(copies) > 1 else "these results"
+            note = f"only the dense model of this family is in {where}: nothing to compare" if len(mine) == 1 else ""
+            out.append(Family(key, tuple(m.label for m in mine), top.label, note))
+        others = [m for m in rest if len(copies) > 1 and m.file not in files]
+        if others:
+            out.append(Family(key, tuple(m.label for m in others), None,
+                              f"its dense model {copies[0].copy_of} is only in {', '.join(sorted(files))}, not in "
+                              "these models' files: points of two files are not compared",
+                              alone="not compared: its dense model is in other files only"))
     return out
 
 
@@ -87,10 +115,14 @@ class Versus:
     def both_ok(self) -> bool:
         return self.pruned.status == "ok" and self.dense.status == "ok"
 
+    def rests_on(self, flagged: set[int]) -> bool:
+        """Either point is flagged (``flagged``: ids of the flagged points)."""
+        return id(self.pruned) in flagged or id(self.dense) in flagged
+
     @property
     def throughput_x(self) -> float | None:
-        """Pruned tokens/s over dense tokens/s (higher is better)."""
-        return _ratio(self.pruned.throughput_tok_s, self.dense.throughput_tok_s) if self.both_ok else None
+        """Pruned tokens/s over dense tokens/s, both at the median latency (higher is better)."""
+        return _ratio(median_throughput(self.pruned), median_throughput(self.dense)) if self.both_ok else None
 
     @property
     def decode_step_x(self) -> float | None:
@@ -107,6 +139,35 @@ class Versus:
     def memory_saved_pct(self) -> float | None:
         saved = self.memory_saved_gb
         return 100 * saved / self.dense.peak_mem_gb if saved is not None and self.dense.peak_mem_gb else None
+
+
+@dataclass(frozen=True)
+class OverEager:
+    """One backend's point against eager's at the same model, lengths and batch."""
+
+    point: Point
+    eager: Point
+
+    def rests_on(self, flagged: set[int]) -> bool:
+        """Either point is flagged (``flagged``: ids of the flagged points)."""
+        return id(self.point) in flagged or id(self.eager) in flagged
+
+    @property
+    def x(self) -> float | None:
+        """Eager's median latency over this backend's (higher is better)."""
+        return _ratio(self.eager.latency_p50_s, self.point.latency_p50_s)
+
+
+def over_eager(points: list[Point]) -> dict[tuple, dict[int, OverEager]]:
+    """{(model, backend, input, output): {batch: OverEager}} for every ok non-eager point with an ok eager twin."""
+    ok = [p for p in points if p.status == "ok" and p.latency_p50_s]
+    eager = {point_key(p)[:1] + point_key(p)[2:]: p for p in ok if p.backend == "eager"}
+    out: dict[tuple, dict[int, OverEager]] = {}
+    for p in ok:
+        base = eager.get(point_key(p)[:1] + point_key(p)[2:])
+        if base is not None and p.backend != "eager":
+            out.setdefault(point_key(p)[:4], {})[p.batch] = OverEager(p, base)
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -140,10 +201,23 @@ def _span(lo: float, hi: float, fmt: str) -> str:
     return a if a == b else f"{a} to {b}"
 
 
+def _batches(bs: list[int]) -> str:
+    """"batch 1", "batch 1 and 16", "batch 1, 16 and 64"."""
+    words = [str(b) for b in bs]
+    return "batch " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1])
+
+
 def headline(vs: list[Versus], models: dict[str, ModelFacts], flagged: set[int]) -> list[str]:
-    """One sentence per pruned model, backend and lengths with at least one batch timed for both models:
-    size, throughput and batch-1 decode-step speed-up, peak memory, and how many of the comparisons rest
-    on a flagged point (``flagged``: ids of flagged points)."""
+    """One sentence per pruned model, backend and lengths with at least one batch timed for both models.
+
+    Its numbers (throughput and batch-1 decode-step speed-ups, peak memory) come only from comparisons that
+    rest on no flagged point; the sentence names the batches left out for resting on one.
+
+    Args:
+        vs: the comparisons (``versus_dense``).
+        models: every model by label (for the sizes).
+        flagged: ids of the flagged points (``trust.trust_flags``).
+    """
     groups: dict[tuple, list[Versus]] = {}
     for v in vs:
         if v.throughput_x is not None:
@@ -151,24 +225,30 @@ def headline(vs: list[Versus], models: dict[str, ModelFacts], flagged: set[int])
     out = []
     for (model, backend, inp, out_len), group in groups.items():
         ok = sorted(group, key=lambda v: v.pruned.batch)
+        clean = [v for v in ok if not v.rests_on(flagged)]
+        left = [v.pruned.batch for v in ok if v.rests_on(flagged)]
         dense = ok[0].dense.model
         m, d = models[model], models[dense]
-        xs = [v.throughput_x for v in ok]
-        parts = [f"throughput {_span(min(xs), max(xs), '.2f')}x the dense model's over batch "
-                 + (f"{ok[0].pruned.batch} to {ok[-1].pruned.batch}" if len(ok) > 1 else str(ok[0].pruned.batch))]
+        lead = (f"{model} ({100 * m.params / d.params:.0f}% of {dense}'s parameters, {m.blocks}/{d.blocks} blocks) "
+                f"on {backend}, input {inp} / output {out_len}: ")
+        if not clean:
+            out.append(lead + f"no number quoted: every comparison ({_batches(left)}) rests on a flagged point "
+                              "(see 'Can I trust the numbers?').")
+            continue
+        xs = [v.throughput_x for v in clean]
+        parts = [f"throughput {_span(min(xs), max(xs), '.2f')}x the dense model's at "
+                 f"{_batches([v.pruned.batch for v in clean])}"]
         m1 = next((v for v in ok if v.pruned.batch == 1 and v.decode_step_x is not None), None)
-        if m1:
+        if m1 and not m1.rests_on(flagged):
             parts.append(f"batch-1 decode step {m1.decode_step_x:.2f}x as fast ({m1.pruned.decode_step_ms:.2f} vs "
                          f"{m1.dense.decode_step_ms:.2f} ms)")
-        mem = [100 * v.pruned.peak_mem_gb / v.dense.peak_mem_gb for v in ok if v.memory_saved_pct is not None]
+        mem = [100 * v.pruned.peak_mem_gb / v.dense.peak_mem_gb for v in clean if v.memory_saved_pct is not None]
         parts.append(f"peak memory {_span(min(mem), max(mem), '.0f')}% of the dense model's" if mem
                      else "peak memory not measured (CPU)")
-        n_flag = sum(id(v.pruned) in flagged or id(v.dense) in flagged for v in ok)
-        if n_flag:
-            parts.append(f"{n_flag} of these {len(ok)} comparisons {'rests' if n_flag == 1 else 'rest'} on a flagged "
+        if left:
+            parts.append(f"{_batches(left)} left out: {'it rests' if len(left) == 1 else 'they rest'} on a flagged "
                          "point (see 'Can I trust the numbers?')")
-        out.append(f"{model} ({100 * m.params / d.params:.0f}% of {dense}'s parameters, {m.blocks}/{d.blocks} blocks) "
-                   f"on {backend}, input {inp} / output {out_len}: " + "; ".join(parts) + ".")
+        out.append(lead + "; ".join(parts) + ".")
     return out
 
 

@@ -10,6 +10,7 @@ the GPU's full datasheet bandwidth.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from trtllm_kit.bench.results import Point
@@ -104,3 +105,17 @@ def floor_rows(data: ReportData) -> list[FloorRow]:
             rows.append(FloorRow(p, wb, name if on_gpu else "", bw, note))
     rows.sort(key=lambda r: (r.point.model, r.point.backend, r.point.input_len, r.point.output_len))
     return rows
+
+
+def no_floor(rows: list[FloorRow]) -> str | None:
+    """One sentence saying why no row has a floor, to show instead of a table of empty cells; None where one has."""
+    if any(r.floor_ms is not None for r in rows):
+        return None
+    if not rows:
+        return "No batch-1 point in these results: no decode step to set against the weight-streaming floor."
+    why = Counter(r.note for r in rows)
+    if set(why) == {CPU_NOTE}:
+        return ("No weight-streaming floor applies: these results' batch-1 points are on the CPU, and the floor is a "
+                "GPU's memory bandwidth.")
+    return ("No weight-streaming floor could be computed for any batch-1 decode step: "
+            + "; ".join(f"{note} ({n} point{'s' if n > 1 else ''})" for note, n in why.items()) + ".")

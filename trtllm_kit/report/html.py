@@ -24,6 +24,14 @@ class Para:
 
 
 @dataclass
+class Notice:
+    """A warning at the top of the page (e.g. partial results), set apart from the text."""
+
+    text: str
+    id: str = ""
+
+
+@dataclass
 class Bullets:
     items: list[str]
     id: str = ""
@@ -31,11 +39,21 @@ class Bullets:
 
 @dataclass
 class Chart:
-    """A PNG beside the report; ``points`` is how many data points it plots (0: none)."""
+    """A PNG beside the report; ``points`` is how many data points it plots (0: none), ``hollow`` how many of
+    them are drawn hollow (flagged)."""
 
     file: str
     caption: str
     points: int
+    hollow: int = 0
+
+    @property
+    def text(self) -> str:
+        """The caption under the chart."""
+        if not self.hollow:
+            return self.caption + "."
+        return (f"{self.caption}. Hollow markers: {self.hollow} flagged (marked ⚑ in the tables; see 'Can I trust "
+                "the numbers?').")
 
 
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.35}"
@@ -43,7 +61,8 @@ CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px;line-height:1.35
        "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}th{background:#f4f4f4}"
        "td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.txt,th.txt{text-align:left}"
        "td{white-space:pre-line}p.note{font-size:12px;color:#555;margin:.2em 0}"
-       "img{max-width:100%;border:1px solid #eee}li{margin:.2em 0}")
+       "p.notice{background:#fff3cd;border:1px solid #e0b800;padding:.5em .8em}"
+       "img{max-width:100%;border:1px solid #eee}li{margin:.2em 0}p.caption{font-size:13px;margin:.1em 0 1em}")
 
 
 def _md_cell(s: str) -> str:
@@ -58,10 +77,12 @@ def markdown(title: str, blocks: list) -> str:
             out += ["#" * b.level + " " + b.text, ""]
         elif isinstance(b, Para):
             out += [b.text, ""]
+        elif isinstance(b, Notice):
+            out += [f"> **{b.text}**", ""]
         elif isinstance(b, Bullets):
             out += [f"- {i}" for i in b.items] + [""]
         elif isinstance(b, Chart):
-            out += [f"![{b.caption}]({b.file})", ""]
+            out += [f"![{b.caption}]({b.file})", "", f"*{b.text}*", ""]
         elif isinstance(b, Table):
             out += [f"### {b.title}", ""] + ([b.intro, ""] if b.intro else [])
             out += ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
@@ -93,13 +114,16 @@ def page_html(title: str, blocks: list, chart_dir: Path) -> str:
             parts.append(f"<h{b.level}" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             parts.append(f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Notice):
+            parts.append("<p class='notice'" + (f" id='{e(b.id)}'" if b.id else "") + f">{e(b.text)}</p>")
         elif isinstance(b, Bullets):
             attr = f" id='{e(b.id)}'" if b.id else ""
             parts.append(f"<ul{attr}>" + "".join(f"<li>{e(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Chart):
             data = base64.b64encode((chart_dir / b.file).read_bytes()).decode()
-            parts.append(f"<img class='chart' data-points='{b.points}' alt='{e(b.caption)}' "
+            parts.append(f"<img class='chart' data-points='{b.points}' data-hollow='{b.hollow}' alt='{e(b.caption)}' "
                          f"src='data:image/png;base64,{data}'>")
+            parts.append(f"<p class='caption'>{e(b.text)}</p>")
         elif isinstance(b, Table):
             parts += _table_html(b)
     # Marks the page once every chart image has decoded, so a headless browser can check it.

@@ -14,7 +14,7 @@ def _device(src: Source) -> str:
     name = env.get("device") or "not recorded"
     extra = [f"compute capability {env['compute_capability']}" if env.get("compute_capability") else "",
              f"{env['gpu_memory_gb']} GB" if env.get("gpu_memory_gb") else ""]
-    timed_on = sorted({p.device for p in src.results.points})
+    timed_on = sorted({p.device for p in src.results.points if p.status == "ok"})
     where = f"; points timed on {', '.join(timed_on)}" if timed_on else ""
     return name + "".join(f", {e}" for e in extra if e) + where
 
@@ -76,8 +76,9 @@ def settings_table(data: ReportData) -> Table:
     rows = [[name, "\n".join(v if src is None else f"{src}: {v}" for src, v in vals)]
             for name, vals in settings_rows(data)]
     few = sorted({s.results.config.repeats for s in data.sources if s.results.config.repeats < 10})
-    notes = [f"{PAPER_PROTOCOL}. Latency is the mean of the timed runs of one batched generation (prefill and "
-             "every decode step, device synchronised); throughput is batch x output tokens / latency."]
+    notes = [f"{PAPER_PROTOCOL}. A point's latency is one batched generation (prefill and every decode step, device "
+             "synchronised); the sweep table gives the mean, p50 and p90 of its timed runs, and throughput at the "
+             "mean (batch x output tokens / mean latency). Speed-ups and comparisons use p50."]
     if few:
         notes.append(f"{' and '.join(map(str, few))} timed runs per point is few: p90 is (nearly) the slowest run and "
                      "one disturbed run moves the mean; see 'Can I trust the numbers?'.")
