@@ -122,6 +122,13 @@ def test_failed_build_leaves_no_directory_and_reports_tensorrt_errors(tiny_expor
     model = onnx.load(str(broken / "model.onnx"))
     model.graph.node[5].op_type = "NoSuchOp"  # a graph TensorRT cannot parse
     onnx.save(model, str(broken / "model.onnx"))
+    with pytest.raises(ToolkitError, match="changed after the export"):  # the manifest notices first
+        engine_from_onnx(broken, tmp_path / "e", opts(), progress=False)
+    from trtllm_kit.export.manifest import ExportManifest
+    from trtllm_kit.utils.fs import sha256_file
+
+    m = ExportManifest.load(broken)  # as if the exporter itself had written an unparsable graph
+    m.model_copy(update={"onnx_sha256": sha256_file(broken / "model.onnx")}).save(broken)
     with pytest.raises(ToolkitError, match="TensorRT could not parse"):
         engine_from_onnx(broken, tmp_path / "e", opts(), progress=False)
     assert not (tmp_path / "e").exists()
