@@ -183,13 +183,10 @@ def ensure_engine(art: ModelArtifacts, out: Path, options, progress: bool = True
         raise ToolkitError(f"{art.label}: no ONNX export to build an engine from")
     if (out / EngineManifest.FILE).is_file() and owned_by_toolkit(out, "engine"):
         try:
-            m = EngineManifest.load(out)
             flavor = resolve_flavor(options.flavor, detect_gpu())
-            want = options.model_copy(update={"limits": options.limits.checked()})
-            same = (m.build.fingerprint() == want.fingerprint() and m.trt_version == flavor.version
-                    and m.flavor == flavor.name and m.source.onnx_sha256 == sha256_file(art.onnx_dir / "model.onnx")
-                    and m.source.weights_sha256 == ExportManifest.load(art.onnx_dir).weights.sha256)
-            if same:
+            if EngineManifest.load(out).answers(options, flavor.name, flavor.version,
+                                                sha256_file(art.onnx_dir / "model.onnx"),
+                                                ExportManifest.load(art.onnx_dir).weights.sha256):
                 log.info("reusing engine %s (inputs unchanged)", out)
                 art.engine_dir = out
                 return out

@@ -151,6 +151,13 @@ class EngineManifest(Manifest):
             raise ToolkitError(f"{path} is {path.stat().st_size} bytes, engine.json says {m.engine_bytes}", cls.REDO)
         return m
 
+    def answers(self, options: BuildOptions, flavor_name: str, trt_version: str, onnx_sha256: str,
+                weights_sha256: str | None) -> bool:
+        """Whether this engine is what a build with these inputs would make (the reuse fingerprint)."""
+        want = options.model_copy(update={"limits": options.limits.checked()})
+        return (self.build.fingerprint() == want.fingerprint() and (self.flavor, self.trt_version) == (flavor_name, trt_version)
+                and (self.source.onnx_sha256, self.source.weights_sha256) == (onnx_sha256, weights_sha256))
+
     @property
     def limits(self) -> EngineLimits:
         return self.build.limits
