@@ -61,8 +61,14 @@ class Plan:
     cuda_graph: bool = False
     recipe: str | None = None
 
-    def _artifact_dtype(self) -> str | None:
-        """The dtype of the export/engine directories given as models (all must agree)."""
+    def _resolve_dtype(self) -> str:
+        """The run's dtype: the one asked for, else that of the export/engine directories given as models
+        (all must agree), else fp16.
+
+        Raises:
+            ToolkitError: given exports/engines that mix dtypes, or one that disagrees with the dtype asked for
+                (the run would time two dtypes under one label).
+        """
         from trtllm_kit.engine.manifest import EngineManifest
         from trtllm_kit.export.manifest import ExportManifest
 
@@ -73,10 +79,17 @@ class Plan:
                 if (p / cls.FILE).is_file():
                     found[ref] = cls.load(p).dtype
                     break
-        if len(set(found.values())) > 1:
-            raise ToolkitError(f"the given exports/engines mix dtypes ({', '.join(f'{k}: {v}' for k, v in found.items())})",
-                               "benchmark models of one dtype together, or pass --dtype")
-        return next(iter(found.values()), None)
+        if self.export.dtype is None:
+            if len(set(found.values())) > 1:
+                raise ToolkitError(f"the given exports/engines mix dtypes "
+                                   f"({', '.join(f'{k}: {v}' for k, v in found.items())})",
+                                   "benchmark models of one dtype together, or pass --dtype")
+            return next(iter(found.values()), "fp16")
+        for ref, dtype in found.items():
+            if dtype != self.export.dtype:
+                raise ToolkitError(f"{ref} is a {dtype} export/engine but the run asks for --dtype {self.export.dtype}",
+                                   f"pass --dtype {dtype}, or give the model itself")
+        return self.export.dtype
 
     def check(self) -> RunOptions:
         """Check everything that needs no work; return the run options.
@@ -84,26 +97,22 @@ class Plan:
         Raises:
             ToolkitError: naming the flag or recipe key at fault.
         """
+        from dataclasses import replace
+
         from trtllm_kit.bench.backends import parse_backends
         from trtllm_kit.utils.fs import check_output_dir, check_output_file, check_work_dir
 
-        from dataclasses import replace
-
+        if not self.models:
+            raise ToolkitError("no model given")
         self.backends = parse_backends(self.backends)
         device = resolve_device(self.device)
         if self.results.suffix != ".json":
             raise ToolkitError(f"--out {self.results}: give the results file's path, ending in .json")
-        if len(set(map(str, self.models))) != len(self.models):
-            dup = next(m for m in self.models if self.models.count(m) > 1)
-            raise ToolkitError(f"model {dup} is given twice")
-        if self.export.dtype is None:
-            self.export = replace(self.export, dtype=self._artifact_dtype() or "fp16")
+        self.export = replace(self.export, dtype=self._resolve_dtype())
         for name in self.backends:
             reason = get_backend(name).unsupported(self.export.dtype, device)
             if reason:
                 raise ToolkitError(f"backend {name} cannot run --dtype {self.export.dtype} on {device}: {reason}")
-        if not self.models:
-            raise ToolkitError("no model given")
         if self.engine is None:
             self.engine = BuildOptions(limits=self.sweep.limits())
         self.engine.limits.checked()
@@ -120,17 +129,6 @@ class Outcome:
     results_path: Path
     report_path: Path | None
     notes: dict[str, str]
-
-
-def _given_dtype(art) -> str | None:
-    from trtllm_kit.engine.manifest import EngineManifest
-    from trtllm_kit.export.manifest import ExportManifest
-
-    if "engine" in art.given:
-        return EngineManifest.load(art.engine_dir).dtype
-    if "onnx" in art.given:
-        return ExportManifest.load(art.onnx_dir).dtype
-    return None
 
 
 def resolve_device(device: str) -> str:
@@ -168,12 +166,7 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
     from trtllm_kit.pipeline import prepare_models, resolve_models
 
     opts = plan.check()
-    arts = resolve_models(plan.models)
-    for art in arts:  # an explicit --dtype that disagrees with a given export/engine would time two dtypes
-        given = _given_dtype(art)
-        if given and given != opts.dtype:
-            raise ToolkitError(f"{art.label} is a {given} export/engine but the run asks for --dtype {opts.dtype}",
-                               f"pass --dtype {given}, or give the model itself")
+    arts = resolve_models(plan.models)  # also refuses a model given twice
     cfg = plan.sweep
     for art in arts:
         if "engine" in art.given and "trt" in plan.backends:
