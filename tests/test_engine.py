@@ -213,7 +213,7 @@ def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, n
     rewrite itself, which needs the compiled plugin, runs on the GPU machine)."""
     import tensorrt_rtx_bindings as trt
 
-    from trtllm_kit.engine.kv_layouts import _io_maps, _tensor_map
+    from trtllm_kit.engine.kv_layouts import NetworkIndex
     from trtllm_kit.export.io_spec import Anchors
 
     spec, _ = load_model(name)
@@ -223,8 +223,8 @@ def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, n
     parser = trt.OnnxParser(network, logger)
     onnx_path = tiny_exports[name] / "model.onnx"
     assert parser.parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
-    tensors = _tensor_map(network)
-    inputs, outputs, _ = _io_maps(network)
+    index = NetworkIndex(network)
+    tensors, inputs, outputs = index.tensors, index.inputs, index.outputs
     for i, L in enumerate(spec.layers):
         q, k, v, attn = (tensors[n] for n in (Anchors.q(i), Anchors.k_new(i), Anchors.v_new(i), Anchors.attn(i)))
         assert q.shape[1] == L.n_heads and attn.shape[1] == L.n_heads and q.shape[3] == L.head_dim

@@ -150,15 +150,15 @@ class NativeInplaceKV(StaticKV):
 
     def prepare_network(self, ctx):
         trt, network = ctx.trt, ctx.network
-        inputs, outputs, producers = _io_maps(network)
+        index = NetworkIndex(network)
         for i in range(ctx.spec.num_layers):
             for kv in KV:
-                old = outputs[present_name(i, kv)]
-                update = producers[old.name].get_input(1)  # (B, nkv, S, hd): this step's keys/values
-                layer = network.add_kv_cache_update(inputs[past_name(i, kv)], update, inputs[WRITE_INDICES],
-                                                    trt.KVCacheMode.LINEAR)
+                old = index.outputs[present_name(i, kv)]
+                update = index.producers[old.name].get_input(1)  # (B, nkv, S, hd): this step's keys/values
+                layer = network.add_kv_cache_update(index.inputs[past_name(i, kv)], update,
+                                                    index.inputs[WRITE_INDICES], trt.KVCacheMode.LINEAR)
                 layer.name = f"kv_cache_update.{i}.{kv}"
-                _replace_output(network, old, layer.get_output(0), present_name(i, kv))
+                index.replace_output(old, layer.get_output(0), present_name(i, kv))
         return None
 
 
@@ -188,8 +188,8 @@ class PluginKV(StaticKV):
         P.load_plugin(lib.path, trt)
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
-        inputs, outputs, producers = _io_maps(network)
-        tensors = _tensor_map(network)
+        index = NetworkIndex(network)
+        inputs, tensors = index.inputs, index.tensors
         mask = inputs[ATTENTION_MASK]
         if mask.dtype != trt.int32:  # TensorRT >= 10 keeps int64 inputs; the plugin reads int32
             mask = network.add_cast(mask, trt.int32).get_output(0)
@@ -207,9 +207,9 @@ class PluginKV(StaticKV):
                 for o in range(3):
                     layer.set_output_type(o, k_cache.dtype)
                 ctx.precision_constraints = True
-            _redirect(network, attn, layer.get_output(0))
+            index.redirect(attn, layer.get_output(0))
             for k_out, kv in ((1, "key"), (2, "value")):
-                _replace_output(network, outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
+                index.replace_output(index.outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
         return PluginRecord(file=shipped.name, sha256=lib.sha256, source_sha256=lib.source_sha256,
                             name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION)
 
@@ -295,41 +295,34 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def _io_maps(network):
-    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
-    outputs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
-    producers = {}
-    for li in range(network.num_layers):
-        layer = network.get_layer(li)
-        for oi in range(layer.num_outputs):
-            producers[layer.get_output(oi).name] = layer
-    return inputs, outputs, producers
+class NetworkIndex:
+    """One walk over a parsed network: its inputs, outputs and tensors by name, who produces and who reads
+    each tensor; and the two rewrites the layouts make with it."""
 
+    def __init__(self, network):
+        self.network = network
+        self.inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+        self.outputs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
+        self.tensors, self.producers, self.consumers = {}, {}, {}
+        for li in range(network.num_layers):
+            layer = network.get_layer(li)
+            for oi in range(layer.num_outputs):
+                t = layer.get_output(oi)
+                self.tensors[t.name], self.producers[t.name] = t, layer
+            for j in range(layer.num_inputs):
+                t = layer.get_input(j)
+                if t is not None:
+                    self.consumers.setdefault(t.name, []).append((layer, j))
 
-def _tensor_map(network) -> dict:
-    out = {}
-    for li in range(network.num_layers):
-        layer = network.get_layer(li)
-        for oi in range(layer.num_outputs):
-            out[layer.get_output(oi).name] = layer.get_output(oi)
-    return out
+    def redirect(self, old, new) -> None:
+        """Every layer that read ``old`` when the index was made reads ``new`` instead."""
+        for layer, j in self.consumers.get(old.name, []):
+            layer.set_input(j, new)
 
-
-def _redirect(network, old, new) -> None:
-    """Every layer reading ``old`` reads ``new`` instead (except the layer producing ``new``)."""
-    for li in range(network.num_layers):
-        consumer = network.get_layer(li)
-        for j in range(consumer.num_inputs):
-            t = consumer.get_input(j)
-            if t is not None and t.name == old.name and not any(
-                    consumer.get_output(k).name == new.name for k in range(consumer.num_outputs)):
-                consumer.set_input(j, new)
-
-
-def _replace_output(network, old, new, name: str) -> None:
-    """``new`` becomes the network output ``name`` in place of ``old`` (whose readers move to ``new``)."""
-    _redirect(network, old, new)
-    network.unmark_output(old)
-    old.name = f"{name}.replaced"
-    new.name = name
-    network.mark_output(new)
+    def replace_output(self, old, new, name: str) -> None:
+        """``new`` becomes the network output ``name`` in place of ``old`` (whose readers move to ``new``)."""
+        self.redirect(old, new)
+        self.network.unmark_output(old)
+        old.name = f"{name}.replaced"
+        new.name = name
+        self.network.mark_output(new)
