@@ -10,6 +10,9 @@
 #   setup                 install the project and the carried wheels (.whl/), print versions
 #   tests                 GPU tests: plugin kernels, tiny engines vs eager (every layout), large activations
 #   probe CONFIG...       scripts/bench_build.py in parallel (per-block build cost of 7B-shaped models)
+#   knobs CONFIG...       scripts/probe_trt_build.py in parallel (one builder knob at a time: what is slow)
+#   baseline GPU          7B models on eager (scripts/bench_trt.py), then compiled (scripts/bench_compiled.py)
+#   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
 #   status                tails of every log, and GPU use
@@ -27,12 +30,19 @@ case "${1:-status}" in
     python3 -c "import tensorrt, torch, transformers; print('tensorrt', tensorrt.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.device_count(), 'GPU(s)')"
     nvcc --version | tail -1; nproc; df -h /root | tail -1 ;;
   tests)
-    bg tests "CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -m pytest -m gpu ${TESTS:-tests/test_plugin_gpu.py tests/test_gpu.py tests/test_check_gpu.py} -q -s -x -p no:cacheprovider" ;;
+    bg tests "${TESTENV:-} CUDA_VISIBLE_DEVICES=${GPU:-0} python3 -m pytest -m gpu ${TESTS:-tests/test_plugin_gpu.py tests/test_gpu.py tests/test_check_gpu.py} -q -s -x -p no:cacheprovider" ;;
   probe)
     shift; bg probe "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/bench_build.py $* --jobs ${JOBS:-4} --timeout ${TIMEOUT:-420} --work /root/bb --json $LOGS/probe.json" ;;
   trt)
     gpu=$2; shift 2
     bg "trt-$gpu" "CUDA_VISIBLE_DEVICES=$gpu python3 scripts/bench_trt.py --models $MODELS --backends trt --kv-modes $* --work /root/work --out $OUTDIR --breakdown llama-7b ${EXTRA:-}" ;;
+  knobs)
+    shift; bg knobs "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/probe_trt_build.py $* --jobs ${JOBS:-8} --timeout ${TIMEOUT:-330} --workspace-gb 4 --work /root/pb --json $LOGS/knobs.json" ;;
+  baseline)
+    bg "baseline-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR; CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_compiled.py --out /root/results/h200-compiled" ;;
+  collect)
+    mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
+    [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;
   eager)
     bg "eager-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR" ;;
   status)
