@@ -11,7 +11,8 @@ own build of that layout):
 - ``opt=N``: builder optimization level;
 - ``io=strict``: every network input/output restricted to the linear format in its declared type (no
   format/type candidates for the builder to try at the graph's edges);
-- ``refit``: the REFIT flag (weights kept refittable);
+- ``norefit``: without the REFIT flag the toolkit sets on TensorRT 8.6 (weights kept refittable) -- the
+  probes of 2026-11-29 ran before that default, so their ``refit`` knob is today's default;
 - ``winputs``: every constant of at least 2^20 elements becomes a network input (a diagnosis, not an
   engine anyone should ship: it tells whether the time scales with the weights the builder sees);
 - ``tc``: a timing cache file shared by every config of the same model family (``--work``/tc-FAMILY).
@@ -94,11 +95,11 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
     layout.prepare_network(ctx)
-    config = _configure(flavor, builder, options)
+    config, _ = _configure(flavor, builder, options, cfg["kv_mode"])
     if ctx.precision_constraints:
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-    if "refit" in knobs:
-        config.set_flag(trt.BuilderFlag.REFIT)
+    if "norefit" in knobs:  # the toolkit sets REFIT on TensorRT 8.6; this knob takes it away again
+        config.clear_flag(trt.BuilderFlag.REFIT)
     weight_inputs = []
     if "winputs" in knobs:
         index = NetworkIndex(network)

@@ -176,23 +176,41 @@ def _create_network(flavor: Flavor, builder):
     return builder.create_network(flags)
 
 
-def _configure(flavor: Flavor, builder, opts: BuildOptions):
-    """Builder config: precision, optimization level, workspace, tactic sources, timing cache."""
+def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str):
+    """Builder config: precision, optimization level, workspace, tactic sources, refit.
+
+    Returns:
+        (config, settings): the config and the settings it was given, as recorded in engine.json.
+    """
     trt = flavor.trt
     config = builder.create_builder_config()
+    settings: dict = {}
+    opt_level = opts.opt_level
     if not flavor.strongly_typed:
         # TensorRT 8.6: precision from the FP16 flag. The exported graph is fp16-safe by construction
         # (rotary from tables, max-scaled RMSNorm, finite mask value), so nothing is pinned to fp32.
         config.set_flag(trt.BuilderFlag.FP16)
+        # REFIT keeps the weights opaque to Myelin, which otherwise spends minutes per GB of weights:
+        # llama-7b cut to 2 blocks, decode profile, on an H200: 71 s with REFIT, not done in 330 s without
+        # (scripts/probe_trt_build.py; docs/benchmarks/h200-trt86/README.md).
+        config.set_flag(trt.BuilderFlag.REFIT)
+        settings |= {"fp16_flag": True, "refit": True}
+        if opt_level is None and layout_name == "plugin":
+            # With attention in plugins, 8.6 leaves the rest to its classic path, which JIT-compiles every fused
+            # pointwise op in every candidate format; level 0 takes prebuilt kernels (tiny-llama, decode
+            # profile, H200: 59 s at level 0, not done in 330 s at the default level).
+            opt_level = 0
     if not flavor.is_rtx and hasattr(config, "set_tactic_sources") and flavor.version_tuple < (10,):
         config.set_tactic_sources(0)  # TensorRT's own kernels only: cuBLAS/cuDNN tactics add minutes of timing
-    if opts.opt_level is not None:
-        config.builder_optimization_level = opts.opt_level
+        settings["tactic_sources"] = "TensorRT kernels only (no cuBLAS/cuDNN)"
+    if opt_level is not None:
+        config.builder_optimization_level = opt_level
+        settings["opt_level"] = opt_level
     if opts.workspace_gb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))
     if hasattr(trt, "ProfilingVerbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    return config
+    return config, settings
 
 
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
@@ -255,9 +273,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             beat.phase(f"preparing the network ({layout.name} KV cache)")
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
             plugin = layout.prepare_network(ctx)
-            config = _configure(flavor, builder, options)
+            config, settings = _configure(flavor, builder, options, layout.name)
             if ctx.precision_constraints:
                 config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+                settings["prefer_precision_constraints"] = True
+            if settings:
+                log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:
                 config.progress_monitor = monitor
             cache, cache_note = _timing_cache(flavor, config, options)
@@ -292,7 +313,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             profiles=[ProfileRecord.of(k, p, ios) for k, p in enumerate(profiles)], io=io, io_source=io_source,
             source=SourceRecord(export_dir=str(onnx_dir.absolute()), onnx_sha256=onnx_hash,
                                 weights_sha256=export.weights.sha256, model=export.model),
-            spec=spec, timing_cache_note=cache_note, build_seconds=round(time.perf_counter() - beat.t0, 2),
+            spec=spec, builder_settings=settings, timing_cache_note=cache_note, build_seconds=round(time.perf_counter() - beat.t0, 2),
             build_phases=beat.phases, engine_bytes=engine_path.stat().st_size,
             engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, created=utc_now())
         manifest.save(tmp)

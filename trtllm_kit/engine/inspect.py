@@ -46,6 +46,8 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
     lines.append(f"I/O ({m.io_source})")
     for t in m.io:
         lines.append(f"  {t.mode:6} {t.name:28} {t.dtype:6} {_shape(t.shape)}")
+    if m.builder_settings:
+        lines.append("builder       " + ", ".join(f"{k}={v}" for k, v in m.builder_settings.items()))
     if m.build_phases:
         lines.append("build phases  " + ", ".join(f"{k} {v:.1f}s" for k, v in m.build_phases.items()))
     return "\n".join(lines)

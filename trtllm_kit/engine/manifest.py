@@ -123,6 +123,7 @@ class EngineManifest(Manifest):
     io_source: str
     source: SourceRecord
     spec: ModelSpec
+    builder_settings: dict[str, bool | int | str] = {}
     timing_cache_note: str | None = None
     build_seconds: float
     build_phases: dict[str, float] = {}
