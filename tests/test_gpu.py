@@ -77,38 +77,44 @@ def _first_mismatch(got, want):
     return int(diff[0]) if len(diff) else None
 
 
-def test_trt_engines_generate_eager_tokens(arts, tmp_path):
+@pytest.mark.parametrize("mode", ["portable", "inplace", "plugin"])
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"])
+def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
-    build tiny engines in every KV layout it supports and check their greedy tokens against eager,
-    and that engine.json's I/O is what the deserialized engine says."""
+    build the tiny dense, depth- and width-pruned engines in each KV layout it supports and check their
+    greedy tokens against eager, and that engine.json's I/O is what the deserialized engine says.
+    One test per (model, layout), so that they can run side by side (`-k`) and each says what it proves."""
     from trtllm_kit.runtime.eager import eager_runner
     from trtllm_kit.runtime.trt import TrtRunner
 
-    flavors = _trt_flavors()
+    flavors = [f for f in _trt_flavors() if mode in _layouts(f)]
     if not flavors:
-        pytest.skip("no TensorRT flavour that runs on this GPU is installed")
+        pytest.skip(f"no TensorRT flavour that runs on this GPU builds the {mode} KV layout here")
+    art = resolve_model(model)
+    ensure_export(art, tmp_path / "onnx", progress=False)
     ids = torch.randint(3, 320, (4, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, :3] = 0  # a left-padded row
-    for art in arts:
-        with eager_runner(art.spec, art.weights(), "fp16", "cuda") as eager:
-            want = eager.generate(ids, mask, 16).tokens.cpu()
-        for flavor in flavors:
-            for mode in _layouts(flavor):
-                eng = _build(art.onnx_dir, tmp_path / f"{art.label}-{flavor.name}-{mode}", flavor, mode)
-                assert eng.manifest.io_source == "deserialized engine"
-                for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
-                    with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
-                        engine = runner.engine
-                        names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
-                        assert names == {t.name for t in eng.manifest.io}
-                        for t in eng.manifest.io:
-                            assert list(engine.get_tensor_shape(t.name)) == t.shape
-                        res = runner.generate(ids, mask, 16)
-                    first = _first_mismatch(res.tokens.cpu(), want)
-                    print(f"{art.label} {flavor.name} {flavor.version} {mode} graph={graph}: first mismatch {first}")
-                    assert first is None or first >= 8, (flavor.name, mode, graph, res.tokens, want)
-                    assert len(res.decode_s) == 15
+    with eager_runner(art.spec, art.weights(), "fp16", "cuda") as eager:
+        want = eager.generate(ids, mask, 16).tokens.cpu()
+    for flavor in flavors:
+        eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode)
+        assert eng.manifest.io_source == "deserialized engine"
+        for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
+            with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
+                engine = runner.engine
+                names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+                assert names == {t.name for t in eng.manifest.io}
+                for t in eng.manifest.io:
+                    assert list(engine.get_tensor_shape(t.name)) == t.shape
+                    assert str(engine.get_tensor_dtype(t.name)).split(".")[-1].lower() == t.dtype
+                assert engine.num_optimization_profiles == len(eng.manifest.profiles)
+                res = runner.generate(ids, mask, 16)
+            first = _first_mismatch(res.tokens.cpu(), want)
+            print(f"{model} {flavor.name} {flavor.version} {mode} graph={graph} "
+                  f"({eng.manifest.build_seconds:.0f} s build, {eng.manifest.builder_settings}): first mismatch {first}")
+            assert first is None or first >= 8, (flavor.name, mode, graph, res.tokens, want)
+            assert len(res.decode_s) == 15
 
 
 @pytest.mark.parametrize("scale,finite", [(12, True), (50, False)])

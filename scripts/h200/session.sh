@@ -12,6 +12,7 @@
 #   probe CONFIG...       scripts/bench_build.py in parallel (per-block build cost of 7B-shaped models)
 #   knobs CONFIG...       scripts/probe_trt_build.py in parallel (one builder knob at a time: what is slow)
 #   baseline GPU          7B models on eager (scripts/bench_trt.py), then compiled (scripts/bench_compiled.py)
+#   par NODEID...         each pytest node id as its own process, side by side (GPUs alternate); logs t-N.log
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -40,6 +41,8 @@ case "${1:-status}" in
     shift; bg knobs "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/probe_trt_build.py $* --jobs ${JOBS:-8} --timeout ${TIMEOUT:-330} --workspace-gb 4 --work /root/pb --json $LOGS/knobs.json" ;;
   baseline)
     bg "baseline-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR; CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_compiled.py --out /root/results/h200-compiled" ;;
+  par)
+    shift; n=0; for node in "$@"; do bg "t-$n" "CUDA_VISIBLE_DEVICES=$((n % 2)) python3 -m pytest -m gpu '$node' -q -s -p no:cacheprovider"; n=$((n+1)); done ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;
