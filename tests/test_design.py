@@ -121,3 +121,18 @@ def test_build_options_fingerprint_ignores_what_only_speeds_the_build():
     b = BuildOptions(limits=EngineLimits(8, 32, 64))
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != BuildOptions(limits=EngineLimits(8, 32, 65)).fingerprint()
+
+
+def test_a_build_with_no_implementation_says_what_to_change():
+    """TensorRT 8.6's "Could not find any implementation" (llama-7b, one profile, H200) names the flags to change."""
+    from trtllm_kit.engine.builder import _build_failure_hint
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.engine.manifest import BuildOptions
+
+    detail = "10: Could not find any implementation for node {ForeignNode[c_zero...logits/node]}."
+    single = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640), profiles="single",
+                                                      workspace_gb=4))
+    assert "--profiles split" in single and "--workspace than 4 GB" in single and "--max-batch" in single
+    split = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)))
+    assert "--profiles split" not in split and "--max-batch" in split
+    assert _build_failure_hint("some other failure", BuildOptions(limits=EngineLimits(8, 32, 64))) is None

@@ -291,7 +291,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             plan = builder.build_serialized_network(network, config)
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
-                raise ToolkitError(f"TensorRT build failed: {detail}")
+                raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options))
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
             with open(engine_path, "wb") as f:
@@ -320,6 +320,20 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
         del plan, network, builder, parser, ctx
     out = Path(out).absolute()
     return EngineResult(out, out / "model.engine", manifest)
+
+
+def _build_failure_hint(detail: str, options: BuildOptions) -> str | None:
+    """What to change after a failed build, for the failures seen on real builds."""
+    if "Could not find any implementation" in detail:
+        # llama-7b, one profile covering prefill and decode (256/128/640) on TensorRT 8.6 / H200, and llama-7b
+        # cut to 8 blocks with a 4 GB workspace: no kernel of the fused graph fits the memory it may use.
+        steps = ["smaller --max-batch/--max-input/--max-seq"]
+        if options.profiles == "single":
+            steps.insert(0, "--profiles split (prefill and decode apart)")
+        if options.workspace_gb is not None:
+            steps.append(f"a larger --workspace than {options.workspace_gb:g} GB")
+        return "TensorRT found no kernel for the fused graph within the memory these limits need: try " + ", or ".join(steps)
+    return None
 
 
 def _timing_cache(flavor: Flavor, config, options: BuildOptions):
