@@ -231,3 +231,34 @@ def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, n
         assert k.shape[1] == v.shape[1] == L.n_kv_heads
         assert tuple(inputs[f"past_key_values.{i}.key"].shape)[1:] == (L.n_kv_heads, 24, L.head_dim)
         assert f"present.{i}.value" in outputs
+
+
+# Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the
+# engine input it came from as a shape tensor, read from host memory (seen on an H200 with write_indices).
+SHAPE_OPERANDS = {"Range": (0, 1, 2), "Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 3, 4), "Tile": (1,),
+                  "ConstantOfShape": (0,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "Pad": (1,),
+                  "TopK": (1,), "OneHot": (1,), "Resize": (3,)}
+
+
+def _values_feeding_shapes(model: onnx.ModelProto) -> list[str]:
+    """Shape-defining operands that depend on an input's values (not only on its shape)."""
+    runtime = {i.name for i in model.graph.input}
+    tainted, bad = set(runtime), []
+    for node in model.graph.node:  # the exporter and the rewrite keep nodes in topological order
+        for pos in SHAPE_OPERANDS.get(node.op_type, ()):
+            if pos < len(node.input) and node.input[pos] in tainted:
+                bad.append(f"{node.op_type} {node.name or node.output[0]} input {pos} ({node.input[pos]})")
+        if node.op_type != "Shape" and any(i in tainted for i in node.input):
+            tainted.update(node.output)
+    return bad
+
+
+@pytest.mark.parametrize("layout", ["portable", "static"])
+def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
+    """Every engine input is an execution tensor (device memory): no value of input_ids, positions, the mask,
+    the caches or write_indices decides a shape, in the exported graph and in its static-cache rewrite."""
+    for name in TINY:
+        path = tiny_exports[name] / "model.onnx"
+        model = onnx.load(str(path), load_external_data=False) if layout == "portable" else \
+            onnx.load_from_string(static_cache_onnx(path, 24))
+        assert _values_feeding_shapes(model) == [], name

@@ -261,8 +261,10 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     """The exported graph (weights left where they are) rewritten for static caches.
 
     Caches and the attention mask get the static length ``max_seq``; a ``write_indices`` [batch]
-    (int32) input says where the new tokens go, and the causal mask's query positions come from it
-    (``write_indices[0] + 0..S-1``) instead of from the mask length.
+    (int32) input says where the new tokens go, and the causal mask's query positions come from it:
+    ``Range(0, S) + write_indices[0]``. The Range's bounds stay shape-derived on purpose: had
+    ``write_indices`` fed them, TensorRT 8.6 would make it a shape tensor, read from host memory
+    (measured on an H200: the plugin engine wrote its caches at garbage positions).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -282,15 +284,18 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     if idx is None:
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter (no {Anchors.QUERY_POS} node)",
                            "re-export it with `trtllm-kit export`, or use --kv-mode portable")
-    const = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor("v", TensorProto.INT64, [1], [v]))  # noqa: E731
-    new = [const("ip_start", 0), const("ip_end", 1),
-           helper.make_node("Slice", [WRITE_INDICES, "ip_start", "ip_end"], ["ip_first"]),
-           helper.make_node("Cast", ["ip_first"], ["ip_first64"], to=TensorProto.INT64),
-           helper.make_node("Squeeze", ["ip_first64", Anchors.AXES0], ["ip_begin"]),
-           helper.make_node("Squeeze", [Anchors.SEQ_LEN, Anchors.AXES0], ["ip_seq"]),
-           helper.make_node("Add", ["ip_begin", "ip_seq"], ["ip_stop"])]
-    g.node[idx].input[0], g.node[idx].input[1] = "ip_begin", "ip_stop"
-    for k, node in enumerate(new):
+    const = lambda name, v: helper.make_node("Constant", [], [name], value=helper.make_tensor("v", TensorProto.INT64, [], [v]))  # noqa: E731
+    range_node = g.node[idx]
+    before = [const("ip_zero", 0), const("ip_one", 1),
+              helper.make_node("Squeeze", [Anchors.SEQ_LEN, Anchors.AXES0], ["ip_seq"])]
+    range_node.input[:] = ["ip_zero", "ip_seq", "ip_one"]  # (S,): 0..S-1, its length from shapes only
+    range_node.output[0] = "ip_offsets"
+    after = [helper.make_node("Gather", [WRITE_INDICES, "ip_zero"], ["ip_first"], axis=0),  # scalar, on the device
+             helper.make_node("Cast", ["ip_first"], ["ip_begin"], to=TensorProto.INT64),
+             helper.make_node("Add", ["ip_offsets", "ip_begin"], [Anchors.QUERY_POS])]
+    for k, node in enumerate(after):
+        g.node.insert(idx + 1 + k, node)
+    for k, node in enumerate(before):
         g.node.insert(idx + k, node)
     return model.SerializeToString()
 
