@@ -108,6 +108,9 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 for t in eng.manifest.io:
                     assert list(engine.get_tensor_shape(t.name)) == t.shape
                     assert str(engine.get_tensor_dtype(t.name)).split(".")[-1].lower() == t.dtype
+                caches = {str(engine.get_tensor_dtype(t.name)) for t in eng.manifest.io
+                          if t.name.startswith(("past_key_values.", "present."))}
+                assert caches == {"DataType.HALF"}, caches  # an fp16 export: past and present alike
                 assert engine.num_optimization_profiles == len(eng.manifest.profiles)
                 res = runner.generate(ids, mask, 16)
             first = _first_mismatch(res.tokens.cpu(), want)
