@@ -136,3 +136,17 @@ def test_a_build_with_no_implementation_says_what_to_change():
     split = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)))
     assert "--profiles split" not in split and "--max-batch" in split
     assert _build_failure_hint("some other failure", BuildOptions(limits=EngineLimits(8, 32, 64))) is None
+
+
+def test_build_stage_reads_tensorrt_86_timing_lines():
+    """The heartbeat of a long 8.6 build says which profile and which fused graph (lines as 8.6 logs them)."""
+    from trtllm_kit.engine.builder import build_stage
+
+    myelin = ("--------------- Timing Runner: {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]} "
+              "[profile 1] (Myelin[0x80000023])")
+    assert build_stage(myelin) == "profile 2: Myelin compiling {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]}"
+    assert build_stage("--------------- Timing Runner: kv_attention.0 (PluginV2[0x80000019])") == \
+        "profile 1: timing kv_attention.0 (PluginV2)"
+    assert build_stage("--------------- Timing Runner: [ShapeHostToDeviceCopy 0] [profile 1] "
+                       "(ShapeHostToDevice[0x80000024])") == "profile 2: timing [ShapeHostToDeviceCopy 0] (ShapeHostToDevice)"
+    assert build_stage("Local timing cache in use. Profiling results in this builder pass will not be stored.") is None

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -33,6 +34,25 @@ class EngineResult:
     manifest: EngineManifest
 
 
+_RUNNER = re.compile(r"Timing Runner: (.*?)(?: \[profile (\d+)\])? \((\w+)\[0x[0-9a-f]+\]\)$")
+
+
+def build_stage(msg: str) -> str | None:
+    """What a TensorRT 8.6+ verbose "Timing Runner" message says the builder is doing, for the heartbeat.
+
+    Returns:
+        e.g. "profile 2: Myelin compiling {ForeignNode[c_zero...logits/node]}" (a fused graph: minutes at 7B
+        widths), "profile 1: timing kv_attention.3 (PluginV2)", or None for any other message.
+    """
+    m = _RUNNER.search(msg)
+    if not m:
+        return None
+    node, profile, runner = m.group(1), int(m.group(2) or 0) + 1, m.group(3)
+    if runner == "Myelin":
+        return f"profile {profile}: Myelin compiling {node[:70]}"
+    return f"profile {profile}: timing {node[:70]} ({runner})"
+
+
 def _logger(trt):
     class CollectingLogger(trt.ILogger):
         """Keeps TensorRT's errors (so a failed build can say what caused it) and its latest info message
@@ -42,6 +62,7 @@ def _logger(trt):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
             self.last_info = ""
+            self.stage = ""  # the latest "Timing Runner" (verbose), e.g. a Myelin compile and its profile
             self.lines: list[str] = []
             self._warned: set[str] = set()
 
@@ -55,6 +76,8 @@ def _logger(trt):
                 log.debug("[TensorRT] %s", msg)
             elif severity == S.INFO:
                 self.last_info = msg
+            elif severity == S.VERBOSE and "Timing Runner" in msg:
+                self.stage = build_stage(msg) or self.stage
             if severity != S.VERBOSE or VERBOSE_LOG:
                 self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
                 if VERBOSE_LOG:
@@ -84,7 +107,8 @@ class Heartbeat:
 
     def _run(self):
         while not self._stop.wait(self.every_s):
-            detail = f"; TensorRT: {self.logger.last_info[:100]}" if self.logger.last_info else ""
+            latest = self.logger.stage or self.logger.last_info
+            detail = f"; TensorRT: {latest[:110]}" if latest else ""
             log.info("%s: still %s, %.0fs elapsed%s", self.what, self._phase, time.perf_counter() - self.t0, detail)
 
     def __enter__(self):
