@@ -13,6 +13,8 @@
 #   knobs CONFIG...       scripts/probe_trt_build.py in parallel (one builder knob at a time: what is slow)
 #   baseline GPU          7B models on eager (scripts/bench_trt.py), then compiled (scripts/bench_compiled.py)
 #   par NODEID...         each pytest node id as its own process, side by side (GPUs alternate); logs t-N.log
+#   verify                the checks left open on 2026-11-29: every GPU test side by side (par), and full llama-7b
+#                         builds at the default opt level and at 0 (knobs), for the 5-minute target
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -43,6 +45,13 @@ case "${1:-status}" in
     bg "baseline-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR; CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_compiled.py --out /root/results/h200-compiled" ;;
   par)
     shift; n=0; for node in "$@"; do bg "t-$n" "CUDA_VISIBLE_DEVICES=$((n % 2)) python3 -m pytest -m gpu '$node' -q -s -p no:cacheprovider"; n=$((n+1)); done ;;
+  verify)
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
+    for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable]" "$T[$m-plugin]"); done
+    "$0" par "${nodes[@]}" tests/test_check_gpu.py tests/test_plugin_gpu.py \
+      "tests/test_gpu.py::test_fp16_engine_with_large_activations" \
+      "tests/test_gpu.py::test_compiled_backend_matches_eager_and_replays_cuda_graphs"
+    GPU=1 JOBS=2 TIMEOUT=1200 "$0" knobs llama-7b:portable llama-7b:portable:opt=0 ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;
