@@ -48,10 +48,10 @@ case "${1:-status}" in
   verify)
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
     for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable]" "$T[$m-plugin]"); done
-    "$0" par "${nodes[@]}" tests/test_check_gpu.py tests/test_plugin_gpu.py \
+    bash "$0" par "${nodes[@]}" tests/test_check_gpu.py tests/test_plugin_gpu.py \
       "tests/test_gpu.py::test_fp16_engine_with_large_activations" \
       "tests/test_gpu.py::test_compiled_backend_matches_eager_and_replays_cuda_graphs"
-    GPU=1 JOBS=2 TIMEOUT=1200 "$0" knobs llama-7b:portable llama-7b:portable:opt=0 ;;
+    GPU=1 JOBS=2 TIMEOUT=1200 bash "$0" knobs llama-7b:portable llama-7b:portable:opt=0 ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;
