@@ -150,3 +150,39 @@ def test_build_stage_reads_tensorrt_86_timing_lines():
     assert build_stage("--------------- Timing Runner: [ShapeHostToDeviceCopy 0] [profile 1] "
                        "(ShapeHostToDevice[0x80000024])") == "profile 2: timing [ShapeHostToDeviceCopy 0] (ShapeHostToDevice)"
     assert build_stage("Local timing cache in use. Profiling results in this builder pass will not be stored.") is None
+
+
+def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
+    """What the H200 showed (TensorRT 8.6 plugin engines: fp32 present.* bound onto fp16 caches, read back as
+    values within ±512) and what would read device pointers as host memory (shape-tensor inputs) are refused
+    before a step runs. The engine here is a stand-in with the four ICudaEngine calls the check makes."""
+    from types import SimpleNamespace
+
+    from trtllm_kit.engine.loading import check_bindable
+
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="in", OUTPUT="out"))
+
+    class Engine:
+        def __init__(self, dtypes: dict, shape_inputs=()):
+            self.dtypes, self.names, self.shape_inputs = dtypes, list(dtypes), set(shape_inputs)
+            self.num_io_tensors = len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, n):
+            return "out" if n.startswith(("present.", "logits")) else "in"
+
+        def get_tensor_dtype(self, n):
+            return self.dtypes[n]
+
+        def is_shape_inference_io(self, n):
+            return n in self.shape_inputs
+
+    good = {"write_indices": "INT32", "past_key_values.0.key": "HALF", "present.0.key": "HALF", "logits": "HALF"}
+    check_bindable(trt, Engine(good), static_cache=True)
+    with pytest.raises(ToolkitError, match="present.0.key is FLOAT but past_key_values.0.key is HALF"):
+        check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), static_cache=True)
+    check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), static_cache=False)  # portable: no aliasing
+    with pytest.raises(ToolkitError, match="write_indices are shape tensors"):
+        check_bindable(trt, Engine(good, shape_inputs=["write_indices"]), static_cache=True)

@@ -137,6 +137,9 @@ class StaticCacheTrtRunner(BaseRunner):
     def activate_impl(self):
         from polygraphy.backend.trt import util as trt_util
 
+        from trtllm_kit.engine.loading import check_bindable
+
+        check_bindable(self.trt, self.engine, static_cache=True)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.current_stream()
         self.context.set_optimization_profile_async(self.profile, self.stream.cuda_stream)

@@ -60,3 +60,30 @@ def load_engine(engine_dir: str | Path, manifest: EngineManifest | None = None, 
         raise ToolkitError(f"TensorRT could not load {path}",
                            "it may have been built for another GPU or TensorRT version; rebuild it")
     return LoadedEngine(flavor, runtime, engine)
+
+
+def check_bindable(trt, engine, static_cache: bool) -> None:
+    """Refuse, in one line, an engine the toolkit's runners would feed wrongly without an error from TensorRT.
+
+    Both runners (``runtime.trt.TrtRunner`` and ``check``'s) bind device memory to every input and, for a
+    static cache, each ``present.*`` to the buffer of its ``past_key_values.*``.
+
+    Raises:
+        ToolkitError: an input TensorRT reads from host memory (a shape tensor), or, with ``static_cache``, a
+            ``present.*`` whose dtype differs from its ``past_key_values.*`` (seen on TensorRT 8.6: fp32 written
+            into fp16 caches).
+    """
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    host = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+            and hasattr(engine, "is_shape_inference_io") and engine.is_shape_inference_io(n)]
+    if host:
+        raise ToolkitError(f"engine input(s) {', '.join(host)} are shape tensors, which TensorRT reads from host "
+                           "memory; the toolkit feeds device memory", EngineManifest.REDO + " with this version")
+    if not static_cache:
+        return
+    for present in (n for n in names if n.startswith("present.")):
+        past = "past_key_values." + present.removeprefix("present.")
+        a, b = engine.get_tensor_dtype(present), engine.get_tensor_dtype(past)
+        if a != b:
+            raise ToolkitError(f"the engine's {present} is {a} but {past} is {b}: an in-place cache needs one dtype",
+                               EngineManifest.REDO + " with this version")

@@ -17,7 +17,7 @@ from trtllm_kit.engine.kv_layouts import get_layout
 from trtllm_kit.engine.limits import select_profile
 from trtllm_kit.engine.manifest import EngineManifest
 from trtllm_kit.errors import ToolkitError
-from trtllm_kit.export.io_spec import KV, LOGITS, past_name, present_name
+from trtllm_kit.export.io_spec import LOGITS
 from trtllm_kit.runtime.base import Runner
 
 TRT_TO_TORCH = {"float": torch.float32, "half": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32,
@@ -52,7 +52,7 @@ class TrtRunner(Runner):
         self.manifest.limits.check_point(batch, prompt_len, new_tokens)
 
     def activate_impl(self):
-        from trtllm_kit.engine.loading import load_engine
+        from trtllm_kit.engine.loading import check_bindable, load_engine
 
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise ToolkitError("TensorRT engines need a CUDA GPU to run, and none was found",
@@ -61,7 +61,7 @@ class TrtRunner(Runner):
         self.trt, self.runtime, self.engine = loaded.flavor.trt, loaded.runtime, loaded.engine
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.dtypes = {n: TRT_TO_TORCH[str(self.engine.get_tensor_dtype(n)).split(".")[-1].lower()] for n in names}
-        self._check_bindable(names)
+        check_bindable(self.trt, self.engine, self.layout.static_cache)
         stream = torch.cuda.current_stream().cuda_stream
         self.contexts = []
         for k in range(self.engine.num_optimization_profiles):
@@ -69,29 +69,6 @@ class TrtRunner(Runner):
             ctx.set_optimization_profile_async(k, stream)
             self.contexts.append(ctx)
         self.graphs: dict = {}
-
-    def _check_bindable(self, names: list[str]) -> None:
-        """Refuse, in one line, an engine this runner would feed wrongly without an error from TensorRT.
-
-        Raises:
-            ToolkitError: an input TensorRT reads from host memory (a shape tensor: every buffer here is device
-                memory), or a static cache whose ``present.*`` dtype differs from its ``past_key_values.*``
-                (they share one buffer, updated in place).
-        """
-        is_input = lambda n: self.engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT  # noqa: E731
-        host = [n for n in names if is_input(n) and hasattr(self.engine, "is_shape_inference_io")
-                and self.engine.is_shape_inference_io(n)]
-        if host:
-            raise ToolkitError(f"engine input(s) {', '.join(host)} are shape tensors, which TensorRT reads from host "
-                               "memory; this runner feeds device memory", EngineManifest.REDO + " with this version")
-        if self.layout.static_cache:
-            for i in range(self.spec.num_layers):
-                for kv in KV:
-                    past, present = past_name(i, kv), present_name(i, kv)
-                    if self.dtypes[past] != self.dtypes[present]:
-                        raise ToolkitError(f"the engine's {present} is {self.dtypes[present]} but {past} is "
-                                           f"{self.dtypes[past]}: an in-place cache needs one dtype",
-                                           EngineManifest.REDO + " with this version")
 
     def deactivate_impl(self):
         self.graphs.clear()
