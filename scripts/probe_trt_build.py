@@ -50,7 +50,7 @@ def parse(config: str) -> dict:
 
 def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     """Build one config in this process; returns the measurements."""
-    import numpy as np  # noqa: F401  (kept alive with the network below)
+    import numpy as np
 
     from trtllm_kit.engine.builder import _configure, _create_network
     from trtllm_kit.engine.flavors import detect_gpu, resolve_flavor
@@ -84,7 +84,8 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
             lines.append(f"{time.perf_counter() - t0:.1f} [{str(severity).split('.')[-1]}] {msg}")
 
     logger = Logger()
-    trt.init_libnvinfer_plugins(logger, "") if hasattr(trt, "init_libnvinfer_plugins") else None
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     if hasattr(builder, "max_threads") and "threads" in knobs:
         builder.max_threads = int(knobs["threads"])
@@ -95,9 +96,7 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
     layout.prepare_network(ctx)
-    config, _ = _configure(flavor, builder, options, cfg["kv_mode"])
-    if ctx.precision_constraints:
-        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    config, _ = _configure(flavor, builder, options, cfg["kv_mode"], ctx.precision_constraints)
     if "norefit" in knobs:  # the toolkit sets REFIT on TensorRT 8.6; this knob takes it away again
         config.clear_flag(trt.BuilderFlag.REFIT)
     weight_inputs = []

@@ -26,7 +26,7 @@ from polygraphy.common import TensorMetadata
 
 from trtllm_kit.check.feeds import NP_DTYPES
 from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, LOGITS, POSITION_IDS, WRITE_INDICES, Anchors,
-                                       model_inputs, model_outputs, past_name, present_name)
+                                       model_inputs, model_outputs, past_name, present_for, present_name)
 from trtllm_kit.models.spec import ModelSpec
 
 
@@ -157,8 +157,7 @@ class StaticCacheTrtRunner(BaseRunner):
         logits = torch.empty(tuple(ctx.get_tensor_shape(LOGITS)), dtype=_torch_dtype(self.engine, LOGITS),
                              device="cuda")
         ctx.set_tensor_address(LOGITS, logits.data_ptr())
-        caches = [(present_name(int(n.split(".")[1]), n.split(".")[2]), t) for n, t in bound.items()
-                  if n.startswith("past_key_values.")]
+        caches = [(present_for(n), t) for n, t in bound.items() if present_for(n)]
         for present, t in caches:
             ctx.set_tensor_address(present, t.data_ptr())  # updated in place
         start = time.time()

@@ -200,8 +200,9 @@ def _create_network(flavor: Flavor, builder):
     return builder.create_network(flags)
 
 
-def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str):
-    """Builder config: precision, optimization level, workspace, tactic sources, refit.
+def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, precision_constraints: bool = False):
+    """Builder config: precision (and the layout's precision constraints), optimization level, workspace,
+    tactic sources, refit.
 
     Returns:
         (config, settings): the config and the settings it was given, as recorded in engine.json.
@@ -230,6 +231,9 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str):
     if opt_level is not None:
         config.builder_optimization_level = opt_level
         settings["opt_level"] = opt_level
+    if precision_constraints:  # a layout pinned layer precisions (the plugin layout on 8.6)
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        settings["prefer_precision_constraints"] = True
     if opts.workspace_gb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gb * (1 << 30)))
     if hasattr(trt, "ProfilingVerbosity"):
@@ -297,10 +301,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             beat.phase(f"preparing the network ({layout.name} KV cache)")
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
             plugin = layout.prepare_network(ctx)
-            config, settings = _configure(flavor, builder, options, layout.name)
-            if ctx.precision_constraints:
-                config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
-                settings["prefer_precision_constraints"] = True
+            config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:
@@ -337,7 +338,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             profiles=[ProfileRecord.of(k, p, ios) for k, p in enumerate(profiles)], io=io, io_source=io_source,
             source=SourceRecord(export_dir=str(onnx_dir.absolute()), onnx_sha256=onnx_hash,
                                 weights_sha256=export.weights.sha256, model=export.model),
-            spec=spec, builder_settings=settings, timing_cache_note=cache_note, build_seconds=round(time.perf_counter() - beat.t0, 2),
+            spec=spec, builder_settings=settings, timing_cache_note=cache_note,
+            build_seconds=round(time.perf_counter() - beat.t0, 2),
             build_phases=beat.phases, engine_bytes=engine_path.stat().st_size,
             engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, created=utc_now())
         manifest.save(tmp)

@@ -9,6 +9,7 @@ from pathlib import Path
 from trtllm_kit.engine.flavors import Flavor
 from trtllm_kit.engine.manifest import EngineManifest
 from trtllm_kit.errors import ToolkitError
+from trtllm_kit.export.io_spec import present_for
 
 
 @dataclass
@@ -81,8 +82,7 @@ def check_bindable(trt, engine, static_cache: bool) -> None:
                            "memory; the toolkit feeds device memory", EngineManifest.REDO + " with this version")
     if not static_cache:
         return
-    for present in (n for n in names if n.startswith("present.")):
-        past = "past_key_values." + present.removeprefix("present.")
+    for past, present in ((n, present_for(n)) for n in names if present_for(n)):
         a, b = engine.get_tensor_dtype(present), engine.get_tensor_dtype(past)
         if a != b:
             raise ToolkitError(f"the engine's {present} is {a} but {past} is {b}: an in-place cache needs one dtype",

@@ -45,6 +45,13 @@ def present_name(i: int, kv: str) -> str:
     return f"present.{i}.{kv}"
 
 
+def present_for(name: str) -> str | None:
+    """The ``present.*`` output that the ``past_key_values.*`` input ``name`` becomes (None for any other name)."""
+    prefix, _, rest = name.partition(".")
+    i, _, kv = rest.partition(".")
+    return present_name(int(i), kv) if prefix == "past_key_values" and i.isdigit() and kv in KV else None
+
+
 class Anchors:
     """Names the exporter gives to graph-internal tensors that KV layouts rewire and ``check --layerwise``
     compares.
