@@ -34,6 +34,20 @@ def bandwidth(device_name: str) -> float | None:
     return None
 
 
+def held(path: str | None):
+    """An exclusive lock on ``path`` (released by closing what this returns), or a no-op without a path."""
+    import fcntl
+    import os
+
+    f = open(path or os.devnull, "a")
+    if path is None:
+        return f
+    t0 = time.perf_counter()
+    fcntl.flock(f, fcntl.LOCK_EX)
+    print(f"lock {path} held after {time.perf_counter() - t0:.0f}s", flush=True)
+    return f
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["llama-7b", "llama-7b-depth-27", "llama-7b-llmpruner"])
@@ -49,6 +63,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs/benchmarks/h200-trt86")
     ap.add_argument("--breakdown", default=None, help="Model whose batch-1 decode step is split into host/GPU time.")
     ap.add_argument("--opt-level", type=int, default=None)
+    ap.add_argument("--lock", default=None,
+                    help="Time only while holding this file's lock (runs sharing a GPU build side by side, time in turn).")
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
     ap.add_argument("--report-only", action="store_true",
                     help="Run nothing: merge the results files already under --out (from runs split across GPUs).")
@@ -72,7 +88,9 @@ def main() -> int:
     limits = EngineLimits(256, 128, 640, opt_batch=16, opt_input=args.input)
     opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
     arts = resolve_models(args.models)
-    builds_file = out / f"builds-{'-'.join(args.kv_modes)}.json"
+    # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
+    suffix = f"-opt{args.opt_level}" if args.opt_level is not None else ""
+    builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     files = {}
     if args.report_only:
@@ -85,35 +103,39 @@ def main() -> int:
     for art in arts if "trt" in backends else []:
         ensure_export(art, inside(work, "onnx", art.label), progress=False)
     if "eager" in backends:
+        lock = held(args.lock)
         res = bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
         files["eager"] = res
+        lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level,
-                               timing_cache=str(work / f"timing-{mode}.cache"))
+                               timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
         for art in arts:
             art.engine_dir = None
             t0 = time.perf_counter()
-            eng = ensure_engine(art, inside(work, "engines", mode, art.label), options, progress=False)
+            eng = ensure_engine(art, inside(work, "engines", mode + suffix, art.label), options, progress=False)
             m = json.loads((eng / "engine.json").read_text())
-            builds.append({"model": art.label, "kv_mode": mode, "wall_s": round(time.perf_counter() - t0, 1),
+            builds.append({"model": art.label, "kv_mode": mode + suffix, "wall_s": round(time.perf_counter() - t0, 1),
                            "build_s": m["build_seconds"], "phases": m["build_phases"],
                            "engine_gb": round(m["engine_bytes"] / 1e9, 2)})
             print(json.dumps(builds[-1]), flush=True)
-        res = bench(arts, ["trt"], cfg, out / f"results-{mode}.json", opts, progress=False)
-        files[mode] = res
+        lock = held(args.lock)
+        res = bench(arts, ["trt"], cfg, out / f"results-{mode}{suffix}.json", opts, progress=False)
+        files[mode + suffix] = res
         if args.breakdown:
             from trtllm_kit.runtime.trt import TrtRunner, step_breakdown
 
             art = next(a for a in arts if a.label == args.breakdown)
             with TrtRunner(art.engine_dir, "cuda", cuda_graph=args.cuda_graph) as runner:
                 bd = step_breakdown(runner, 1, args.input)
-            bd |= {"model": art.label, "kv_mode": mode, "impl": runner.impl}
-            (out / f"breakdown-{mode}.json").write_text(json.dumps(bd, indent=2) + "\n")
+            bd |= {"model": art.label, "kv_mode": mode + suffix, "impl": runner.impl}
+            (out / f"breakdown-{mode}{suffix}.json").write_text(json.dumps(bd, indent=2) + "\n")
             print(json.dumps(bd), flush=True)
+        lock.close()
         if args.cleanup:
             import shutil
 
-            shutil.rmtree(inside(work, "engines", mode), ignore_errors=True)
+            shutil.rmtree(inside(work, "engines", mode + suffix), ignore_errors=True)
     if not args.report_only and "trt" in backends:
         builds_file.write_text(json.dumps(builds, indent=2) + "\n")
     if not args.report_only:

@@ -152,6 +152,20 @@ def test_build_stage_reads_tensorrt_86_timing_lines():
     assert build_stage("Local timing cache in use. Profiling results in this builder pass will not be stored.") is None
 
 
+def test_profile_phases_split_tensorrt_build_time_by_profile():
+    """engine.json's build phases say how long each profile's tactic selection took (the 7B question: is one
+    profile's Myelin compile the build?), and nothing when TensorRT logged no timing lines."""
+    from trtllm_kit.engine.builder import profile_phases
+
+    marks = {"profile 1": 10.0, "profile 2": 110.0, "tactics done": 250.0}
+    assert profile_phases(marks, 300.0) == {"TensorRT profile 1 (tactics, Myelin)": 100.0,
+                                            "TensorRT profile 2 (tactics, Myelin)": 140.0,
+                                            "TensorRT engine assembly": 50.0}
+    assert profile_phases({"profile 1": 5.0}, 9.0) == {"TensorRT profile 1 (tactics, Myelin)": 4.0,
+                                                        "TensorRT engine assembly": 0.0}
+    assert profile_phases({}, 9.0) == {}
+
+
 def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
     """What the H200 showed (TensorRT 8.6 plugin engines: fp32 present.* bound onto fp16 caches, read back as
     values within ±512) and what would read device pointers as host memory (shape-tensor inputs) are refused

@@ -15,6 +15,9 @@
 #   par NODEID...         each pytest node id as its own process, side by side (GPUs alternate); logs t-N.log
 #   verify                the checks left open on 2026-11-29: every GPU test side by side (par), and full llama-7b
 #                         builds at the default opt level and at 0 (knobs), for the 5-minute target
+#   day3                  2026-11-29 (third session): every GPU test on GPU 0; the 7B engines (portable at opt level 0,
+#                         plugin with CUDA graphs) built side by side, then timed one at a time per GPU (--lock);
+#                         eager on GPU 0 once the tests are done
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -44,7 +47,7 @@ case "${1:-status}" in
   baseline)
     bg "baseline-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR; CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_compiled.py --out /root/results/h200-compiled" ;;
   par)
-    shift; n=0; for node in "$@"; do bg "t-$n" "CUDA_VISIBLE_DEVICES=$((n % 2)) python3 -m pytest -m gpu '$node' -q -s -p no:cacheprovider"; n=$((n+1)); done ;;
+    shift; n=0; for node in "$@"; do bg "t-$n" "CUDA_VISIBLE_DEVICES=$((n % ${PAR_GPUS:-2})) python3 -m pytest -m gpu '$node' -q -s -p no:cacheprovider"; n=$((n+1)); done ;;
   verify)
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
     for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable]" "$T[$m-plugin]"); done
@@ -52,6 +55,19 @@ case "${1:-status}" in
       "tests/test_gpu.py::test_fp16_engine_with_large_activations" \
       "tests/test_gpu.py::test_compiled_backend_matches_eager_and_replays_cuda_graphs"
     GPU=1 JOBS=2 TIMEOUT=1200 bash "$0" knobs llama-7b:portable llama-7b:portable:opt=0 ;;
+  day3)
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
+    for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable]" "$T[$m-plugin]"); done
+    PAR_GPUS=1 bash "$0" par "${nodes[@]}" tests/test_check_gpu.py tests/test_plugin_gpu.py \
+      "tests/test_gpu.py::test_fp16_engine_with_large_activations" \
+      "tests/test_gpu.py::test_compiled_backend_matches_eager_and_replays_cuda_graphs"
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work"
+    W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
+    bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --opt-level 0 --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
+    bg b "$W CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
+    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/c"
+    bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/d"
+    bg eager "sleep 20; while pgrep -f pytest >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;

@@ -53,6 +53,29 @@ def build_stage(msg: str) -> str | None:
     return f"profile {profile}: timing {node[:70]} ({runner})"
 
 
+def profile_phases(marks: dict[str, float], end: float) -> dict[str, float]:
+    """Seconds TensorRT spent on each optimization profile, from when its first "Timing Runner" appeared.
+
+    Args:
+        marks: ``perf_counter`` times keyed "profile N" (first timing line of that profile, 1-based) and
+            "tactics done" (8.6's "Detected N inputs and M output network tensors").
+        end: when the build returned (``perf_counter``).
+
+    Returns:
+        e.g. {"TensorRT profile 1 (tactics, Myelin)": 212.4, "TensorRT profile 2 ...": 198.0,
+        "TensorRT engine assembly": 31.2}; empty when TensorRT logged no timing lines (cached tactics, or a
+        version that does not log them).
+    """
+    starts = sorted((t, k) for k, t in marks.items() if k.startswith("profile "))
+    if not starts:
+        return {}
+    done = marks.get("tactics done", end)
+    bounds = [t for t, _ in starts[1:]] + [max(done, starts[-1][0])]
+    out = {f"TensorRT {k} (tactics, Myelin)": round(b - t, 2) for (t, k), b in zip(starts, bounds)}
+    out["TensorRT engine assembly"] = round(end - bounds[-1], 2)
+    return out
+
+
 def _logger(trt):
     class CollectingLogger(trt.ILogger):
         """Keeps TensorRT's errors (so a failed build can say what caused it) and its latest info message
@@ -63,6 +86,7 @@ def _logger(trt):
             self.errors: list[str] = []
             self.last_info = ""
             self.stage = ""  # the latest "Timing Runner" (verbose), e.g. a Myelin compile and its profile
+            self.marks: dict[str, float] = {}  # "profile N" / "tactics done": when TensorRT first said so
             self.lines: list[str] = []
             self._warned: set[str] = set()
 
@@ -78,6 +102,9 @@ def _logger(trt):
                 self.last_info = msg
             elif severity == S.VERBOSE and "Timing Runner" in msg:
                 self.stage = build_stage(msg) or self.stage
+                self.marks.setdefault(self.stage.split(":")[0], time.perf_counter())
+            if "network tensors" in msg and msg.startswith("Detected"):  # 8.6: tactic selection is over
+                self.marks.setdefault("tactics done", time.perf_counter())
             if severity != S.VERBOSE or VERBOSE_LOG:
                 self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
                 if VERBOSE_LOG:
@@ -93,6 +120,7 @@ class Heartbeat:
         self.what, self.logger, self.every_s = what, logger, every_s
         self.t0 = time.perf_counter()
         self.phases: dict[str, float] = {}
+        self.sub_phases: dict[str, float] = {}  # inside TensorRT's build: per profile (verbose timing lines)
         self._phase, self._phase_t0 = None, self.t0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -314,6 +342,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 config.add_optimization_profile(p)
             beat.phase("building the engine (TensorRT)")
             plan = builder.build_serialized_network(network, config)
+            beat.sub_phases = profile_phases(logger.marks, time.perf_counter())
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
                 raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options))
@@ -340,7 +369,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                                 weights_sha256=export.weights.sha256, model=export.model),
             spec=spec, builder_settings=settings, timing_cache_note=cache_note,
             build_seconds=round(time.perf_counter() - beat.t0, 2),
-            build_phases=beat.phases, engine_bytes=engine_path.stat().st_size,
+            build_phases=beat.phases | beat.sub_phases, engine_bytes=engine_path.stat().st_size,
             engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, created=utc_now())
         manifest.save(tmp)
         del plan, network, builder, parser, ctx
