@@ -63,12 +63,17 @@ def main() -> int:
     ap.add_argument("--out", default="docs/benchmarks/h200-trt86")
     ap.add_argument("--breakdown", default=None, help="Model whose batch-1 decode step is split into host/GPU time.")
     ap.add_argument("--opt-level", type=int, default=None)
+    ap.add_argument("--weights", choices=["engine", "inputs"], default="engine",
+                    help="inputs: weights as engine inputs (trtllm-kit build --weights inputs).")
     ap.add_argument("--lock", default=None,
                     help="Time only while holding this file's lock (runs sharing a GPU build side by side, time in turn).")
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
     ap.add_argument("--report-only", action="store_true",
                     help="Run nothing: merge the results files already under --out (from runs split across GPUs).")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # build heartbeats
 
     import torch
 
@@ -89,7 +94,8 @@ def main() -> int:
     opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
     arts = resolve_models(args.models)
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
-    suffix = f"-opt{args.opt_level}" if args.opt_level is not None else ""
+    suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
+        ("-winputs" if args.weights == "inputs" else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     files = {}
@@ -108,7 +114,7 @@ def main() -> int:
         files["eager"] = res
         lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
-        options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level,
+        options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
                                timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
         for art in arts:
             art.engine_dir = None

@@ -67,6 +67,32 @@ def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
     assert meta["source"]["onnx_sha256"] and meta["spec"]["name"] == name
 
 
+def test_weights_as_inputs_leave_the_plan_with_their_onnx_names_and_values(tiny_exports, tmp_path):
+    """``--weights inputs``: every weight matrix becomes an engine input named as in the ONNX file, stored in
+    weights.safetensors with the export's exact values (what a server binds), and nothing else moves."""
+    from safetensors.numpy import load_file
+
+    from trtllm_kit.engine.inspect import describe_engine
+
+    name = "tiny-llama-width"  # uneven blocks: every layer its own shapes
+    res = engine_from_onnx(tiny_exports[name], tmp_path / "w", opts(weights="inputs", kv_mode="portable"), progress=False)
+    m = res.manifest
+    model = onnx.load(tiny_exports[name] / "model.onnx")
+    want = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+            if i.name.endswith(".weight") and len(i.dims) >= 2}
+    stored = load_file(str(res.out_dir / m.weight_inputs.file))
+    assert set(stored) == set(want) == set(m.weight_inputs.tensors) and len(want) == 7 * 6 + 2
+    for k, v in want.items():
+        assert stored[k].dtype == np.float16 and np.array_equal(stored[k], v), k
+    inputs = {t.name: t for t in m.io if t.mode == "input"}
+    assert all(inputs[k].shape == list(v.shape) and inputs[k].dtype == "half" for k, v in want.items())
+    assert len(inputs) == len(want) + 3 + 2 * 6  # ids, positions, mask, the cache: unchanged
+    embedded = engine_from_onnx(tiny_exports[name], tmp_path / "e", opts(kv_mode="portable"), progress=False).manifest
+    assert embedded.weight_inputs is None and not (tmp_path / "e" / "weights.safetensors").exists()
+    assert "44 tensors as engine inputs in weights.safetensors" in describe_engine(res.out_dir)
+    assert "model.layers.0.mlp.up_proj.weight" not in describe_engine(res.out_dir)  # listed once, not 44 rows
+
+
 def test_profiles_cover_the_sweep_and_reject_points_beyond(engines):
     m = engines[("tiny-llama", "portable")].manifest
     profiles = m.profile_specs()

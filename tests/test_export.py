@@ -142,3 +142,23 @@ def test_exported_onnx_builds_with_tensorrt_rtx(tiny_exports, name):
     cfg.add_optimization_profile(prof)
     engine = builder.build_serialized_network(net, cfg)
     assert engine is not None and engine.nbytes > 0
+
+
+def test_initializers_read_from_external_data_equal_the_inline_ones(tiny_exports, tmp_path):
+    """What ``--weights inputs`` stores for a 7B export (whose weights are ONNX external data) is what the file
+    holds: the same tiny export saved with external data reads back (memory-mapped) equal to its inline
+    initializers, and a name it lacks is one clear error."""
+    from trtllm_kit.engine.weights import onnx_initializers
+
+    model = onnx.load(tiny_exports["tiny-llama-width"] / "model.onnx")
+    inline = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    onnx.save_model(model, tmp_path / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    external = onnx.load(tmp_path / "model.onnx", load_external_data=False)
+    assert all(i.data_location == onnx.TensorProto.EXTERNAL for i in external.graph.initializer
+               if len(i.dims) >= 2)
+    got = onnx_initializers(tmp_path / "model.onnx", list(inline))
+    for name, want in inline.items():
+        assert got[name].dtype == want.dtype and np.array_equal(np.asarray(got[name]), want), name
+    with pytest.raises(ToolkitError, match="no initializer nope"):
+        onnx_initializers(tmp_path / "model.onnx", ["nope"])

@@ -63,12 +63,12 @@ def _layouts(flavor):
     return [name for name, layout in KV_LAYOUTS.items() if layout.unavailable(flavor, probe) is None]
 
 
-def _build(onnx_dir, out, flavor, mode):
+def _build(onnx_dir, out, flavor, mode, weights="engine"):
     from trtllm_kit.engine.builder import engine_from_onnx
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
 
-    return engine_from_onnx(onnx_dir, out, BuildOptions(flavor=flavor.name, kv_mode=mode,
+    return engine_from_onnx(onnx_dir, out, BuildOptions(flavor=flavor.name, kv_mode=mode, weights=weights,
                                                         limits=EngineLimits(8, 32, 64)), progress=False)
 
 
@@ -77,16 +77,18 @@ def _first_mismatch(got, want):
     return int(diff[0]) if len(diff) else None
 
 
-@pytest.mark.parametrize("mode", ["portable", "inplace", "plugin"])
+@pytest.mark.parametrize("mode", ["portable", "inplace", "plugin", "portable/weights-inputs", "plugin/weights-inputs"])
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"])
 def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
-    build the tiny dense, depth- and width-pruned engines in each KV layout it supports and check their
-    greedy tokens against eager, and that engine.json's I/O is what the deserialized engine says.
+    build the tiny dense, depth- and width-pruned engines in each KV layout it supports (and with the
+    weights as engine inputs, ``--weights inputs``) and check their greedy tokens against eager, and that
+    engine.json's I/O is what the deserialized engine says.
     One test per (model, layout), so that they can run side by side (`-k`) and each says what it proves."""
     from trtllm_kit.runtime.eager import eager_runner
     from trtllm_kit.runtime.trt import TrtRunner
 
+    mode, _, weights = mode.partition("/weights-")
     flavors = [f for f in _trt_flavors() if mode in _layouts(f)]
     if not flavors:
         pytest.skip(f"no TensorRT flavour that runs on this GPU builds the {mode} KV layout here")
@@ -98,8 +100,11 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     with eager_runner(art.spec, art.weights(), "fp16", "cuda") as eager:
         want = eager.generate(ids, mask, 16).tokens.cpu()
     for flavor in flavors:
-        eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode)
+        eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode, weights or "engine")
         assert eng.manifest.io_source == "deserialized engine"
+        if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied)
+            n = 7 * art.spec.num_layers + (1 if art.spec.tie_word_embeddings else 2)
+            assert len(eng.manifest.weight_inputs.tensors) == n
         for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine
@@ -114,7 +119,7 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 assert engine.num_optimization_profiles == len(eng.manifest.profiles)
                 res = runner.generate(ids, mask, 16)
             first = _first_mismatch(res.tokens.cpu(), want)
-            print(f"{model} {flavor.name} {flavor.version} {mode} graph={graph} "
+            print(f"{model} {flavor.name} {flavor.version} {mode} weights={weights or 'engine'} graph={graph} "
                   f"({eng.manifest.build_seconds:.0f} s build, {eng.manifest.builder_settings}): first mismatch {first}")
             assert first is None or first >= 8, (flavor.name, mode, graph, res.tokens, want)
             assert len(res.decode_s) == 15

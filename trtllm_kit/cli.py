@@ -174,10 +174,13 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="Workspace limit in GB.")
 @click.option("--trt-include", type=click.Path(file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
+@click.option("--weights", type=click.Choice(["engine", "inputs"]), default="engine", show_default=True,
+              help="engine: weights inside model.engine; inputs: the large ones as engine inputs in "
+              "weights.safetensors beside it, bound once at load (TensorRT 8.6 builds 7B models in minutes).")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
-          timing_cache, opt_level, workspace, trt_include, force):
+          timing_cache, opt_level, workspace, trt_include, weights, force):
     """Build a TensorRT engine from ONNX_DIR (written by `trtllm-kit export`)."""
     from dataclasses import replace
 
@@ -190,7 +193,7 @@ def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_bat
                      max_seq=max_seq or d.max_seq, opt_batch=opt_batch if opt_batch or max_batch else d.opt_batch,
                      opt_input=opt_input if opt_input or max_input else d.opt_input)
     opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, limits=limits, opt_level=opt_level,
-                        workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include)
+                        workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include, weights=weights)
     res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir), opts, force=force)
     m = res.manifest
     where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU (portable)"

@@ -42,6 +42,7 @@ class RecipeEngine(Strict):
     workspace_gb: PositiveFloat | None = None
     timing_cache: str | None = None
     trt_include: str | None = None
+    weights: Literal["engine", "inputs"] = "engine"
 
 
 class RecipeSweep(SweepConfig):
@@ -129,7 +130,8 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
                           e.opt_batch or (None if e.max_batch else derived.opt_batch),
                           e.opt_input or (None if e.max_input else derived.opt_input))
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
-                          workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include)
+                          workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include,
+                          weights=e.weights)
     return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,

@@ -18,6 +18,8 @@
 #   day3                  2026-11-29 (third session): every GPU test on GPU 0; the 7B engines (portable at opt level 0,
 #                         plugin with CUDA graphs) built side by side, then timed one at a time per GPU (--lock);
 #                         eager on GPU 0 once the tests are done
+#   day3b                 the same day, after --weights inputs: its tiny engines vs eager (portable and plugin), and
+#                         the three 7B models built with it side by side (portable; llama-7b also plugin), timed
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -68,6 +70,16 @@ case "${1:-status}" in
     bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/c"
     bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/d"
     bg eager "sleep 20; while pgrep -f pytest >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
+  day3b)
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
+    for m in tiny-llama tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
+    PAR_GPUS=1 bash "$0" par "${nodes[@]}"
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --repeats 2"
+    W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
+    bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
+    bg b "$W CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
+    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c"
+    bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --lock /root/gpu0.lock --out $R/d" ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;

@@ -23,7 +23,8 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
 
     Raises:
         ToolkitError: a bf16 engine (ONNX Runtime has no CPU kernels for it), an export that is gone or
-            changed, a point beyond the engine's limits, a TensorRT-RTX engine, no TensorRT or no GPU.
+            changed, a point beyond the engine's limits, a TensorRT-RTX engine, no TensorRT or no GPU, an
+            engine built with ``--weights inputs`` (not fed here; ``--layerwise`` still runs).
     """
     from trtllm_kit.engine.limits import select_profile
     from trtllm_kit.engine.manifest import EngineManifest
@@ -41,6 +42,11 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
 
         return layerwise_engine(engine_dir, prefill_step(m.spec, m.dtype, batch, prompt_len, seed), rtol, atol,
                                 setup)
+    if m.weight_inputs is not None:
+        raise ToolkitError(f"{engine_dir} takes its weights as inputs (built with --weights inputs); check feeds "
+                           "engines whose weights are inside the plan",
+                           "build the same export with --weights engine to check it, or use --layerwise "
+                           "(it builds its own engine from the export)")
     from polygraphy.backend.trt import TrtRunner  # imports tensorrt: only once it is known to be there
     from polygraphy.backend.trt import util as trt_util
 

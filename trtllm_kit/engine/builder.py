@@ -329,6 +329,13 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             beat.phase(f"preparing the network ({layout.name} KV cache)")
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
             plugin = layout.prepare_network(ctx)
+            weights = {}
+            if options.weights == "inputs":
+                from trtllm_kit.engine.weights import weights_to_inputs
+
+                weights = weights_to_inputs(trt, network, onnx_path)
+                log.info("%s: %d weight tensors (%.2f GB) become engine inputs", what, len(weights),
+                         sum(a.nbytes for a in weights.values()) / 1e9)
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
@@ -339,6 +346,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 p = builder.create_optimization_profile()
                 for io in ios:
                     p.set_shape(io.name, *prof.shapes(io))
+                for name, a in weights.items():
+                    p.set_shape(name, a.shape, a.shape, a.shape)
                 config.add_optimization_profile(p)
             beat.phase("building the engine (TensorRT)")
             plan = builder.build_serialized_network(network, config)
@@ -356,6 +365,13 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 io_source = "deserialized engine"
             if cache is not None:
                 Path(options.timing_cache).write_bytes(memoryview(config.get_timing_cache().serialize()))
+            weight_record = None
+            if weights:
+                from trtllm_kit.engine.weights import save_weights
+
+                beat.phase("writing the weight inputs")
+                weight_record = save_weights(weights, tmp)
+                weights.clear()
         (tmp / "build.log").write_text("\n".join(logger.lines) + "\n")
         manifest = EngineManifest(
             toolkit_version=__version__, flavor=flavor.name, trt_version=flavor.version,
@@ -370,7 +386,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             spec=spec, builder_settings=settings, timing_cache_note=cache_note,
             build_seconds=round(time.perf_counter() - beat.t0, 2),
             build_phases=beat.phases | beat.sub_phases, engine_bytes=engine_path.stat().st_size,
-            engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, created=utc_now())
+            engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, weight_inputs=weight_record,
+            created=utc_now())
         manifest.save(tmp)
         del plan, network, builder, parser, ctx
     out = Path(out).absolute()

@@ -43,8 +43,14 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
     for p in m.profiles:
         lines.append(f"  {p.index} {p.name:8} " + "  ".join(
             f"{axis}: {p.min[axis]}/{p.opt[axis]}/{p.max[axis]}" for axis in p.min) + "  (min/opt/max)")
+    w = m.weight_inputs
+    if w:
+        lines.append(f"weights     {len(w.tensors)} tensors as engine inputs in {w.file} ({w.bytes / 1e9:.2f} GB), "
+                     "bound once per execution context (not listed below)")
     lines.append(f"I/O ({m.io_source})")
     for t in m.io:
+        if w and t.name in w.tensors:
+            continue
         lines.append(f"  {t.mode:6} {t.name:28} {t.dtype:6} {_shape(t.shape)}")
     if m.builder_settings:
         lines.append("builder       " + ", ".join(f"{k}={v}" for k, v in m.builder_settings.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 from trtllm_kit.engine.limits import EngineLimits, ProfileSpec
+from trtllm_kit.engine.weights import WeightInputsRecord
 from trtllm_kit.export.io_spec import TensorIO
 from trtllm_kit.models.spec import ModelSpec
 from trtllm_kit.utils.manifest import Manifest, Record
@@ -25,6 +26,9 @@ class BuildOptions(Record):
         workspace_gb: workspace memory limit in GB (None: TensorRT's default).
         timing_cache: a file reused and updated across builds (None: none).
         trt_include: TensorRT headers for compiling the KV-cache plugin (None: found automatically).
+        weights: ``engine``: the weights live in the plan; ``inputs``: the large ones become engine inputs,
+            stored beside it in ``weights.safetensors`` (TensorRT 8.6 builds a 7B graph in minutes instead of
+            a quarter hour; ``engine.weights``).
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
@@ -35,6 +39,7 @@ class BuildOptions(Record):
     workspace_gb: float | None = None
     timing_cache: str | None = None
     trt_include: str | None = None
+    weights: Literal["engine", "inputs"] = "engine"
 
     def fingerprint(self) -> dict:
         """The options that change the engine's content (the timing cache only speeds the build up)."""
@@ -130,6 +135,7 @@ class EngineManifest(Manifest):
     engine_bytes: int
     engine_sha256: str
     layers_file: str | None = None
+    weight_inputs: WeightInputsRecord | None = None
     host_code_embedded: bool = False
     created: str
 

@@ -62,18 +62,25 @@ class TrtRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.dtypes = {n: TRT_TO_TORCH[str(self.engine.get_tensor_dtype(n)).split(".")[-1].lower()] for n in names}
         check_bindable(self.trt, self.engine, self.layout.static_cache)
+        self.weights = {}
+        if self.manifest.weight_inputs is not None:  # built with --weights inputs: bound once, never change
+            from trtllm_kit.engine.weights import load_weight_inputs
+
+            self.weights = load_weight_inputs(self.engine_dir, self.manifest.weight_inputs, self.engine, self.device)
         stream = torch.cuda.current_stream().cuda_stream
         self.contexts = []
         for k in range(self.engine.num_optimization_profiles):
             ctx = self.engine.create_execution_context()
             ctx.set_optimization_profile_async(k, stream)
+            for name, t in self.weights.items():
+                ctx.set_tensor_address(name, t.data_ptr())
             self.contexts.append(ctx)
         self.graphs: dict = {}
 
     def deactivate_impl(self):
         self.graphs.clear()
         self.cache = None
-        del self.contexts, self.engine, self.runtime
+        del self.contexts, self.engine, self.runtime, self.weights
 
     def reset(self, batch, max_len):
         self.check_point(batch, 1, max_len - 1)

@@ -1,0 +1,169 @@
+"""Weights as engine inputs (``--weights inputs``): the large weight tensors leave the plan and become network
+inputs with fixed shapes, stored beside the engine in ``weights.safetensors`` and bound once per execution
+context.
+
+Why: on TensorRT 8.6 the single Myelin graph that takes a LLaMA network spends its compile time on the constant
+weights it sees (H200, llama-7b cut to 2 blocks, decode profile: 14.1 s with the weights as inputs against
+70.9 s with REFIT and > 330 s without; ``docs/benchmarks/h200-trt86/README.md``), so a 7B engine with
+embedded weights takes a quarter of an hour to build. The safetensors keys are the engine's input names
+(the ONNX initializer names), so a server binds them without this toolkit (``engines/README.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from trtllm_kit.errors import ToolkitError
+from trtllm_kit.utils.manifest import Record
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class WeightInputsRecord(Record):
+    """The weights an engine takes as inputs: where they are and which input each feeds.
+
+    Attributes:
+        file: the safetensors file beside ``model.engine``; its keys are the engine input names.
+        sha256: of that file.
+        bytes: of that file.
+        tensors: engine input name -> shape (static in every profile; dtype as the engine declares it).
+    """
+
+    file: str
+    sha256: str
+    bytes: int
+    tensors: dict[str, list[int]]
+
+
+def is_weight_matrix(name: str, shape) -> bool:
+    """A model parameter matrix as the exporter names them (``model.layers.3.mlp.up_proj.weight``,
+    ``model.embed_tokens.weight``, ``lm_head.weight``): the bytes of a LLaMA. Norm scales (1-D), rotary
+    tables and masks stay in the plan."""
+    return name.endswith(".weight") and len(shape) >= 2
+
+
+def weights_to_inputs(trt, network, onnx_path: Path) -> dict:
+    """Turn every weight matrix constant (``is_weight_matrix``) into a network input of the same name.
+
+    Args:
+        trt: the TensorRT module the network belongs to.
+        network: ``onnx_path`` parsed into an ``INetworkDefinition``, rewritten in place.
+        onnx_path: the export; the values come from its initializers (memory-mapped external data), exactly
+            as exported, whatever the TensorRT version's constant-layer API.
+
+    Returns:
+        input name -> numpy array (read-only memory map or array, the constant's dtype and shape), in network order.
+
+    Raises:
+        ToolkitError: a weight whose dtype numpy cannot hold (bf16: export fp16 or fp32 instead), or whose
+            shape in the network differs from the export's.
+    """
+    from trtllm_kit.engine.kv_layouts import NetworkIndex
+
+    floats = {trt.float16: "float16", trt.float32: "float32"}
+    index = NetworkIndex(network)
+    picked = []
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        if layer.type != trt.LayerType.CONSTANT:
+            continue
+        out = layer.get_output(0)
+        shape = tuple(out.shape)
+        # The initializer's name: the constant's output on TensorRT 8.6, its layer on 10.x/RTX ("<name>_output").
+        name = next((n for n in (out.name, layer.name) if is_weight_matrix(n, shape)), None)
+        if name is None:
+            continue
+        if out.dtype not in floats:
+            raise ToolkitError(f"weight {name} is {out.dtype}, which --weights inputs cannot store",
+                               "export with --dtype fp16 or fp32, or build with --weights engine")
+        picked.append((name, out, shape))
+    values = onnx_initializers(onnx_path, [name for name, _, _ in picked])
+    arrays = {}
+    for name, out, shape in picked:
+        a = values[name]
+        if tuple(a.shape) != shape or a.dtype.name != floats[out.dtype]:
+            raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
+                               f"{list(shape)} in the parsed network", "build with --weights engine")
+        out.name = f"{name}.constant"
+        index.redirect(out, network.add_input(name, out.dtype, shape))
+        arrays[name] = a
+    return arrays
+
+
+def onnx_initializers(onnx_path: Path, names: list[str]) -> dict:
+    """The named initializers of an ONNX file as numpy arrays; external data is memory-mapped, not read.
+
+    Raises:
+        ToolkitError: a name the file does not hold.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for name in names:
+        if name not in inits:
+            raise ToolkitError(f"{onnx_path} has no initializer {name}", "export the model again")
+        init = inits[name]
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            out[name] = numpy_helper.to_array(init)
+            continue
+        ext = {e.key: e.value for e in init.external_data}
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+        out[name] = np.memmap(onnx_path.parent / ext["location"], dtype=dtype, mode="r",
+                              offset=int(ext.get("offset", 0)), shape=tuple(init.dims))
+    return out
+
+
+def save_weights(arrays: dict, directory: Path) -> WeightInputsRecord:
+    """Write ``arrays`` to ``directory/weights.safetensors``; returns its record for ``engine.json``."""
+    from safetensors.numpy import save_file
+
+    path = Path(directory) / WEIGHTS_FILE
+    save_file(arrays, str(path), metadata={"format": "trtllm-kit weight inputs: key = engine input name"})
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return WeightInputsRecord(file=WEIGHTS_FILE, sha256=digest.hexdigest(), bytes=path.stat().st_size,
+                              tensors={k: list(v.shape) for k, v in arrays.items()})
+
+
+def load_weight_inputs(engine_dir: Path, record: WeightInputsRecord, engine, device) -> dict:
+    """The weight tensors of an engine built with ``--weights inputs``, on ``device``, checked against the engine.
+
+    Returns:
+        engine input name -> torch tensor (keep them alive while any context binds them).
+
+    Raises:
+        ToolkitError: a missing or resized file, or a tensor whose name, shape or dtype the engine does not
+            declare as an input.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(engine_dir) / record.file
+    if not path.is_file() or path.stat().st_size != record.bytes:
+        raise ToolkitError(f"{path} is missing or not the {record.bytes} bytes engine.json records",
+                           "build the engine again with `trtllm-kit build`")
+    tensors = load_file(str(path), device=str(device))
+    names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    half = {"HALF": torch.float16, "FLOAT": torch.float32}
+    for name, t in tensors.items():
+        if name not in names or name not in record.tensors:
+            raise ToolkitError(f"{path} holds {name}, which the engine does not take as an input",
+                               "build the engine again with `trtllm-kit build`")
+        want = half.get(str(engine.get_tensor_dtype(name)).split(".")[-1].upper())
+        if list(t.shape) != list(engine.get_tensor_shape(name)) or t.dtype != want:
+            raise ToolkitError(f"{name} in {path} is {t.dtype} {list(t.shape)}, the engine wants "
+                               f"{engine.get_tensor_dtype(name)} {list(engine.get_tensor_shape(name))}",
+                               "build the engine again with `trtllm-kit build`")
+    missing = set(record.tensors) - set(tensors)
+    if missing:
+        raise ToolkitError(f"{path} lacks {len(missing)} weight(s), e.g. {sorted(missing)[0]}",
+                           "build the engine again with `trtllm-kit build`")
+    return tensors
