@@ -15,6 +15,7 @@ own build of that layout):
   probes of 2026-11-29 ran before that default, so their ``refit`` knob is today's default;
 - ``winputs``: every constant of at least 2^20 elements becomes a network input (a diagnosis, not an
   engine anyone should ship: it tells whether the time scales with the weights the builder sees);
+- ``weights=inputs``: the toolkit's ``--weights inputs`` (weight matrices as fp16 engine inputs, no REFIT);
 - ``tc``: a timing cache file shared by every config of the same model family (``--work``/tc-FAMILY).
 
 Each config builds in its own process (TensorRT's builder is single-threaded here, so ``--jobs`` builds
@@ -66,7 +67,7 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     trt = flavor.trt
     limits = EngineLimits(args.max_batch, args.max_input, args.max_seq).checked()
     options = BuildOptions(kv_mode=cfg["kv_mode"], limits=limits, opt_level=int(knobs["opt"]) if "opt" in knobs else None,
-                           workspace_gb=args.workspace_gb)
+                           workspace_gb=args.workspace_gb, weights=knobs.get("weights", "engine"))
     layout = get_layout(cfg["kv_mode"])
     which = knobs.get("profiles", "split")
     profiles = layout.profiles(limits, "single" if which == "single" else "split")
@@ -100,6 +101,11 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     if "norefit" in knobs:  # the toolkit sets REFIT on TensorRT 8.6; this knob takes it away again
         config.clear_flag(trt.BuilderFlag.REFIT)
     weight_inputs = []
+    if knobs.get("weights") == "inputs":  # the toolkit's --weights inputs (fp16 inputs, cast where 8.6 widened)
+        from trtllm_kit.engine.weights import weights_to_inputs
+
+        arrays = weights_to_inputs(trt, network, onnx_dir / "model.onnx")
+        weight_inputs = [(name, a.shape) for name, a in arrays.items()]
     if "winputs" in knobs:
         index = NetworkIndex(network)
         for name, layer in list(index.producers.items()):
@@ -174,7 +180,7 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--max-input", type=int, default=128)
     ap.add_argument("--max-seq", type=int, default=640)
-    ap.add_argument("--workspace-gb", type=float, default=8.0)
+    ap.add_argument("--workspace-gb", type=float, default=None)
     ap.add_argument("--work", default="/tmp/trtllm-kit-build-bench")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

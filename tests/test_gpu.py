@@ -118,6 +118,11 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 assert caches == {"DataType.HALF"}, caches  # an fp16 export: past and present alike
                 assert engine.num_optimization_profiles == len(eng.manifest.profiles)
                 res = runner.generate(ids, mask, 16)
+                if weights:  # the engine computes with the bound weights, not with copies of its own
+                    runner.weights["lm_head.weight"].neg_()
+                    flipped = runner.generate(ids, mask, 16).tokens.cpu()
+                    runner.weights["lm_head.weight"].neg_()
+                    assert _first_mismatch(flipped, want) == 0, "negating lm_head.weight changed nothing"
             first = _first_mismatch(res.tokens.cpu(), want)
             print(f"{model} {flavor.name} {flavor.version} {mode} weights={weights or 'engine'} graph={graph} "
                   f"({eng.manifest.build_seconds:.0f} s build, {eng.manifest.builder_settings}): first mismatch {first}")

@@ -175,8 +175,9 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--trt-include", type=click.Path(file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
 @click.option("--weights", type=click.Choice(["engine", "inputs"]), default="engine", show_default=True,
-              help="engine: weights inside model.engine; inputs: the large ones as engine inputs in "
-              "weights.safetensors beside it, bound once at load (TensorRT 8.6 builds 7B models in minutes).")
+              help="engine: weights inside model.engine; inputs: the weight matrices as engine inputs, stored "
+              "in weights.safetensors beside it and bound once at load (no REFIT on TensorRT 8.6). Experimental: "
+              "built and checked on TensorRT-RTX; its TensorRT 8.6 build time and speed are not measured yet.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,

@@ -6,6 +6,8 @@
 # Carry ".stage/trt86inc" and ".whl" on EVERY call: ignored paths that a call does not carry are removed there.
 # On the device, after the staging calls unpacked TensorRT 8.6 to /root/site, every call is
 #   export PYTHONPATH=/root/site; bash scripts/h200/session.sh STEP [ARGS]
+# Never `pkill -f`/`pgrep -f` a bare word that the calling command line also contains: it matches that call (or
+# the bg wrapper) itself; on 2026-11-29 that ended a device call and the machine was given back. Anchor it ('^python3 ...').
 # Long steps run in the background (setsid) and log to /root/logs/STEP.log; `status` prints their tails.
 #   setup                 install the project and the carried wheels (.whl/), print versions
 #   tests                 GPU tests: plugin kernels, tiny engines vs eager (every layout), large activations
@@ -18,8 +20,9 @@
 #   day3                  2026-11-29 (third session): every GPU test on GPU 0; the 7B engines (portable at opt level 0,
 #                         plugin with CUDA graphs) built side by side, then timed one at a time per GPU (--lock);
 #                         eager on GPU 0 once the tests are done
-#   day3b                 the same day, after --weights inputs: its tiny engines vs eager (portable and plugin), and
-#                         the three 7B models built with it side by side (portable; llama-7b also plugin), timed
+#   weights               --weights inputs on the H200: its tiny engines vs eager (portable, plugin), llama-7b@8
+#                         built with REFIT and with weight inputs side by side, then llama-7b and depth-27 built
+#                         with weight inputs and timed (not yet run: written 2026-11-29 after the device budget)
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -45,7 +48,7 @@ case "${1:-status}" in
     gpu=$2; shift 2
     bg "trt-$gpu" "CUDA_VISIBLE_DEVICES=$gpu python3 scripts/bench_trt.py --models $MODELS --backends trt --kv-modes $* --work /root/work --out $OUTDIR --breakdown llama-7b ${EXTRA:-}" ;;
   knobs)
-    shift; bg knobs "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/probe_trt_build.py $* --jobs ${JOBS:-8} --timeout ${TIMEOUT:-330} --workspace-gb 4 --work /root/pb --json $LOGS/knobs.json" ;;
+    shift; bg knobs "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/probe_trt_build.py $* --jobs ${JOBS:-8} --timeout ${TIMEOUT:-330} --work /root/pb --json $LOGS/knobs.json" ;;
   baseline)
     bg "baseline-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR; CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_compiled.py --out /root/results/h200-compiled" ;;
   par)
@@ -69,17 +72,15 @@ case "${1:-status}" in
     bg b "$W CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
     bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/c"
     bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/d"
-    bg eager "sleep 20; while pgrep -f pytest >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
-  day3b)
+    bg eager "sleep 20; while pgrep -f '^python3 -m pytest' >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
+  weights)
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
-    for m in tiny-llama tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
+    for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
     PAR_GPUS=1 bash "$0" par "${nodes[@]}"
+    GPU=1 JOBS=2 TIMEOUT=280 bash "$0" knobs llama-7b@8:portable llama-7b@8:portable:weights=inputs
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --repeats 2"
-    W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
     bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
-    bg b "$W CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
-    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c"
-    bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --lock /root/gpu0.lock --out $R/d" ;;
+    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c" ;;
   collect)
     mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
     [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;

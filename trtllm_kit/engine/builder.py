@@ -245,9 +245,13 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
         config.set_flag(trt.BuilderFlag.FP16)
         # REFIT keeps the weights opaque to Myelin, which otherwise spends minutes per GB of weights:
         # llama-7b cut to 2 blocks, decode profile, on an H200: 71 s with REFIT, not done in 330 s without
-        # (scripts/probe_trt_build.py; docs/benchmarks/h200-trt86/README.md).
-        config.set_flag(trt.BuilderFlag.REFIT)
-        settings |= {"fp16_flag": True, "refit": True}
+        # (scripts/probe_trt_build.py; docs/benchmarks/h200-trt86/README.md). It also makes TensorRT keep the
+        # weights in float32 (llama-7b cut to 8 blocks: a 7.5 GB plan for 1.9B parameters). With the weights
+        # as engine inputs there is nothing left to hide or refit.
+        settings["fp16_flag"] = True
+        if opts.weights == "engine":
+            config.set_flag(trt.BuilderFlag.REFIT)
+            settings["refit"] = True
         if opt_level is None and layout_name == "plugin":
             # With attention in plugins, 8.6 leaves the rest to its classic path, which JIT-compiles every fused
             # pointwise op in every candidate format; level 0 takes prebuilt kernels (tiny-llama, decode

@@ -26,9 +26,8 @@ class BuildOptions(Record):
         workspace_gb: workspace memory limit in GB (None: TensorRT's default).
         timing_cache: a file reused and updated across builds (None: none).
         trt_include: TensorRT headers for compiling the KV-cache plugin (None: found automatically).
-        weights: ``engine``: the weights live in the plan; ``inputs``: the large ones become engine inputs,
-            stored beside it in ``weights.safetensors`` (TensorRT 8.6 builds a 7B graph in minutes instead of
-            a quarter hour; ``engine.weights``).
+        weights: ``engine``: the weights live in the plan; ``inputs``: the weight matrices become engine
+            inputs, stored beside it in ``weights.safetensors`` (``engine/weights.py``).
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"

@@ -1,12 +1,12 @@
-"""Weights as engine inputs (``--weights inputs``): the large weight tensors leave the plan and become network
+"""Weights as engine inputs (``--weights inputs``): the weight matrices leave the plan and become network
 inputs with fixed shapes, stored beside the engine in ``weights.safetensors`` and bound once per execution
-context.
+context. The safetensors keys are the engine's input names (the ONNX initializer names), so a server binds
+them without this toolkit (``engines/README.md``); engines built from one export can share one copy.
 
-Why: on TensorRT 8.6 the single Myelin graph that takes a LLaMA network spends its compile time on the constant
-weights it sees (H200, llama-7b cut to 2 blocks, decode profile: 14.1 s with the weights as inputs against
-70.9 s with REFIT and > 330 s without; ``docs/benchmarks/h200-trt86/README.md``), so a 7B engine with
-embedded weights takes a quarter of an hour to build. The safetensors keys are the engine's input names
-(the ONNX initializer names), so a server binds them without this toolkit (``engines/README.md``).
+Why: on TensorRT 8.6 the single Myelin graph that takes a LLaMA network spends its compile time on the
+constant weights it sees. H200, llama-7b cut to 2 blocks, decode profile (``scripts/probe_trt_build.py``,
+11 builds at once): 14.1 s with every large constant made a float32 input, 70.9 s with REFIT, > 330 s
+with neither (``docs/benchmarks/h200-trt86/README.md``). This module's fp16 inputs are not measured there yet.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.utils.manifest import Record
 
 WEIGHTS_FILE = "weights.safetensors"
+# What a detached weight constant keeps (module-level: arrays given to TensorRT must outlive the build).
+_PLACEHOLDER = {"float16": np.zeros(1, np.float16), "float32": np.zeros(1, np.float32)}
 
 
 class WeightInputsRecord(Record):
@@ -77,16 +81,27 @@ def weights_to_inputs(trt, network, onnx_path: Path) -> dict:
         if out.dtype not in floats:
             raise ToolkitError(f"weight {name} is {out.dtype}, which --weights inputs cannot store",
                                "export with --dtype fp16 or fp32, or build with --weights engine")
-        picked.append((name, out, shape))
-    values = onnx_initializers(onnx_path, [name for name, _, _ in picked])
+        picked.append((name, layer, out, shape))
+    values = onnx_initializers(onnx_path, [name for name, *_ in picked])
     arrays = {}
-    for name, out, shape in picked:
+    for name, layer, out, shape in picked:
         a = values[name]
-        if tuple(a.shape) != shape or a.dtype.name != floats[out.dtype]:
+        widened = a.dtype.name == "float16" and out.dtype == trt.float32  # TensorRT 8.6's parser widens fp16 weights
+        if tuple(a.shape) != shape or (a.dtype.name != floats[out.dtype] and not widened):
             raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
                                f"{list(shape)} in the parsed network", "build with --weights engine")
+        readers = index.consumers.get(out.name, [])  # keyed by the name the index saw: look up before renaming
         out.name = f"{name}.constant"
-        index.redirect(out, network.add_input(name, out.dtype, shape))
+        inp = network.add_input(name, trt.float16 if widened else out.dtype, shape)
+        if widened:  # the input stays fp16 (as exported, half the bytes); readers get the type the parser gave them
+            inp = network.add_cast(inp, trt.float32).get_output(0)
+        for reader, j in readers:
+            reader.set_input(j, inp)
+        # The constant stays in the network with no reader; TensorRT would still serialize (and with REFIT,
+        # keep in float32) its values, so it is shrunk to one element, once nothing reads it.
+        layer.__class__ = trt.IConstantLayer
+        layer.weights = _PLACEHOLDER[floats[out.dtype]]
+        layer.shape = (1,)
         arrays[name] = a
     return arrays
 
@@ -97,7 +112,6 @@ def onnx_initializers(onnx_path: Path, names: list[str]) -> dict:
     Raises:
         ToolkitError: a name the file does not hold.
     """
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
