@@ -15,6 +15,8 @@ own build of that layout):
   probes of 2026-11-29 ran before that default, so their ``refit`` knob is today's default;
 - ``winputs``: every constant of at least 2^20 elements becomes a network input (a diagnosis, not an
   engine anyone should ship: it tells whether the time scales with the weights the builder sees);
+- ``direct_io``: TensorRT's DIRECT_IO flag (no reformat layers at the network's I/O: 8.6 otherwise converts
+  every cache input and output between fp16 and fp32 at the Myelin graph's edge, each step);
 - ``weights=inputs``: the toolkit's ``--weights inputs`` (weight matrices as fp16 engine inputs, no REFIT);
 - ``tc``: a timing cache file shared by every config of the same model family (``--work``/tc-FAMILY).
 
@@ -98,6 +100,8 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
     ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
     layout.prepare_network(ctx)
     config, _ = _configure(flavor, builder, options, cfg["kv_mode"], ctx.precision_constraints)
+    if "direct_io" in knobs:  # no reformat layers between the graph and its I/O (the build fails if it needs one)
+        config.set_flag(trt.BuilderFlag.DIRECT_IO)
     if "norefit" in knobs:  # the toolkit sets REFIT on TensorRT 8.6; this knob takes it away again
         config.clear_flag(trt.BuilderFlag.REFIT)
     weight_inputs = []
@@ -148,10 +152,14 @@ def child(cfg: dict, onnx_dir: Path, work: Path, args) -> dict:
         if m and "ForeignNode" in m.group(2):
             prev = stamp
     after = [line.rsplit(":", 1)[-1].strip() for line in lines if "After Myelin optimization" in line]
+    # I/O reformats: 8.6 converted every past_key_values.* Half->Float and present.*/logits Float->Half (llama-7b@8)
+    io_reformats = sum("Adding reformat layer" in ln and any(k in ln for k in ("(past_key_values.", "(present.", "(logits"))
+                       for ln in lines)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     (work / "logs" / f"{tmp.name}.log").write_text("\n".join(lines) + "\n")
     return {"config": cfg["config"], "ok": plan is not None, "build_s": round(build_s, 1),
             "myelin_compiles_s": runs, "layers_after_myelin": after, "weight_inputs": len(weight_inputs),
+            "io_reformats": io_reformats,
             "engine_mb": round(plan.nbytes / 1e6, 1) if plan is not None else None,
             "errors": [ln for ln in lines if "[ERROR]" in ln][-3:]}
 
@@ -201,10 +209,11 @@ def main() -> int:
     gpu = detect_gpu()
     machine = (f"{gpu.name} (cc {gpu.cc})" if gpu else "no GPU") + f", {os.cpu_count()} CPU cores, {platform.machine()}"
     print(f"\nbuild probes ({machine}; {args.jobs} at once; limits {args.max_batch}/{args.max_input}/{args.max_seq})")
-    print(f"{'config':48} {'ok':>7} {'build s':>8} {'wall s':>7}  Myelin compiles (s); layers after Myelin")
+    print(f"{'config':48} {'ok':>7} {'build s':>8} {'wall s':>7} {'plan MB':>8} {'I/O reformats':>13}  "
+          "Myelin compiles (s); layers after Myelin")
     for r in rows:
-        print(f"{r['config']:48} {str(r['ok']):>7} {r.get('build_s', ''):>8} {r['wall_s']:>7}  "
-              f"{r.get('myelin_compiles_s', '')} {r.get('layers_after_myelin', '')} {' '.join(r.get('errors') or [])[:200]}")
+        print(f"{r['config']:48} {str(r['ok']):>7} {r.get('build_s', ''):>8} {r['wall_s']:>7} {r.get('engine_mb') or '':>8} "
+              f"{r.get('io_reformats', ''):>13}  {r.get('myelin_compiles_s', '')} {r.get('layers_after_myelin', '')} {' '.join(r.get('errors') or [])[:200]}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "jobs": args.jobs, "rows": rows}, indent=2) + "\n")
     return 0

@@ -153,16 +153,15 @@ def test_build_stage_reads_tensorrt_86_timing_lines():
 
 
 def test_profile_phases_split_tensorrt_build_time_by_profile():
-    """engine.json's build phases say how long each profile's tactic selection took (the 7B question: is one
-    profile's Myelin compile the build?), and nothing when TensorRT logged no timing lines."""
-    from trtllm_kit.engine.builder import profile_phases
+    """engine.json's build phases say how long each profile took (the 7B question: is one profile's Myelin
+    compile the build?), from the lines TensorRT 8.6 logs (llama-7b@8 on the H200: profile 0 from 27.4 s,
+    profile 1 from 103.8 s, plan written at 172.6 s), and nothing when it logs none."""
+    from trtllm_kit.engine.builder import _PROFILE, profile_phases
 
-    marks = {"profile 1": 10.0, "profile 2": 110.0, "tactics done": 250.0}
-    assert profile_phases(marks, 300.0) == {"TensorRT profile 1 (tactics, Myelin)": 100.0,
-                                            "TensorRT profile 2 (tactics, Myelin)": 140.0,
-                                            "TensorRT engine assembly": 50.0}
-    assert profile_phases({"profile 1": 5.0}, 9.0) == {"TensorRT profile 1 (tactics, Myelin)": 4.0,
-                                                        "TensorRT engine assembly": 0.0}
+    assert _PROFILE.match("Constructing optimization profile number 1 [2/2].").group(1) == "1"
+    marks = {"profile 1": 27.4, "profile 2": 103.8}
+    assert profile_phases(marks, 172.6) == {"TensorRT profile 1 (tactics, Myelin)": 76.4,
+                                            "TensorRT profile 2 (tactics, Myelin)": 68.8}
     assert profile_phases({}, 9.0) == {}
 
 

@@ -21,7 +21,7 @@
 #                         plugin with CUDA graphs) built side by side, then timed one at a time per GPU (--lock);
 #                         eager on GPU 0 once the tests are done
 #   weights               --weights inputs on the H200: its tiny engines vs eager (portable, plugin), llama-7b@8
-#                         built with REFIT and with weight inputs side by side, then llama-7b and depth-27 built
+#                         built with REFIT, with weight inputs and with DIRECT_IO side by side, then llama-7b and depth-27 built
 #                         with weight inputs and timed (not yet run: written 2026-11-29 after the device budget)
 #   collect               copy logs and results into $OUT (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -77,7 +77,7 @@ case "${1:-status}" in
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
     for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
     PAR_GPUS=1 bash "$0" par "${nodes[@]}"
-    GPU=1 JOBS=2 TIMEOUT=280 bash "$0" knobs llama-7b@8:portable llama-7b@8:portable:weights=inputs
+    GPU=1 JOBS=3 TIMEOUT=280 bash "$0" knobs llama-7b@8:portable llama-7b@8:portable:weights=inputs llama-7b@8:portable:direct_io
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --repeats 2"
     bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
     bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c" ;;

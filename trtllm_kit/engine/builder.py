@@ -34,6 +34,7 @@ class EngineResult:
     manifest: EngineManifest
 
 
+_PROFILE = re.compile(r"Constructing optimization profile number (\d+)")  # TensorRT 8.6, verbose
 _RUNNER = re.compile(r"Timing Runner: (.*?)(?: \[profile (\d+)\])? \((\w+)\[0x[0-9a-f]+\]\)$")
 
 
@@ -54,26 +55,21 @@ def build_stage(msg: str) -> str | None:
 
 
 def profile_phases(marks: dict[str, float], end: float) -> dict[str, float]:
-    """Seconds TensorRT spent on each optimization profile, from when its first "Timing Runner" appeared.
+    """Seconds TensorRT spent on each optimization profile.
 
     Args:
-        marks: ``perf_counter`` times keyed "profile N" (first timing line of that profile, 1-based) and
-            "tactics done" (8.6's "Detected N inputs and M output network tensors").
+        marks: ``perf_counter`` times keyed "profile N" (1-based): when TensorRT 8.6 logged "Constructing
+            optimization profile number N-1" (verbose), or else its first "Timing Runner" line for that profile.
         end: when the build returned (``perf_counter``).
 
     Returns:
-        e.g. {"TensorRT profile 1 (tactics, Myelin)": 212.4, "TensorRT profile 2 ...": 198.0,
-        "TensorRT engine assembly": 31.2}; empty when TensorRT logged no timing lines (cached tactics, or a
-        version that does not log them).
+        e.g. {"TensorRT profile 1 (tactics, Myelin)": 56.2, "TensorRT profile 2 (tactics, Myelin)": 68.9}: each
+        from its start to the next one's (the last to ``end``, so it includes writing the plan); empty when
+        TensorRT logged neither (TensorRT >= 10 and RTX report progress through IProgressMonitor instead).
     """
     starts = sorted((t, k) for k, t in marks.items() if k.startswith("profile "))
-    if not starts:
-        return {}
-    done = marks.get("tactics done", end)
-    bounds = [t for t, _ in starts[1:]] + [max(done, starts[-1][0])]
-    out = {f"TensorRT {k} (tactics, Myelin)": round(b - t, 2) for (t, k), b in zip(starts, bounds)}
-    out["TensorRT engine assembly"] = round(end - bounds[-1], 2)
-    return out
+    ends = [t for t, _ in starts[1:]] + [end]
+    return {f"TensorRT {k} (tactics, Myelin)": round(e - t, 2) for (t, k), e in zip(starts, ends)}
 
 
 def _logger(trt):
@@ -86,7 +82,7 @@ def _logger(trt):
             self.errors: list[str] = []
             self.last_info = ""
             self.stage = ""  # the latest "Timing Runner" (verbose), e.g. a Myelin compile and its profile
-            self.marks: dict[str, float] = {}  # "profile N" / "tactics done": when TensorRT first said so
+            self.marks: dict[str, float] = {}  # "profile N": when TensorRT started on it (profile_phases)
             self.lines: list[str] = []
             self._warned: set[str] = set()
 
@@ -103,8 +99,8 @@ def _logger(trt):
             elif severity == S.VERBOSE and "Timing Runner" in msg:
                 self.stage = build_stage(msg) or self.stage
                 self.marks.setdefault(self.stage.split(":")[0], time.perf_counter())
-            if "network tensors" in msg and msg.startswith("Detected"):  # 8.6: tactic selection is over
-                self.marks.setdefault("tactics done", time.perf_counter())
+            elif severity == S.VERBOSE and (m := _PROFILE.match(msg)):
+                self.marks.setdefault(f"profile {int(m.group(1)) + 1}", time.perf_counter())
             if severity != S.VERBOSE or VERBOSE_LOG:
                 self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
                 if VERBOSE_LOG:
