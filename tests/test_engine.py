@@ -93,6 +93,20 @@ def test_weights_as_inputs_leave_the_plan_with_their_onnx_names_and_values(tiny_
     assert "44 tensors as engine inputs in weights.safetensors" in describe_engine(res.out_dir)
     assert "model.layers.0.mlp.up_proj.weight" not in describe_engine(res.out_dir)  # listed once, not 44 rows
 
+    # A damaged weights file is one clear line before anything runs (found by trying it as a new user).
+    from trtllm_kit.engine.weights import WeightInputsRecord, load_weight_inputs
+
+    wfile = res.out_dir / "weights.safetensors"
+    good = wfile.read_bytes()
+    wfile.write_bytes(good[:1000])
+    with pytest.raises(ToolkitError, match="is 1000 bytes, engine.json says"):
+        describe_engine(res.out_dir)
+    wfile.write_bytes(b"\xff" * 16 + good[16:])  # same size, unreadable header
+    with pytest.raises(ToolkitError, match="not a readable safetensors file"):
+        load_weight_inputs(res.out_dir, m.weight_inputs, engine=None, device="cpu")
+    with pytest.raises(ValueError, match="not a file name inside the engine directory"):
+        WeightInputsRecord(file="../../etc/passwd", sha256="0", bytes=1, tensors={})
+
 
 def test_weight_inputs_are_what_the_network_reads(tiny_exports):
     """After the rewrite every weight input has readers and no layer reads a weight constant any more (an

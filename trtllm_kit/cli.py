@@ -175,9 +175,9 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--trt-include", type=click.Path(file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
 @click.option("--weights", type=click.Choice(["engine", "inputs"]), default="engine", show_default=True,
-              help="engine: weights inside model.engine; inputs: the weight matrices as engine inputs, stored "
-              "in weights.safetensors beside it and bound once at load (no REFIT on TensorRT 8.6). Experimental: "
-              "built and checked on TensorRT-RTX; its TensorRT 8.6 build time and speed are not measured yet.")
+              help="engine: weights inside model.engine; inputs: the weight matrices (projections, embeddings, "
+              "lm_head; fp16/fp32 exports) as engine inputs, stored in weights.safetensors beside it and bound once "
+              "at load. Experimental: not yet run on a GPU; `check ENGINE_DIR` does not feed such engines.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
@@ -197,7 +197,7 @@ def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_bat
                         workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include, weights=weights)
     res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir), opts, force=force)
     m = res.manifest
-    where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU (portable)"
+    where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU"
     click.echo(f"built {m.flavor} {m.trt_version} engine ({m.kv_layout.name} KV cache, {m.precision}) in "
                f"{m.build_seconds:.1f}s: {res.engine_path} ({m.engine_bytes / 1e6:.1f} MB) for {where}")
     if m.built_without_gpu:

@@ -19,6 +19,7 @@ from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, G
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
 from trtllm_kit.utils.progress import bars_enabled, logs_above_bars, new_bar
+from trtllm_kit.utils.units import size
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 30.0
@@ -334,8 +335,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 from trtllm_kit.engine.weights import weights_to_inputs
 
                 weights = weights_to_inputs(trt, network, onnx_path)
-                log.info("%s: %d weight tensors (%.2f GB) become engine inputs", what, len(weights),
-                         sum(a.nbytes for a in weights.values()) / 1e9)
+                log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
+                         size(sum(a.nbytes for a in weights.values())))
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from trtllm_kit.engine.manifest import EngineManifest
+from trtllm_kit.utils.units import size
 
 
 def _shape(s) -> str:
@@ -45,7 +46,7 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
             f"{axis}: {p.min[axis]}/{p.opt[axis]}/{p.max[axis]}" for axis in p.min) + "  (min/opt/max)")
     w = m.weight_inputs
     if w:
-        lines.append(f"weights     {len(w.tensors)} tensors as engine inputs in {w.file} ({w.bytes / 1e9:.2f} GB), "
+        lines.append(f"weights     {len(w.tensors)} tensors as engine inputs in {w.file} ({size(w.bytes)}), "
                      "bound once per execution context (not listed below)")
     lines.append(f"I/O ({m.io_source})")
     for t in m.io:

@@ -140,10 +140,11 @@ class EngineManifest(Manifest):
 
     @classmethod
     def load_engine_dir(cls, directory) -> "EngineManifest":
-        """``load`` plus a check that ``model.engine`` is there with the size the manifest records.
+        """``load`` plus a check that ``model.engine`` (and ``weights.safetensors`` where the weights are inputs)
+        is there with the size the manifest records.
 
         Raises:
-            ToolkitError: see ``load``; a missing or truncated ``model.engine``.
+            ToolkitError: see ``load``; a missing or truncated ``model.engine`` or weights file.
         """
         from pathlib import Path
 
@@ -155,6 +156,8 @@ class EngineManifest(Manifest):
             raise ToolkitError(f"{directory} has no model.engine", cls.REDO)
         if path.stat().st_size != m.engine_bytes:
             raise ToolkitError(f"{path} is {path.stat().st_size} bytes, engine.json says {m.engine_bytes}", cls.REDO)
+        if m.weight_inputs is not None:
+            m.weight_inputs.check_file(directory)
         return m
 
     def answers(self, options: BuildOptions, flavor_name: str, trt_version: str, onnx_sha256: str,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pydantic import field_validator
+
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.utils.manifest import Record
 
@@ -38,6 +40,27 @@ class WeightInputsRecord(Record):
     sha256: str
     bytes: int
     tensors: dict[str, list[int]]
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v != Path(v).name or v in ("", ".", ".."):
+            raise ValueError(f"{v!r} is not a file name inside the engine directory")
+        return v
+
+    def check_file(self, engine_dir: Path) -> Path:
+        """The weights file, refused in one line when it is missing or not the size recorded (as ``model.engine``
+        is; the sha256 is for servers and is not recomputed on every load).
+
+        Raises:
+            ToolkitError: a missing or resized file.
+        """
+        path = Path(engine_dir) / self.file
+        if not path.is_file() or path.stat().st_size != self.bytes:
+            size = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
+            raise ToolkitError(f"{path} is {size}, engine.json says {self.bytes} bytes",
+                               "build the engine again with `trtllm-kit build`")
+        return path
 
 
 def is_weight_matrix(name: str, shape) -> bool:
@@ -79,7 +102,8 @@ def weights_to_inputs(trt, network, onnx_path: Path) -> dict:
         if name is None:
             continue
         if out.dtype not in floats:
-            raise ToolkitError(f"weight {name} is {out.dtype}, which --weights inputs cannot store",
+            kind = str(out.dtype).split(".")[-1].lower()
+            raise ToolkitError(f"weight {name} is {kind}, which --weights inputs cannot store",
                                "export with --dtype fp16 or fp32, or build with --weights engine")
         picked.append((name, layer, out, shape))
     values = onnx_initializers(onnx_path, [name for name, *_ in picked])
@@ -154,17 +178,20 @@ def load_weight_inputs(engine_dir: Path, record: WeightInputsRecord, engine, dev
         engine input name -> torch tensor (keep them alive while any context binds them).
 
     Raises:
-        ToolkitError: a missing or resized file, or a tensor whose name, shape or dtype the engine does not
-            declare as an input.
+        ToolkitError: a missing, resized or unreadable file, or a tensor whose name, shape or dtype the engine
+            does not declare as an input.
     """
     import torch
     from safetensors.torch import load_file
 
-    path = Path(engine_dir) / record.file
-    if not path.is_file() or path.stat().st_size != record.bytes:
-        raise ToolkitError(f"{path} is missing or not the {record.bytes} bytes engine.json records",
-                           "build the engine again with `trtllm-kit build`")
-    tensors = load_file(str(path), device=str(device))
+    from safetensors import SafetensorError
+
+    path = record.check_file(engine_dir)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except SafetensorError as e:
+        raise ToolkitError(f"{path} is not a readable safetensors file ({e})",
+                           "build the engine again with `trtllm-kit build`") from e
     names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
     half = {"HALF": torch.float16, "FLOAT": torch.float32}
     for name, t in tensors.items():

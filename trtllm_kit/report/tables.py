@@ -17,6 +17,7 @@ from trtllm_kit.report.compare import Family, Versus, median_throughput, not_com
 from trtllm_kit.report.data import ModelFacts
 from trtllm_kit.report.floor import FloorRow
 from trtllm_kit.report.trust import INVERSION_LIMIT, MARK, SPREAD_LIMIT, Flag
+from trtllm_kit.utils.units import size
 
 FLAG_NAMES = {"spread": "large spread", "inverted": "latency falls as batch grows"}
 
@@ -93,13 +94,6 @@ def fmt(v, nd: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{nd}f}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
-
-
-def size(n_bytes: int | None) -> str:
-    """Bytes in GB (1e9), or MB below 1 GB: "13.48 GB", "0.64 MB"."""
-    if n_bytes is None:
-        return ""
-    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.2f} MB"
 
 
 def times(v: float | None) -> str:

@@ -74,7 +74,8 @@ def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "-
             raise ToolkitError(f"{flag} {out} was not created by trtllm-kit; refusing to replace it",
                                "choose another directory")
         if kind and rec.get("kind") != kind:
-            raise ToolkitError(f"{flag} {out} holds a trtllm-kit {rec.get('kind')}, not a {kind}; refusing to "
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ToolkitError(f"{flag} {out} holds a trtllm-kit {rec.get('kind')}, not {article} {kind}; refusing to "
                                "replace it", "choose another directory")
         if "files" in rec:
             extra = sorted(set(_written_files(out)) - set(rec["files"]))
