@@ -140,7 +140,7 @@ def test_a_build_with_no_implementation_says_what_to_change():
 
 def test_build_stage_reads_tensorrt_86_timing_lines():
     """The heartbeat of a long 8.6 build says which profile and which fused graph (lines as 8.6 logs them)."""
-    from trtllm_kit.engine.builder import build_stage
+    from trtllm_kit.engine.build_log import build_stage
 
     myelin = ("--------------- Timing Runner: {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]} "
               "[profile 1] (Myelin[0x80000023])")
@@ -156,7 +156,7 @@ def test_profile_phases_split_tensorrt_build_time_by_profile():
     """engine.json's build phases say how long each profile took (the 7B question: is one profile's Myelin
     compile the build?), from the lines TensorRT 8.6 logs (llama-7b@8 on the H200: profile 0 from 27.4 s,
     profile 1 from 103.8 s, plan written at 172.6 s), and nothing when it logs none."""
-    from trtllm_kit.engine.builder import _PROFILE, profile_phases
+    from trtllm_kit.engine.build_log import _PROFILE, profile_phases
 
     assert _PROFILE.match("Constructing optimization profile number 1 [2/2].").group(1) == "1"
     marks = {"profile 1": 27.4, "profile 2": 103.8}

@@ -82,7 +82,7 @@ def test_build_bars_close_and_heartbeat_lines_go_above_them():
     the heartbeat logs from its own thread, and TensorRT never finishes the phase."""
     raw = run_in_terminal("""
         import types
-        from trtllm_kit.engine.builder import build_progress
+        from trtllm_kit.engine.build_log import build_progress
 
         class IProgressMonitor:
             def __init__(self):

@@ -1,0 +1,177 @@
+"""A TensorRT build as it runs: its phases and elapsed time on every TensorRT version (8.6 has no progress
+monitor: a heartbeat reads its log), per-profile times for ``engine.json``, progress bars where TensorRT has
+``IProgressMonitor`` (>= 10, RTX), and TensorRT's messages collected for ``build.log`` and error reports."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+
+from trtllm_kit.utils.progress import bars_enabled, logs_above_bars, new_bar
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 30.0
+VERBOSE_LOG = bool(os.environ.get("TRTLLM_KIT_TRT_VERBOSE"))  # keep TensorRT's verbose messages in build.log
+
+
+_PROFILE = re.compile(r"Constructing optimization profile number (\d+)")  # TensorRT 8.6, verbose
+_RUNNER = re.compile(r"Timing Runner: (.*?)(?: \[profile (\d+)\])? \((\w+)\[0x[0-9a-f]+\]\)$")
+
+
+def build_stage(msg: str) -> str | None:
+    """What a TensorRT 8.6+ verbose "Timing Runner" message says the builder is doing, for the heartbeat.
+
+    Returns:
+        e.g. "profile 2: Myelin compiling {ForeignNode[c_zero...logits/node]}" (a fused graph: minutes at 7B
+        widths), "profile 1: timing kv_attention.3 (PluginV2)", or None for any other message.
+    """
+    m = _RUNNER.search(msg)
+    if not m:
+        return None
+    node, profile, runner = m.group(1), int(m.group(2) or 0) + 1, m.group(3)
+    if runner == "Myelin":
+        return f"profile {profile}: Myelin compiling {node[:70]}"
+    return f"profile {profile}: timing {node[:70]} ({runner})"
+
+
+def profile_phases(marks: dict[str, float], end: float) -> dict[str, float]:
+    """Seconds TensorRT spent on each optimization profile.
+
+    Args:
+        marks: ``perf_counter`` times keyed "profile N" (1-based): when TensorRT 8.6 logged "Constructing
+            optimization profile number N-1" (verbose), or else its first "Timing Runner" line for that profile.
+        end: when the build returned (``perf_counter``).
+
+    Returns:
+        e.g. {"TensorRT profile 1 (tactics, Myelin)": 56.2, "TensorRT profile 2 (tactics, Myelin)": 68.9}: each
+        from its start to the next one's (the last to ``end``, so it includes writing the plan); empty when
+        TensorRT logged neither (TensorRT >= 10 and RTX report progress through IProgressMonitor instead).
+    """
+    starts = sorted((t, k) for k, t in marks.items() if k.startswith("profile "))
+    ends = [t for t, _ in starts[1:]] + [end]
+    return {f"TensorRT {k} (tactics, Myelin)": round(e - t, 2) for (t, k), e in zip(starts, ends)}
+
+
+def collecting_logger(trt):
+    class CollectingLogger(trt.ILogger):
+        """Keeps TensorRT's errors (so a failed build can say what caused it) and its latest info message
+        (the build phase the heartbeat reports); warnings go to the log once each."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.last_info = ""
+            self.stage = ""  # the latest "Timing Runner" (verbose), e.g. a Myelin compile and its profile
+            self.marks: dict[str, float] = {}  # "profile N": when TensorRT started on it (profile_phases)
+            self.lines: list[str] = []
+            self._warned: set[str] = set()
+
+        def log(self, severity, msg):
+            S = trt.ILogger.Severity
+            if severity in (S.ERROR, S.INTERNAL_ERROR):
+                self.errors.append(msg)
+                log.error("[TensorRT] %s", msg)
+            elif severity == S.WARNING and msg not in self._warned:
+                self._warned.add(msg)
+                log.debug("[TensorRT] %s", msg)
+            elif severity == S.INFO:
+                self.last_info = msg
+            elif severity == S.VERBOSE and "Timing Runner" in msg:
+                self.stage = build_stage(msg) or self.stage
+                self.marks.setdefault(self.stage.split(":")[0], time.perf_counter())
+            elif severity == S.VERBOSE and (m := _PROFILE.match(msg)):
+                self.marks.setdefault(f"profile {int(m.group(1)) + 1}", time.perf_counter())
+            if severity != S.VERBOSE or VERBOSE_LOG:
+                self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
+                if VERBOSE_LOG:
+                    print(self.lines[-1], file=sys.stderr, flush=True)
+
+    return CollectingLogger()
+
+
+class Heartbeat:
+    """Phases and elapsed time of a long build on every TensorRT version (8.6 has no progress monitor)."""
+
+    def __init__(self, what: str, logger, every_s: float = HEARTBEAT_S):
+        self.what, self.logger, self.every_s = what, logger, every_s
+        self.t0 = time.perf_counter()
+        self.phases: dict[str, float] = {}
+        self.sub_phases: dict[str, float] = {}  # inside TensorRT's build: per profile (verbose timing lines)
+        self._phase, self._phase_t0 = None, self.t0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def phase(self, name: str) -> None:
+        now = time.perf_counter()
+        if self._phase:
+            self.phases[self._phase] = round(now - self._phase_t0, 2)
+        self._phase, self._phase_t0 = name, now
+        if name:
+            log.info("%s: %s (%.0fs elapsed)", self.what, name, now - self.t0)
+
+    def _run(self):
+        while not self._stop.wait(self.every_s):
+            latest = self.logger.stage or self.logger.last_info
+            detail = f"; TensorRT: {latest[:110]}" if latest else ""
+            log.info("%s: still %s, %.0fs elapsed%s", self.what, self._phase, time.perf_counter() - self.t0, detail)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.phase("")
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def build_progress(trt, enabled: bool):
+    """Progress bars per top-level build phase where TensorRT has IProgressMonitor (>= 10, RTX), on a terminal.
+
+    Yields the monitor to attach to the builder config, or None (no bars). The running child phase's name
+    shows beside its parent's bar (a long last step says what it is doing instead of sitting at 83%), log
+    lines (the heartbeat's, from another thread) go above the bars, and bars TensorRT leaves open are
+    closed when the block ends, so the next message starts on a line of its own.
+    """
+    if not hasattr(trt, "IProgressMonitor") or not bars_enabled(enabled):
+        yield None
+        return
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            if parent_phase is None:
+                self.bars[phase_name] = new_bar(num_steps, f"build: {phase_name}")
+            elif parent_phase in self.bars:
+                self.bars[parent_phase].set_postfix_str(phase_name)
+
+        def step_complete(self, phase_name, step):
+            if phase_name in self.bars:
+                self.bars[phase_name].n = step + 1
+                self.bars[phase_name].refresh()
+            return True
+
+        def phase_finish(self, phase_name):
+            bar = self.bars.pop(phase_name, None)
+            if bar:
+                bar.close()
+
+        def close_all(self):
+            for name in list(self.bars):
+                self.phase_finish(name)
+
+    monitor = Monitor()
+    try:
+        with logs_above_bars():
+            yield monitor
+    finally:
+        monitor.close_all()
