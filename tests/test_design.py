@@ -165,6 +165,20 @@ def test_profile_phases_split_tensorrt_build_time_by_profile():
     assert profile_phases({}, 9.0) == {}
 
 
+def test_logger_notices_that_myelin_keeps_its_timing_to_itself():
+    """8.6's message on every llama-7b build (H200): the shared timing cache does not reach the Myelin graph,
+    which engine.json's timing_cache_note then says."""
+    trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is part of the default install")
+    from trtllm_kit.engine.build_log import collecting_logger
+
+    logger = collecting_logger(trt)
+    logger.log(trt.ILogger.Severity.INFO, "Detected 19 inputs and 17 output network tensors.")
+    assert not logger.local_timing_cache
+    logger.log(trt.ILogger.Severity.INFO,
+               "Local timing cache in use. Profiling results in this builder pass will not be stored.")
+    assert logger.local_timing_cache
+
+
 def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
     """What the H200 showed (TensorRT 8.6 plugin engines: fp32 present.* bound onto fp16 caches, read back as
     values within ±512) and what would read device pointers as host memory (shape-tensor inputs) are refused

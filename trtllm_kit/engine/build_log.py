@@ -70,6 +70,10 @@ def collecting_logger(trt):
             self.marks: dict[str, float] = {}  # "profile N": when TensorRT started on it (profile_phases)
             self.lines: list[str] = []
             self._warned: set[str] = set()
+            # TensorRT 8.6 times a Myelin graph with a local cache and stores none of it in the shared one
+            # ("Local timing cache in use. Profiling results in this builder pass will not be stored."): seen on
+            # every llama-7b build on the H200, so a family's shared timing cache only helps the layers outside.
+            self.local_timing_cache = False
 
         def log(self, severity, msg):
             S = trt.ILogger.Severity
@@ -81,6 +85,7 @@ def collecting_logger(trt):
                 log.debug("[TensorRT] %s", msg)
             elif severity == S.INFO:
                 self.last_info = msg
+                self.local_timing_cache |= msg.startswith("Local timing cache in use")
             elif severity == S.VERBOSE and "Timing Runner" in msg:
                 self.stage = build_stage(msg) or self.stage
                 self.marks.setdefault(self.stage.split(":")[0], time.perf_counter())

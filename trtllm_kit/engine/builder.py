@@ -201,6 +201,9 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 io_source = "deserialized engine"
             if cache is not None:
                 Path(options.timing_cache).write_bytes(memoryview(config.get_timing_cache().serialize()))
+                if logger.local_timing_cache:
+                    cache_note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of "
+                                   "it: the file only speeds up layers outside that graph")
             weight_record = None
             if weights:
                 from trtllm_kit.engine.weights import save_weights
