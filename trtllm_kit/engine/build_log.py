@@ -86,9 +86,9 @@ def collecting_logger(trt):
             elif severity == S.INFO:
                 self.last_info = msg
                 self.local_timing_cache |= msg.startswith("Local timing cache in use")
-            elif severity == S.VERBOSE and "Timing Runner" in msg:
-                self.stage = build_stage(msg) or self.stage
-                self.marks.setdefault(self.stage.split(":")[0], time.perf_counter())
+            elif severity == S.VERBOSE and (stage := build_stage(msg)):
+                self.stage = stage
+                self.marks.setdefault(stage.split(":")[0], time.perf_counter())
             elif severity == S.VERBOSE and (m := _PROFILE.match(msg)):
                 self.marks.setdefault(f"profile {int(m.group(1)) + 1}", time.perf_counter())
             if severity != S.VERBOSE or VERBOSE_LOG:
@@ -106,7 +106,6 @@ class Heartbeat:
         self.what, self.logger, self.every_s = what, logger, every_s
         self.t0 = time.perf_counter()
         self.phases: dict[str, float] = {}
-        self.sub_phases: dict[str, float] = {}  # inside TensorRT's build: per profile (verbose timing lines)
         self._phase, self._phase_t0 = None, self.t0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

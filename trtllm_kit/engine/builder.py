@@ -77,9 +77,8 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
         config.set_flag(trt.BuilderFlag.FP16)
         # REFIT keeps the weights opaque to Myelin, which otherwise spends minutes per GB of weights:
         # llama-7b cut to 2 blocks, decode profile, on an H200: 71 s with REFIT, not done in 330 s without
-        # (scripts/probe_trt_build.py; docs/benchmarks/h200-trt86/README.md). It also makes TensorRT keep the
-        # weights in float32 (llama-7b cut to 8 blocks: a 7.5 GB plan for 1.9B parameters). With the weights
-        # as engine inputs there is nothing left to hide or refit.
+        # (scripts/probe_trt_build.py; docs/benchmarks/h200-trt86/README.md). With the weights as engine inputs
+        # there is nothing left to hide or refit.
         settings["fp16_flag"] = True
         if opts.weights == "engine":
             config.set_flag(trt.BuilderFlag.REFIT)
@@ -187,7 +186,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 config.add_optimization_profile(p)
             beat.phase("building the engine (TensorRT)")
             plan = builder.build_serialized_network(network, config)
-            beat.sub_phases = profile_phases(logger.marks, time.perf_counter())
+            per_profile = profile_phases(logger.marks, time.perf_counter())
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
                 raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options))
@@ -224,7 +223,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                                 weights_sha256=export.weights.sha256, model=export.model),
             spec=spec, builder_settings=settings, timing_cache_note=cache_note,
             build_seconds=round(time.perf_counter() - beat.t0, 2),
-            build_phases=beat.phases | beat.sub_phases, engine_bytes=engine_path.stat().st_size,
+            build_phases=beat.phases | per_profile, engine_bytes=engine_path.stat().st_size,
             engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, weight_inputs=weight_record,
             created=utc_now())
         manifest.save(tmp)

@@ -11,7 +11,6 @@ with neither (``docs/benchmarks/h200-trt86/README.md``). This module's fp16 inpu
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +120,8 @@ def weights_to_inputs(trt, network, onnx_path: Path) -> dict:
             inp = network.add_cast(inp, trt.float32).get_output(0)
         for reader, j in readers:
             reader.set_input(j, inp)
-        # The constant stays in the network with no reader; TensorRT would still serialize (and with REFIT,
-        # keep in float32) its values, so it is shrunk to one element, once nothing reads it.
+        # The constant stays in the network with no reader, and its values would still be serialized (the H200's
+        # 7537 MB llama-7b@8 plan with dangling weight inputs), so it is shrunk to one element once nothing reads it.
         layer.__class__ = trt.IConstantLayer
         layer.weights = _PLACEHOLDER[floats[out.dtype]]
         layer.shape = (1,)
@@ -161,13 +160,11 @@ def save_weights(arrays: dict, directory: Path) -> WeightInputsRecord:
     """Write ``arrays`` to ``directory/weights.safetensors``; returns its record for ``engine.json``."""
     from safetensors.numpy import save_file
 
+    from trtllm_kit.utils.fs import sha256_file
+
     path = Path(directory) / WEIGHTS_FILE
     save_file(arrays, str(path), metadata={"format": "trtllm-kit weight inputs: key = engine input name"})
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return WeightInputsRecord(file=WEIGHTS_FILE, sha256=digest.hexdigest(), bytes=path.stat().st_size,
+    return WeightInputsRecord(file=WEIGHTS_FILE, sha256=sha256_file(path), bytes=path.stat().st_size,
                               tensors={k: list(v.shape) for k, v in arrays.items()})
 
 
