@@ -8,7 +8,8 @@ over every results file under OUT (so models may be run by separate commands int
 
   H200:  python scripts/bench_compiled.py --out docs/benchmarks/h200-compiled [--engine llama-7b=DIR ...]
   CPU:   python scripts/bench_compiled.py --models tiny-llama --batches 1,2 --output 8 --out /tmp/compiled
-  table: python scripts/bench_compiled.py --out DIR --table-only   (from the JSONs already there)
+  table: python scripts/bench_compiled.py --out DIR --table-only [--trt-results bench_trt/results.json]
+         (from the JSONs already there; --trt-results adds bench_trt.py's engines, one column per KV layout)
 
 A model whose command ran out of time leaves ``OUT/<model>.partial.json``; the table reads it too.
 """
@@ -38,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--trt-cuda-graph", action=argparse.BooleanOptionalAction, default=True,
                     help="replay trt decode steps as CUDA graphs (in-place engines), as compiled does")
     ap.add_argument("--table-only", action="store_true", help="run nothing; print the table of the JSONs under --out")
+    ap.add_argument("--trt-results", action="append", default=[], metavar="FILE",
+                    help="a results file of scripts/bench_trt.py (its merged results.json): its TensorRT points and "
+                         "checks join the table (repeatable)")
     return ap.parse_args(argv)
 
 
@@ -94,32 +98,56 @@ def load_results(out: Path):
     return [BenchResults.load(path) for _, path in sorted((partial | final).items())]
 
 
+def trt_only(path: Path):
+    """The TensorRT points and checks of a results file (``bench_trt.py``'s merged results.json): the eager
+    ones there are another run's and stay out of this table.
+
+    Raises:
+        ToolkitError: a missing or unreadable file (``BenchResults.load``).
+    """
+    from trtllm_kit.bench.results import BenchResults
+
+    res = BenchResults.load(path)
+
+    def keep(x):
+        return x.backend == "trt" or x.backend.startswith("trt:")
+
+    return res.model_copy(update={"points": [p for p in res.points if keep(p)],
+                                  "correctness": [c for c in res.correctness if keep(c)]})
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
 def table(results) -> str:
-    """Markdown: tokens/s per (model, batch) and backend with the two ratios, then each backend's setup."""
-    speed = ["| model | batch | eager tok/s | compiled tok/s | trt tok/s | compiled / eager | trt / compiled |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown: tokens/s per (model, batch) and backend (eager, compiled, then every TensorRT backend found,
+    ``trt`` or bench_trt.py's ``trt:<layout>``) with compiled over eager and each engine over compiled, then
+    each backend's setup and greedy check (tokens compared across files with ``compare_with_eager``)."""
+    from trtllm_kit.bench.results import compare_with_eager
+
+    points = [p for res in results for p in res.points]
+    checks = compare_with_eager([c for res in results for c in res.correctness])
+    found = {p.backend for p in points}
+    trts = sorted(b for b in found if b == "trt" or b.startswith("trt:"))
+    cols = [b for b in ("eager", "compiled") if b in found or b == "compiled"] + trts
+    speed = ["| model | batch | " + " | ".join(f"{b} tok/s" for b in cols) + " | compiled / eager | " +
+             " | ".join(f"{b} / compiled" for b in trts) + " |", "|---" * (2 + len(cols) + 1 + len(trts)) + "|"]
     setup = ["| model | backend | greedy check | setup s (load + compile + first runs) | compiled graphs | implementation |",
              "|---|---|---|---|---|---|"]
-    for res in results:
-        pts = {(p.model, p.batch, p.backend): p for p in res.points}
-        for model, batch in sorted({(m, b) for m, b, _ in pts}):
-            tok, cells = {}, []
-            for be in BACKENDS:
-                p = pts.get((model, batch, be))
-                tok[be] = p.throughput_tok_s if p is not None and p.status == "ok" else None
-                cells.append(f"{tok[be]:,.1f}" if tok[be] else p.status if p is not None else "-")
-            speed.append(f"| {model} | {batch} | {' | '.join(cells)} | {_ratio(tok['compiled'], tok['eager'])} | "
-                         f"{_ratio(tok['trt'], tok['compiled'])} |")
-        for c in res.correctness:
-            check = (("reference" if c.reference else "tokens match" if c.matches_eager else
-                      f"first mismatch at token {c.first_mismatch}") if c.status == "ok" else f"{c.status}: {c.message}")
-            secs = f"{c.setup_s:.1f}" if c.setup_s is not None else "-"
-            graphs = c.recompiles if c.recompiles is not None else "-"
-            setup.append(f"| {c.model} | {c.backend} | {check} | {secs} | {graphs} | {c.impl or ''} |")
+    pts = {(p.model, p.batch, p.backend): p for p in points}
+    for model, batch in sorted({(m, b) for m, b, _ in pts}):
+        tok, cells = {}, []
+        for be in cols:
+            p = pts.get((model, batch, be))
+            tok[be] = p.throughput_tok_s if p is not None and p.status == "ok" else None
+            cells.append(f"{tok[be]:,.1f}" if tok[be] else p.status if p is not None else "-")
+        ratios = [_ratio(tok.get("compiled"), tok.get("eager"))] + [_ratio(tok[t], tok.get("compiled")) for t in trts]
+        speed.append(f"| {model} | {batch} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    for c in checks:
+        secs = f"{c.setup_s:.1f}" if c.setup_s is not None else "-"
+        graphs = c.recompiles if c.recompiles is not None else "-"
+        setup.append(f"| {c.model} | {c.backend} | {c.verdict()} | {secs} | {graphs} | {c.impl or ''} |")
     first = results[0]
     env = first.env
     head = (f"{env.get('device', '?')}; torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}; "
@@ -141,6 +169,7 @@ def main(argv=None) -> int:
             for model in models:
                 run_model(model, engines.get(model), args, out)
         results = load_results(out)  # models of earlier commands into the same --out too
+        results += [trt_only(Path(f)) for f in args.trt_results]
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

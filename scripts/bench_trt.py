@@ -12,8 +12,9 @@ profiles, limits max batch 256 / input 128 / seq 640 as the quick recipe), time 
 weight-streaming floor (weight bytes / the GPU's bandwidth, 4.8 TB/s on an H200), throughput at each
 batch, TensorRT over eager, and the 16-token greedy check. ``--breakdown`` adds, for that model at batch
 1, the host time of a decode step (shape setting, binding, enqueue) against its GPU time.
-Writes ``results-<layout>.json`` per layout and a merged ``results.json`` (TensorRT backends named
-``trt:<layout>``) with its report under ``--out``.
+Writes ``results-<layout>.json`` per layout; ``--report-only`` merges every ``results-*.json`` under ``--out``
+(subfolders too: one process per model and layout) into ``results.json`` (TensorRT backends named
+``trt:<layout>``, greedy tokens compared with the eager run's) with its report.
 """
 
 from __future__ import annotations
@@ -75,10 +76,8 @@ def main() -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # build heartbeats
 
-    import torch
-
     from trtllm_kit.bench.backends import RunOptions, parse_backends
-    from trtllm_kit.bench.results import BenchResults, SweepConfig
+    from trtllm_kit.bench.results import BenchResults, SweepConfig, compare_with_eager
     from trtllm_kit.bench.sweep import bench
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
@@ -99,12 +98,21 @@ def main() -> int:
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     files = {}
-    if args.report_only:
+    if args.report_only:  # every results-<key>.json under --out, subfolders too (runs split across processes)
         backends = []
-        for f in sorted(out.glob("results-*.json")):
-            files[f.stem.removeprefix("results-")] = BenchResults.load(f)
+        for f in sorted(out.rglob("results-*.json")):
+            if f.name.endswith(".partial.json"):
+                continue
+            res, key = BenchResults.load(f), f.stem.removeprefix("results-")
+            if key in files:  # the same layout for other models, from another process
+                res = files[key].model_copy(update={c: getattr(files[key], c) + getattr(res, c)
+                                                    for c in ("models", "points", "correctness", "step_sweep")})
+            files[key] = res
+        if not files:
+            print(f"error: no results-*.json under {out}", file=sys.stderr)
+            return 2
         files = dict(sorted(files.items(), key=lambda kv: kv[0] != "eager"))
-        for f in sorted(out.glob("builds-*.json")):
+        for f in sorted(out.rglob("builds-*.json")):
             builds += json.loads(f.read_text())
     for art in arts if "trt" in backends else []:
         ensure_export(art, inside(work, "onnx", art.label), progress=False)
@@ -149,20 +157,24 @@ def main() -> int:
 
     # One merged results file (trt backends named by layout) for the report.
     first = next(iter(files.values()))
+    cfg = first.config  # the batches and lengths the runs used
     merged = first.model_copy(update={"points": [], "correctness": [], "step_sweep": [], "backends": []})
     for key, res in files.items():
         name = "eager" if key == "eager" else f"trt:{key}"
         merged.backends.append(name)
         for coll in ("points", "correctness", "step_sweep"):
             getattr(merged, coll).extend(x.model_copy(update={"backend": name}) for x in getattr(res, coll))
+    merged.models = list({m.label: m for res in files.values() for m in res.models}.values())
+    merged.correctness = compare_with_eager(merged.correctness)  # trt runs made apart from eager's
     merged.save(out / "results.json")
     from trtllm_kit.report import report_from_results
 
     report_from_results([out / "results.json"], out / "report", title="TensorRT 8.6 vs eager on an H200")
 
-    bw = bandwidth(torch.cuda.get_device_name(0))
-    print(f"\n{torch.cuda.get_device_name(0)}; fp16; input {args.input}, output {args.output}; "
-          f"{args.warmup} warm-up + {args.repeats} timed runs per point")
+    device = first.env.get("device", "?")  # where the runs were timed (report-only may run anywhere)
+    bw = bandwidth(device)
+    print(f"\n{device}; fp16; input {cfg.inputs[0]}, output {cfg.outputs[0]}; "
+          f"{cfg.warmup} warm-up + {cfg.repeats} timed runs per point")
     for art in arts:
         floor_ms = art.spec.weight_bytes() / bw * 1e3 if bw else None
         print(f"\n{art.label}: {art.spec.param_count() / 1e9:.2f}B params, {art.spec.num_layers} blocks, "
@@ -182,12 +194,9 @@ def main() -> int:
                              and eager[b].status == "ok" else "" for b in cfg.batches)
             name = "eager" if key == "eager" else f"trt:{key}"
             print(f"  {name:14} {step if step is None else round(step, 2)!s:>10} {pct:>8} {tps}  {ratio}")
-        for key, res in files.items():
-            for c in res.correctness:
-                if c.model == art.label and key != "eager":
-                    verdict = ("match" if c.matches_eager else f"first mismatch at token {c.first_mismatch}") \
-                        if c.status == "ok" else f"{c.status}: {c.message}"
-                    print(f"  16-token greedy check trt:{key}: {verdict}")
+        for c in merged.correctness:
+            if c.model == art.label and c.backend != "eager":
+                print(f"  16-token greedy check {c.backend}: {c.verdict()}")
     for b in builds:
         print(f"build {b['model']} ({b['kv_mode']}): {b['build_s']}s, engine {b['engine_gb']} GB; " +
               ", ".join(f"{k.split(' (')[0]} {v:.0f}s" for k, v in b["phases"].items()))

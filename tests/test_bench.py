@@ -55,7 +55,7 @@ def test_environment_block_and_csv_twin(results):
     assert env["device"] == "CPU only" and env.get("tensorrt-rtx")
     rows = list(csv.DictReader(path.with_suffix(".csv").open()))
     assert len(rows) == len(res["points"]) and rows[0]["latency_mean_s"]
-    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/3"
+    assert json.loads(path.read_text())["format"] == "trtllm-kit-bench/4"
 
 
 def test_correctness_checks_against_eager(results):
@@ -83,3 +83,26 @@ def test_bench_cli(tmp_path):
     assert "throughput" in proc.stdout and out.is_file() and out.with_suffix(".csv").is_file()
     assert_one_line_error(cli("bench", "tiny-llama", "--backends", "nope", "--out", str(tmp_path / "x.json"),
                               "--device", "cpu", "--batch", "1", "--input", "4", "--output", "2"), "unknown backend")
+
+
+def test_runs_made_apart_are_checked_against_eager_tokens(tmp_path):
+    """A sweep without eager leaves its greedy check open (never "match"); the tokens it keeps are compared
+    with an eager run's from another file, as scripts/bench_trt.py merges runs made in separate processes."""
+    from trtllm_kit.bench.results import BenchResults, compare_with_eager
+
+    art = resolve_model("tiny-llama")
+    ensure_export(art, tmp_path / "onnx", progress=False)
+    cfg = SweepConfig(batches=[1], inputs=[4], outputs=[2], warmup=0, repeats=1, step_tokens=[])
+    alone = bench([art], ["ort"], cfg, tmp_path / "ort.json", RunOptions("cpu", "fp16"), progress=False)
+    (c,) = alone.correctness
+    assert c.matches_eager is None and not c.reference and c.verdict().startswith("not checked")
+    assert len(c.tokens) == 2 and len(c.tokens[0]) == 16
+    eager = bench([art], ["eager"], cfg, tmp_path / "eager.json", RunOptions("cpu", "fp16"), progress=False)
+    together = bench([art], ["eager", "ort"], cfg, tmp_path / "both.json", RunOptions("cpu", "fp16"), progress=False)
+    merged = compare_with_eager(BenchResults.load(tmp_path / "eager.json").correctness + alone.correctness)
+    assert merged[1].matches_eager is together.correctness[1].matches_eager is not None
+    assert merged[1].first_mismatch == together.correctness[1].first_mismatch
+    # a token changed at position 5 of the second sequence: the first mismatch is found there
+    bad = c.model_copy(update={"tokens": [c.tokens[0], c.tokens[1][:5] + [c.tokens[1][5] + 1] + c.tokens[1][6:]]})
+    (_, worse) = compare_with_eager(eager.correctness + [bad])
+    assert worse.matches_eager is False and worse.first_mismatch <= 5

@@ -23,7 +23,10 @@
 #   weights               --weights inputs on the H200: its tiny engines vs eager (portable, plugin), llama-7b@8
 #                         built with REFIT, with weight inputs and with DIRECT_IO side by side, then llama-7b and depth-27 built
 #                         with weight inputs and timed (not yet run: written 2026-11-29 after the device budget)
-#   collect               copy logs and results into $OUT (what the device call brings back)
+#   day4                  2026-11-30: the weights-inputs tiny engines vs eager (GPU 0), the three 7B models built with
+#                         --weights inputs in both layouts side by side (6 builds) and timed one at a time per GPU
+#                         (--lock), compiled depth-27 on GPU 0, eager (timings + reference tokens) after the builds
+#   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
 #   status                tails of every log, and GPU use
@@ -81,9 +84,23 @@ case "${1:-status}" in
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --repeats 2"
     bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
     bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c" ;;
-  collect)
-    mkdir -p "$OUT/logs" && cp -r "$LOGS"/. "$OUT/logs/" 2>/dev/null; [ -d /root/results ] && cp -r /root/results "$OUT/"
-    [ -d /root/pb/logs ] && mkdir -p "$OUT/pb" && cp /root/pb/logs/*.log "$OUT/pb/" 2>/dev/null; du -sh "$OUT" ;;
+  day4)
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
+    for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
+    PAR_GPUS=1 bash "$0" par "${nodes[@]}"
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    w() { echo "while [ ! -f /root/work/onnx/$1/export.json ]; do sleep 5; done;"; }  # one export per model
+    bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
+    bg b "$(w llama-7b) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
+    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c"
+    bg d "$(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes plugin --cuda-graph --lock /root/gpu0.lock --out $R/d"
+    bg e "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner --kv-modes portable --lock /root/gpu1.lock --out $R/e"
+    bg f "$(w llama-7b-llmpruner) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner --kv-modes plugin --cuda-graph --lock /root/gpu1.lock --out $R/f"
+    bg compiled "CUDA_VISIBLE_DEVICES=0 flock /root/gpu0.lock python3 scripts/bench_compiled.py --models llama-7b-depth-27 --out /root/results/h200-compiled"
+    # eager (timings and the reference tokens) once the builds are done (at most 12 min), not beside them
+    bg eager "sleep 60; while [ \$(ls /root/work/engines/*/*/engine.json 2>/dev/null | wc -l) -lt 6 ] && [ \$SECONDS -lt 720 ] && pgrep -f '^python3 scripts/bench_trt.py --backends trt' >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
+  collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
+    tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
     bg "eager-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR" ;;
   status)

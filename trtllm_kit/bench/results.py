@@ -82,6 +82,10 @@ class Check(Record):
             (compilation, CUDA-graph capture): everything the timed runs do not include.
         recompiles: graphs ``torch.compile`` built for this model during the sweep, the first one
             included; None for backends that do not compile.
+        matches_eager: None when no eager run of the same model was there to compare with (a sweep without
+            eager); ``compare_with_eager`` fills it later from another file's eager tokens.
+        tokens: the greedy tokens themselves, [2 sequences][checked_tokens] (format 4 on), so runs made apart
+            (other processes, other GPUs) are still checked against eager.
     """
 
     model: str
@@ -96,6 +100,36 @@ class Check(Record):
     first_mismatch: int | None = None
     setup_s: float | None = None
     recompiles: int | None = None
+    tokens: list[list[int]] | None = None
+
+    def verdict(self) -> str:
+        """The check in words: reference, match, first mismatch, not checked, or the failure."""
+        if self.status != "ok":
+            return f"{self.status}: {self.message}" if self.message else self.status
+        if self.reference:
+            return "reference"
+        if self.matches_eager is None:
+            return "not checked (no eager tokens for this model)"
+        return "match" if self.matches_eager else f"first mismatch at token {self.first_mismatch}"
+
+
+def compare_with_eager(checks: list[Check]) -> list[Check]:
+    """``checks`` with every unchecked one (``matches_eager`` None, tokens kept) compared with the eager tokens
+    of the same model found among them: runs made in separate processes get the check a single sweep does.
+
+    The tokens come from the same seeded prompt (``bench.sweep.check_tokens``) in every run of one sweep config;
+    callers merge files of one config only.
+    """
+    eager = {c.model: c.tokens for c in checks if c.reference and c.tokens is not None}
+    out = []
+    for c in checks:
+        ref = eager.get(c.model)
+        if c.status == "ok" and not c.reference and c.matches_eager is None and c.tokens and ref:
+            diff = [i for i in range(min(len(c.tokens[0]), len(ref[0])))
+                    if any(a[i] != b[i] for a, b in zip(c.tokens, ref))]
+            c = c.model_copy(update={"matches_eager": not diff, "first_mismatch": diff[0] if diff else None})
+        out.append(c)
+    return out
 
 
 class StepRow(Record):
@@ -129,8 +163,8 @@ class ModelRecord(Record):
 
 class BenchResults(Manifest):
     FILE = "results.json"
-    FORMAT = "trtllm-kit-bench/3"
-    READS = ("trtllm-kit-bench/1", "trtllm-kit-bench/2")
+    FORMAT = "trtllm-kit-bench/4"
+    READS = ("trtllm-kit-bench/1", "trtllm-kit-bench/2", "trtllm-kit-bench/3")
     WHAT = "a results file"
     REDO = "run `trtllm-kit bench` again"
     model_config = ConfigDict(extra="forbid")

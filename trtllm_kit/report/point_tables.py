@@ -78,11 +78,7 @@ def correctness_table(data: ReportData) -> Table:
     """The 16-token greedy check of every model and backend against eager."""
     rows = []
     for c in data.checks:
-        if c.status != "ok":
-            result = c.message or ""
-        else:
-            result = ("reference" if c.reference else "match" if c.matches_eager
-                      else f"first mismatch at token {c.first_mismatch}")
+        result = (c.message or "") if c.status != "ok" else c.verdict()
         rows.append([c.model, c.backend, c.impl or "", c.status, result, fmt(c.setup_s, 1),
                      "" if c.recompiles is None else str(c.recompiles)])
     return with_file(Table("correctness", "Correctness: greedy tokens vs eager (first 16); setup: load + compile + "
