@@ -101,9 +101,10 @@ def main() -> int:
     if args.report_only:  # every results-<key>.json under --out, subfolders too (runs split across processes)
         backends = []
         for f in sorted(out.rglob("results-*.json")):
-            if f.name.endswith(".partial.json"):
-                continue
-            res, key = BenchResults.load(f), f.stem.removeprefix("results-")
+            final = f.with_name(f.name.replace(".partial.json", ".json"))
+            if f.name.endswith(".partial.json") and final.is_file():
+                continue  # a run stopped early leaves only its partial file (marked partial): that one is read
+            res, key = BenchResults.load(f), f.name.removeprefix("results-").removesuffix(".json").removesuffix(".partial")
             if key in files:  # the same layout for other models, from another process
                 res = files[key].model_copy(update={c: getattr(files[key], c) + getattr(res, c)
                                                     for c in ("models", "points", "correctness", "step_sweep")})

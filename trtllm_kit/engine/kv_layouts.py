@@ -184,10 +184,15 @@ class PluginKV(StaticKV):
         from trtllm_kit.engine import plugin as P
 
         trt, network = ctx.trt, ctx.network
+        from trtllm_kit.utils.fs import sha256_file
+
         lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
-        P.load_plugin(lib.path, trt)
+        # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
+        # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
+        shipped_sha256 = sha256_file(shipped)
+        P.load_plugin(shipped, trt)
         index = NetworkIndex(network)
         inputs, tensors = index.inputs, index.tensors
         mask = inputs[ATTENTION_MASK]
@@ -212,7 +217,7 @@ class PluginKV(StaticKV):
                 index.replace_output(index.outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
                 if not ctx.strongly_typed:  # 8.6: an output's type is the builder's choice unless set; the
                     layer.get_output(k_out).dtype = k_cache.dtype  # in-place cache needs past's (kernel tests set it)
-        return PluginRecord(file=shipped.name, sha256=lib.sha256, source_sha256=lib.source_sha256,
+        return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
                             name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION)
 
     def load_runtime(self, trt, engine_dir, record):
