@@ -80,7 +80,7 @@ def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
                 "flavor": f"{m['flavor']} {m['trt_version']}"}
         layers = out / "layers.json"
         if layers.is_file():
-            names = [la if isinstance(la, str) else la.get("Name", "") for la in json.loads(layers.read_text()).get("Layers", [])]
+            names = [la if isinstance(la, str) else la.get("Name", "") for la in json.loads(layers.read_text(), strict=False).get("Layers", [])]
             foreign = [n for n in names if "ForeignNode" in n or "myelin" in n.lower()]
             row |= {"layers": len(names), "foreign_nodes": len(foreign),
                     "largest_foreign": max(foreign, key=len)[:120] if foreign else ""}

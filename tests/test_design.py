@@ -213,3 +213,20 @@ def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
     check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), static_cache=False)  # portable: no aliasing
     with pytest.raises(ToolkitError, match="write_indices are shape tensors"):
         check_bindable(trt, Engine(good, shape_inputs=["write_indices"]), static_cache=True)
+
+
+def test_layer_information_is_standard_json():
+    """TensorRT 8.6's inspector text holds raw 0x1e separators (H200, 2026-11-30: Python's json refused every
+    8.6 layers.json); what the builder writes parses strictly and keeps them."""
+    import json
+
+    from trtllm_kit.engine.builder import layer_info_json
+
+    raw = ('{"Layers": [{"Name": "Transpose_71/node + Reshape_72/node", "LayerType": "Shuffle", '
+           '"Metadata": "[ONNX Layer: Transpose_71/node]\x1e[ONNX Layer: Reshape_72/node]"}], "Bindings": ["logits"]}')
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    data = json.loads(layer_info_json(raw))
+    assert data["Layers"][0]["Metadata"].split("\x1e") == ["[ONNX Layer: Transpose_71/node]",
+                                                          "[ONNX Layer: Reshape_72/node]"]
+    assert json.loads(layer_info_json("not json at all")) == {"raw": "not json at all"}

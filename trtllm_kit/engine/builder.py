@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -269,8 +270,18 @@ def _check_engine(trt, logger, plan, tmp: Path) -> tuple[list[EngineIO], str | N
     if engine is None:
         raise ToolkitError("the engine was built but TensorRT cannot load it on this GPU: " + "; ".join(logger.errors[-3:]))
     info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
-    (tmp / "layers.json").write_text(info)
+    (tmp / "layers.json").write_text(layer_info_json(info))
     return io_from_engine(trt, engine), "layers.json"
+
+
+def layer_info_json(info: str) -> str:
+    """TensorRT's engine-inspector text as standard JSON. TensorRT 8.6 writes raw control characters (the 0x1e
+    that separates ONNX layer names in ``Metadata``), which strict parsers (Python's ``json``, servers) refuse;
+    they are escaped here. Text that is not JSON at all is kept whole under ``"raw"``."""
+    try:
+        return json.dumps(json.loads(info, strict=False), indent=1) + "\n"
+    except ValueError:
+        return json.dumps({"raw": info}) + "\n"
 
 
 def default_engine_dir(onnx_dir: str | Path) -> Path:

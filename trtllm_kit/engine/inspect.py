@@ -77,7 +77,7 @@ def describe_layers(engine_dir: str | Path) -> str:
     if not info.is_file():
         return (f"layers: not available (not through Polygraphy: {why}; and TensorRT reports per-layer information "
                 "only when the engine is loaded on a GPU at build time)")
-    data = json.loads(info.read_text())
+    data = json.loads(info.read_text(), strict=False)  # engines built before layer_info_json kept 8.6's raw text
     layers = data.get("Layers", [])
     lines = [f"layers ({len(layers)}, from {info.name}; not through Polygraphy: {why})"]
     for layer in layers:
