@@ -190,7 +190,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             per_profile = profile_phases(logger.marks, time.perf_counter())
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
-                raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options))
+                raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options, free_gpu_memory()))
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
             with open(engine_path, "wb") as f:
@@ -233,18 +233,39 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     return EngineResult(out, out / "model.engine", manifest)
 
 
-def _build_failure_hint(detail: str, options: BuildOptions) -> str | None:
-    """What to change after a failed build, for the failures seen on real builds."""
-    if "Could not find any implementation" in detail:
+def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[int, int] | None = None) -> str | None:
+    """What to change after a failed build, for the failures seen on real builds.
+
+    Args:
+        gpu_memory: (free, total) bytes of the build's GPU when it failed (``free_gpu_memory``), or None.
+    """
+    if "Could not find any implementation" in detail or "OutOfMemory" in detail:
         # llama-7b, one profile covering prefill and decode (256/128/640) on TensorRT 8.6 / H200, and llama-7b
         # cut to 8 blocks with a 4 GB workspace: no kernel of the fused graph fits the memory it may use.
+        # H200, 2026-11-30: every portable llama-7b-family build failed so while benchmark runs held 70-110 GB of
+        # the same GPU; the plugin builds beside them, which time smaller kernels, did not.
         steps = ["smaller --max-batch/--max-input/--max-seq"]
+        if gpu_memory is not None and gpu_memory[0] < 0.5 * gpu_memory[1]:
+            steps.insert(0, "an idle GPU (other processes held it)")
         if options.profiles == "single":
             steps.insert(0, "--profiles split (prefill and decode apart)")
         if options.workspace_gb is not None:
             steps.append(f"a larger --workspace than {options.workspace_gb:g} GB")
-        return "TensorRT found no kernel for the fused graph within the memory these limits need: try " + ", or ".join(steps)
+        mem = (f" ({gpu_memory[0] / 1e9:.0f} of {gpu_memory[1] / 1e9:.0f} GB of the GPU free when it failed)"
+               if gpu_memory is not None else "")
+        return (f"TensorRT found no kernel for the fused graph within the GPU memory it could get{mem}: try "
+                + ", or ".join(steps))
     return None
+
+
+def free_gpu_memory() -> tuple[int, int] | None:
+    """(free, total) bytes of the current CUDA device, or None without one (or without torch's CUDA)."""
+    try:
+        import torch
+
+        return torch.cuda.mem_get_info() if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a hint, never a second failure
+        return None
 
 
 def _timing_cache(flavor: Flavor, config, options: BuildOptions):

@@ -132,13 +132,21 @@ def sweep_profiles(limits: EngineLimits, layout: str = "split", static_cache: bo
 
 
 def select_profile(profiles: list[ProfileSpec], batch: int, seq: int, past: int) -> int:
-    """Index of the first profile that serves a step of ``seq`` new tokens after ``past`` cached ones.
+    """Index of the narrowest profile that serves a step of ``seq`` new tokens after ``past`` cached ones
+    (fewest new-token sizes, then fewest past sizes; the first of equals).
+
+    With a static cache ``past`` is 0 for every step, so the prefill profile covers a one-token step too;
+    the decode profile, tuned for one token, must still be the one that runs it (H200, TensorRT 8.6,
+    2026-11-30: the plugin engines' layer profile showed every decode step on the prefill profile).
 
     Raises:
         ProfileError: no profile covers the step.
     """
-    for k, p in enumerate(profiles):
-        if p.covers(batch, seq, past):
-            return k
+    covering = [k for k, p in enumerate(profiles) if p.covers(batch, seq, past)]
+    if covering:
+        def width(k: int) -> tuple[int, int]:
+            p = profiles[k]
+            return p.max[SEQ] - p.min[SEQ], p.max[PAST] - p.min[PAST]
+        return min(covering, key=width)
     raise ProfileError(f"no engine profile covers batch {batch}, {seq} new tokens after {past}",
                        "rebuild with larger --max-batch/--max-input/--max-seq")
