@@ -51,7 +51,9 @@ def held(path: str | None):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["llama-7b", "llama-7b-depth-27", "llama-7b-llmpruner"])
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="[default: llama-7b llama-7b-depth-27 llama-7b-llmpruner; with --report-only: every model "
+                         "in the results]")
     ap.add_argument("--kv-modes", nargs="+", default=["portable", "plugin"])
     ap.add_argument("--backends", default="eager,trt")
     ap.add_argument("--batches", default="1,16,64,256")
@@ -91,7 +93,8 @@ def main() -> int:
                       warmup=args.warmup, repeats=args.repeats)
     limits = EngineLimits(256, 128, 640, opt_batch=16, opt_input=args.input)
     opts = RunOptions("cuda", "fp16", cuda_graph=args.cuda_graph)
-    arts = resolve_models(args.models)
+    arts = [] if args.report_only else resolve_models(args.models or ["llama-7b", "llama-7b-depth-27",
+                                                                      "llama-7b-llmpruner"])
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
     suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
         ("-winputs" if args.weights == "inputs" else "")
@@ -176,9 +179,11 @@ def main() -> int:
     bw = bandwidth(device)
     print(f"\n{device}; fp16; input {cfg.inputs[0]}, output {cfg.outputs[0]}; "
           f"{cfg.warmup} warm-up + {cfg.repeats} timed runs per point")
-    for art in arts:
-        floor_ms = art.spec.weight_bytes() / bw * 1e3 if bw else None
-        print(f"\n{art.label}: {art.spec.param_count() / 1e9:.2f}B params, {art.spec.num_layers} blocks, "
+    for art in merged.models:  # as the results record them (weight bytes in the runs' dtype)
+        if args.models and art.label not in args.models:
+            continue
+        floor_ms = art.weight_bytes / bw * 1e3 if bw else None
+        print(f"\n{art.label}: {art.params / 1e9:.2f}B params, {art.blocks} blocks, "
               f"weight-streaming floor {floor_ms:.2f} ms/step" if floor_ms else f"\n{art.label}")
         eager = {p.batch: p for p in files["eager"].points if p.model == art.label} if "eager" in files else {}
         print(f"  {'backend':14} {'step ms M1':>10} {'% floor':>8} " + " ".join(f"{'tok/s M' + str(b):>12}" for b in

@@ -106,3 +106,68 @@ def test_runs_made_apart_are_checked_against_eager_tokens(tmp_path):
     bad = c.model_copy(update={"tokens": [c.tokens[0], c.tokens[1][:5] + [c.tokens[1][5] + 1] + c.tokens[1][6:]]})
     (_, worse) = compare_with_eager(eager.correctness + [bad])
     assert worse.matches_eager is False and worse.first_mismatch <= 5
+
+
+def test_bench_trt_report_merges_runs_made_apart(tmp_path):
+    """scripts/bench_trt.py --report-only: results-*.json from subfolders (one process per model and layout, a
+    partial one from a stopped run) become one results.json whose greedy checks are compared with eager's."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trtllm_kit.bench.results import BenchResults
+
+    art = resolve_model("tiny-llama")
+    ensure_export(art, tmp_path / "onnx", progress=False)
+    cfg = SweepConfig(batches=[1, 2], inputs=[4], outputs=[2], warmup=0, repeats=1, step_tokens=[])
+    out = tmp_path / "r"
+    bench([art], ["eager"], cfg, out / "eager" / "results-eager.json", RunOptions("cpu", "fp16"), progress=False)
+    # Real token-producing runs stand in for two engine layouts (no GPU here): ONNX Runtime, in other folders
+    bench([art], ["ort"], cfg, out / "a" / "results-portable.json", RunOptions("cpu", "fp16"), progress=False)
+    (out / "b").mkdir()
+    shutil.copy(out / "a" / "results-portable.json", out / "b" / "results-plugin.partial.json")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_trt.py"
+    proc = subprocess.run([sys.executable, str(script), "--report-only", "--out", str(out)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged = BenchResults.load(out / "results.json")
+    assert merged.backends[0] == "eager" and set(merged.backends) == {"eager", "trt:plugin", "trt:portable"}
+    checks = {c.backend: c for c in merged.correctness}
+    assert checks["eager"].reference and checks["trt:portable"].matches_eager is not None
+    assert checks["trt:plugin"].matches_eager == checks["trt:portable"].matches_eager
+    assert f"16-token greedy check trt:portable: {checks['trt:portable'].verdict()}" in proc.stdout
+    assert (out / "report" / "report.html").is_file()
+    empty = subprocess.run([sys.executable, str(script), "--report-only", "--out", str(tmp_path / "none")],
+                           capture_output=True, text=True)
+    assert empty.returncode == 2 and "no results-*.json" in empty.stderr
+
+
+def test_compiled_table_takes_engine_columns_from_bench_trt(tmp_path):
+    """scripts/bench_compiled.py --trt-results: each TensorRT layout of a bench_trt.py results file is a column
+    with its ratio over compiled, and its greedy check is made against the eager run in the table."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_compiled", Path(__file__).resolve().parent.parent / "scripts" / "bench_compiled.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    art = resolve_model("tiny-llama")
+    ensure_export(art, tmp_path / "onnx", progress=False)
+    cfg = SweepConfig(batches=[1], inputs=[4], outputs=[2], warmup=0, repeats=1, step_tokens=[])
+    eager = bench([art], ["eager"], cfg, tmp_path / "tiny-llama.json", RunOptions("cpu", "fp16"), progress=False)
+    ort = bench([art], ["ort"], cfg, tmp_path / "other.json", RunOptions("cpu", "fp16"), progress=False)
+    # bench_trt.py's merged file names its engines trt:<layout>; an ONNX Runtime run stands in (no GPU here)
+    renamed = ort.model_copy(update={
+        "points": [p.model_copy(update={"backend": "trt:portable"}) for p in ort.points],
+        "correctness": [c.model_copy(update={"backend": "trt:portable"}) for c in ort.correctness]})
+    renamed.save(tmp_path / "trt" / "results.json")
+    text = mod.table([eager, mod.trt_only(tmp_path / "trt" / "results.json")])
+    assert "| trt:portable tok/s |" in text and "| trt:portable / compiled |" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| tiny-llama | trt:portable |"))
+    assert "not checked" not in row and ("| match |" in row or "first mismatch" in row)
+    from trtllm_kit.errors import ToolkitError
+
+    with pytest.raises(ToolkitError, match="missing.json does not exist"):
+        mod.trt_only(tmp_path / "missing.json")
