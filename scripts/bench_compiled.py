@@ -107,10 +107,16 @@ def trt_only(path: Path):
     """
     from trtllm_kit.bench.results import BenchResults
 
+    from trtllm_kit.errors import ToolkitError
+
     res = BenchResults.load(path)
 
     def keep(x):
         return x.backend == "trt" or x.backend.startswith("trt:")
+
+    if not any(keep(p) for p in res.points):
+        raise ToolkitError(f"{path} holds no TensorRT results (backends: {', '.join(res.backends)})",
+                           "pass the results.json that scripts/bench_trt.py --report-only writes")
 
     return res.model_copy(update={"points": [p for p in res.points if keep(p)],
                                   "correctness": [c for c in res.correctness if keep(c)]})
@@ -131,8 +137,8 @@ def table(results) -> str:
     found = {p.backend for p in points}
     trts = sorted(b for b in found if b == "trt" or b.startswith("trt:"))
     cols = [b for b in ("eager", "compiled") if b in found or b == "compiled"] + trts
-    speed = ["| model | batch | " + " | ".join(f"{b} tok/s" for b in cols) + " | compiled / eager | " +
-             " | ".join(f"{b} / compiled" for b in trts) + " |", "|---" * (2 + len(cols) + 1 + len(trts)) + "|"]
+    heads = ["model", "batch", *(f"{b} tok/s" for b in cols), "compiled / eager", *(f"{b} / compiled" for b in trts)]
+    speed = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
     setup = ["| model | backend | greedy check | setup s (load + compile + first runs) | compiled graphs | implementation |",
              "|---|---|---|---|---|---|"]
     pts = {(p.model, p.batch, p.backend): p for p in points}
@@ -163,6 +169,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:
+        if args.table_only and not out.is_dir():
+            raise ToolkitError(f"--out {out} is not a directory", "pass the --out of earlier bench_compiled.py runs")
         if not args.table_only:
             engines = engines_by_model(args.engine, models)
             out.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,101 @@ def held(path: str | None):
     return f
 
 
+MERGED_BY = "scripts/bench_trt.py --report-only"
+
+
+def merge_runs(out: Path):
+    """Every ``results-*.json`` under ``out`` (subfolders too: one process per model and layout; a run stopped
+    early leaves only its ``.partial.json``, which is read and marks the merge partial) as one results object:
+    backends ``eager`` and ``trt:<layout>`` (the file name's), greedy checks compared with eager's tokens.
+
+    Returns:
+        (merged ``BenchResults``, the files read).
+
+    Raises:
+        ToolkitError: no such files; a file that is not one bench_trt.py run (one backend, eager or trt); files
+            of different sweeps (lengths, seed, dtype, device); one label for two different models; the same
+            model and backend in two files.
+    """
+    from trtllm_kit.bench.results import BenchResults, compare_with_eager
+    from trtllm_kit.errors import ToolkitError
+
+    if not out.is_dir():
+        raise ToolkitError(f"--out {out} is not a directory", "pass the --out of the bench_trt.py runs to merge")
+    runs: dict[str, list] = {}
+    for f in sorted(out.rglob("results-*.json")):
+        if f.name.endswith(".partial.json") and f.with_name(f.name.replace(".partial.json", ".json")).is_file():
+            continue
+        res = BenchResults.load(f)
+        layout = f.name.removeprefix("results-").removesuffix(".json").removesuffix(".partial")
+        if res.backends not in (["eager"], ["trt"]):
+            raise ToolkitError(f"{f} holds {', '.join(res.backends) or 'no backend'}: not one bench_trt.py run "
+                               "(eager, or trt in one layout)", "move it out of --out")
+        runs.setdefault("eager" if res.backends == ["eager"] else f"trt:{layout}", []).append((f, res))
+    if not runs:
+        raise ToolkitError(f"no results-*.json under {out}", "run scripts/bench_trt.py with this --out first")
+    ref_file, ref = (runs.get("eager") or next(iter(runs.values())))[0]
+
+    def sweep(r):
+        return r.config.inputs, r.config.outputs, r.config.seed, r.dtype, r.env.get("device")
+
+    records, seen = {}, {}
+    for key, items in runs.items():
+        for f, res in items:
+            if sweep(res) != sweep(ref):
+                raise ToolkitError(f"{f} (inputs, outputs, seed, dtype, device: {sweep(res)}) is not the sweep of "
+                                   f"{ref_file} ({sweep(ref)})", "merge one sweep per --out")
+            for m in res.models:
+                prev_f, prev = records.setdefault(m.label, (f, m))
+                if (m.params, m.blocks, m.family) != (prev.params, prev.blocks, prev.family):
+                    raise ToolkitError(f"{f} and {prev_f} time different models as {m.label} ({m.params:,} and "
+                                       f"{prev.params:,} parameters)", "give one of them another label")
+            for label in {p.model for p in res.points} | {c.model for c in res.correctness}:
+                if (key, label) in seen:
+                    raise ToolkitError(f"{label} on {key} is in both {seen[key, label]} and {f}",
+                                       "keep one of them under --out")
+                seen[key, label] = f
+    files = [f for items in runs.values() for f, _ in items]
+    merged = ref.model_copy(update={
+        "points": [], "correctness": [], "step_sweep": [], "backends": [],
+        "models": [m for _, m in records.values()], "partial": any(r.partial for items in runs.values()
+                                                                     for _, r in items),
+        "env": {**ref.env, "command": MERGED_BY, "merged_from": [str(f.relative_to(out)) for f in files]}})
+    for key in sorted(runs, key=lambda k: k != "eager"):
+        merged.backends.append(key)
+        for _, res in runs[key]:
+            for coll in ("points", "correctness", "step_sweep"):
+                getattr(merged, coll).extend(x.model_copy(update={"backend": key}) for x in getattr(res, coll))
+    merged.correctness = compare_with_eager(merged.correctness)  # trt runs made apart from eager's
+    return merged, files
+
+
+def write_merge(merged, out: Path, title: str) -> None:
+    """``out/results.json`` (+ CSV) and ``out/report/``; refuses, before writing anything, a results.json or a
+    report folder that this script did not write.
+
+    Raises:
+        ToolkitError: see above, or the report's own errors.
+    """
+    from trtllm_kit.bench.results import BenchResults
+    from trtllm_kit.errors import ToolkitError
+    from trtllm_kit.report import report_from_results
+    from trtllm_kit.utils.fs import check_output_dir
+
+    target = out / "results.json"
+    if target.exists():
+        try:
+            mine = BenchResults.load(target).env.get("command") == MERGED_BY
+        except ToolkitError:
+            mine = False
+        if not mine:
+            raise ToolkitError(f"{target} exists and is not a merge written by {MERGED_BY}",
+                               "move it away, or merge into another --out")
+    check_output_dir(out / "report", force=True, kind="report")
+    merged.save(target)
+    report_from_results([target], out / "report", title=title)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=None,
@@ -79,7 +174,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # build heartbeats
 
     from trtllm_kit.bench.backends import RunOptions, parse_backends
-    from trtllm_kit.bench.results import BenchResults, SweepConfig, compare_with_eager
+    from trtllm_kit.bench.results import SweepConfig
     from trtllm_kit.bench.sweep import bench
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
@@ -87,6 +182,14 @@ def main() -> int:
     from trtllm_kit.utils.fs import inside
 
     work, out = Path(args.work), Path(args.out)
+    if args.report_only:
+        return report(args, out)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("error: scripts/bench_trt.py times on a CUDA GPU and none is visible here (use `trtllm-kit bench` on "
+              "a CPU; --report-only merges results anywhere)", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     backends = parse_backends(args.backends)
     cfg = SweepConfig(batches=[int(b) for b in args.batches.split(",")], inputs=[args.input], outputs=[args.output],
@@ -100,30 +203,11 @@ def main() -> int:
         ("-winputs" if args.weights == "inputs" else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
-    files = {}
-    if args.report_only:  # every results-<key>.json under --out, subfolders too (runs split across processes)
-        backends = []
-        for f in sorted(out.rglob("results-*.json")):
-            final = f.with_name(f.name.replace(".partial.json", ".json"))
-            if f.name.endswith(".partial.json") and final.is_file():
-                continue  # a run stopped early leaves only its partial file (marked partial): that one is read
-            res, key = BenchResults.load(f), f.name.removeprefix("results-").removesuffix(".json").removesuffix(".partial")
-            if key in files:  # the same layout for other models, from another process
-                res = files[key].model_copy(update={c: getattr(files[key], c) + getattr(res, c)
-                                                    for c in ("models", "points", "correctness", "step_sweep")})
-            files[key] = res
-        if not files:
-            print(f"error: no results-*.json under {out}", file=sys.stderr)
-            return 2
-        files = dict(sorted(files.items(), key=lambda kv: kv[0] != "eager"))
-        for f in sorted(out.rglob("builds-*.json")):
-            builds += json.loads(f.read_text())
     for art in arts if "trt" in backends else []:
         ensure_export(art, inside(work, "onnx", art.label), progress=False)
     if "eager" in backends:
         lock = held(args.lock)
-        res = bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
-        files["eager"] = res
+        bench(arts, ["eager"], cfg, out / "results-eager.json", opts, progress=False)
         lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
@@ -138,8 +222,7 @@ def main() -> int:
                            "engine_gb": round(m["engine_bytes"] / 1e9, 2)})
             print(json.dumps(builds[-1]), flush=True)
         lock = held(args.lock)
-        res = bench(arts, ["trt"], cfg, out / f"results-{mode}{suffix}.json", opts, progress=False)
-        files[mode + suffix] = res
+        bench(arts, ["trt"], cfg, out / f"results-{mode}{suffix}.json", opts, progress=False)
         if args.breakdown:
             from trtllm_kit.runtime.trt import TrtRunner, step_breakdown
 
@@ -154,52 +237,55 @@ def main() -> int:
             import shutil
 
             shutil.rmtree(inside(work, "engines", mode + suffix), ignore_errors=True)
-    if not args.report_only and "trt" in backends:
+    if "trt" in backends:
         builds_file.write_text(json.dumps(builds, indent=2) + "\n")
-    if not args.report_only:
-        return 0
+    return 0
 
-    # One merged results file (trt backends named by layout) for the report.
-    first = next(iter(files.values()))
-    cfg = first.config  # the batches and lengths the runs used
-    merged = first.model_copy(update={"points": [], "correctness": [], "step_sweep": [], "backends": []})
-    for key, res in files.items():
-        name = "eager" if key == "eager" else f"trt:{key}"
-        merged.backends.append(name)
-        for coll in ("points", "correctness", "step_sweep"):
-            getattr(merged, coll).extend(x.model_copy(update={"backend": name}) for x in getattr(res, coll))
-    merged.models = list({m.label: m for res in files.values() for m in res.models}.values())
-    merged.correctness = compare_with_eager(merged.correctness)  # trt runs made apart from eager's
-    merged.save(out / "results.json")
-    from trtllm_kit.report import report_from_results
 
-    report_from_results([out / "results.json"], out / "report", title="TensorRT 8.6 vs eager on an H200")
+def report(args, out: Path) -> int:
+    """--report-only: merge the runs under ``out``, write results.json and the report, print the summary."""
+    from trtllm_kit.errors import ToolkitError
 
-    device = first.env.get("device", "?")  # where the runs were timed (report-only may run anywhere)
+    try:
+        merged, files = merge_runs(out)
+        builds = []
+        for f in sorted(out.rglob("builds-*.json")):
+            try:
+                builds += json.loads(f.read_text())
+            except ValueError as e:
+                raise ToolkitError(f"{f} is not valid JSON ({e})", "move it out of --out") from None
+        env = merged.env
+        title = (f"TensorRT vs eager on {env.get('device', '?')}"
+                 + (f" (TensorRT {env['tensorrt']})" if env.get("tensorrt") else ""))
+        write_merge(merged, out, title)
+    except ToolkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = merged.config
+    device = merged.env.get("device", "?")  # where the runs were timed (report-only may run anywhere)
     bw = bandwidth(device)
-    print(f"\n{device}; fp16; input {cfg.inputs[0]}, output {cfg.outputs[0]}; "
-          f"{cfg.warmup} warm-up + {cfg.repeats} timed runs per point")
+    print(f"\n{device}; {merged.dtype}; input {cfg.inputs[0]}, output {cfg.outputs[0]}; "
+          f"{cfg.warmup} warm-up + {cfg.repeats} timed runs per point; merged from {len(files)} files"
+          + (" (some partial: a run stopped early)" if merged.partial else ""))
     for art in merged.models:  # as the results record them (weight bytes in the runs' dtype)
         if args.models and art.label not in args.models:
             continue
         floor_ms = art.weight_bytes / bw * 1e3 if bw else None
         print(f"\n{art.label}: {art.params / 1e9:.2f}B params, {art.blocks} blocks, "
               f"weight-streaming floor {floor_ms:.2f} ms/step" if floor_ms else f"\n{art.label}")
-        eager = {p.batch: p for p in files["eager"].points if p.model == art.label} if "eager" in files else {}
-        print(f"  {'backend':14} {'step ms M1':>10} {'% floor':>8} " + " ".join(f"{'tok/s M' + str(b):>12}" for b in
+        pts = {(p.backend, p.batch): p for p in merged.points if p.model == art.label and p.status == "ok"}
+        print(f"  {'backend':22} {'step ms M1':>10} {'% floor':>8} " + " ".join(f"{'tok/s M' + str(b):>12}" for b in
                                                                              cfg.batches) + "  vs eager by batch")
-        for key, res in files.items():
-            pts = {p.batch: p for p in res.points if p.model == art.label}
-            p1 = pts.get(1)
-            step = p1.decode_step_ms if p1 and p1.status == "ok" else None
+        for name in merged.backends:
+            p1 = pts.get((name, 1))
+            step = p1.decode_step_ms if p1 else None
             pct = f"{100 * floor_ms / step:.0f}%" if step and floor_ms else ""
-            tps = " ".join(f"{pts[b].throughput_tok_s:>12.0f}" if b in pts and pts[b].status == "ok" else f"{'-':>12}"
+            tps = " ".join(f"{pts[name, b].throughput_tok_s:>12.0f}" if (name, b) in pts else f"{'-':>12}"
                            for b in cfg.batches)
-            ratio = " ".join(f"{pts[b].throughput_tok_s / eager[b].throughput_tok_s:.2f}x"
-                             if key != "eager" and b in pts and b in eager and pts[b].status == "ok"
-                             and eager[b].status == "ok" else "" for b in cfg.batches)
-            name = "eager" if key == "eager" else f"trt:{key}"
-            print(f"  {name:14} {step if step is None else round(step, 2)!s:>10} {pct:>8} {tps}  {ratio}")
+            ratio = " ".join(f"{pts[name, b].throughput_tok_s / pts['eager', b].throughput_tok_s:.2f}x"
+                             if name != "eager" and (name, b) in pts and ("eager", b) in pts else
+                             "" if name == "eager" else "-" for b in cfg.batches)
+            print(f"  {name:22} {'-' if step is None else f'{step:.2f}':>10} {pct:>8} {tps}  {ratio}")
         for c in merged.correctness:
             if c.model == art.label and c.backend != "eager":
                 print(f"  16-token greedy check {c.backend}: {c.verdict()}")

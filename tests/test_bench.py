@@ -106,11 +106,18 @@ def test_runs_made_apart_are_checked_against_eager_tokens(tmp_path):
     bad = c.model_copy(update={"tokens": [c.tokens[0], c.tokens[1][:5] + [c.tokens[1][5] + 1] + c.tokens[1][6:]]})
     (_, worse) = compare_with_eager(eager.correctness + [bad])
     assert worse.matches_eager is False and worse.first_mismatch <= 5
+    # fewer tokens than the check made (a cut or edited file) is no evidence: it stays unchecked
+    cut = c.model_copy(update={"tokens": [row[:3] for row in c.tokens]})
+    (_, unsure) = compare_with_eager(eager.correctness + [cut])
+    assert unsure.matches_eager is None
 
 
 def test_bench_trt_report_merges_runs_made_apart(tmp_path):
     """scripts/bench_trt.py --report-only: results-*.json from subfolders (one process per model and layout, a
-    partial one from a stopped run) become one results.json whose greedy checks are compared with eager's."""
+    partial one from a stopped run) become one results.json whose greedy checks are compared with eager's; files
+    that are not one such run, another sweep, another model under the same label, a duplicate, or a results.json
+    it did not write are refused in one line before anything is written."""
+    import json
     import shutil
     import subprocess
     import sys
@@ -123,24 +130,68 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
     cfg = SweepConfig(batches=[1, 2], inputs=[4], outputs=[2], warmup=0, repeats=1, step_tokens=[])
     out = tmp_path / "r"
     bench([art], ["eager"], cfg, out / "eager" / "results-eager.json", RunOptions("cpu", "fp16"), progress=False)
-    # Real token-producing runs stand in for two engine layouts (no GPU here): ONNX Runtime, in other folders
-    bench([art], ["ort"], cfg, out / "a" / "results-portable.json", RunOptions("cpu", "fp16"), progress=False)
-    (out / "b").mkdir()
-    shutil.copy(out / "a" / "results-portable.json", out / "b" / "results-plugin.partial.json")
+    # ONNX Runtime's real tokens stand in for an engine run (no GPU here), saved as bench_trt.py names them
+    ort = bench([art], ["ort"], cfg, tmp_path / "ort.json", RunOptions("cpu", "fp16"), progress=False)
+
+    def as_trt(res):
+        return res.model_copy(update={"backends": ["trt"], **{k: [x.model_copy(update={"backend": "trt"})
+                                                                   for x in getattr(res, k)]
+                                                               for k in ("points", "correctness", "step_sweep")}})
+
+    as_trt(ort).save(out / "a" / "results-portable.json")
+    as_trt(ort).model_copy(update={"partial": True}).save(out / "b" / "results-plugin.partial.json")
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_trt.py"
-    proc = subprocess.run([sys.executable, str(script), "--report-only", "--out", str(out)], capture_output=True,
-                          text=True)
+
+    def merge(where):
+        return subprocess.run([sys.executable, str(script), "--report-only", "--out", str(where)],
+                              capture_output=True, text=True)
+
+    proc = merge(out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     merged = BenchResults.load(out / "results.json")
     assert merged.backends[0] == "eager" and set(merged.backends) == {"eager", "trt:plugin", "trt:portable"}
+    assert merged.partial
     checks = {c.backend: c for c in merged.correctness}
     assert checks["eager"].reference and checks["trt:portable"].matches_eager is not None
     assert checks["trt:plugin"].matches_eager == checks["trt:portable"].matches_eager
     assert f"16-token greedy check trt:portable: {checks['trt:portable'].verdict()}" in proc.stdout
     assert (out / "report" / "report.html").is_file()
-    empty = subprocess.run([sys.executable, str(script), "--report-only", "--out", str(tmp_path / "none")],
-                           capture_output=True, text=True)
-    assert empty.returncode == 2 and "no results-*.json" in empty.stderr
+    assert merge(out).returncode == 0  # its own results.json and report are replaced
+
+    def refused(where, words):
+        p = merge(where)
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+
+    refused(tmp_path / "none", "is not a directory")
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", "no results-*.json")
+    bad = tmp_path / "bad"
+    shutil.copytree(out / "eager", bad / "eager")
+    ort.save(bad / "x" / "results-ort.json")  # another backend
+    refused(bad, "not one bench_trt.py run")
+    shutil.rmtree(bad / "x")
+    as_trt(ort).save(bad / "a" / "results-portable.json")
+    shutil.copy(bad / "a" / "results-portable.json", bad / "a" / "results-again.json")
+    other = bad / "a2" / "results-portable.json"
+    as_trt(ort).save(other)
+    refused(bad, "is in both")  # the same model and layout twice
+    shutil.rmtree(bad / "a2")
+    (bad / "a" / "results-again.json").unlink()
+    d = json.loads((bad / "a" / "results-portable.json").read_text())
+    d["models"][0]["params"] += 1
+    (bad / "a" / "results-portable.json").write_text(json.dumps(d))
+    refused(bad, "different models as tiny-llama")
+    d["models"][0]["params"] -= 1
+    d["config"]["seed"] = 7
+    (bad / "a" / "results-portable.json").write_text(json.dumps(d))
+    refused(bad, "is not the sweep of")
+    d["config"]["seed"] = 0
+    (bad / "a" / "results-portable.json").write_text(json.dumps(d))
+    ort.save(bad / "results.json")  # a user's own file where the merge would go: kept
+    before = (bad / "results.json").read_bytes()
+    refused(bad, "is not a merge written by")
+    assert (bad / "results.json").read_bytes() == before and not (bad / "report").exists()
 
 
 def test_compiled_table_takes_engine_columns_from_bench_trt(tmp_path):

@@ -109,7 +109,7 @@ class Check(Record):
         if self.reference:
             return "reference"
         if self.matches_eager is None:
-            return "not checked (no eager tokens for this model)"
+            return "not checked (no eager run of this model in the same results file)"
         return "match" if self.matches_eager else f"first mismatch at token {self.first_mismatch}"
 
 
@@ -118,15 +118,19 @@ def compare_with_eager(checks: list[Check]) -> list[Check]:
     of the same model found among them: runs made in separate processes get the check a single sweep does.
 
     The tokens come from the same seeded prompt (``bench.sweep.check_tokens``) in every run of one sweep config;
-    callers merge files of one config only.
+    callers merge files of one config (seed) and one model per label only. A check whose token rows do not all
+    hold ``checked_tokens`` tokens, or not as many rows as eager's, stays unchecked.
     """
-    eager = {c.model: c.tokens for c in checks if c.reference and c.tokens is not None}
+    def complete(c: Check) -> bool:  # every sequence holds the tokens the check says it made
+        return bool(c.tokens) and all(len(row) == c.checked_tokens for row in c.tokens)
+
+    eager = {c.model: c for c in checks if c.reference and c.status == "ok" and c.tokens is not None and complete(c)}
     out = []
     for c in checks:
         ref = eager.get(c.model)
-        if c.status == "ok" and not c.reference and c.matches_eager is None and c.tokens and ref:
-            diff = [i for i in range(min(len(c.tokens[0]), len(ref[0])))
-                    if any(a[i] != b[i] for a, b in zip(c.tokens, ref))]
+        if (c.status == "ok" and not c.reference and c.matches_eager is None and ref is not None and complete(c)
+                and len(c.tokens) == len(ref.tokens) and c.checked_tokens == ref.checked_tokens):
+            diff = [i for i in range(c.checked_tokens) if any(a[i] != b[i] for a, b in zip(c.tokens, ref.tokens))]
             c = c.model_copy(update={"matches_eager": not diff, "first_mismatch": diff[0] if diff else None})
         out.append(c)
     return out
