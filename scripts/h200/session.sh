@@ -26,6 +26,8 @@
 #   day4                  2026-11-30: the weights-inputs tiny engines vs eager (GPU 0), the three 7B models built with
 #                         --weights inputs in both layouts side by side (6 builds) and timed one at a time per GPU
 #                         (--lock), compiled depth-27 on GPU 0, eager (timings + reference tokens) after the builds
+#   day5                  next: portable 7B engines each alone on a GPU (llama-7b, then depth-27 with its timing cache),
+#                         the llama-7b plugin engine over the whole sweep with its layer profile (not yet run)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -99,6 +101,13 @@ case "${1:-status}" in
     bg compiled "CUDA_VISIBLE_DEVICES=0 flock /root/gpu0.lock python3 scripts/bench_compiled.py --models llama-7b-depth-27 --out /root/results/h200-compiled"
     # eager (timings and the reference tokens) once the builds are done (at most 12 min), not beside them
     bg eager "sleep 60; while [ \$(ls /root/work/engines/*/*/engine.json 2>/dev/null | wc -l) -lt 6 ] && [ \$SECONDS -lt 720 ] && pgrep -f '^python3 scripts/bench_trt.py --backends trt' >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
+  day5)  # not yet run: written 2026-11-30 after the device budget
+    # Portable 7B engines, each alone on its GPU (they failed beside 70-110 GB benchmark runs), the family's timing
+    # cache reused by the depth-pruned build; the plugin engine again (decode now on the decode profile) over the
+    # whole sweep, with the layer profile; eager of 2026-11-30 is the same sweep (copied in, merged by --report-only).
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    bg p0 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b llama-7b-depth-27 --kv-modes portable --breakdown llama-7b --out $R/p0"
+    bg p1 "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --out $R/p1 && for b in 1 16 256; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py /root/work/engines/plugin-winputs/llama-7b --batch \$b --json $LOGS/profile-plugin-b\$b.json; done" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
