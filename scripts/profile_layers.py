@@ -19,7 +19,7 @@ from collections import defaultdict
 
 def kind(name: str) -> str:
     n = name.lower()
-    for key, pat in (("reformat", r"reformat|copy"), ("kv attention plugin", r"kvcacheattention|attention_plugin|kv_attn"),
+    for key, pat in (("reformat", r"reformat|copy"), ("kv attention plugin", r"kvcacheattention|kv_attention"),
                      ("myelin region", r"foreignnode|myelin"), ("matrix multiply", r"matmul|gemm"),
                      ("pointwise", r"pwn|pointwise|mul_|add_|sigmoid|neg_")):
         if re.search(pat, n):
