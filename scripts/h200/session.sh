@@ -107,7 +107,10 @@ case "${1:-status}" in
     # whole sweep, with the layer profile; eager of 2026-11-30 is the same sweep (copied in, merged by --report-only).
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
     bg p0 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b llama-7b-depth-27 --kv-modes portable --breakdown llama-7b --out $R/p0"
-    bg p1 "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --out $R/p1 && for b in 1 16 256; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py /root/work/engines/plugin-winputs/llama-7b --batch \$b --json $LOGS/profile-plugin-b\$b.json; done" ;;
+    bg p1 "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes plugin --cuda-graph --breakdown llama-7b --out $R/p1 && for b in 1 16 256; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py /root/work/engines/plugin-winputs/llama-7b --batch \$b --json $LOGS/profile-plugin-b\$b.json; done"
+    # GEMM tactics for the plugin layout: time them once on 2 blocks at the default level, then build all 32 blocks
+    # (identical shapes) with that timing cache; compare build time and profile_layers with level 0 (day4)
+    bg tc "sleep 600; CUDA_VISIBLE_DEVICES=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:opt=3 --timing-cache --timeout 540 --work /root/tc --json $LOGS/tc-2.json && CUDA_VISIBLE_DEVICES=1 python3 scripts/bench_build.py llama-7b:plugin:weights=inputs:opt=3 --timing-cache --timeout 540 --work /root/tc --json $LOGS/tc-32.json" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
