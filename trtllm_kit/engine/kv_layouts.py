@@ -182,10 +182,9 @@ class PluginKV(StaticKV):
 
     def prepare_network(self, ctx):
         from trtllm_kit.engine import plugin as P
-
-        trt, network = ctx.trt, ctx.network
         from trtllm_kit.utils.fs import sha256_file
 
+        trt, network = ctx.trt, ctx.network
         lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
         # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
         # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
