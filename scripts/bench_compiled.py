@@ -122,6 +122,32 @@ def trt_only(path: Path):
                                   "correctness": [c for c in res.correctness if keep(c)]})
 
 
+def check_one_sweep(results) -> None:
+    """Refuse results that one table cannot compare: other lengths, seed, dtype or device than the first file,
+    or the same model and backend twice.
+
+    Raises:
+        ToolkitError: naming the first offending model or setting.
+    """
+    from trtllm_kit.errors import ToolkitError
+
+    def sweep(r):
+        return {"inputs": r.config.inputs, "outputs": r.config.outputs, "seed": r.config.seed, "dtype": r.dtype,
+                "device": r.env.get("device")}
+
+    ref, seen = sweep(results[0]), set()
+    for r in results:
+        diff = {k: v for k, v in sweep(r).items() if ref[k] != v}
+        if diff:
+            raise ToolkitError("the results are not one sweep: " + ", ".join(f"{k} {v} vs {ref[k]}" for k, v in
+                                                                              diff.items()),
+                               "compare runs of one sweep (lengths, seed, dtype, device)")
+        for key in {(p.model, p.backend) for p in r.points}:
+            if key in seen:
+                raise ToolkitError(f"{key[0]} on {key[1]} is in two results files", "keep one of them")
+            seen.add(key)
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -178,6 +204,7 @@ def main(argv=None) -> int:
                 run_model(model, engines.get(model), args, out)
         results = load_results(out)  # models of earlier commands into the same --out too
         results += [trt_only(Path(f)) for f in args.trt_results]
+        check_one_sweep(results)
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -185,7 +212,11 @@ def main(argv=None) -> int:
         print(f"error: no results under {out}", file=sys.stderr)
         return 2
     text = table(results)
-    (out / "summary.md").write_text(text)
+    try:
+        (out / "summary.md").write_text(text)
+    except OSError as e:
+        print(f"error: {out / 'summary.md'} cannot be written: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(text)
     return 0
 

@@ -13,26 +13,27 @@ weight-streaming floor (weight bytes / the GPU's bandwidth, 4.8 TB/s on an H200)
 batch, TensorRT over eager, and the 16-token greedy check. ``--breakdown`` adds, for that model at batch
 1, the host time of a decode step (shape setting, binding, enqueue) against its GPU time.
 Writes ``results-<layout>.json`` per layout; ``--report-only`` merges every ``results-*.json`` under ``--out``
-(subfolders too: one process per model and layout) into ``results.json`` (TensorRT backends named
-``trt:<layout>``, greedy tokens compared with the eager run's) with its report.
+(subfolders too: one process per model and layout) into ``merged/results.json`` (TensorRT backends named
+``trt:<layout>``, greedy tokens compared with the eager run's) and ``merged/report/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
-BANDWIDTH_GBS = {"H200": 4800, "H100": 3350}  # vendor datasheets (SXM parts)
+# Memory bandwidth by the exact device name torch reports (vendor datasheets); other devices get no floor.
+BANDWIDTH_GBS = {"NVIDIA H200": 4800, "NVIDIA H100 80GB HBM3": 3350, "NVIDIA H100 PCIe": 2000}
 
 
 def bandwidth(device_name: str) -> float | None:
-    for key, bw in BANDWIDTH_GBS.items():
-        if key in device_name:
-            return bw * 1e9
-    return None
+    """Bytes/s of ``device_name``'s memory, or None for a device not in ``BANDWIDTH_GBS``."""
+    bw = BANDWIDTH_GBS.get(device_name)
+    return bw * 1e9 if bw else None
 
 
 def held(path: str | None):
@@ -49,7 +50,8 @@ def held(path: str | None):
     return f
 
 
-MERGED_BY = "scripts/bench_trt.py --report-only"
+MERGED = "merged"  # the folder under --out that --report-only writes (and only it)
+LAYOUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def merge_runs(out: Path):
@@ -61,9 +63,9 @@ def merge_runs(out: Path):
         (merged ``BenchResults``, the files read).
 
     Raises:
-        ToolkitError: no such files; a file that is not one bench_trt.py run (one backend, eager or trt); files
-            of different sweeps (lengths, seed, dtype, device); one label for two different models; the same
-            model and backend in two files.
+        ToolkitError: no such files; an unreadable file; a file that is not one bench_trt.py run (one backend,
+            eager or trt, and a plain layout name); files of different sweeps (lengths, seed, warm-up and timed
+            runs, dtype, device); one label for two different models; the same model and backend in two files.
     """
     from trtllm_kit.bench.results import BenchResults, compare_with_eager
     from trtllm_kit.errors import ToolkitError
@@ -72,6 +74,8 @@ def merge_runs(out: Path):
         raise ToolkitError(f"--out {out} is not a directory", "pass the --out of the bench_trt.py runs to merge")
     runs: dict[str, list] = {}
     for f in sorted(out.rglob("results-*.json")):
+        if MERGED in f.relative_to(out).parts or not f.is_file():
+            continue
         if f.name.endswith(".partial.json") and f.with_name(f.name.replace(".partial.json", ".json")).is_file():
             continue
         res = BenchResults.load(f)
@@ -79,23 +83,29 @@ def merge_runs(out: Path):
         if res.backends not in (["eager"], ["trt"]):
             raise ToolkitError(f"{f} holds {', '.join(res.backends) or 'no backend'}: not one bench_trt.py run "
                                "(eager, or trt in one layout)", "move it out of --out")
+        if res.backends == ["trt"] and (not LAYOUT_NAME.fullmatch(layout) or layout == "eager"):
+            raise ToolkitError(f"{f} holds a TensorRT run, but {layout!r} is no layout name",
+                               "name it results-<layout>.json (letters, digits, . _ -), as bench_trt.py does")
         runs.setdefault("eager" if res.backends == ["eager"] else f"trt:{layout}", []).append((f, res))
     if not runs:
         raise ToolkitError(f"no results-*.json under {out}", "run scripts/bench_trt.py with this --out first")
     ref_file, ref = (runs.get("eager") or next(iter(runs.values())))[0]
 
     def sweep(r):
-        return r.config.inputs, r.config.outputs, r.config.seed, r.dtype, r.env.get("device")
+        c = r.config
+        return {"inputs": c.inputs, "outputs": c.outputs, "seed": c.seed, "warm-up": c.warmup, "runs": c.repeats,
+                "dtype": r.dtype, "device": r.env.get("device")}
 
     records, seen = {}, {}
     for key, items in runs.items():
         for f, res in items:
-            if sweep(res) != sweep(ref):
-                raise ToolkitError(f"{f} (inputs, outputs, seed, dtype, device: {sweep(res)}) is not the sweep of "
-                                   f"{ref_file} ({sweep(ref)})", "merge one sweep per --out")
+            diff = {k: v for k, v in sweep(res).items() if sweep(ref)[k] != v}
+            if diff:
+                raise ToolkitError(f"{f} is another sweep than {ref_file}: " + ", ".join(
+                    f"{k} {v} vs {sweep(ref)[k]}" for k, v in diff.items()), "merge one sweep per --out")
             for m in res.models:
                 prev_f, prev = records.setdefault(m.label, (f, m))
-                if (m.params, m.blocks, m.family) != (prev.params, prev.blocks, prev.family):
+                if (m.params, m.blocks, m.family, m.spec) != (prev.params, prev.blocks, prev.family, prev.spec):
                     raise ToolkitError(f"{f} and {prev_f} time different models as {m.label} ({m.params:,} and "
                                        f"{prev.params:,} parameters)", "give one of them another label")
             for label in {p.model for p in res.points} | {c.model for c in res.correctness}:
@@ -104,11 +114,14 @@ def merge_runs(out: Path):
                                        "keep one of them under --out")
                 seen[key, label] = f
     files = [f for items in runs.values() for f, _ in items]
+    batches = sorted({b for items in runs.values() for _, r in items for b in r.config.batches})
     merged = ref.model_copy(update={
         "points": [], "correctness": [], "step_sweep": [], "backends": [],
+        "config": ref.config.model_copy(update={"batches": batches}),
         "models": [m for _, m in records.values()], "partial": any(r.partial for items in runs.values()
                                                                      for _, r in items),
-        "env": {**ref.env, "command": MERGED_BY, "merged_from": [str(f.relative_to(out)) for f in files]}})
+        "env": {**ref.env, "command": "scripts/bench_trt.py --report-only",
+                "merged_from": [str(f.relative_to(out)) for f in files]}})
     for key in sorted(runs, key=lambda k: k != "eager"):
         merged.backends.append(key)
         for _, res in runs[key]:
@@ -118,37 +131,52 @@ def merge_runs(out: Path):
     return merged, files
 
 
-def write_merge(merged, out: Path, title: str) -> None:
-    """``out/results.json`` (+ CSV) and ``out/report/``; refuses, before writing anything, a results.json or a
-    report folder that this script did not write.
+def read_builds(out: Path) -> list[dict]:
+    """The build records (``builds-*.json``) under ``out``: model, kv_mode, build_s, engine_gb, phases.
 
     Raises:
-        ToolkitError: see above, or the report's own errors.
+        ToolkitError: an unreadable file, or one that is not a list of such records.
     """
-    from trtllm_kit.bench.results import BenchResults
     from trtllm_kit.errors import ToolkitError
-    from trtllm_kit.report import report_from_results
-    from trtllm_kit.utils.fs import check_output_dir
 
-    target = out / "results.json"
-    if target.exists():
+    builds = []
+    for f in sorted(out.rglob("builds-*.json")):
+        if MERGED in f.relative_to(out).parts:
+            continue
         try:
-            mine = BenchResults.load(target).env.get("command") == MERGED_BY
-        except ToolkitError:
-            mine = False
-        if not mine:
-            raise ToolkitError(f"{target} exists and is not a merge written by {MERGED_BY}",
-                               "move it away, or merge into another --out")
-    check_output_dir(out / "report", force=True, kind="report")
-    merged.save(target)
-    report_from_results([target], out / "report", title=title)
+            rows = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise ToolkitError(f"{f} cannot be read as JSON ({e})", "move it out of --out") from None
+        if not isinstance(rows, list) or not all(
+                isinstance(r, dict) and {"model", "kv_mode", "build_s", "engine_gb"} <= set(r)
+                and isinstance(r.get("phases", {}), dict) for r in rows):
+            raise ToolkitError(f"{f} is not a list of bench_trt.py build records", "move it out of --out")
+        builds += rows
+    return builds
+
+
+def write_merge(merged, out: Path, title: str) -> Path:
+    """``out/merged/``: results.json (+ CSV) and report/, written whole or not at all; an earlier merge there
+    is replaced, any other folder of that name refused.
+
+    Raises:
+        ToolkitError: see above, or the report's own errors (nothing is left half-written).
+    """
+    from trtllm_kit.report import report_from_results
+    from trtllm_kit.utils.fs import atomic_dir
+
+    with atomic_dir(out / MERGED, force=True, kind="bench-merge", flag="--out (its merged/ folder)") as tmp:
+        merged.save(tmp / "results.json")
+        report_from_results([tmp / "results.json"], tmp / "report", title=title)
+    return out / MERGED
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=None,
                     help="[default: llama-7b llama-7b-depth-27 llama-7b-llmpruner; with --report-only: every model "
-                         "in the results]")
+                         "in the results] (--report-only reads the sweep from the results: --batches, --input, "
+                         "--output, --warmup and --repeats are ignored)")
     ap.add_argument("--kv-modes", nargs="+", default=["portable", "plugin"])
     ap.add_argument("--backends", default="eager,trt")
     ap.add_argument("--batches", default="1,16,64,256")
@@ -243,24 +271,26 @@ def main() -> int:
 
 
 def report(args, out: Path) -> int:
-    """--report-only: merge the runs under ``out``, write results.json and the report, print the summary."""
+    """--report-only: merge the runs under ``out``, write ``out/merged/`` (results.json and the report), print
+    the summary."""
     from trtllm_kit.errors import ToolkitError
 
     try:
         merged, files = merge_runs(out)
-        builds = []
-        for f in sorted(out.rglob("builds-*.json")):
-            try:
-                builds += json.loads(f.read_text())
-            except ValueError as e:
-                raise ToolkitError(f"{f} is not valid JSON ({e})", "move it out of --out") from None
+        builds = read_builds(out)
+        unknown = sorted(set(args.models or []) - {m.label for m in merged.models})
+        if unknown:
+            raise ToolkitError(f"--models names {', '.join(unknown)}, which the results under {out} do not hold",
+                               "leave --models out to summarize every model")
         env = merged.env
         title = (f"TensorRT vs eager on {env.get('device', '?')}"
                  + (f" (TensorRT {env['tensorrt']})" if env.get("tensorrt") else ""))
-        write_merge(merged, out, title)
+        where = write_merge(merged, out, title)
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(f"merged {len(files)} files into {where}/results.json and {where}/report/: "
+          + ", ".join(str(f.relative_to(out)) for f in files))
     cfg = merged.config
     device = merged.env.get("device", "?")  # where the runs were timed (report-only may run anywhere)
     bw = bandwidth(device)
@@ -273,25 +303,32 @@ def report(args, out: Path) -> int:
         floor_ms = art.weight_bytes / bw * 1e3 if bw else None
         print(f"\n{art.label}: {art.params / 1e9:.2f}B params, {art.blocks} blocks, "
               f"weight-streaming floor {floor_ms:.2f} ms/step" if floor_ms else f"\n{art.label}")
-        pts = {(p.backend, p.batch): p for p in merged.points if p.model == art.label and p.status == "ok"}
+        pts = {(p.backend, p.batch): p for p in merged.points if p.model == art.label}
+
+        def ok(name, b):
+            p = pts.get((name, b))
+            return p if p is not None and p.status == "ok" and p.throughput_tok_s else None
+
         print(f"  {'backend':22} {'step ms M1':>10} {'% floor':>8} " + " ".join(f"{'tok/s M' + str(b):>12}" for b in
                                                                              cfg.batches) + "  vs eager by batch")
         for name in merged.backends:
-            p1 = pts.get((name, 1))
+            if not any(k[0] == name for k in pts):
+                continue  # this backend's runs did not include the model
+            p1 = ok(name, 1)
             step = p1.decode_step_ms if p1 else None
             pct = f"{100 * floor_ms / step:.0f}%" if step and floor_ms else ""
-            tps = " ".join(f"{pts[name, b].throughput_tok_s:>12.0f}" if (name, b) in pts else f"{'-':>12}"
-                           for b in cfg.batches)
-            ratio = " ".join(f"{pts[name, b].throughput_tok_s / pts['eager', b].throughput_tok_s:.2f}x"
-                             if name != "eager" and (name, b) in pts and ("eager", b) in pts else
+            tps = " ".join(f"{ok(name, b).throughput_tok_s:>12.0f}" if ok(name, b) else
+                           f"{pts[name, b].status if (name, b) in pts else '-':>12}" for b in cfg.batches)
+            ratio = " ".join(f"{ok(name, b).throughput_tok_s / ok('eager', b).throughput_tok_s:.2f}x"
+                             if name != "eager" and ok(name, b) and ok("eager", b) else
                              "" if name == "eager" else "-" for b in cfg.batches)
             print(f"  {name:22} {'-' if step is None else f'{step:.2f}':>10} {pct:>8} {tps}  {ratio}")
         for c in merged.correctness:
             if c.model == art.label and c.backend != "eager":
-                print(f"  16-token greedy check {c.backend}: {c.verdict()}")
+                print(f"  {c.checked_tokens or 0}-token greedy check {c.backend}: {c.verdict()}")
     for b in builds:
         print(f"build {b['model']} ({b['kv_mode']}): {b['build_s']}s, engine {b['engine_gb']} GB; " +
-              ", ".join(f"{k.split(' (')[0]} {v:.0f}s" for k, v in b["phases"].items()))
+              ", ".join(f"{k.split(' (')[0]} {v}s" for k, v in b.get("phases", {}).items()))
     return 0
 
 

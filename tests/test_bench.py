@@ -148,21 +148,25 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
 
     proc = merge(out)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    merged = BenchResults.load(out / "results.json")
+    merged = BenchResults.load(out / "merged" / "results.json")
     assert merged.backends[0] == "eager" and set(merged.backends) == {"eager", "trt:plugin", "trt:portable"}
     assert merged.partial
     checks = {c.backend: c for c in merged.correctness}
     assert checks["eager"].reference and checks["trt:portable"].matches_eager is not None
     assert checks["trt:plugin"].matches_eager == checks["trt:portable"].matches_eager
     assert f"16-token greedy check trt:portable: {checks['trt:portable'].verdict()}" in proc.stdout
-    assert (out / "report" / "report.html").is_file()
-    assert merge(out).returncode == 0  # its own results.json and report are replaced
+    assert (out / "merged" / "report" / "report.html").is_file()
+    assert merge(out).returncode == 0  # its own merge is replaced, and not read as a run
 
-    def refused(where, words):
-        p = merge(where)
+    def refused(where, words, *extra):
+        before = (where / "merged").exists()
+        p = subprocess.run([sys.executable, str(script), "--report-only", "--out", str(where), *extra],
+                           capture_output=True, text=True)
         assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
+        assert (where / "merged").exists() == before  # nothing written
 
+    refused(out, "which the results under", "--models", "nosuch")
     refused(tmp_path / "none", "is not a directory")
     (tmp_path / "empty").mkdir()
     refused(tmp_path / "empty", "no results-*.json")
@@ -171,27 +175,30 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
     ort.save(bad / "x" / "results-ort.json")  # another backend
     refused(bad, "not one bench_trt.py run")
     shutil.rmtree(bad / "x")
+    as_trt(ort).save(bad / "y" / "results-.json")  # no layout name
+    refused(bad, "is no layout name")
+    shutil.rmtree(bad / "y")
     as_trt(ort).save(bad / "a" / "results-portable.json")
     shutil.copy(bad / "a" / "results-portable.json", bad / "a" / "results-again.json")
-    other = bad / "a2" / "results-portable.json"
-    as_trt(ort).save(other)
+    as_trt(ort).save(bad / "a2" / "results-portable.json")
     refused(bad, "is in both")  # the same model and layout twice
     shutil.rmtree(bad / "a2")
     (bad / "a" / "results-again.json").unlink()
     d = json.loads((bad / "a" / "results-portable.json").read_text())
-    d["models"][0]["params"] += 1
+    for path, change, words in ((("models", 0, "params"), 1, "different models as tiny-llama"),
+                                (("config", "seed"), 7, "seed 7 vs 0"), (("config", "repeats"), 5, "runs 6 vs 1")):
+        e = json.loads(json.dumps(d))
+        node = e
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] += change
+        (bad / "a" / "results-portable.json").write_text(json.dumps(e))
+        refused(bad, words)
     (bad / "a" / "results-portable.json").write_text(json.dumps(d))
-    refused(bad, "different models as tiny-llama")
-    d["models"][0]["params"] -= 1
-    d["config"]["seed"] = 7
-    (bad / "a" / "results-portable.json").write_text(json.dumps(d))
-    refused(bad, "is not the sweep of")
-    d["config"]["seed"] = 0
-    (bad / "a" / "results-portable.json").write_text(json.dumps(d))
-    ort.save(bad / "results.json")  # a user's own file where the merge would go: kept
-    before = (bad / "results.json").read_bytes()
-    refused(bad, "is not a merge written by")
-    assert (bad / "results.json").read_bytes() == before and not (bad / "report").exists()
+    (bad / "merged").mkdir()  # a folder of the user's where the merge would go: kept
+    (bad / "merged" / "mine.txt").write_text("mine")
+    refused(bad, "merged")
+    assert (bad / "merged" / "mine.txt").read_text() == "mine" and len(list((bad / "merged").iterdir())) == 1
 
 
 def test_compiled_table_takes_engine_columns_from_bench_trt(tmp_path):
@@ -222,3 +229,9 @@ def test_compiled_table_takes_engine_columns_from_bench_trt(tmp_path):
 
     with pytest.raises(ToolkitError, match="missing.json does not exist"):
         mod.trt_only(tmp_path / "missing.json")
+    mod.check_one_sweep([eager, renamed])
+    other = renamed.model_copy(update={"config": renamed.config.model_copy(update={"outputs": [3]})})
+    with pytest.raises(ToolkitError, match=r"outputs \[3\] vs \[2\]"):
+        mod.check_one_sweep([eager, other])
+    with pytest.raises(ToolkitError, match="in two results files"):
+        mod.check_one_sweep([eager, renamed, renamed])

@@ -109,7 +109,7 @@ class Check(Record):
         if self.reference:
             return "reference"
         if self.matches_eager is None:
-            return "not checked (no eager run of this model in the same results file)"
+            return "not checked (no eager tokens of this model to compare with)"
         return "match" if self.matches_eager else f"first mismatch at token {self.first_mismatch}"
 
 
@@ -122,7 +122,7 @@ def compare_with_eager(checks: list[Check]) -> list[Check]:
     hold ``checked_tokens`` tokens, or not as many rows as eager's, stays unchecked.
     """
     def complete(c: Check) -> bool:  # every sequence holds the tokens the check says it made
-        return bool(c.tokens) and all(len(row) == c.checked_tokens for row in c.tokens)
+        return bool(c.tokens) and bool(c.checked_tokens) and all(len(row) == c.checked_tokens for row in c.tokens)
 
     eager = {c.model: c for c in checks if c.reference and c.status == "ok" and c.tokens is not None and complete(c)}
     out = []

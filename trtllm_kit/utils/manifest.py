@@ -70,6 +70,8 @@ class Manifest(Record):
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ToolkitError(f"{path} is not valid JSON: {e}", cls.REDO) from None
+        except OSError as e:
+            raise ToolkitError(f"{path} cannot be read: {e.strerror or e}") from None
         if not isinstance(data, dict):
             raise ToolkitError(f"{path} is not {cls.WHAT}'s {cls.FILE}", cls.REDO)
         got = data.get("format")
