@@ -131,16 +131,11 @@ def check_one_sweep(results) -> None:
     """
     from trtllm_kit.errors import ToolkitError
 
-    def sweep(r):
-        return {"inputs": r.config.inputs, "outputs": r.config.outputs, "seed": r.config.seed, "dtype": r.dtype,
-                "device": r.env.get("device")}
-
-    ref, seen = sweep(results[0]), set()
+    seen = set()
     for r in results:
-        diff = {k: v for k, v in sweep(r).items() if ref[k] != v}
+        diff = r.sweep_differences(results[0], timing=False)
         if diff:
-            raise ToolkitError("the results are not one sweep: " + ", ".join(f"{k} {v} vs {ref[k]}" for k, v in
-                                                                              diff.items()),
+            raise ToolkitError(f"the results are not one sweep: {diff}",
                                "compare runs of one sweep (lengths, seed, dtype, device)")
         for key in {(p.model, p.backend) for p in r.points}:
             if key in seen:

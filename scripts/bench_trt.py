@@ -26,16 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-# Memory bandwidth by the exact device name torch reports (vendor datasheets); other devices get no floor.
-BANDWIDTH_GBS = {"NVIDIA H200": 4800, "NVIDIA H100 80GB HBM3": 3350, "NVIDIA H100 PCIe": 2000}
-
-
-def bandwidth(device_name: str) -> float | None:
-    """Bytes/s of ``device_name``'s memory, or None for a device not in ``BANDWIDTH_GBS``."""
-    bw = BANDWIDTH_GBS.get(device_name)
-    return bw * 1e9 if bw else None
-
-
 def held(path: str | None):
     """An exclusive lock on ``path`` (released by closing what this returns), or a no-op without a path."""
     import fcntl
@@ -91,18 +81,12 @@ def merge_runs(out: Path):
         raise ToolkitError(f"no results-*.json under {out}", "run scripts/bench_trt.py with this --out first")
     ref_file, ref = (runs.get("eager") or next(iter(runs.values())))[0]
 
-    def sweep(r):
-        c = r.config
-        return {"inputs": c.inputs, "outputs": c.outputs, "seed": c.seed, "warm-up": c.warmup, "runs": c.repeats,
-                "dtype": r.dtype, "device": r.env.get("device")}
-
     records, seen = {}, {}
     for key, items in runs.items():
         for f, res in items:
-            diff = {k: v for k, v in sweep(res).items() if sweep(ref)[k] != v}
+            diff = res.sweep_differences(ref)
             if diff:
-                raise ToolkitError(f"{f} is another sweep than {ref_file}: " + ", ".join(
-                    f"{k} {v} vs {sweep(ref)[k]}" for k, v in diff.items()), "merge one sweep per --out")
+                raise ToolkitError(f"{f} is another sweep than {ref_file}: {diff}", "merge one sweep per --out")
             for m in res.models:
                 prev_f, prev = records.setdefault(m.label, (f, m))
                 if (m.params, m.blocks, m.family, m.spec) != (prev.params, prev.blocks, prev.family, prev.spec):
@@ -293,7 +277,10 @@ def report(args, out: Path) -> int:
           + ", ".join(str(f.relative_to(out)) for f in files))
     cfg = merged.config
     device = merged.env.get("device", "?")  # where the runs were timed (report-only may run anywhere)
-    bw = bandwidth(device)
+    from trtllm_kit.report.floor import bandwidth_of  # the report's datasheet table, one for both
+
+    known = bandwidth_of(device)
+    bw = known[1] * 1e9 if known else None
     print(f"\n{device}; {merged.dtype}; input {cfg.inputs[0]}, output {cfg.outputs[0]}; "
           f"{cfg.warmup} warm-up + {cfg.repeats} timed runs per point; merged from {len(files)} files"
           + (" (some partial: a run stopped early)" if merged.partial else ""))

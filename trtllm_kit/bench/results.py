@@ -187,6 +187,19 @@ class BenchResults(Manifest):
     recipe: str | None = None
     engine_notes: dict[str, str] = {}
 
+    def sweep_differences(self, other: "BenchResults", timing: bool = True) -> str:
+        """How this file's sweep differs from ``other``'s, as "seed 7 vs 0, ..." ("" when they are one sweep):
+        prompt and output lengths, seed, dtype, device and, with ``timing``, warm-up and timed runs. Batches may
+        differ (a run of fewer batches still belongs to the sweep)."""
+        def settings(r: BenchResults) -> dict:
+            c = r.config
+            timed = {"warm-up": c.warmup, "runs": c.repeats} if timing else {}
+            return {"inputs": c.inputs, "outputs": c.outputs, "seed": c.seed, **timed, "dtype": r.dtype,
+                    "device": r.env.get("device")}
+
+        mine, theirs = settings(self), settings(other)
+        return ", ".join(f"{k} {v} vs {theirs[k]}" for k, v in mine.items() if theirs[k] != v)
+
     def save(self, path: str | Path) -> Path:
         """Write the JSON and its CSV twin (one row per point), atomically."""
         from trtllm_kit.utils.fs import atomic_write_text
