@@ -151,7 +151,8 @@ def write_merge(merged, out: Path, title: str) -> Path:
 
     with atomic_dir(out / MERGED, force=True, kind="bench-merge", flag="--out (its merged/ folder)") as tmp:
         merged.save(tmp / "results.json")
-        report_from_results([tmp / "results.json"], tmp / "report", title=title)
+        report_from_results([tmp / "results.json"], tmp / "report", title=title,
+                            shown_as=[out / MERGED / "results.json"])
     return out / MERGED
 
 

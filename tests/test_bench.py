@@ -156,6 +156,8 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
     assert checks["trt:plugin"].matches_eager == checks["trt:portable"].matches_eager
     assert f"16-token greedy check trt:portable: {checks['trt:portable'].verdict()}" in proc.stdout
     assert (out / "merged" / "report" / "report.html").is_file()
+    page = (out / "merged" / "report" / "report.md").read_text()
+    assert f"Sources: {out / 'merged' / 'results.json'}" in page and ".partial-" not in page
     assert merge(out).returncode == 0  # its own merge is replaced, and not read as a run
 
     def refused(where, words, *extra):

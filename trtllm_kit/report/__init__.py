@@ -94,13 +94,19 @@ def page_blocks(data: ReportData, chart_dir: Path) -> list:
 
 
 def report_from_results(results: list[str | Path], out: str | Path, title: str = "trtllm-kit benchmark",
-                        force: bool = True) -> Path:
+                        force: bool = True, shown_as: list[str | Path] | None = None) -> Path:
     """Write charts, ``report.md`` and ``report.html`` (self-contained) into ``out``; return the HTML path.
+
+    Args:
+        shown_as: the paths the page names as its sources, one per file of ``results``, where those are read
+            from a temporary place that becomes them (default: ``results`` themselves).
 
     Raises:
         ToolkitError: a results file is missing or unreadable; ``out`` is not a directory the toolkit may replace.
     """
     data = load_results(results)
+    for source, path in zip(data.sources, shown_as or []):
+        source.path = Path(path)
     with atomic_dir(out, force=force, kind="report") as tmp:
         blocks = page_blocks(data, tmp)
         (tmp / "report.md").write_text(markdown(title, blocks) + "\n")
