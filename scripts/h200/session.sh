@@ -20,9 +20,6 @@
 #   day3                  2026-11-29 (third session): every GPU test on GPU 0; the 7B engines (portable at opt level 0,
 #                         plugin with CUDA graphs) built side by side, then timed one at a time per GPU (--lock);
 #                         eager on GPU 0 once the tests are done
-#   weights               --weights inputs on the H200: its tiny engines vs eager (portable, plugin), llama-7b@8
-#                         built with REFIT, with weight inputs and with DIRECT_IO side by side, then llama-7b and depth-27 built
-#                         with weight inputs and timed (not yet run: written 2026-11-29 after the device budget)
 #   day4                  2026-11-30: the weights-inputs tiny engines vs eager (GPU 0), the three 7B models built with
 #                         --weights inputs in both layouts side by side (6 builds) and timed one at a time per GPU
 #                         (--lock), compiled depth-27 on GPU 0, eager (timings + reference tokens) after the builds
@@ -78,14 +75,6 @@ case "${1:-status}" in
     bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/c"
     bg d "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-llmpruner --kv-modes portable --opt-level 0 --lock /root/gpu0.lock --out $R/d"
     bg eager "sleep 20; while pgrep -f '^python3 -m pytest' >/dev/null; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends eager --models $MODELS --work /root/work --lock /root/gpu0.lock --out $R/eager" ;;
-  weights)
-    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
-    for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
-    PAR_GPUS=1 bash "$0" par "${nodes[@]}"
-    GPU=1 JOBS=3 TIMEOUT=280 bash "$0" knobs llama-7b@8:portable llama-7b@8:portable:weights=inputs llama-7b@8:portable:direct_io
-    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --repeats 2"
-    bg a "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --breakdown llama-7b --lock /root/gpu1.lock --out $R/a"
-    bg c "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 --kv-modes portable --lock /root/gpu0.lock --out $R/c" ;;
   day4)
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; nodes=()
     for m in tiny-llama tiny-llama-depth tiny-llama-width; do nodes+=("$T[$m-portable/weights-inputs]" "$T[$m-plugin/weights-inputs]"); done
