@@ -176,6 +176,9 @@ def main() -> int:
     ap.add_argument("--opt-level", type=int, default=None)
     ap.add_argument("--weights", choices=["engine", "inputs"], default="engine",
                     help="inputs: weights as engine inputs (trtllm-kit build --weights inputs).")
+    ap.add_argument("--gemm", choices=["auto", "trt", "plugin"], default="auto",
+                    help="trtllm-kit build --gemm (auto: the cuBLASLt GEMM plugin with --kv-modes plugin and "
+                    "--weights inputs).")
     ap.add_argument("--lock", default=None,
                     help="Time only while holding this file's lock (runs sharing a GPU build side by side, time in turn).")
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
@@ -213,7 +216,7 @@ def main() -> int:
                                                                       "llama-7b-llmpruner"])
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
     suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
-        ("-winputs" if args.weights == "inputs" else "")
+        ("-winputs" if args.weights == "inputs" else "") + (f"-gemm{args.gemm}" if args.gemm != "auto" else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     for art in arts if "trt" in backends else []:
@@ -224,7 +227,7 @@ def main() -> int:
         lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
-                               timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
+                               gemm=args.gemm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
         for art in arts:
             art.engine_dir = None
             t0 = time.perf_counter()

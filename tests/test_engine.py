@@ -168,6 +168,7 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--opt-batch", "500"), "--opt-batch 500 lies outside"),
         ((onnx_dir, "--flavor", "tensorrt"), "TensorRT is not installed"),
         ((onnx_dir, "--kv-mode", "plugin"), "--kv-mode plugin: tensorrt-rtx"),
+        ((onnx_dir, "--gemm", "plugin"), "--gemm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode auto"),
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
     ]
@@ -296,6 +297,38 @@ def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, n
         assert k.shape[1] == v.shape[1] == L.n_kv_heads
         assert tuple(inputs[f"past_key_values.{i}.key"].shape)[1:] == (L.n_kv_heads, 24, L.head_dim)
         assert f"present.{i}.value" in outputs
+
+
+@pytest.mark.parametrize("name", ["tiny-llama-width", "tiny-llama"])
+def test_gemm_rewrite_finds_every_projection_and_lm_head(tiny_exports, name):
+    """``--gemm plugin`` replaces each multiply by a weight input; the search (``matmuls_by_weight``) must find
+    all 7 projections of every layer and the lm_head, each with its own (K, N), on a real parser's network
+    (TensorRT-RTX on the CPU; the rewrite with the compiled plugin runs on the GPU machine)."""
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine.kv_layouts import NetworkIndex, matmuls_by_weight
+    from trtllm_kit.engine.weights import weights_to_inputs
+
+    spec, _ = load_model(name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    onnx_path = tiny_exports[name] / "model.onnx"
+    assert trt.OnnxParser(network, logger).parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
+    arrays = weights_to_inputs(trt, network, onnx_path)
+    found = matmuls_by_weight(trt, network, set(arrays))
+    names = sorted(w.name for _, _, w in found)
+    projections = [f"model.layers.{i}.{p}.weight" for i in range(spec.num_layers)
+                   for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    head = [] if spec.tie_word_embeddings else ["lm_head.weight"]
+    assert names == sorted(projections + head)
+    for layer, x, w in found:
+        assert x.shape[-1] == w.shape[0] and layer.get_output(0).shape[-1] == w.shape[1], layer.name
+        assert tuple(w.shape) == arrays[w.name].shape
+    index = NetworkIndex(network)
+    assert "logits" in index.outputs and (not head or any(
+        layer.get_output(0).name == "logits" for layer, _, _ in found))
+    assert matmuls_by_weight(trt, network, set()) == []  # only the named inputs count
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

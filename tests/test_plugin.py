@@ -139,3 +139,76 @@ def test_compile_exports_info_links_nvinfer_and_caches(tmp_path):
                                           log=lines.append)
     assert time.perf_counter() - start < 2.0
     assert again == lib and len(lines) == 1, "the second call recompiled instead of reusing the cache"
+
+
+def _cublaslt_or_none():
+    try:
+        return plugin.find_cublaslt()
+    except PluginUnavailable:
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.skipif(not (TRT86_INCLUDE / "NvInferVersion.h").is_file(), reason=f"no TensorRT 8.6 headers in {TRT86_INCLUDE}")
+@pytest.mark.skipif(_cublaslt_or_none() is None, reason="no cuBLASLt (CUDA toolkit or nvidia-cublas wheel)")
+def test_compile_with_gemm_links_cublaslt_with_a_run_path(tmp_path):
+    found = plugin.find_cublaslt()
+    lib = plugin.compile_plugin_library(TRT86_INCLUDE, "8.6.0", "sm_90", cache_dir=tmp_path, log=lambda _: None,
+                                        cublaslt=found)
+    assert lib.gemm and lib.source_sha256 == plugin.source_sha256(gemm=True) != plugin.source_sha256()
+    needed = _needed(lib.path)
+    assert found.library.name in needed and str(found.library.parent) in needed  # NEEDED + RUNPATH
+    exports = _exports(lib.path)
+    assert "trtllmKitGemmCublasLtVersion" in exports and "trtllmKitPluginInfo" in exports
+    plain = plugin.compile_plugin_library(TRT86_INCLUDE, "8.6.0", "sm_90", cache_dir=tmp_path, log=lambda _: None)
+    assert plain.path != lib.path and "cublasLt" not in _needed(plain.path)
+
+
+def _fake_cublaslt(root: Path, *majors: int) -> Path:
+    (root / "include").mkdir(parents=True)
+    (root / "include" / "cublasLt.h").write_text("// stub\n")
+    (root / "lib").mkdir()
+    for m in majors:
+        (root / "lib" / f"libcublasLt.so.{m}").write_text("")
+        (root / "lib" / f"libcublasLt.so.{m}.1.2").write_text("")
+    return root
+
+
+def test_cublaslt_found_in_the_first_root_that_has_header_and_library(tmp_path):
+    only_header = _fake_cublaslt(tmp_path / "a")
+    both = _fake_cublaslt(tmp_path / "b", 12, 13)
+    found = plugin.find_cublaslt([tmp_path / "missing", only_header, both])
+    assert found.include == both / "include" and found.library == both / "lib" / "libcublasLt.so.13"
+
+
+def test_missing_cublaslt_is_one_sentence_naming_the_fallback(tmp_path):
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_cublaslt([tmp_path / "a", _fake_cublaslt(tmp_path / "b")])
+    assert_one_sentence(e.value, "cuBLASLt", "--gemm trt", str(tmp_path / "a"), "CUDA_HOME")
+
+
+def test_gemm_choice_auto_falls_back_and_plugin_says_what_is_missing(tmp_path, monkeypatch):
+    from trtllm_kit.engine.kv_layouts import resolve_gemm
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.engine.manifest import BuildOptions
+
+    def opts(**kw):
+        return BuildOptions(limits=EngineLimits(8, 32, 96), **kw)
+
+    plugin_kv, portable = "plugin", "portable"
+    assert resolve_gemm(opts(weights="inputs"), portable) == "trt"
+    assert resolve_gemm(opts(gemm="trt", weights="inputs"), plugin_kv) == "trt"
+    with pytest.raises(ToolkitError) as e:
+        resolve_gemm(opts(gemm="plugin", weights="inputs"), portable)
+    assert_one_sentence(e.value, "--gemm plugin", "portable", "--gemm trt")
+    with pytest.raises(ToolkitError) as e:
+        resolve_gemm(opts(gemm="plugin"), plugin_kv)
+    assert_one_sentence(e.value, "--gemm plugin", "--weights inputs")
+    monkeypatch.setattr(plugin, "_cublaslt_roots", lambda: [tmp_path / "nothing"])
+    assert resolve_gemm(opts(weights="inputs"), plugin_kv) == "trt"
+    with pytest.raises(ToolkitError) as e:
+        resolve_gemm(opts(gemm="plugin", weights="inputs"), plugin_kv)
+    assert_one_sentence(e.value, "--gemm plugin", "cuBLASLt", str(tmp_path / "nothing"))
+    monkeypatch.setattr(plugin, "_cublaslt_roots", lambda: [_fake_cublaslt(tmp_path / "cuda", 13)])
+    assert resolve_gemm(opts(weights="inputs"), plugin_kv) == "plugin"

@@ -179,10 +179,14 @@ def prune(model, drop_blocks, out, dtype, force):
               "lm_head; fp16/fp32 exports) as engine inputs, stored in weights.safetensors beside it and bound once "
               "at load: one copy for every profile, and 7B builds on TensorRT 8.6 in minutes (H200). Experimental: "
               "`check ENGINE_DIR` does not feed such engines.")
+@click.option("--gemm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
+              help="Who multiplies by the weight matrices: trt: TensorRT's layers; plugin: the toolkit's cuBLASLt "
+              "GEMM plugin (with --kv-mode plugin and --weights inputs; needs cuBLASLt); auto: the plugin where it "
+              "can be used.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
-          timing_cache, opt_level, workspace, trt_include, weights, force):
+          timing_cache, opt_level, workspace, trt_include, weights, gemm, force):
     """Build a TensorRT engine from ONNX_DIR (written by `trtllm-kit export`)."""
     from dataclasses import replace
 
@@ -195,7 +199,8 @@ def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_bat
                      max_seq=max_seq or d.max_seq, opt_batch=opt_batch if opt_batch or max_batch else d.opt_batch,
                      opt_input=opt_input if opt_input or max_input else d.opt_input)
     opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, limits=limits, opt_level=opt_level,
-                        workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include, weights=weights)
+                        workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include, weights=weights,
+                        gemm=gemm)
     res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir), opts, force=force)
     m = res.manifest
     where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU"

@@ -43,6 +43,7 @@ class RecipeEngine(Strict):
     timing_cache: str | None = None
     trt_include: str | None = None
     weights: Literal["engine", "inputs"] = "engine"
+    gemm: Literal["auto", "trt", "plugin"] = "auto"
 
 
 class RecipeSweep(SweepConfig):
@@ -131,7 +132,7 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
                           e.opt_input or (None if e.max_input else derived.opt_input))
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
                           workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include,
-                          weights=e.weights)
+                          weights=e.weights, gemm=e.gemm)
     return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,

@@ -25,6 +25,10 @@
 #                         (--lock), compiled depth-27 on GPU 0, eager (timings + reference tokens) after the builds
 #   day5                  next: portable 7B engines each alone on a GPU (llama-7b, then depth-27 with its timing cache),
 #                         the llama-7b plugin engine over the whole sweep with its layer profile (not yet run)
+#   day6                  2026-11-30 (fifth session): the cuBLASLt GEMM plugin: its GPU tests and the tiny plugin engines
+#                         vs eager (GPU 0); the three 7B plugin engines with --gemm plugin built side by side and timed
+#                         one at a time on GPU 1, then llama-7b's layer profile; portable llama-7b then depth-27 (the
+#                         family's timing cache) built and timed with GPU 0 to themselves
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -100,6 +104,17 @@ case "${1:-status}" in
     # GEMM tactics for the plugin layout: time them once on 2 blocks at the default level, then build all 32 blocks
     # (identical shapes) with that timing cache; compare build time and profile_layers with level 0 (day4)
     bg tc "sleep 600; CUDA_VISIBLE_DEVICES=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:opt=3 --timing-cache --timeout 540 --work /root/tc --json $LOGS/tc-2.json && CUDA_VISIBLE_DEVICES=1 python3 scripts/bench_build.py llama-7b:plugin:weights=inputs:opt=3 --timing-cache --timeout 540 --work /root/tc --json $LOGS/tc-32.json" ;;
+  day6)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    w() { echo "while [ ! -f /root/work/onnx/$1/export.json ]; do sleep 5; done;"; }  # one export per model
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests/test_gemm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' -q -s -p no:cacheprovider"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && for b in 1 16 256; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py /root/work/engines/plugin-winputs-gemmplugin/llama-7b --batch \$b --json $LOGS/profile-gemm-b\$b.json; done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    # the portable builds failed beside 70-110 GB benchmark runs: this process holds GPU 0 from build to last timing
+    bg p "$(w llama-7b) $(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=0 flock /root/gpu0.lock $B --models llama-7b llama-7b-depth-27 --kv-modes portable --breakdown llama-7b --out $R/p" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

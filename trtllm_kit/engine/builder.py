@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout
+from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_gemm, resolve_kv_layout
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -146,7 +146,10 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
+    if options.gemm == "plugin":  # refused before the layout is chosen (and logged)
+        resolve_gemm(options, options.kv_mode)
     layout = resolve_kv_layout(options.kv_mode, flavor, options)
+    gemm = resolve_gemm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)
     ios = layout.engine_inputs(spec, limits)
     trt = flavor.trt
@@ -163,7 +166,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 errs = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
                 raise ToolkitError(f"TensorRT could not parse {onnx_path}: {errs}")
             beat.phase(f"preparing the network ({layout.name} KV cache)")
-            ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed)
+            ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
+                                 gemm=gemm)
             plugin = layout.prepare_network(ctx)
             weights = {}
             if options.weights == "inputs":
@@ -172,7 +176,9 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 weights = weights_to_inputs(trt, network, onnx_path)
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
+            layout.finish_network(ctx, set(weights))
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
+            settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if gemm == "plugin" else "TensorRT layers"
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

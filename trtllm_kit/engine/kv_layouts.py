@@ -47,6 +47,7 @@ class NetworkContext:
     out_dir: Path
     strongly_typed: bool = True
     precision_constraints: bool = False  # set by a rewrite that pins layer precisions (the builder obeys)
+    gemm: str = "trt"  # "plugin": the weight matrix multiplies go to TrtllmKitGemm (resolve_gemm)
 
 
 class KVLayout:
@@ -73,6 +74,9 @@ class KVLayout:
     def prepare_network(self, ctx: NetworkContext) -> PluginRecord | None:
         """Rewire the parsed network in place; return the plugin shipped with the engine, if any."""
         return None
+
+    def finish_network(self, ctx: NetworkContext, weight_names: set[str]) -> None:
+        """Rewire after the weights became inputs (``weight_names``, empty when they stay in the plan)."""
 
     def record(self, limits: EngineLimits, plugin: PluginRecord | None) -> KVLayoutRecord:
         return KVLayoutRecord(name=self.name, description=self.description, static_cache=self.static_cache,
@@ -185,13 +189,13 @@ class PluginKV(StaticKV):
         from trtllm_kit.utils.fs import sha256_file
 
         trt, network = ctx.trt, ctx.network
-        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
+        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info, gemm=ctx.gemm == "plugin")
         # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
         # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
         shipped_sha256 = sha256_file(shipped)
-        P.load_plugin(shipped, trt)
+        P.load_plugin(shipped, trt, gemm=lib.gemm)
         index = NetworkIndex(network)
         inputs, tensors = index.inputs, index.tensors
         mask = inputs[ATTENTION_MASK]
@@ -217,7 +221,17 @@ class PluginKV(StaticKV):
                 if not ctx.strongly_typed:  # 8.6: an output's type is the builder's choice unless set; the
                     layer.get_output(k_out).dtype = k_cache.dtype  # in-place cache needs past's (kernel tests set it)
         return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
-                            name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION)
+                            name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION, gemm=P.GEMM_NAME if lib.gemm else None,
+                            links=[str(lib.cublaslt.library)] if lib.gemm else [])
+
+    def finish_network(self, ctx, weight_names):
+        if ctx.gemm != "plugin":
+            return
+        n = rewire_gemms(ctx, weight_names)
+        log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
+        if n == 0:
+            raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
+                               "use --gemm trt")
 
     def load_runtime(self, trt, engine_dir, record):
         from trtllm_kit.engine import plugin as P
@@ -227,7 +241,7 @@ class PluginKV(StaticKV):
         if not path.is_file() or sha256_file(path) != record.plugin.sha256:
             raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
                                "rebuild the engine")
-        P.load_plugin(path, trt)
+        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None)
 
 
 KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
@@ -260,6 +274,120 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
     if reason:
         raise ToolkitError(f"--kv-mode {requested}: {reason}", "use --kv-mode portable (works everywhere) or auto")
     return layout
+
+
+def resolve_gemm(options, layout_name: str) -> str:
+    """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
+
+    ``--gemm auto`` takes the plugin where it can be used (the plugin KV layout, whose library it joins; the
+    weights as engine inputs, which it reads; cuBLASLt found), else TensorRT's layers, logging why.
+
+    Args:
+        options: the build options (``gemm``, ``weights``).
+        layout_name: the KV layout the build uses (or, checked before it is resolved, ``options.kv_mode``).
+
+    Raises:
+        ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
+    """
+    if options.gemm == "trt":
+        return "trt"
+    reason = None
+    if layout_name != "plugin":
+        reason = f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {layout_name}"
+    elif options.weights != "inputs":
+        reason = "it reads the weight matrices as engine inputs (--weights inputs)"
+    else:
+        from trtllm_kit.engine.plugin import PluginUnavailable, find_cublaslt
+
+        try:
+            find_cublaslt()
+        except PluginUnavailable as e:
+            reason = str(e)
+    if reason is None:
+        log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
+        return "plugin"
+    if options.gemm == "plugin":
+        raise ToolkitError(f"--gemm plugin: {reason}", "use --gemm trt (TensorRT's own matrix multiplies) or auto")
+    log.info("GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: %s)", reason)
+    return "trt"
+
+
+def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
+    """Every multiply ``matmuls_by_weight`` finds becomes a ``TrtllmKitGemm`` layer reading the weight input as
+    it is bound (no cast, no copy); its readers (or the network output) move to the plugin's output.
+
+    Returns:
+        How many multiplies were rewired.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    trt, network = ctx.trt, ctx.network
+    index = NetworkIndex(network)
+    found = matmuls_by_weight(trt, network, weight_names, index)
+    for layer, x, w in found:
+        old = layer.get_output(0)
+        gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}")
+        if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are
+            gemm.precision = w.dtype
+            gemm.set_output_type(0, w.dtype)
+            ctx.precision_constraints = True
+        new = gemm.get_output(0)
+        if old.name in index.outputs:
+            dtype = old.dtype
+            index.replace_output(old, new, old.name)
+            if not ctx.strongly_typed:
+                new.dtype = dtype
+        else:
+            index.redirect(old, new)
+    return len(found)
+
+
+def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex | None" = None) -> list[tuple]:
+    """The MatrixMultiply layers of an activation by a weight input: ``(layer, x, w)`` with ``w`` the (K, N)
+    network input named in ``weight_names``.
+
+    A weight counts when the multiply's second operand (no transpose flags) is such an input seen through
+    layers that keep its bytes: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
+    ``weights_to_inputs`` casts the fp16 input back) and a Shuffle that only adds leading 1s (the parser's
+    broadcast to the activation's rank).
+    """
+    index = index or NetworkIndex(network)
+    passthrough = {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
+
+    def weight_input(t):
+        for _ in range(6):
+            if t.name in index.inputs:
+                return t if t.name in weight_names and len(t.shape) == 2 else None
+            layer = index.producers.get(t.name)
+            if layer is None or not (layer.type in passthrough or (layer.type == trt.LayerType.SHUFFLE
+                                                                   and _adds_leading_ones(trt, layer))):
+                return None
+            t = layer.get_input(0)
+        return None
+
+    found = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != trt.LayerType.MATRIX_MULTIPLY:
+            continue
+        layer.__class__ = trt.IMatrixMultiplyLayer
+        if layer.op0 != trt.MatrixOperation.NONE or layer.op1 != trt.MatrixOperation.NONE:
+            continue
+        w = weight_input(layer.get_input(1))
+        if w is not None:
+            found.append((layer, layer.get_input(0), w))
+    return found
+
+
+def _adds_leading_ones(trt, layer) -> bool:
+    """A Shuffle whose output is its input with only leading 1s added (no transpose): same bytes, same order."""
+    layer.__class__ = trt.IShuffleLayer
+    src, dst = tuple(layer.get_input(0).shape), tuple(layer.get_output(0).shape)
+    rank_in, rank_out = len(src), len(dst)
+    identity = all(tuple(p[i] for i in range(n)) == tuple(range(n))
+                   for p, n in ((layer.first_transpose, rank_in), (layer.second_transpose, rank_out)))
+    return (identity and rank_out >= rank_in and -1 not in src and dst[rank_out - rank_in:] == src
+            and all(d == 1 for d in dst[:rank_out - rank_in]))
 
 
 # -- graph and network surgery helpers ------------------------------------------------------------

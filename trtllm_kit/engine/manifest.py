@@ -28,6 +28,9 @@ class BuildOptions(Record):
         trt_include: TensorRT headers for compiling the KV-cache plugin (None: found automatically).
         weights: ``engine``: the weights live in the plan; ``inputs``: the weight matrices become engine
             inputs, stored beside it in ``weights.safetensors`` (``engine/weights.py``).
+        gemm: who multiplies by the weight matrices: ``trt`` (TensorRT's MatrixMultiply layers), ``plugin`` (the
+            toolkit's cuBLASLt ``TrtllmKitGemm`` plugin; needs ``kv_mode`` plugin and ``weights`` inputs) or
+            ``auto`` (the plugin where it can be used, else ``trt``).
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
@@ -39,6 +42,7 @@ class BuildOptions(Record):
     timing_cache: str | None = None
     trt_include: str | None = None
     weights: Literal["engine", "inputs"] = "engine"
+    gemm: Literal["auto", "trt", "plugin"] = "auto"
 
     def fingerprint(self) -> dict:
         """The options that change the engine's content (the timing cache only speeds the build up)."""
@@ -51,13 +55,24 @@ class GpuRecord(Record):
 
 
 class PluginRecord(Record):
-    """The KV-cache plugin library shipped beside the engine (load it before deserializing)."""
+    """The plugin library shipped beside the engine (load it before deserializing).
+
+    Attributes:
+        file, sha256: the library in the engine directory.
+        source_sha256: of the CUDA sources compiled into it.
+        name, version: the KV-cache attention plugin's creator.
+        gemm: the GEMM plugin's creator (``TrtllmKitGemm``) when the engine uses it, else None.
+        links: shared libraries it needs beyond TensorRT and the CUDA runtime, as found at build time
+            (the GEMM plugin's ``libcublasLt.so.<major>``; the library's run path points there).
+    """
 
     file: str
     sha256: str
     source_sha256: str
     name: str
     version: str
+    gemm: str | None = None
+    links: list[str] = []
 
 
 class KVLayoutRecord(Record):

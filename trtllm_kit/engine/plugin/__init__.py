@@ -1,8 +1,10 @@
-"""The TrtllmKitKVCacheAttention TensorRT plugin: find the tools, compile it (cached), load it, use it.
+"""The toolkit's TensorRT plugins: find the tools, compile them (cached), load them, use them.
 
-One plugin layer is one decoder layer's attention with an in-place KV cache (see
-``kv_cache_attention.cu`` for the tensors). It is compiled on the user's machine with nvcc against the
-headers of the TensorRT that Python imports, for the current GPU, and cached by content.
+``TrtllmKitKVCacheAttention``: one decoder layer's attention with an in-place KV cache (see
+``kv_cache_attention.cu`` for the tensors). ``TrtllmKitGemm`` (optional, ``gemm.cu``): ``x @ w`` for a
+weight matrix that is an engine input, by cuBLASLt. Both live in one library, compiled on the user's
+machine with nvcc against the headers of the TensorRT that Python imports, for the current GPU, and
+cached by content; the GEMM plugin is compiled in only when asked for, and then links cuBLASLt.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from trtllm_kit.errors import ToolkitError
 PLUGIN_NAME = "TrtllmKitKVCacheAttention"
 PLUGIN_VERSION = "1"
 SOURCE = Path(__file__).with_name("kv_cache_attention.cu")
+GEMM_NAME = "TrtllmKitGemm"
+GEMM_VERSION = "1"
+GEMM_SOURCE = Path(__file__).with_name("gemm.cu")
+GEMM_FALLBACK = "--gemm trt uses TensorRT's own matrix multiplies"
 LIBRARY_NAME = "libtrtllm_kit_plugins.so"
 FALLBACK = "--kv-mode portable works without it"
 FIELDS = ("num_heads", "num_kv_heads", "head_dim")
@@ -43,23 +49,82 @@ class PluginUnavailable(ToolkitError):
 
 
 @dataclass(frozen=True)
+class CublasLt:
+    """cuBLASLt's header directory (holds ``cublasLt.h``) and shared library (``libcublasLt.so.<major>``)."""
+
+    include: Path
+    library: Path
+
+
+@dataclass(frozen=True)
 class PluginLibrary:
-    """A compiled plugin: the .so, its hash, its source's hash, TensorRT version ("8.6.0") and arch ("sm_90")."""
+    """A compiled plugin library: the .so, its hash, its sources' hash, TensorRT version ("8.6.0"), arch
+    ("sm_90"), and the cuBLASLt it links when the GEMM plugin is compiled in (else None)."""
 
     path: Path
     sha256: str
     source_sha256: str
     trt_version: str
     arch: str
+    cublaslt: CublasLt | None = None
+
+    @property
+    def gemm(self) -> bool:
+        return self.cublaslt is not None
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def source_sha256() -> str:
-    """Hash of the plugin's CUDA source (part of the cache key and of engine metadata)."""
-    return _sha256(SOURCE)
+def source_sha256(gemm: bool = False) -> str:
+    """Hash of the CUDA sources compiled into the library (part of the cache key and of engine metadata):
+    the attention plugin's alone, or with ``gemm`` the GEMM plugin's after it."""
+    if not gemm:
+        return _sha256(SOURCE)
+    return hashlib.sha256(SOURCE.read_bytes() + GEMM_SOURCE.read_bytes()).hexdigest()
+
+
+def _cublaslt_roots() -> list[Path]:
+    """Where cuBLASLt may be: the CUDA toolkit (``$CUDA_HOME``, ``$CUDA_PATH``, ``/usr/local/cuda``) and the
+    ``nvidia-cublas`` wheels PyTorch installs (``nvidia/cu13``, ``nvidia/cu12``, ``nvidia/cublas``)."""
+    roots = [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    roots.append(Path("/usr/local/cuda"))
+    roots += [r / "targets" / "x86_64-linux" for r in list(roots)]
+    try:
+        import nvidia  # namespace package of NVIDIA's wheels
+
+        for base in map(Path, getattr(nvidia, "__path__", [])):
+            roots += [base / "cu13", base / "cu12", base / "cublas"]
+    except ImportError:
+        pass
+    return roots
+
+
+def find_cublaslt(roots: list[Path] | None = None) -> CublasLt:
+    """cuBLASLt for the GEMM plugin: the first root with ``include/cublasLt.h`` and a
+    ``lib``/``lib64/libcublasLt.so.<major>`` (the newest major there).
+
+    Args:
+        roots: directories to try; default ``_cublaslt_roots()``.
+
+    Raises:
+        PluginUnavailable: none found (one sentence naming the places tried and the fallback).
+    """
+    roots = _cublaslt_roots() if roots is None else roots
+    for root in roots:
+        if not (root / "include" / "cublasLt.h").is_file():
+            continue
+        for lib_dir in (root / "lib", root / "lib64"):
+            found = sorted(lib_dir.glob("libcublasLt.so.[0-9]*"),
+                           key=lambda p: [int(x) for x in re.findall(r"\d+", p.name.split(".so.")[1])])
+            majors = [p for p in found if re.fullmatch(r"libcublasLt\.so\.\d+", p.name)]
+            if majors:
+                return CublasLt(root / "include", majors[-1])
+    raise PluginUnavailable(
+        "cuBLASLt (cublasLt.h and libcublasLt.so.<major>) for the GEMM plugin was not found in "
+        + ", ".join(str(r) for r in roots),
+        f"install the CUDA toolkit or the nvidia-cublas wheel, or set CUDA_HOME; {GEMM_FALLBACK}")
 
 
 def header_version(include: Path) -> tuple[int, int, int] | None:
@@ -179,10 +244,10 @@ def _current_arch() -> str:
 
 def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: str,
                            nvinfer: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                           log: Callable[[str], None] = print) -> PluginLibrary:
-    """Compile the plugin with nvcc into ``<cache_dir>/<key>/libtrtllm_kit_plugins.so``, or reuse that file.
+                           log: Callable[[str], None] = print, cublaslt: CublasLt | None = None) -> PluginLibrary:
+    """Compile the plugins with nvcc into ``<cache_dir>/<key>/libtrtllm_kit_plugins.so``, or reuse that file.
 
-    The key hashes the source, NvInferVersion.h, the TensorRT version, arch, nvcc's version and the link.
+    The key hashes the sources, NvInferVersion.h, the TensorRT version, arch, nvcc's version and the links.
 
     Args:
         include: TensorRT include directory (holds NvInfer.h and NvInferVersion.h).
@@ -192,6 +257,8 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
             None links nothing (loading then needs libnvinfer loaded globally).
         cache_dir: default ``$TRTLLM_KIT_CACHE/plugins``, else ``~/.cache/trtllm-kit/plugins``.
         log: gets one line per compilation, with its duration (and one if libnvinfer is not linked).
+        cublaslt: compile the GEMM plugin in too, linking this cuBLASLt (its directory becomes the library's
+            run path, so it loads without LD_LIBRARY_PATH); None: the attention plugin alone.
 
     Raises:
         PluginUnavailable: nvcc is missing or fails (the message ends with nvcc's last error lines).
@@ -207,9 +274,11 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         root = os.environ.get("TRTLLM_KIT_CACHE")
         cache_dir = Path(root) / "plugins" if root else Path.home() / ".cache" / "trtllm-kit" / "plugins"
     nvinfer = Path(nvinfer) if nvinfer else None
-    src_hash = source_sha256()
+    src_hash = source_sha256(gemm=cublaslt is not None)
     key_parts = [src_hash, _sha256(include / "NvInferVersion.h"), trt_version, arch, _nvcc_version(nvcc),
                  nvinfer.name if nvinfer else "unlinked"]
+    if cublaslt is not None:
+        key_parts += [_sha256(cublaslt.include / "cublasLt.h"), str(cublaslt.library.resolve())]
     key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:20]
     target = Path(cache_dir) / key / LIBRARY_NAME
     if not target.is_file():
@@ -218,6 +287,10 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         os.close(fd)
         cmd = [str(nvcc), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-shared",
                "-gencode", f"arch=compute_{digits},code={arch}", f"-I{include}", str(SOURCE), "-o", tmp]
+        if cublaslt is not None:
+            lib_dir = cublaslt.library.parent
+            cmd[-2:-2] = [str(GEMM_SOURCE), f"-I{cublaslt.include}"]
+            cmd += [f"-L{lib_dir}", f"-l:{cublaslt.library.name}", "-Xlinker", "-rpath", "-Xlinker", str(lib_dir)]
         if nvinfer:
             cmd += [f"-L{nvinfer.parent}", f"-l:{nvinfer.name}"]
         else:
@@ -227,42 +300,48 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-5:])
-                raise PluginUnavailable(f"nvcc failed to compile {SOURCE.name} for {arch} against {include}: {tail}",
+                what = SOURCE.name + (f" and {GEMM_SOURCE.name}" if cublaslt is not None else "")
+                raise PluginUnavailable(f"nvcc failed to compile {what} for {arch} against {include}: {tail}",
                                         FALLBACK)
             os.chmod(tmp, 0o755)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        log(f"compiled the {PLUGIN_NAME} plugin for {arch} against TensorRT {trt_version} headers in "
+        names = PLUGIN_NAME + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})" if cublaslt is not None else "")
+        log(f"compiled the {names} plugin for {arch} against TensorRT {trt_version} headers in "
             f"{time.perf_counter() - start:.1f} s: {target}")
-    return PluginLibrary(target, _sha256(target), src_hash, trt_version, arch)
+    return PluginLibrary(target, _sha256(target), src_hash, trt_version, arch, cublaslt)
 
 
 def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: str | None = None,
-                   cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print) -> PluginLibrary:
-    """Compile (or reuse) the plugin for the imported TensorRT and the current GPU.
+                   cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+                   gemm: bool = False) -> PluginLibrary:
+    """Compile (or reuse) the plugin library for the imported TensorRT and the current GPU.
 
     Args:
         trt_module: the imported ``tensorrt`` module.
         include: TensorRT include directory (``--trt-include``); ``find_trt_include`` looks if None.
         arch: e.g. ``"sm_90"``; default the current GPU's, through PyTorch.
         cache_dir, log: as for ``compile_plugin_library``.
+        gemm: compile the GEMM plugin in too (cuBLASLt found by ``find_cublaslt``).
 
     Raises:
-        PluginUnavailable: headers, nvcc or a GPU are missing, or compilation failed.
+        PluginUnavailable: headers, nvcc, cuBLASLt (with ``gemm``) or a GPU are missing, or compilation failed.
     """
     include = find_trt_include(trt_module, include)
+    cublaslt = find_cublaslt() if gemm else None
     return compile_plugin_library(include, str(trt_module.__version__), arch or _current_arch(),
-                                  nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log)
+                                  nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log, cublaslt=cublaslt)
 
 
-def load_plugin(path: str | os.PathLike, trt_module) -> None:
-    """Load a compiled plugin library (idempotent) and check that TensorRT's registry has its creator.
+def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False) -> None:
+    """Load a compiled plugin library (idempotent) and check that TensorRT's registry has its creators.
 
     Args:
         path: the library from ``compile_plugin``.
         trt_module: the imported ``tensorrt`` module (so libnvinfer is loaded first).
+        gemm: the library must hold the GEMM plugin too.
 
     Raises:
         PluginUnavailable: the library does not load, or its creator is not in TensorRT's registry.
@@ -280,6 +359,9 @@ def load_plugin(path: str | os.PathLike, trt_module) -> None:
     if creator is None:
         raise PluginUnavailable(f"{key} loaded but TensorRT {trt_module.__version__} has no {PLUGIN_NAME} "
                                 f"version {PLUGIN_VERSION} creator (built for another TensorRT?)", FALLBACK)
+    if gemm and trt_module.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "") is None:
+        raise PluginUnavailable(f"{key} has no {GEMM_NAME} version {GEMM_VERSION} creator (compiled without the "
+                                "GEMM plugin)", GEMM_FALLBACK)
 
 
 def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indices, mask,
@@ -321,4 +403,33 @@ def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indic
     layer = network.add_plugin_v2([q, k, v, k_cache, v_cache, write_indices, mask], plugin)
     layer.name = name
     _keep_alive.append((arrays, fields, plugin))
+    return layer
+
+
+def add_gemm(trt_module, network, x, w, name: str):
+    """Add one ``TrtllmKitGemm`` layer: ``y = x @ w`` by cuBLASLt (float32 accumulation).
+
+    Args:
+        trt_module: the imported ``tensorrt`` module (the library loaded with ``gemm=True``).
+        network: the ``INetworkDefinition``.
+        x: (..., K) activations.
+        w: (K, N) weight matrix of x's type (an engine input), row-major as the exporter stores it.
+        name: the layer name.
+
+    Returns:
+        The layer; output 0 is (..., N) of x's type.
+
+    Raises:
+        PluginUnavailable: the GEMM plugin is not loaded.
+    """
+    trt = trt_module
+    creator = trt.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "")
+    if creator is None:
+        raise PluginUnavailable(f"the {GEMM_NAME} plugin is not loaded (load_plugin(..., gemm=True) first)",
+                                GEMM_FALLBACK)
+    fields = trt.PluginFieldCollection([])
+    plugin = creator.create_plugin(name, fields)
+    layer = network.add_plugin_v2([x, w], plugin)
+    layer.name = name
+    _keep_alive.append((fields, plugin))
     return layer

@@ -1,0 +1,127 @@
+"""The cuBLASLt GEMM plugin (``TrtllmKitGemm``) on a GPU with full TensorRT, against PyTorch.
+
+Run on the device: ``python -m pytest -m gpu tests/test_gemm_gpu.py -q -s`` (TRT_INCLUDE_DIR names the TensorRT
+headers when they are not next to the module). Prints each shape's time and bandwidth (observations, not
+assertions).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+try:
+    import tensorrt as trt
+except ImportError:  # TensorRT-RTX or nothing: the plugin needs full TensorRT
+    trt = None
+if trt is not None and not hasattr(trt, "Builder"):
+    trt = None
+needs_trt = pytest.mark.skipif(trt is None, reason="needs full TensorRT (import tensorrt)")
+
+
+@pytest.fixture(scope="module")
+def gemm_plugin():
+    from trtllm_kit.engine import plugin
+
+    lib = plugin.compile_plugin(trt, include=os.environ.get("TRT_INCLUDE_DIR"), log=print, gemm=True)
+    plugin.load_plugin(lib.path, trt, gemm=True)
+    version = ctypes.CDLL(str(lib.path)).trtllmKitGemmCublasLtVersion
+    version.restype = ctypes.c_size_t
+    print(f"\nTensorRT {trt.__version__}, {torch.cuda.get_device_name()}, cuBLASLt {version()} ({lib.cublaslt.library})")
+    return plugin
+
+
+class GemmEngine:
+    """x (B, S, K) @ w (K, N) as one plugin layer, both engine inputs, fp16."""
+
+    def __init__(self, plugin, K, N, max_rows):
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        major = int(trt.__version__.split(".")[0])
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0)
+        x = network.add_input("x", trt.float16, (-1, -1, K))
+        w = network.add_input("w", trt.float16, (K, N))
+        layer = plugin.add_gemm(trt, network, x, w, name="gemm.0")
+        assert layer.get_output(0).shape[-1] == N
+        y = layer.get_output(0)
+        y.name = "y"
+        network.mark_output(y)
+        y.dtype = trt.float16
+        config = builder.create_builder_config()
+        if major < 10:
+            config.set_tactic_sources(0)
+        config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        profile.set_shape("x", (1, 1, K), (max_rows, 1, K), (max_rows, 1, K))
+        profile.set_shape("w", (K, N), (K, N), (K, N))
+        config.add_optimization_profile(profile)
+        blob = builder.build_serialized_network(network, config)
+        assert blob is not None, f"engine build failed for K={K} N={N} (see log above)"
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        self.context = self.engine.create_execution_context()
+
+    def bind(self, x, w, y):
+        self.context.set_input_shape("x", tuple(x.shape))
+        for name, t in (("x", x), ("w", w), ("y", y)):
+            self.context.set_tensor_address(name, t.data_ptr())
+
+    def launch(self, stream):
+        assert self.context.execute_async_v3(stream.cuda_stream), "execute_async_v3 failed (see stderr)"
+
+
+def _check(tag, y, x, w):
+    ref = (x.double().reshape(-1, x.shape[-1]) @ w.double()).reshape(*x.shape[:-1], w.shape[1])
+    assert not torch.isnan(y).any(), f"{tag}: NaN in output"
+    rel = ((y.double() - ref).norm() / ref.norm()).item()
+    assert rel < 2e-3, f"{tag}: rel err {rel:.2e} against fp64 (max abs err {(y.double() - ref).abs().max().item():.3e})"
+    return rel
+
+
+# (K, N): LLaMA-7B's q/o (4096x4096), up/gate (4096x11008), down (11008x4096); LLM-Pruner's unaligned MLP
+# width (7156) and an odd N.
+SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (4096, 7156), (7156, 4096), (64, 13)]
+
+
+@needs_trt
+@pytest.mark.parametrize("K,N", SHAPES, ids=[f"K{k}-N{n}" for k, n in SHAPES])
+def test_gemm_matches_torch_and_replays_in_a_cuda_graph(gemm_plugin, K, N):
+    torch.manual_seed(K + N)
+    eng = GemmEngine(gemm_plugin, K, N, max_rows=256)
+    w = (torch.randn(K, N, device="cuda") / K ** 0.5).half()
+    stream = torch.cuda.Stream()
+    for B, S in ((1, 1), (16, 1), (3, 7), (256, 1)):
+        x = torch.randn(B, S, K, device="cuda").half()
+        y = torch.full((B, S, N), float("nan"), dtype=torch.float16, device="cuda")
+        eng.bind(x, w, y)
+        with torch.cuda.stream(stream):
+            eng.launch(stream)
+        stream.synchronize()
+        rel = _check(f"K={K} N={N} B={B} S={S}", y, x, w)
+        if S != 1:
+            continue
+        # The decode use: captured once, replayed with new values in the same buffers.
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            eng.launch(stream)
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        _check(f"K={K} N={N} B={B} graph replay", y, x, w)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(3):
+            graph.replay()
+        start.record()
+        for _ in range(20):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(end) / 20
+        moved = (w.numel() + x.numel() + y.numel()) * 2
+        print(f"K={K} N={N} rows={B}: {ms * 1e3:.1f} us, {moved / ms / 1e9:.2f} TB/s, rel err {rel:.1e}")
