@@ -40,7 +40,7 @@ def gemm_plugin():
 class GemmEngine:
     """x (B, S, K) @ w (K, N) as one plugin layer, both engine inputs, fp16."""
 
-    def __init__(self, plugin, K, N, max_rows):
+    def __init__(self, plugin, K, N, max_rows, max_seq=8):
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         major = int(trt.__version__.split(".")[0])
@@ -58,7 +58,7 @@ class GemmEngine:
             config.set_tactic_sources(0)
         config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
-        profile.set_shape("x", (1, 1, K), (max_rows, 1, K), (max_rows, 1, K))
+        profile.set_shape("x", (1, 1, K), (max_rows, 1, K), (max_rows, max_seq, K))
         profile.set_shape("w", (K, N), (K, N), (K, N))
         config.add_optimization_profile(profile)
         blob = builder.build_serialized_network(network, config)
@@ -99,6 +99,7 @@ def test_gemm_matches_torch_and_replays_in_a_cuda_graph(gemm_plugin, K, N):
         x = torch.randn(B, S, K, device="cuda").half()
         y = torch.full((B, S, N), float("nan"), dtype=torch.float16, device="cuda")
         eng.bind(x, w, y)
+        stream.wait_stream(torch.cuda.current_stream())  # x and y were filled on the current stream
         with torch.cuda.stream(stream):
             eng.launch(stream)
         stream.synchronize()
@@ -125,3 +126,21 @@ def test_gemm_matches_torch_and_replays_in_a_cuda_graph(gemm_plugin, K, N):
         ms = start.elapsed_time(end) / 20
         moved = (w.numel() + x.numel() + y.numel()) * 2
         print(f"K={K} N={N} rows={B}: {ms * 1e3:.1f} us, {moved / ms / 1e9:.2f} TB/s, rel err {rel:.1e}")
+
+
+@needs_trt
+def test_gemm_with_unaligned_activations(gemm_plugin):
+    """x and y at addresses 2 bytes past an aligned one: the plugin stages them through its workspace."""
+    K, N, B = 4096, 1024, 5
+    eng = GemmEngine(gemm_plugin, K, N, max_rows=8)
+    w = (torch.randn(K, N, device="cuda") / K ** 0.5).half()
+    xs = torch.randn(B * K + 1, device="cuda").half()
+    ys = torch.full((B * N + 1,), float("nan"), dtype=torch.float16, device="cuda")
+    x, y = xs[1:].view(B, 1, K), ys[1:].view(B, 1, N)
+    assert x.data_ptr() % 16 == 2 and y.data_ptr() % 16 == 2
+    eng.bind(x, w, y)
+    stream = torch.cuda.current_stream()
+    eng.launch(stream)
+    torch.cuda.synchronize()
+    print(f"unaligned x and y: rel err {_check('unaligned', y, x, w):.1e}")
+    assert torch.isnan(ys[:1]).all(), "the plugin wrote before y"

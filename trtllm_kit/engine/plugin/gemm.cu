@@ -83,6 +83,22 @@ cudaDataType_t cuda_type(nvinfer1::DataType t)
     }
 }
 
+constexpr uint32_t kMinAlignment = 16; // below this cuBLASLt falls back to slow kernels
+
+size_t round_up(size_t n)
+{
+    return (n + 255) / 256 * 256;
+}
+
+// Bytes of a tensor at the dims TensorRT gives (its largest in getWorkspaceSize).
+size_t bytes_of(nvinfer1::PluginTensorDesc const& d)
+{
+    size_t n = d.type == nvinfer1::DataType::kFLOAT ? 4 : 2;
+    for (int32_t i = 0; i < d.dims.nbDims; ++i)
+        n *= size_t(d.dims.d[i] > 0 ? d.dims.d[i] : 0);
+    return n;
+}
+
 // Largest power of two <= 256 dividing the address (cuBLASLt's alignment preference).
 uint32_t alignment_of(void const* p)
 {
@@ -250,10 +266,16 @@ public:
             gemm_report("%s", mConfigError.c_str());
     }
 
-    size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const*, int32_t, nvinfer1::PluginTensorDesc const*,
-        int32_t) const noexcept override
+    // cuBLASLt's workspace, plus room to stage x and y (at their largest) when TensorRT hands an address that
+    // is not 16-byte aligned (seen on an H200, TensorRT 8.6: the first block's multiplies after a fused region
+    // ran 5-50x slower than the others, on cuBLASLt's unaligned kernels).
+    size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override
     {
-        return kWorkspaceBytes;
+        size_t staged = 0;
+        if (nbInputs == 2 && nbOutputs == 1)
+            staged = round_up(bytes_of(inputs[0])) + round_up(bytes_of(outputs[0]));
+        return kWorkspaceBytes + staged;
     }
 
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
@@ -280,8 +302,29 @@ public:
         if (K == 0)
             return cudaMemsetAsync(outputs[0], 0, size_t(M * N) * (inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2),
                        stream) == cudaSuccess ? 0 : 1;
-        uint32_t align = alignment_of(inputs[0]);
-        for (void const* p : {inputs[1], static_cast<void const*>(outputs[0]), static_cast<void const*>(workspace)})
+        // Stage an unaligned x or y through the workspace (a copy of M x K or M x N elements, small beside w).
+        size_t const elem = inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2;
+        char* ws = static_cast<char*>(workspace);
+        void const* x = inputs[0];
+        void* y = outputs[0];
+        if (alignment_of(x) < kMinAlignment)
+        {
+            if (cudaMemcpyAsync(ws, x, size_t(M * K) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
+            {
+                gemm_report("staging x failed");
+                return 1;
+            }
+            x = ws;
+            ws += round_up(size_t(M * K) * elem);
+        }
+        bool const stageY = alignment_of(y) < kMinAlignment;
+        if (stageY)
+        {
+            y = ws;
+            ws += round_up(size_t(M * N) * elem);
+        }
+        uint32_t align = alignment_of(x);
+        for (void const* p : {inputs[1], static_cast<void const*>(y), static_cast<void const*>(ws)})
             align = std::min(align, alignment_of(p));
         GemmPlan* plan = nullptr;
         {
@@ -308,11 +351,17 @@ public:
             }
             plan = it->second;
         }
-        cublasStatus_t const s = plan->run(mLt, inputs[1], inputs[0], outputs[0], workspace, stream);
+        cublasStatus_t const s = plan->run(mLt, inputs[1], x, y, ws, stream);
         if (s != CUBLAS_STATUS_SUCCESS)
         {
             gemm_report("cublasLtMatmul failed (M=%lld N=%lld K=%lld) with status %d", (long long) M, (long long) N,
                 (long long) K, int(s));
+            return 1;
+        }
+        if (stageY
+            && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
+        {
+            gemm_report("copying y out failed");
             return 1;
         }
         return 0;
