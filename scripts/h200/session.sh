@@ -29,6 +29,9 @@
 #                         vs eager (GPU 0); the three 7B plugin engines with --gemm plugin built side by side and timed
 #                         one at a time on GPU 1, then llama-7b's layer profile; portable llama-7b then depth-27 (the
 #                         family's timing cache) built and timed with GPU 0 to themselves
+#   day6b                 the same day, second lease (the first machine was given back while idle): the GEMM plugin
+#                         with unaligned-address staging, its tests and the three 7B plugin engines again on GPU 1
+#                         (llama-7b's layer profile at batch 1 and 16), every GPU test (pytest -n 6) on GPU 0
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -115,6 +118,14 @@ case "${1:-status}" in
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     # the portable builds failed beside 70-110 GB benchmark runs: this process holds GPU 0 from build to last timing
     bg p "$(w llama-7b) $(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=0 flock /root/gpu0.lock $B --models llama-7b llama-7b-depth-27 --kv-modes portable --breakdown llama-7b --out $R/p" ;;
+  day6b)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    bg g "CUDA_VISIBLE_DEVICES=1 python3 -m pytest -m gpu tests/test_gemm_gpu.py -q -s -p no:cacheprovider"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py /root/work/engines/plugin-winputs-gemmplugin/llama-7b --batch \$b --json $LOGS/profile-gemm-b\$b.json; done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    bg allgpu "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests -n 6 -q -p no:cacheprovider -rfE" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
