@@ -147,7 +147,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
     if options.gemm == "plugin":  # refused before the layout is chosen (and logged)
-        resolve_gemm(options, options.kv_mode)
+        resolve_gemm(options, options.kv_mode, quiet=True)
     layout = resolve_kv_layout(options.kv_mode, flavor, options)
     gemm = resolve_gemm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)

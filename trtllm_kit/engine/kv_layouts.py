@@ -276,7 +276,7 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
     return layout
 
 
-def resolve_gemm(options, layout_name: str) -> str:
+def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
     """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
 
     ``--gemm auto`` takes the plugin where it can be used (the plugin KV layout, whose library it joins; the
@@ -285,6 +285,7 @@ def resolve_gemm(options, layout_name: str) -> str:
     Args:
         options: the build options (``gemm``, ``weights``).
         layout_name: the KV layout the build uses (or, checked before it is resolved, ``options.kv_mode``).
+        quiet: do not log the choice (the early check).
 
     Raises:
         ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
@@ -304,7 +305,8 @@ def resolve_gemm(options, layout_name: str) -> str:
         except PluginUnavailable as e:
             reason = str(e)
     if reason is None:
-        log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
+        if not quiet:
+            log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
         return "plugin"
     if options.gemm == "plugin":
         raise ToolkitError(f"--gemm plugin: {reason}", "use --gemm trt (TensorRT's own matrix multiplies) or auto")
