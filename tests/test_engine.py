@@ -169,6 +169,8 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--flavor", "tensorrt"), "TensorRT is not installed"),
         ((onnx_dir, "--kv-mode", "plugin"), "--kv-mode plugin: tensorrt-rtx"),
         ((onnx_dir, "--gemm", "plugin"), "--gemm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode auto"),
+        ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
+        ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
     ]
@@ -213,6 +215,7 @@ def test_inspect_prints_the_engine(engines):
     out = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
     assert "no GPU (portable TensorRT-RTX engine" in out
+    assert "gemm        TensorRT's matrix multiply layers" in out
     layers = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), "--layers", check=True).stdout
     assert "layers: not available (not through Polygraphy: it is a TensorRT-RTX engine" in layers  # says why
 
@@ -329,6 +332,54 @@ def test_gemm_rewrite_finds_every_projection_and_lm_head(tiny_exports, name):
     assert "logits" in index.outputs and (not head or any(
         layer.get_output(0).name == "logits" for layer, _, _ in found))
     assert matmuls_by_weight(trt, network, set()) == []  # only the named inputs count
+
+
+def test_gemm_rewire_follows_chained_multiplies(monkeypatch):
+    """x @ A @ B with both weights as inputs: the second replacement must read the first replacement's output
+    (not the dead original), and the network output moves to the last one. The plugin layer is stood in for by
+    a MatrixMultiply (the plugin needs nvcc and full TensorRT; the rewiring is what is tested)."""
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_gemms
+
+    def stand_in(trt_module, network, x, w, name):
+        layer = network.add_matrix_multiply(x, trt.MatrixOperation.NONE, w, trt.MatrixOperation.NONE)
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_gemm", stand_in)
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = network.add_input("x", trt.float16, (2, 8))
+    a = network.add_input("a.weight", trt.float16, (8, 4))
+    b = network.add_input("b.weight", trt.float16, (4, 3))
+    m1 = network.add_matrix_multiply(x, trt.MatrixOperation.NONE, a, trt.MatrixOperation.NONE)
+    m1.name = "m1"
+    m2 = network.add_matrix_multiply(m1.get_output(0), trt.MatrixOperation.NONE, b, trt.MatrixOperation.NONE)
+    m2.name = "m2"
+    m2.get_output(0).name = "y"
+    network.mark_output(m2.get_output(0))
+    ctx = NetworkContext(trt, network, None, None, None, None, strongly_typed=True, gemm="plugin")
+    assert rewire_gemms(ctx, {"a.weight", "b.weight"}) == 2
+    index = NetworkIndex(network)
+    last = index.producers[index.outputs["y"].name]
+    first = index.producers[last.get_input(0).name]
+    assert last.name == "gemm.m2" and first.name == "gemm.m1" and first.get_input(0).name == "x"
+
+
+def test_reuse_compares_the_gemm_the_engine_used(engines):
+    """An engine is reused only if a build now would use the same multiplies: engines from before the GEMM plugin
+    (no choice recorded) read as TensorRT's layers, and --gemm auto is resolved for the engine's layout."""
+    from trtllm_kit.engine.manifest import PluginRecord
+
+    m = engines[("tiny-llama", "inplace")].manifest
+    same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
+    assert m.gemm_used == "trt" and m.answers(m.build, *same)
+    record = PluginRecord(file="lib.so", sha256="0" * 64, source_sha256="0" * 64, name="A", version="1",
+                          gemm="TrtllmKitGemm", links=["/x/libcublasLt.so.13"])
+    with_gemm = m.model_copy(update={"kv_layout": m.kv_layout.model_copy(update={"plugin": record})})
+    assert with_gemm.gemm_used == "plugin" and not with_gemm.answers(m.build, *same)  # auto -> trt for inplace
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

@@ -175,11 +175,37 @@ def _fake_cublaslt(root: Path, *majors: int) -> Path:
     return root
 
 
-def test_cublaslt_found_in_the_first_root_that_has_header_and_library(tmp_path):
+@pytest.fixture
+def stub_cublaslt_check(monkeypatch):
+    """Accept the stub files ``_fake_cublaslt`` writes (the real check loads the library: no cuBLAS in CI)."""
+    monkeypatch.setattr(plugin, "_usable_cublaslt", lambda include, library: None)
+
+
+def test_cublaslt_found_in_the_first_root_that_has_header_and_library(tmp_path, stub_cublaslt_check):
     only_header = _fake_cublaslt(tmp_path / "a")
     both = _fake_cublaslt(tmp_path / "b", 12, 13)
     found = plugin.find_cublaslt([tmp_path / "missing", only_header, both])
     assert found.include == both / "include" and found.library == both / "lib" / "libcublasLt.so.13"
+
+
+def test_cublaslt_of_nvccs_major_preferred_and_paths_absolute(tmp_path, stub_cublaslt_check, monkeypatch):
+    cuda13, cuda12 = _fake_cublaslt(tmp_path / "c13", 13), _fake_cublaslt(tmp_path / "c12", 12)
+    assert plugin.find_cublaslt([cuda13, cuda12], cuda_major=12).library.parent == cuda12 / "lib"
+    assert plugin.find_cublaslt([cuda13, cuda12], cuda_major=11).library.parent == cuda13 / "lib"  # none: first
+    monkeypatch.chdir(tmp_path)
+    found = plugin.find_cublaslt([Path("c12")])
+    assert found.library.is_absolute() and found.include.is_absolute()  # becomes the library's run path
+
+
+def test_unusable_cublaslt_files_are_refused_with_the_reason(tmp_path):
+    junk = _fake_cublaslt(tmp_path / "junk", 13)  # a text file named libcublasLt.so.13, an empty header
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_cublaslt([junk])
+    assert_one_sentence(e.value, "no usable cuBLASLt", "does not declare cublasLtMatmul", "--gemm trt")
+    (junk / "include" / "cublasLt.h").write_text("cublasStatus_t cublasLtMatmul(void);\n")
+    with pytest.raises(PluginUnavailable) as e:
+        plugin.find_cublaslt([junk])
+    assert "does not load" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_cublaslt_is_one_sentence_naming_the_fallback(tmp_path):
@@ -188,7 +214,7 @@ def test_missing_cublaslt_is_one_sentence_naming_the_fallback(tmp_path):
     assert_one_sentence(e.value, "cuBLASLt", "--gemm trt", str(tmp_path / "a"), "CUDA_HOME")
 
 
-def test_gemm_choice_auto_falls_back_and_plugin_says_what_is_missing(tmp_path, monkeypatch):
+def test_gemm_choice_auto_falls_back_and_plugin_says_what_is_missing(tmp_path, monkeypatch, stub_cublaslt_check):
     from trtllm_kit.engine.kv_layouts import resolve_gemm
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
@@ -205,6 +231,7 @@ def test_gemm_choice_auto_falls_back_and_plugin_says_what_is_missing(tmp_path, m
     with pytest.raises(ToolkitError) as e:
         resolve_gemm(opts(gemm="plugin"), plugin_kv)
     assert_one_sentence(e.value, "--gemm plugin", "--weights inputs")
+    assert str(e.value).count("--gemm trt") == 1  # the hint once, not nested
     monkeypatch.setattr(plugin, "_cublaslt_roots", lambda: [tmp_path / "nothing"])
     assert resolve_gemm(opts(weights="inputs"), plugin_kv) == "trt"
     with pytest.raises(ToolkitError) as e:

@@ -48,6 +48,12 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     assert_one_line_error(cli("run", str(tmp_path / "missing.yaml")), "does not exist")
     bad.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     assert_one_line_error(cli("run", str(bad)), "not valid YAML")
+    # an impossible engine is refused before anything is exported or timed
+    bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {gemm: plugin, kv_mode: plugin}\n")
+    out = tmp_path / "out"
+    assert_one_line_error(cli("run", str(bad), "--out", str(out)),
+                          "engine: gemm: plugin needs kv_mode: plugin and weights: inputs", "weights: engine")
+    assert not out.exists()
 
 
 def test_ci_runs_the_readme_commands_exactly():

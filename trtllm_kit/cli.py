@@ -50,7 +50,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ToolkitError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)  # one line, always
             sys.exit(2)
         except KeyboardInterrupt as e:
             click.echo(f"interrupted; {e.args[0] if e.args else 'nothing was left half-written'}", err=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from trtllm_kit.bench.results import SweepConfig
 from trtllm_kit.errors import ToolkitError
@@ -44,6 +44,13 @@ class RecipeEngine(Strict):
     trt_include: str | None = None
     weights: Literal["engine", "inputs"] = "engine"
     gemm: Literal["auto", "trt", "plugin"] = "auto"
+
+    @model_validator(mode="after")
+    def _gemm_needs(self):
+        if self.gemm == "plugin" and (self.kv_mode != "plugin" or self.weights != "inputs"):
+            raise ValueError("gemm: plugin needs kv_mode: plugin and weights: inputs (or gemm: auto or trt), got "
+                             f"kv_mode: {self.kv_mode}, weights: {self.weights}")
+        return self
 
 
 class RecipeSweep(SweepConfig):
@@ -105,8 +112,10 @@ def load_recipe(path: str | Path) -> Recipe:
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(x) for x in err["loc"])
-        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") else ""
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"][0].lower() + err["msg"][1:]
+        shown = err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], dict)
+        got = f" (got {err['input']!r})" if shown else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        msg = "unknown key" if err["type"] == "extra_forbidden" else msg[0].lower() + msg[1:]
         raise ToolkitError(f"{path}: {key}: {msg}{got}") from None
     if rec.name is None:
         rec = rec.model_copy(update={"name": path.stem})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_gemm, resolve_kv_layout
+from trtllm_kit.engine.kv_layouts import NetworkContext, gemm_option_conflict, resolve_gemm, resolve_kv_layout
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -146,8 +146,9 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
-    if options.gemm == "plugin":  # refused before the layout is chosen (and logged)
-        resolve_gemm(options, options.kv_mode, quiet=True)
+    conflict = gemm_option_conflict(options.gemm, options.kv_mode, options.weights)
+    if conflict:  # refused before the layout is chosen (and logged)
+        raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
     layout = resolve_kv_layout(options.kv_mode, flavor, options)
     gemm = resolve_gemm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)
@@ -176,9 +177,9 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 weights = weights_to_inputs(trt, network, onnx_path)
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
-            layout.finish_network(ctx, set(weights))
+            plugin = layout.finish_network(ctx, set(weights), plugin)
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
-            settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if gemm == "plugin" else "TensorRT layers"
+            settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

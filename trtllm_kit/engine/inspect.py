@@ -27,8 +27,9 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
            "no GPU (portable TensorRT-RTX engine: runs on compute capability 8.0/8.6/8.9/12.x)")
     heads = sorted({layer.n_heads for layer in spec.layers})
     kv = f"{m.kv_layout.name}: {m.kv_layout.description}"
-    if m.kv_layout.plugin:
-        kv += f" (plugin library {m.kv_layout.plugin.file}, load it first)"
+    plugin = m.kv_layout.plugin
+    if plugin:
+        kv += f" (plugin library {plugin.file}, load it first)"
     lines = [
         f"engine      {Path(engine_dir) / 'model.engine'} ({m.engine_bytes / 1e6:.1f} MB, built in {m.build_seconds}s)",
         f"flavor      {m.flavor} {m.trt_version}",
@@ -37,6 +38,8 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
         f"kv cache    {kv}",
         f"model       {spec.name}: {spec.num_layers} blocks, {spec.param_count() / 1e6:.1f}M params, "
         f"heads per block {heads[0]}..{heads[-1]}",
+        "gemm        " + (f"{plugin.gemm} plugin in {plugin.file} (cuBLASLt: needs {', '.join(plugin.links)})"
+                             if plugin and plugin.gemm else "TensorRT's matrix multiply layers"),
         f"source      {m.source.export_dir} (model.onnx sha256 {m.source.onnx_sha256[:12]})",
         f"limits      batch <= {lim.max_batch}, prompt <= {lim.max_input}, prompt + output <= {lim.max_seq}",
         "profiles",

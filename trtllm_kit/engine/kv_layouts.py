@@ -75,8 +75,11 @@ class KVLayout:
         """Rewire the parsed network in place; return the plugin shipped with the engine, if any."""
         return None
 
-    def finish_network(self, ctx: NetworkContext, weight_names: set[str]) -> None:
-        """Rewire after the weights became inputs (``weight_names``, empty when they stay in the plan)."""
+    def finish_network(self, ctx: NetworkContext, weight_names: set[str],
+                       plugin: PluginRecord | None) -> PluginRecord | None:
+        """Rewire after the weights became inputs (``weight_names``, empty when they stay in the plan); returns
+        the plugin record ``prepare_network`` gave, updated for what the rewrite used."""
+        return plugin
 
     def record(self, limits: EngineLimits, plugin: PluginRecord | None) -> KVLayoutRecord:
         return KVLayoutRecord(name=self.name, description=self.description, static_cache=self.static_cache,
@@ -189,7 +192,15 @@ class PluginKV(StaticKV):
         from trtllm_kit.utils.fs import sha256_file
 
         trt, network = ctx.trt, ctx.network
-        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info, gemm=ctx.gemm == "plugin")
+        try:
+            lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info, gemm=ctx.gemm == "plugin")
+        except P.PluginUnavailable as e:
+            if ctx.gemm != "plugin" or ctx.options.gemm != "auto":
+                raise
+            log.warning("GEMM: TensorRT's matrix multiplies (--gemm auto; the GEMM plugin did not compile: %s)",
+                        e.message)
+            ctx.gemm = "trt"
+            lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
         # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
         # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
         shipped = ctx.out_dir / lib.path.name
@@ -224,14 +235,18 @@ class PluginKV(StaticKV):
                             name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION, gemm=P.GEMM_NAME if lib.gemm else None,
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
-    def finish_network(self, ctx, weight_names):
+    def finish_network(self, ctx, weight_names, plugin):
         if ctx.gemm != "plugin":
-            return
+            return plugin
         n = rewire_gemms(ctx, weight_names)
         log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
         if n == 0:
-            raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
-                               "use --gemm trt")
+            if ctx.options.gemm == "plugin":
+                raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
+                                   "use --gemm trt or auto")
+            ctx.gemm = "trt"  # auto: nothing to rewire; the engine does not use the GEMM plugin
+            return plugin.model_copy(update={"gemm": None, "links": []})
+        return plugin
 
     def load_runtime(self, trt, engine_dir, record):
         from trtllm_kit.engine import plugin as P
@@ -276,6 +291,20 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
     return layout
 
 
+def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
+    """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
+
+    Used by the CLI's build, recipes and ``resolve_gemm``; names the options as ``--flag value``.
+    """
+    if gemm != "plugin":
+        return None
+    if kv_mode != "plugin":
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
+    if weights != "inputs":
+        return "it reads the weight matrices as engine inputs (--weights inputs), not with --weights engine"
+    return None
+
+
 def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
     """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
 
@@ -284,33 +313,31 @@ def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
 
     Args:
         options: the build options (``gemm``, ``weights``).
-        layout_name: the KV layout the build uses (or, checked before it is resolved, ``options.kv_mode``).
-        quiet: do not log the choice (the early check).
+        layout_name: the KV layout the build uses.
+        quiet: do not log the choice.
 
     Raises:
         ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
     """
     if options.gemm == "trt":
         return "trt"
-    reason = None
-    if layout_name != "plugin":
-        reason = f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {layout_name}"
-    elif options.weights != "inputs":
-        reason = "it reads the weight matrices as engine inputs (--weights inputs)"
-    else:
+    reason = gemm_option_conflict("plugin", layout_name, options.weights)
+    if reason is None:
         from trtllm_kit.engine.plugin import PluginUnavailable, find_cublaslt
 
         try:
             find_cublaslt()
         except PluginUnavailable as e:
-            reason = str(e)
+            reason = e.message
     if reason is None:
         if not quiet:
             log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
         return "plugin"
     if options.gemm == "plugin":
-        raise ToolkitError(f"--gemm plugin: {reason}", "use --gemm trt (TensorRT's own matrix multiplies) or auto")
-    log.info("GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: %s)", reason)
+        raise ToolkitError(f"--gemm plugin: {reason}",
+                           "use --gemm trt (TensorRT's own matrix multiplies) or --gemm auto")
+    if not quiet:
+        log.info("GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: %s)", reason)
     return "trt"
 
 
@@ -326,7 +353,8 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
     trt, network = ctx.trt, ctx.network
     index = NetworkIndex(network)
     found = matmuls_by_weight(trt, network, weight_names, index)
-    for layer, x, w in found:
+    for layer, _, w in found:
+        x = layer.get_input(0)  # now, after earlier rewires redirected it (chained multiplies: x @ A @ B)
         old = layer.get_output(0)
         gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}")
         if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are

@@ -180,7 +180,23 @@ class EngineManifest(Manifest):
         """Whether this engine is what a build with these inputs would make (the reuse fingerprint)."""
         want = options.model_copy(update={"limits": options.limits.checked()})
         return (self.build.fingerprint() == want.fingerprint() and (self.flavor, self.trt_version) == (flavor_name, trt_version)
-                and (self.source.onnx_sha256, self.source.weights_sha256) == (onnx_sha256, weights_sha256))
+                and (self.source.onnx_sha256, self.source.weights_sha256) == (onnx_sha256, weights_sha256)
+                and self.gemm_used == self._gemm_wanted(want))
+
+    @property
+    def gemm_used(self) -> str:
+        """``"plugin"`` when the engine's weight multiplies are the TrtllmKitGemm plugin, else ``"trt"``."""
+        plugin = self.kv_layout.plugin
+        return "plugin" if plugin is not None and plugin.gemm else "trt"
+
+    def _gemm_wanted(self, options: BuildOptions) -> str:
+        """What a build with ``options`` would use here now (``--gemm auto`` depends on the layout and cuBLASLt;
+        engines from before the GEMM plugin record no choice and read as "trt")."""
+        if options.gemm != "auto":
+            return options.gemm
+        from trtllm_kit.engine.kv_layouts import resolve_gemm
+
+        return resolve_gemm(options, self.kv_layout.name, quiet=True)
 
     @property
     def limits(self) -> EngineLimits:

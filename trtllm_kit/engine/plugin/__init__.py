@@ -101,29 +101,52 @@ def _cublaslt_roots() -> list[Path]:
     return roots
 
 
-def find_cublaslt(roots: list[Path] | None = None) -> CublasLt:
-    """cuBLASLt for the GEMM plugin: the first root with ``include/cublasLt.h`` and a
-    ``lib``/``lib64/libcublasLt.so.<major>`` (the newest major there).
+def _usable_cublaslt(include: Path, library: Path) -> str | None:
+    """Why this header/library pair cannot be used (None when it can): the header must declare
+    ``cublasLtMatmul`` and the library load here and export ``cublasLtGetVersion`` (no GPU needed)."""
+    try:
+        if "cublasLtMatmul" not in (include / "cublasLt.h").read_text(errors="replace"):
+            return f"{include / 'cublasLt.h'} does not declare cublasLtMatmul"
+        lib = ctypes.CDLL(str(library))
+        if not hasattr(lib, "cublasLtGetVersion"):
+            return f"{library} does not export cublasLtGetVersion"
+    except OSError as e:
+        return f"{library} does not load ({e})"
+    return None
+
+
+def find_cublaslt(roots: list[Path] | None = None, cuda_major: int | None = None) -> CublasLt:
+    """cuBLASLt for the GEMM plugin: the first root with ``include/cublasLt.h`` and a ``lib``/``lib64``
+    ``libcublasLt.so.<major>`` (the newest major there) that load (``_usable_cublaslt``); paths made absolute.
 
     Args:
         roots: directories to try; default ``_cublaslt_roots()``.
+        cuda_major: prefer a library of this CUDA major (nvcc's), trying the others only if none has it.
 
     Raises:
-        PluginUnavailable: none found (one sentence naming the places tried and the fallback).
+        PluginUnavailable: none found or none usable (one sentence naming the places tried and the fallback).
     """
     roots = _cublaslt_roots() if roots is None else roots
-    for root in roots:
+    found, refused = [], []
+    for root in (Path(r).absolute() for r in roots):
         if not (root / "include" / "cublasLt.h").is_file():
             continue
         for lib_dir in (root / "lib", root / "lib64"):
-            found = sorted(lib_dir.glob("libcublasLt.so.[0-9]*"),
-                           key=lambda p: [int(x) for x in re.findall(r"\d+", p.name.split(".so.")[1])])
-            majors = [p for p in found if re.fullmatch(r"libcublasLt\.so\.\d+", p.name)]
-            if majors:
-                return CublasLt(root / "include", majors[-1])
+            libs = [p for p in lib_dir.glob("libcublasLt.so.[0-9]*") if re.fullmatch(r"libcublasLt\.so\.\d+", p.name)]
+            if libs:
+                found.append(CublasLt(root / "include", max(libs, key=lambda p: int(p.name.rsplit(".", 1)[1]))))
+                break
+    if cuda_major is not None:
+        found.sort(key=lambda c: c.library.name != f"libcublasLt.so.{cuda_major}")  # stable: same major first
+    for candidate in found:
+        why = _usable_cublaslt(candidate.include, candidate.library)
+        if why is None:
+            return candidate
+        refused.append(why)
+    where = ", ".join(repr(str(r)) for r in roots)
+    detail = f" ({'; '.join(refused)})" if refused else ""
     raise PluginUnavailable(
-        "cuBLASLt (cublasLt.h and libcublasLt.so.<major>) for the GEMM plugin was not found in "
-        + ", ".join(str(r) for r in roots),
+        f"no usable cuBLASLt (cublasLt.h and libcublasLt.so.<major>) for the GEMM plugin in {where}{detail}",
         f"install the CUDA toolkit or the nvidia-cublas wheel, or set CUDA_HOME; {GEMM_FALLBACK}")
 
 
@@ -230,6 +253,12 @@ def _nvcc_version(nvcc: Path) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "unknown"
 
 
+def _nvcc_major(nvcc: Path) -> int | None:
+    """CUDA major version of nvcc ("Build cuda_13.0.r13.0/compiler..." -> 13), or None."""
+    m = re.search(r"cuda_(\d+)\.", _nvcc_version(nvcc))
+    return int(m.group(1)) if m else None
+
+
 def _current_arch() -> str:
     try:
         import torch
@@ -302,7 +331,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
                 tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-5:])
                 what = SOURCE.name + (f" and {GEMM_SOURCE.name}" if cublaslt is not None else "")
                 raise PluginUnavailable(f"nvcc failed to compile {what} for {arch} against {include}: {tail}",
-                                        FALLBACK)
+                                        GEMM_FALLBACK if cublaslt is not None else FALLBACK)
             os.chmod(tmp, 0o755)
             os.replace(tmp, target)
         finally:
@@ -330,7 +359,7 @@ def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: s
         PluginUnavailable: headers, nvcc, cuBLASLt (with ``gemm``) or a GPU are missing, or compilation failed.
     """
     include = find_trt_include(trt_module, include)
-    cublaslt = find_cublaslt() if gemm else None
+    cublaslt = find_cublaslt(cuda_major=_nvcc_major(find_nvcc())) if gemm else None
     return compile_plugin_library(include, str(trt_module.__version__), arch or _current_arch(),
                                   nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log, cublaslt=cublaslt)
 
@@ -354,7 +383,9 @@ def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False) -> None
                 ctypes.CDLL(str(nvinfer), mode=ctypes.RTLD_GLOBAL)
             _loaded[key] = ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL)
         except OSError as e:
-            raise PluginUnavailable(f"could not load the kv-cache attention plugin {key}: {e}", FALLBACK) from e
+            hint = (f"put the directory of the libcublasLt it names on LD_LIBRARY_PATH, or {GEMM_FALLBACK}"
+                    if gemm and "cublas" in str(e).lower() else FALLBACK)
+            raise PluginUnavailable(f"could not load the plugin library {key}: {e}", hint) from e
     creator = trt_module.get_plugin_registry().get_plugin_creator(PLUGIN_NAME, PLUGIN_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"{key} loaded but TensorRT {trt_module.__version__} has no {PLUGIN_NAME} "
