@@ -26,8 +26,13 @@ import sys
 import time
 from pathlib import Path
 
-def held(path: str | None):
-    """An exclusive lock on ``path`` (released by closing what this returns), or a no-op without a path."""
+def held(path: str | None, shared: bool = False):
+    """A lock on ``path`` (released by closing what this returns), or a no-op without a path.
+
+    Builds take it shared and timings exclusive: a timing waits for every build on the same GPU (TensorRT times
+    kernels there while it builds; on the H200 on 2026-11-30 a model timed beside two builds ran slow) and for
+    other timings; builds run side by side.
+    """
     import fcntl
     import os
 
@@ -35,8 +40,9 @@ def held(path: str | None):
     if path is None:
         return f
     t0 = time.perf_counter()
-    fcntl.flock(f, fcntl.LOCK_EX)
-    print(f"lock {path} held after {time.perf_counter() - t0:.0f}s", flush=True)
+    fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    print(f"lock {path} held{' (shared, building)' if shared else ''} after {time.perf_counter() - t0:.0f}s",
+          flush=True)
     return f
 
 
@@ -180,7 +186,8 @@ def main() -> int:
                     help="trtllm-kit build --gemm (auto: the cuBLASLt GEMM plugin with --kv-modes plugin and "
                     "--weights inputs).")
     ap.add_argument("--lock", default=None,
-                    help="Time only while holding this file's lock (runs sharing a GPU build side by side, time in turn).")
+                    help="A lock file per GPU: builds hold it shared, timings exclusive, so runs sharing a GPU build side "
+                    "by side and time in turn, never beside a build.")
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
     ap.add_argument("--report-only", action="store_true",
                     help="Run nothing: merge the results files already under --out (from runs split across GPUs).")
@@ -228,6 +235,7 @@ def main() -> int:
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
                                gemm=args.gemm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
+        building = held(args.lock, shared=True)
         for art in arts:
             art.engine_dir = None
             t0 = time.perf_counter()
@@ -237,6 +245,7 @@ def main() -> int:
                            "build_s": m["build_seconds"], "phases": m["build_phases"],
                            "engine_gb": round(m["engine_bytes"] / 1e9, 2)})
             print(json.dumps(builds[-1]), flush=True)
+        building.close()
         lock = held(args.lock)
         bench(arts, ["trt"], cfg, out / f"results-{mode}{suffix}.json", opts, progress=False)
         if args.breakdown:
