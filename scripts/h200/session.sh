@@ -32,6 +32,9 @@
 #   day6b                 the same day, second lease (the first machine was given back while idle): the GEMM plugin
 #                         with unaligned-address staging, its tests and the three 7B plugin engines again on GPU 1
 #                         (llama-7b's layer profile at batch 1 and 16), every GPU test (pytest -n 6) on GPU 0
+#   day7                  next (not yet run): the three 7B plugin engines again, each timed with no build beside it
+#                         (--lock: builds shared, timings exclusive), then compiled llama-7b on GPU 0 once the builds
+#                         are done (its earlier run shared the host with 5-11 builds)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -126,6 +129,13 @@ case "${1:-status}" in
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     bg allgpu "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests -n 6 -q -p no:cacheprovider -rfE" ;;
+  day7)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    bg compiled "sleep 120; flock /root/gpu1.lock true; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_compiled.py --models llama-7b --out /root/results/h200-compiled" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
