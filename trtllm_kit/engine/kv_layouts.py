@@ -294,7 +294,8 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
 def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
 
-    Used by the CLI's build, recipes and ``resolve_gemm``; names the options as ``--flag value``.
+    Used by the builder (before the KV layout is chosen) and ``resolve_gemm``; names the options as ``--flag value``
+    (recipes check the same rule in their schema, ``RecipeEngine``, naming their keys).
     """
     if gemm != "plugin":
         return None
