@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Where a TensorRT engine's decode step spends its GPU time, layer by layer (TensorRT's IProfiler).
 
-Usage: python scripts/profile_layers.py ENGINE_DIR [--batch 1] [--prompt 12] [--steps 8] [--top 25] [--json OUT]
+Usage: python scripts/profile_layers.py ENGINE_DIR [--batch 1] [--prompt 12] [--warmup 2] [--steps 8] [--top 25]
+       [--json OUT]
 
-Runs a prompt, then ``--steps`` decode steps without CUDA graphs on the decode context with a profiler
-attached, and prints the layers' summed time per step grouped by kind (matrix multiplies, the KV-cache
-attention plugin, Myelin regions, reformats, pointwise, other) and the slowest layers by name.
+Runs a prompt and ``--warmup`` unprofiled decode steps, then ``--steps`` decode steps without CUDA graphs on the
+decode context with a profiler attached, and prints the layers' summed time per step grouped by kind (matrix
+multiplies, the KV-cache attention plugin, Myelin regions, reformats, pointwise, other) and the slowest layers by name.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--prompt", type=int, default=12)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="Decode steps run before the profiler is attached, so one-time costs (the GEMM plugin's "
+                    "cuBLASLt plans, lazily loaded kernels) are not averaged into the first layers' times.")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -53,10 +57,16 @@ def main() -> int:
 
         b, p = args.batch, args.prompt
         ids = torch.randint(3, runner.spec.vocab_size, (b, p), device=runner.device)
-        runner.reset(b, p + args.steps + 2)
+        runner.reset(b, p + args.warmup + args.steps + 2)
         logits = runner.prefill_impl(ids, torch.arange(p, device=runner.device).expand(b, p), torch.ones_like(ids))
-        full = torch.ones(b, p + args.steps + 2, dtype=torch.int64, device=runner.device)
+        full = torch.ones(b, p + args.warmup + args.steps + 2, dtype=torch.int64, device=runner.device)
         tok = logits.argmax(-1, keepdim=True)
+        for t in range(args.warmup):  # first-use costs (plugin plans, lazily loaded kernels) are not per-step time
+            past = p + t
+            logits = runner.decode_impl(tok, torch.full((b, 1), past, device=runner.device), full[:, :past + 1], past)
+            tok = logits.argmax(-1, keepdim=True)
+        torch.cuda.synchronize()
+        p += args.warmup
         prof = Profiler()
         runner.decode_ctx.profiler = prof
         for t in range(args.steps):
