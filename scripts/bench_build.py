@@ -58,6 +58,9 @@ def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
     cmd = ["trtllm-kit", "-v", "build", str(onnx_dir), "--out", str(out), "--force", "--kv-mode", cfg["kv_mode"],
            "--max-batch", cfg.get("batch", str(args.max_batch)), "--max-input", str(args.max_input),
            "--max-seq", cfg.get("seq", str(args.max_seq)), "--profiles", cfg.get("profiles", "split")]
+    for flag, value in (("--opt-batch", args.opt_batch), ("--opt-input", args.opt_input)):
+        if value is not None:  # e.g. the values scripts/bench_trt.py builds with, so a timing cache carries over
+            cmd += [flag, str(value)]
     if "opt" in cfg:
         cmd += ["--opt-level", cfg["opt"]]
     if "weights" in cfg:
@@ -100,6 +103,8 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--max-input", type=int, default=128)
     ap.add_argument("--max-seq", type=int, default=640)
+    ap.add_argument("--opt-batch", type=int, default=None, help="trtllm-kit build --opt-batch (what TensorRT tunes for).")
+    ap.add_argument("--opt-input", type=int, default=None, help="trtllm-kit build --opt-input.")
     ap.add_argument("--timing-cache", action="store_true", help="One timing cache per model family, reused.")
     ap.add_argument("--work", default="/tmp/trtllm-kit-build-bench")
     ap.add_argument("--json", default=None)

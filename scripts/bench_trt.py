@@ -188,6 +188,8 @@ def main() -> int:
     ap.add_argument("--lock", default=None,
                     help="A lock file per GPU: builds hold it shared, timings exclusive, so runs sharing a GPU build side "
                     "by side and time in turn, never beside a build.")
+    ap.add_argument("--build-after", default=None, metavar="FILE",
+                    help="Wait until FILE exists before the first build (e.g. a timing cache another build is filling).")
     ap.add_argument("--cleanup", action="store_true", help="Delete each layout's engines once timed (disk space).")
     ap.add_argument("--report-only", action="store_true",
                     help="Run nothing: merge the results files already under --out (from runs split across GPUs).")
@@ -235,6 +237,11 @@ def main() -> int:
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
                                gemm=args.gemm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
+        if args.build_after:
+            t0 = time.perf_counter()
+            while not Path(args.build_after).is_file():
+                time.sleep(5)
+            print(f"{args.build_after} is there after {time.perf_counter() - t0:.0f}s", flush=True)
         building = held(args.lock, shared=True)
         for art in arts:
             art.engine_dir = None

@@ -32,9 +32,10 @@
 #   day6b                 the same day, second lease (the first machine was given back while idle): the GEMM plugin
 #                         with unaligned-address staging, its tests and the three 7B plugin engines again on GPU 1
 #                         (llama-7b's layer profile at batch 1 and 16), every GPU test (pytest -n 6) on GPU 0
-#   day7                  next (not yet run): the three 7B plugin engines again, each timed with no build beside it
-#                         (--lock: builds shared, timings exclusive), then compiled llama-7b on GPU 0 once the builds
-#                         are done (its earlier run shared the host with 5-11 builds)
+#   day7                  next (not yet run): the family's timing cache filled by llama-7b cut to 2 blocks (GPU 0), then
+#                         the three 7B plugin engines built with it side by side and each timed with no build beside it
+#                         (--lock: builds shared, timings exclusive) on GPU 1, llama-7b's layer profile (--warmup);
+#                         compiled llama-7b on GPU 0 once the builds are done (its earlier run shared the host with builds)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -131,8 +132,10 @@ case "${1:-status}" in
     bg allgpu "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests -n 6 -q -p no:cacheprovider -rfE" ;;
   day7)
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
-    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
-    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
+    C=/root/work/timing-plugin-winputs-gemmplugin.cache  # the family's timing cache, filled by 2 blocks of llama-7b
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock --build-after $C"
+    bg tc "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --timing-cache --work /root/tc --json $LOGS/tc.json && cp /root/tc/llama-7b.timing-cache $C.tmp && mv $C.tmp $C"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py /root/work/engines/plugin-winputs-gemmplugin/llama-7b --batch \$b --json $LOGS/profile-gemm-b\$b.json; done"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     bg compiled "sleep 120; flock /root/gpu1.lock true; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_compiled.py --models llama-7b --out /root/results/h200-compiled" ;;
