@@ -309,7 +309,8 @@ def test_gemm_rewrite_finds_every_projection_and_lm_head(tiny_exports, name):
     (TensorRT-RTX on the CPU; the rewrite with the compiled plugin runs on the GPU machine)."""
     import tensorrt_rtx_bindings as trt
 
-    from trtllm_kit.engine.kv_layouts import NetworkIndex, matmuls_by_weight
+    from trtllm_kit.engine.gemm import matmuls_by_weight
+    from trtllm_kit.engine.kv_layouts import NetworkIndex
     from trtllm_kit.engine.weights import weights_to_inputs
 
     spec, _ = load_model(name)
@@ -341,7 +342,8 @@ def test_gemm_rewire_follows_chained_multiplies(monkeypatch):
     import tensorrt_rtx_bindings as trt
 
     from trtllm_kit.engine import plugin as P
-    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_gemms
+    from trtllm_kit.engine.gemm import rewire_gemms
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex
 
     def stand_in(trt_module, network, x, w, name):
         layer = network.add_matrix_multiply(x, trt.MatrixOperation.NONE, w, trt.MatrixOperation.NONE)

@@ -215,7 +215,7 @@ def test_missing_cublaslt_is_one_sentence_naming_the_fallback(tmp_path):
 
 
 def test_gemm_choice_auto_falls_back_and_plugin_says_what_is_missing(tmp_path, monkeypatch, stub_cublaslt_check):
-    from trtllm_kit.engine.kv_layouts import resolve_gemm
+    from trtllm_kit.engine.gemm import resolve_gemm
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
 

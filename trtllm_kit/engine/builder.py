@@ -11,7 +11,8 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.kv_layouts import NetworkContext, gemm_option_conflict, resolve_gemm, resolve_kv_layout
+from trtllm_kit.engine.gemm import gemm_option_conflict, resolve_gemm
+from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest

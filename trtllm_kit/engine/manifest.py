@@ -194,7 +194,7 @@ class EngineManifest(Manifest):
         engines from before the GEMM plugin record no choice and read as "trt")."""
         if options.gemm != "auto":
             return options.gemm
-        from trtllm_kit.engine.kv_layouts import resolve_gemm
+        from trtllm_kit.engine.gemm import resolve_gemm
 
         return resolve_gemm(options, self.kv_layout.name, quiet=True)
 

@@ -1,0 +1,146 @@
+"""Who multiplies by the weight matrices: TensorRT's own MatrixMultiply layers or the toolkit's cuBLASLt GEMM
+plugin (``TrtllmKitGemm``, ``plugin/gemm.cu``), chosen by ``--gemm``; and the network rewrite that swaps them.
+
+Why a plugin: TensorRT 8.6 builds the plugin KV layout at optimization level 0, where every MatrixMultiply runs
+the first kernel that works (H200, llama-7b at batch 16: 0.37 ms per 4096x11008 weight); with the plugin the
+7B engines ran 2.1-3.4x eager at every batch (``docs/benchmarks/h200-trt86/README.md``, fifth session).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex
+from trtllm_kit.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+
+def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
+    """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
+
+    Used by the builder (before the KV layout is chosen) and ``resolve_gemm``; names the options as ``--flag value``
+    (recipes check the same rule in their schema, ``RecipeEngine``, naming their keys).
+    """
+    if gemm != "plugin":
+        return None
+    if kv_mode != "plugin":
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
+    if weights != "inputs":
+        return "it reads the weight matrices as engine inputs (--weights inputs), not with --weights engine"
+    return None
+
+
+def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
+    """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
+
+    ``--gemm auto`` takes the plugin where it can be used (the plugin KV layout, whose library it joins; the
+    weights as engine inputs, which it reads; cuBLASLt found), else TensorRT's layers, logging why.
+
+    Args:
+        options: the build options (``gemm``, ``weights``).
+        layout_name: the KV layout the build uses.
+        quiet: do not log the choice.
+
+    Raises:
+        ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
+    """
+    if options.gemm == "trt":
+        return "trt"
+    reason = gemm_option_conflict("plugin", layout_name, options.weights)
+    if reason is None:
+        from trtllm_kit.engine.plugin import PluginUnavailable, find_cublaslt
+
+        try:
+            find_cublaslt()
+        except PluginUnavailable as e:
+            reason = e.message
+    if reason is None:
+        if not quiet:
+            log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
+        return "plugin"
+    if options.gemm == "plugin":
+        raise ToolkitError(f"--gemm plugin: {reason}",
+                           "use --gemm trt (TensorRT's own matrix multiplies) or --gemm auto")
+    if not quiet:
+        log.info("GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: %s)", reason)
+    return "trt"
+
+
+def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
+    """Every multiply ``matmuls_by_weight`` finds becomes a ``TrtllmKitGemm`` layer reading the weight input as
+    it is bound (no cast, no copy); its readers (or the network output) move to the plugin's output.
+
+    Returns:
+        How many multiplies were rewired.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    trt, network = ctx.trt, ctx.network
+    index = NetworkIndex(network)
+    found = matmuls_by_weight(trt, network, weight_names, index)
+    for layer, _, w in found:
+        x = layer.get_input(0)  # now, after earlier rewires redirected it (chained multiplies: x @ A @ B)
+        old = layer.get_output(0)
+        gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}")
+        if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are
+            gemm.precision = w.dtype
+            gemm.set_output_type(0, w.dtype)
+            ctx.precision_constraints = True
+        new = gemm.get_output(0)
+        if old.name in index.outputs:
+            dtype = old.dtype
+            index.replace_output(old, new, old.name)
+            if not ctx.strongly_typed:
+                new.dtype = dtype
+        else:
+            index.redirect(old, new)
+    return len(found)
+
+
+def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex | None" = None) -> list[tuple]:
+    """The MatrixMultiply layers of an activation by a weight input: ``(layer, x, w)`` with ``w`` the (K, N)
+    network input named in ``weight_names``.
+
+    A weight counts when the multiply's second operand (no transpose flags) is such an input seen through
+    layers that keep its bytes: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
+    ``weights_to_inputs`` casts the fp16 input back) and a Shuffle that only adds leading 1s (the parser's
+    broadcast to the activation's rank).
+    """
+    index = index or NetworkIndex(network)
+    passthrough = {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
+
+    def weight_input(t):
+        for _ in range(6):
+            if t.name in index.inputs:
+                return t if t.name in weight_names and len(t.shape) == 2 else None
+            layer = index.producers.get(t.name)
+            if layer is None or not (layer.type in passthrough or (layer.type == trt.LayerType.SHUFFLE
+                                                                   and _adds_leading_ones(trt, layer))):
+                return None
+            t = layer.get_input(0)
+        return None
+
+    found = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != trt.LayerType.MATRIX_MULTIPLY:
+            continue
+        layer.__class__ = trt.IMatrixMultiplyLayer
+        if layer.op0 != trt.MatrixOperation.NONE or layer.op1 != trt.MatrixOperation.NONE:
+            continue
+        w = weight_input(layer.get_input(1))
+        if w is not None:
+            found.append((layer, layer.get_input(0), w))
+    return found
+
+
+def _adds_leading_ones(trt, layer) -> bool:
+    """A Shuffle whose output is its input with only leading 1s added (no transpose): same bytes, same order."""
+    layer.__class__ = trt.IShuffleLayer
+    src, dst = tuple(layer.get_input(0).shape), tuple(layer.get_output(0).shape)
+    rank_in, rank_out = len(src), len(dst)
+    identity = all(tuple(p[i] for i in range(n)) == tuple(range(n))
+                   for p, n in ((layer.first_transpose, rank_in), (layer.second_transpose, rank_out)))
+    return (identity and rank_out >= rank_in and -1 not in src and dst[rank_out - rank_in:] == src
+            and all(d == 1 for d in dst[:rank_out - rank_in]))
