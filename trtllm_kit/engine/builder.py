@@ -123,7 +123,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             a failed build (with the TensorRT errors that caused it).
     """
     from trtllm_kit import __version__
-    from trtllm_kit.utils.fs import atomic_dir, check_output_dir, sha256_file
+    from trtllm_kit.utils.fs import atomic_dir, atomic_write_bytes, check_output_dir, sha256_file
     from trtllm_kit.utils.interrupt import hard_interrupt
     from trtllm_kit.utils.manifest import utc_now
 
@@ -208,7 +208,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 io, layers_file = _check_engine(trt, logger, plan, tmp)
                 io_source = "deserialized engine"
             if cache is not None:
-                _write_atomically(Path(options.timing_cache), memoryview(config.get_timing_cache().serialize()))
+                atomic_write_bytes(options.timing_cache, memoryview(config.get_timing_cache().serialize()))
                 if logger.local_timing_cache:
                     cache_note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of "
                                    "it: the file only speeds up layers outside that graph")
@@ -274,21 +274,6 @@ def free_gpu_memory() -> tuple[int, int] | None:
         return torch.cuda.mem_get_info() if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001 - a hint, never a second failure
         return None
-
-
-def _write_atomically(path: Path, data) -> None:
-    """Replace ``path`` whole (builds side by side share one timing cache file: a reader never sees half of one)."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _timing_cache(flavor: Flavor, config, options: BuildOptions):

@@ -202,6 +202,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     Raises:
         ToolkitError: the file cannot be written (read-only place, a path under a file, ...).
     """
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data) -> None:
+    """Write ``data`` (bytes or a buffer) to ``path`` (mode 0644) through a temporary file and a rename, so a
+    reader never sees half of it (builds side by side share one timing cache file).
+
+    Raises:
+        ToolkitError: the file cannot be written (read-only place, a path under a file, ...).
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,8 +219,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except OSError as e:
         raise ToolkitError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
