@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from trtllm_kit.errors import ToolkitError
+from trtllm_kit.utils.fs import sha256_file
 
 PLUGIN_NAME = "TrtllmKitKVCacheAttention"
 PLUGIN_VERSION = "1"
@@ -73,15 +74,11 @@ class PluginLibrary:
         return self.cublaslt is not None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def source_sha256(gemm: bool = False) -> str:
     """Hash of the CUDA sources compiled into the library (part of the cache key and of engine metadata):
     the attention plugin's alone, or with ``gemm`` the GEMM plugin's after it."""
     if not gemm:
-        return _sha256(SOURCE)
+        return sha256_file(SOURCE)
     return hashlib.sha256(SOURCE.read_bytes() + GEMM_SOURCE.read_bytes()).hexdigest()
 
 
@@ -304,10 +301,10 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         cache_dir = Path(root) / "plugins" if root else Path.home() / ".cache" / "trtllm-kit" / "plugins"
     nvinfer = Path(nvinfer) if nvinfer else None
     src_hash = source_sha256(gemm=cublaslt is not None)
-    key_parts = [src_hash, _sha256(include / "NvInferVersion.h"), trt_version, arch, _nvcc_version(nvcc),
+    key_parts = [src_hash, sha256_file(include / "NvInferVersion.h"), trt_version, arch, _nvcc_version(nvcc),
                  nvinfer.name if nvinfer else "unlinked"]
     if cublaslt is not None:
-        key_parts += [_sha256(cublaslt.include / "cublasLt.h"), str(cublaslt.library.resolve())]
+        key_parts += [sha256_file(cublaslt.include / "cublasLt.h"), str(cublaslt.library.resolve())]
     key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:20]
     target = Path(cache_dir) / key / LIBRARY_NAME
     if not target.is_file():
@@ -340,7 +337,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         names = PLUGIN_NAME + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})" if cublaslt is not None else "")
         log(f"compiled the {names} plugin for {arch} against TensorRT {trt_version} headers in "
             f"{time.perf_counter() - start:.1f} s: {target}")
-    return PluginLibrary(target, _sha256(target), src_hash, trt_version, arch, cublaslt)
+    return PluginLibrary(target, sha256_file(target), src_hash, trt_version, arch, cublaslt)
 
 
 def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: str | None = None,
