@@ -320,18 +320,18 @@ def test_gemm_rewrite_finds_every_projection_and_lm_head(tiny_exports, name):
     assert trt.OnnxParser(network, logger).parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
     arrays = weights_to_inputs(trt, network, onnx_path)
     found = matmuls_by_weight(trt, network, set(arrays))
-    names = sorted(w.name for _, _, w in found)
+    names = sorted(w.name for _, w in found)
     projections = [f"model.layers.{i}.{p}.weight" for i in range(spec.num_layers)
                    for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
     head = [] if spec.tie_word_embeddings else ["lm_head.weight"]
     assert names == sorted(projections + head)
-    for layer, x, w in found:
-        assert x.shape[-1] == w.shape[0] and layer.get_output(0).shape[-1] == w.shape[1], layer.name
+    for layer, w in found:
+        assert layer.get_input(0).shape[-1] == w.shape[0] and layer.get_output(0).shape[-1] == w.shape[1], layer.name
         assert tuple(w.shape) == arrays[w.name].shape
     index = NetworkIndex(network)
     assert "logits" in index.outputs and (not head or any(
-        layer.get_output(0).name == "logits" for layer, _, _ in found))
+        layer.get_output(0).name == "logits" for layer, _ in found))
     assert matmuls_by_weight(trt, network, set()) == []  # only the named inputs count
 
 

@@ -79,8 +79,8 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
     trt, network = ctx.trt, ctx.network
     index = NetworkIndex(network)
     found = matmuls_by_weight(trt, network, weight_names, index)
-    for layer, _, w in found:
-        x = layer.get_input(0)  # now, after earlier rewires redirected it (chained multiplies: x @ A @ B)
+    for layer, w in found:
+        x = layer.get_input(0)  # read now: an earlier rewire may have redirected it (chained multiplies: x @ A @ B)
         old = layer.get_output(0)
         gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}")
         if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are
@@ -99,8 +99,8 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
 
 
 def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex | None" = None) -> list[tuple]:
-    """The MatrixMultiply layers of an activation by a weight input: ``(layer, x, w)`` with ``w`` the (K, N)
-    network input named in ``weight_names``.
+    """The MatrixMultiply layers of an activation (input 0) by a weight input: ``(layer, w)`` with ``w`` the
+    (K, N) network input named in ``weight_names``.
 
     A weight counts when the multiply's second operand (no transpose flags) is such an input seen through
     layers that keep its bytes: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
@@ -131,7 +131,7 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
             continue
         w = weight_input(layer.get_input(1))
         if w is not None:
-            found.append((layer, layer.get_input(0), w))
+            found.append((layer, w))
     return found
 
 
