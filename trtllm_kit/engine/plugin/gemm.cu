@@ -299,11 +299,10 @@ public:
         }
         if (M == 0 || N == 0)
             return 0;
-        if (K == 0)
-            return cudaMemsetAsync(outputs[0], 0, size_t(M * N) * (inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2),
-                       stream) == cudaSuccess ? 0 : 1;
-        // Stage an unaligned x or y through the workspace (a copy of M x K or M x N elements, small beside w).
         size_t const elem = inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2;
+        if (K == 0)
+            return cudaMemsetAsync(outputs[0], 0, size_t(M * N) * elem, stream) == cudaSuccess ? 0 : 1;
+        // Stage an unaligned x or y through the workspace (a copy of M x K or M x N elements, small beside w).
         char* ws = static_cast<char*>(workspace);
         void const* x = inputs[0];
         void* y = outputs[0];
