@@ -11,6 +11,16 @@ from onnx import TensorProto, helper
 TINY = ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"]
 
 
+def full_tensorrt():
+    """The full ``tensorrt`` module (it has a Builder: plugins, the 8.6 runtime), or None where only TensorRT-RTX
+    or nothing is installed; for the GPU tests of the toolkit's plugins."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    return trt if hasattr(trt, "Builder") else None
+
+
 def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     """Run the installed console script, as a user would."""
     exe = shutil.which("trtllm-kit")
