@@ -61,15 +61,10 @@ def main() -> int:
         logits = runner.prefill_impl(ids, torch.arange(p, device=runner.device).expand(b, p), torch.ones_like(ids))
         full = torch.ones(b, p + args.warmup + args.steps + 2, dtype=torch.int64, device=runner.device)
         tok = logits.argmax(-1, keepdim=True)
-        for t in range(args.warmup):  # first-use costs (plugin plans, lazily loaded kernels) are not per-step time
-            past = p + t
-            logits = runner.decode_impl(tok, torch.full((b, 1), past, device=runner.device), full[:, :past + 1], past)
-            tok = logits.argmax(-1, keepdim=True)
-        torch.cuda.synchronize()
-        p += args.warmup
-        prof = Profiler()
-        runner.decode_ctx.profiler = prof
-        for t in range(args.steps):
+        for t in range(args.warmup + args.steps):
+            if t == args.warmup:  # first-use costs (plugin plans, lazily loaded kernels) are not per-step time
+                prof = Profiler()
+                runner.decode_ctx.profiler = prof
             past = p + t
             logits = runner.decode_impl(tok, torch.full((b, 1), past, device=runner.device), full[:, :past + 1], past)
             torch.cuda.synchronize()
