@@ -182,6 +182,8 @@ def main() -> int:
     ap.add_argument("--opt-level", type=int, default=None)
     ap.add_argument("--weights", choices=["engine", "inputs"], default="engine",
                     help="inputs: weights as engine inputs (trtllm-kit build --weights inputs).")
+    ap.add_argument("--norm", choices=["auto", "trt", "plugin"], default="auto",
+                    help="trtllm-kit build --norm (auto: the RMSNorm plugin with --kv-modes plugin).")
     ap.add_argument("--gemm", choices=["auto", "trt", "plugin"], default="auto",
                     help="trtllm-kit build --gemm (auto: the cuBLASLt GEMM plugin with --kv-modes plugin and "
                     "--weights inputs).")
@@ -225,7 +227,8 @@ def main() -> int:
                                                                       "llama-7b-llmpruner"])
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
     suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
-        ("-winputs" if args.weights == "inputs" else "") + (f"-gemm{args.gemm}" if args.gemm != "auto" else "")
+        ("-winputs" if args.weights == "inputs" else "") + (f"-gemm{args.gemm}" if args.gemm != "auto" else "") + \
+        (f"-norm{args.norm}" if args.norm != "auto" else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     for art in arts if "trt" in backends else []:
@@ -236,7 +239,7 @@ def main() -> int:
         lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
-                               gemm=args.gemm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
+                               gemm=args.gemm, norm=args.norm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
         if args.build_after:
             t0 = time.perf_counter()
             while not Path(args.build_after).is_file():

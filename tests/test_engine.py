@@ -170,6 +170,7 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--kv-mode", "plugin"), "--kv-mode plugin: tensorrt-rtx"),
         ((onnx_dir, "--gemm", "plugin"), "--gemm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode auto"),
         ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
+        ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin)"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
@@ -382,6 +383,55 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
                           gemm="TrtllmKitGemm", links=["/x/libcublasLt.so.13"])
     with_gemm = m.model_copy(update={"kv_layout": m.kv_layout.model_copy(update={"plugin": record})})
     assert with_gemm.gemm_used == "plugin" and not with_gemm.answers(m.build, *same)  # auto -> trt for inplace
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_norm_rewrite_finds_each_norms_input_and_rewires_its_readers(tiny_exports, name, monkeypatch):
+    """--norm plugin: every RMSNorm's input is read off the exported graph, and the norm's readers (q/k/v and
+    gate/up multiplies, the lm_head) move to the new layer. The plugin layer is stood in for by an Identity
+    (the plugin needs nvcc and full TensorRT; the search and the rewiring are what is tested)."""
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_norms, rms_norm_inputs
+    from trtllm_kit.export.io_spec import Anchors
+
+    seen = {}
+
+    def stand_in(trt_module, network, x, w, eps, name):
+        seen[name] = (x.name, tuple(w.shape), eps)
+        layer = network.add_identity(x)
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_rms_norm", stand_in)
+    spec, _ = load_model(name)
+    onnx_path = tiny_exports[name] / "model.onnx"
+    anchors = [a for i in range(spec.num_layers) for a in (Anchors.input_norm(i), Anchors.mlp_norm(i))]
+    inputs = rms_norm_inputs(onnx_path, anchors + [Anchors.FINAL_NORM])
+    assert inputs[Anchors.input_norm(0)] == "embeddings"
+    for i in range(spec.num_layers):
+        assert inputs[Anchors.mlp_norm(i)] == Anchors.attn_res(i)
+        if i:
+            assert inputs[Anchors.input_norm(i)] == Anchors.mlp_res(i - 1)
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
+    before = NetworkIndex(network)
+    readers = {a: [(layer.name, j) for layer, j in before.consumers[a]] for a in inputs}
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, norm="plugin")
+    assert rewire_norms(ctx, inputs) == 2 * spec.num_layers + 1
+    after = NetworkIndex(network)
+    for anchor, x in inputs.items():
+        new = f"rms_norm.{anchor}"
+        assert seen[new][0] == x and seen[new][2] == spec.rms_norm_eps
+        assert seen[new][1][-1] == spec.hidden_size  # the exported Mul's scale, H wide
+        for layer_name, j in readers[anchor]:
+            layer = next(after.network.get_layer(k) for k in range(network.num_layers)
+                         if network.get_layer(k).name == layer_name)
+            assert after.producers[layer.get_input(j).name].name == new, (anchor, layer_name)
+    with pytest.raises(ToolkitError, match="not an RMSNorm as this version's exporter writes it"):
+        rms_norm_inputs(onnx_path, [Anchors.q(0)])
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

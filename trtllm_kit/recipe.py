@@ -44,12 +44,15 @@ class RecipeEngine(Strict):
     trt_include: str | None = None
     weights: Literal["engine", "inputs"] = "engine"
     gemm: Literal["auto", "trt", "plugin"] = "auto"
+    norm: Literal["auto", "trt", "plugin"] = "auto"
 
     @model_validator(mode="after")
-    def _gemm_needs(self):
+    def _plugins_need(self):
         if self.gemm == "plugin" and (self.kv_mode != "plugin" or self.weights != "inputs"):
             raise ValueError("gemm: plugin needs kv_mode: plugin and weights: inputs (or gemm: auto or trt), got "
                              f"kv_mode: {self.kv_mode}, weights: {self.weights}")
+        if self.norm == "plugin" and self.kv_mode != "plugin":
+            raise ValueError(f"norm: plugin needs kv_mode: plugin (or norm: auto or trt), got kv_mode: {self.kv_mode}")
         return self
 
 
@@ -141,7 +144,7 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
                           e.opt_input or (None if e.max_input else derived.opt_input))
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
                           workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include,
-                          weights=e.weights, gemm=e.gemm)
+                          weights=e.weights, gemm=e.gemm, norm=e.norm)
     return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,

@@ -36,6 +36,8 @@
 #                         the three 7B plugin engines built with it side by side and each timed with no build beside it
 #                         (--lock: builds shared, timings exclusive) on GPU 1, llama-7b's layer profile (--warmup);
 #                         compiled llama-7b on GPU 0 once the builds are done (its earlier run shared the host with builds)
+#   day8                  branch wip/rmsnorm-plugin (not yet run): the RMSNorm plugin's kernel tests and the tiny plugin
+#                         engines, then llama-7b with --norm plugin and --norm trt, built side by side, timed in turn
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -139,6 +141,13 @@ case "${1:-status}" in
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     bg compiled "sleep 120; flock /root/gpu1.lock true; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_compiled.py --models llama-7b --out /root/results/h200-compiled" ;;
+  day8)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' -q -s -p no:cacheprovider"
+    bg n "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b llama-7b-depth-27 $G --norm plugin --breakdown llama-7b --out $R/n"
+    bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b llama-7b-depth-27 $G --norm trt --out $R/t" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

@@ -12,7 +12,7 @@ from pathlib import Path
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
 from trtllm_kit.engine.gemm import gemm_option_conflict, resolve_gemm
-from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout
+from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -150,8 +150,11 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     conflict = gemm_option_conflict(options.gemm, options.kv_mode, options.weights)
     if conflict:  # refused before the layout is chosen (and logged)
         raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
+    if options.norm == "plugin" and options.kv_mode != "plugin":
+        resolve_norm(options, options.kv_mode)  # raises, naming the fix
     layout = resolve_kv_layout(options.kv_mode, flavor, options)
     gemm = resolve_gemm(options, layout.name)
+    norm = resolve_norm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)
     ios = layout.engine_inputs(spec, limits)
     trt = flavor.trt
@@ -169,7 +172,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 raise ToolkitError(f"TensorRT could not parse {onnx_path}: {errs}")
             beat.phase(f"preparing the network ({layout.name} KV cache)")
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
-                                 gemm=gemm)
+                                 gemm=gemm, norm=norm, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
             weights = {}
             if options.weights == "inputs":
@@ -181,6 +184,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             plugin = layout.finish_network(ctx, set(weights), plugin)
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
+            settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

@@ -48,6 +48,8 @@ class NetworkContext:
     strongly_typed: bool = True
     precision_constraints: bool = False  # set by a rewrite that pins layer precisions (the builder obeys)
     gemm: str = "trt"  # "plugin": the weight matrix multiplies go to TrtllmKitGemm (resolve_gemm)
+    norm: str = "trt"  # "plugin": each RMSNorm becomes one TrtllmKitRMSNorm layer (resolve_norm)
+    onnx_path: Path | None = None  # the export the network was parsed from
 
 
 class KVLayout:
@@ -206,7 +208,11 @@ class PluginKV(StaticKV):
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
         shipped_sha256 = sha256_file(shipped)
-        P.load_plugin(shipped, trt, gemm=lib.gemm)
+        P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin")
+        if ctx.norm == "plugin":
+            anchors = [a for i in range(ctx.spec.num_layers) for a in (Anchors.input_norm(i), Anchors.mlp_norm(i))]
+            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, anchors + [Anchors.FINAL_NORM]))
+            log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
         index = NetworkIndex(network)
         inputs, tensors = index.inputs, index.tensors
         mask = inputs[ATTENTION_MASK]
@@ -233,6 +239,7 @@ class PluginKV(StaticKV):
                     layer.get_output(k_out).dtype = k_cache.dtype  # in-place cache needs past's (kernel tests set it)
         return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
                             name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION, gemm=P.GEMM_NAME if lib.gemm else None,
+                            norm=P.NORM_NAME if ctx.norm == "plugin" else None,
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
     def finish_network(self, ctx, weight_names, plugin):
@@ -258,7 +265,7 @@ class PluginKV(StaticKV):
         if not path.is_file() or sha256_file(path) != record.plugin.sha256:
             raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
                                "rebuild the engine")
-        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None)
+        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None)
 
 
 KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
@@ -291,6 +298,83 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
     if reason:
         raise ToolkitError(f"--kv-mode {requested}: {reason}", "use --kv-mode portable (works everywhere) or auto")
     return layout
+
+
+def resolve_norm(options, layout_name: str) -> str:
+    """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, in the plugin KV layout's library) or ``"trt"``
+    (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout.
+
+    Raises:
+        ToolkitError: ``--norm plugin`` with another KV layout.
+    """
+    if options.norm == "trt" or (options.norm == "auto" and layout_name != "plugin"):
+        return "trt"
+    if layout_name != "plugin":
+        raise ToolkitError(f"--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with "
+                           f"--kv-mode {layout_name}", "use --kv-mode plugin, or --norm auto or trt")
+    return "plugin"
+
+
+def rms_norm_inputs(onnx_path: Path, anchors: list[str]) -> dict[str, str]:
+    """Each RMSNorm's input tensor, read from the exported graph: norm output (anchor) -> x.
+
+    The exporter writes ``anchor = Mul(Cast?(Mul(Mul(Cast?(x), r), inv)), weight)`` (``export/graph.py``
+    ``_rms_norm``); anything else is refused.
+
+    Raises:
+        ToolkitError: an anchor missing or not of that form (an export from another version).
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def made_by(tensor: str, op: str):
+        node = producers.get(tensor)
+        return node if node is not None and node.op_type == op else None
+
+    def through_cast(tensor: str) -> str:
+        cast = made_by(tensor, "Cast")
+        return cast.input[0] if cast is not None else tensor
+
+    out = {}
+    for anchor in anchors:
+        scale = made_by(anchor, "Mul")
+        normed = made_by(through_cast(scale.input[0]), "Mul") if scale is not None else None
+        scaled = made_by(normed.input[0], "Mul") if normed is not None else None
+        if scaled is None or made_by(normed.input[1], "Reciprocal") is None or \
+                made_by(scaled.input[1], "Reciprocal") is None:
+            raise ToolkitError(f"{onnx_path}: {anchor} is not an RMSNorm as this version's exporter writes it",
+                               "re-export it with `trtllm-kit export`, or build with --norm trt")
+        out[anchor] = through_cast(scaled.input[0])
+    return out
+
+
+def rewire_norms(ctx: NetworkContext, inputs: dict[str, str]) -> int:
+    """Each RMSNorm (anchor -> its input x, ``rms_norm_inputs``) becomes one ``TrtllmKitRMSNorm`` layer reading x
+    and the scale the exported ``Mul`` read; the anchor's readers move to it (the old ops are left unread).
+
+    Returns:
+        How many norms were rewired.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    trt, network = ctx.trt, ctx.network
+    index = NetworkIndex(network)
+    tensors = {**index.tensors, **index.inputs}
+    for anchor, x_name in inputs.items():
+        if anchor not in tensors or x_name not in tensors:
+            missing = anchor if anchor not in tensors else x_name
+            raise ToolkitError(f"the parsed network has no tensor {missing}", "build with --norm trt")
+        old = tensors[anchor]
+        w = index.producers[anchor].get_input(1)  # the exported Mul(normalised, weight)
+        layer = P.add_rms_norm(trt, network, tensors[x_name], w, ctx.spec.rms_norm_eps, name=f"rms_norm.{anchor}")
+        if not ctx.strongly_typed:  # 8.6: keep the norm in the activations' type
+            layer.precision = tensors[x_name].dtype
+            layer.set_output_type(0, tensors[x_name].dtype)
+            ctx.precision_constraints = True
+        index.redirect(old, layer.get_output(0))
+    return len(inputs)
 
 
 # -- graph and network surgery helpers ------------------------------------------------------------

@@ -31,6 +31,8 @@ class BuildOptions(Record):
         gemm: who multiplies by the weight matrices: ``trt`` (TensorRT's MatrixMultiply layers), ``plugin`` (the
             toolkit's cuBLASLt ``TrtllmKitGemm`` plugin; needs ``kv_mode`` plugin and ``weights`` inputs) or
             ``auto`` (the plugin where it can be used, else ``trt``).
+        norm: the RMSNorms: ``trt`` (the exported ops), ``plugin`` (one ``TrtllmKitRMSNorm`` layer each; needs
+            ``kv_mode`` plugin) or ``auto`` (the plugin with the plugin KV layout).
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
@@ -43,6 +45,7 @@ class BuildOptions(Record):
     trt_include: str | None = None
     weights: Literal["engine", "inputs"] = "engine"
     gemm: Literal["auto", "trt", "plugin"] = "auto"
+    norm: Literal["auto", "trt", "plugin"] = "auto"
 
     def fingerprint(self) -> dict:
         """The options that change the engine's content (the timing cache only speeds the build up)."""
@@ -62,6 +65,7 @@ class PluginRecord(Record):
         source_sha256: of the CUDA sources compiled into it.
         name, version: the KV-cache attention plugin's creator.
         gemm: the GEMM plugin's creator (``TrtllmKitGemm``) when the engine uses it, else None.
+        norm: the RMSNorm plugin's creator (``TrtllmKitRMSNorm``) when the engine uses it, else None.
         links: shared libraries it needs beyond TensorRT and the CUDA runtime, as found at build time
             (the GEMM plugin's ``libcublasLt.so.<major>``; the library's run path points there).
     """
@@ -72,6 +76,7 @@ class PluginRecord(Record):
     name: str
     version: str
     gemm: str | None = None
+    norm: str | None = None
     links: list[str] = []
 
 
@@ -181,7 +186,20 @@ class EngineManifest(Manifest):
         want = options.model_copy(update={"limits": options.limits.checked()})
         return (self.build.fingerprint() == want.fingerprint() and (self.flavor, self.trt_version) == (flavor_name, trt_version)
                 and (self.source.onnx_sha256, self.source.weights_sha256) == (onnx_sha256, weights_sha256)
-                and self.gemm_used == self._gemm_wanted(want))
+                and self.gemm_used == self._gemm_wanted(want) and self.norm_used == self._norm_wanted(want))
+
+    @property
+    def norm_used(self) -> str:
+        """``"plugin"`` when the engine's RMSNorms are TrtllmKitRMSNorm layers, else ``"trt"``."""
+        plugin = self.kv_layout.plugin
+        return "plugin" if plugin is not None and plugin.norm else "trt"
+
+    def _norm_wanted(self, options: BuildOptions) -> str:
+        if options.norm != "auto":
+            return options.norm
+        from trtllm_kit.engine.kv_layouts import resolve_norm
+
+        return resolve_norm(options, self.kv_layout.name)
 
     @property
     def gemm_used(self) -> str:

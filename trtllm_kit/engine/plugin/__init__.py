@@ -1,7 +1,8 @@
 """The toolkit's TensorRT plugins: find the tools, compile them (cached), load them, use them.
 
 ``TrtllmKitKVCacheAttention``: one decoder layer's attention with an in-place KV cache (see
-``kv_cache_attention.cu`` for the tensors). ``TrtllmKitGemm`` (optional, ``gemm.cu``): ``x @ w`` for a
+``kv_cache_attention.cu`` for the tensors). ``TrtllmKitRMSNorm``: one RMSNorm as one kernel (``rms_norm.cu``).
+``TrtllmKitGemm`` (optional, ``gemm.cu``): ``x @ w`` for a
 weight matrix that is an engine input, by cuBLASLt. Both live in one library, compiled on the user's
 machine with nvcc against the headers of the TensorRT that Python imports, for the current GPU, and
 cached by content; the GEMM plugin is compiled in only when asked for, and then links cuBLASLt.
@@ -28,6 +29,9 @@ from trtllm_kit.utils.fs import sha256_file
 PLUGIN_NAME = "TrtllmKitKVCacheAttention"
 PLUGIN_VERSION = "1"
 SOURCE = Path(__file__).with_name("kv_cache_attention.cu")
+NORM_NAME = "TrtllmKitRMSNorm"
+NORM_VERSION = "1"
+NORM_SOURCE = Path(__file__).with_name("rms_norm.cu")
 GEMM_NAME = "TrtllmKitGemm"
 GEMM_VERSION = "1"
 GEMM_SOURCE = Path(__file__).with_name("gemm.cu")
@@ -74,12 +78,14 @@ class PluginLibrary:
         return self.cublaslt is not None
 
 
+def sources(gemm: bool = False) -> list[Path]:
+    """The CUDA sources compiled into the library: attention and RMSNorm always, the GEMM plugin with ``gemm``."""
+    return [SOURCE, NORM_SOURCE] + ([GEMM_SOURCE] if gemm else [])
+
+
 def source_sha256(gemm: bool = False) -> str:
-    """Hash of the CUDA sources compiled into the library (part of the cache key and of engine metadata):
-    the attention plugin's alone, or with ``gemm`` the GEMM plugin's after it."""
-    if not gemm:
-        return sha256_file(SOURCE)
-    return hashlib.sha256(SOURCE.read_bytes() + GEMM_SOURCE.read_bytes()).hexdigest()
+    """Hash of the CUDA sources compiled into the library (part of the cache key and of engine metadata)."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sources(gemm))).hexdigest()
 
 
 def _cublaslt_roots() -> list[Path]:
@@ -312,10 +318,11 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".so", dir=target.parent)
         os.close(fd)
         cmd = [str(nvcc), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-shared",
-               "-gencode", f"arch=compute_{digits},code={arch}", f"-I{include}", str(SOURCE), "-o", tmp]
+               "-gencode", f"arch=compute_{digits},code={arch}", f"-I{include}",
+               *map(str, sources(gemm=cublaslt is not None)), "-o", tmp]
         if cublaslt is not None:
             lib_dir = cublaslt.library.parent
-            cmd[-2:-2] = [str(GEMM_SOURCE), f"-I{cublaslt.include}"]
+            cmd[-2:-2] = [f"-I{cublaslt.include}"]
             cmd += [f"-L{lib_dir}", f"-l:{cublaslt.library.name}", "-Xlinker", "-rpath", "-Xlinker", str(lib_dir)]
         if nvinfer:
             cmd += [f"-L{nvinfer.parent}", f"-l:{nvinfer.name}"]
@@ -326,7 +333,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-5:])
-                what = SOURCE.name + (f" and {GEMM_SOURCE.name}" if cublaslt is not None else "")
+                what = ", ".join(p.name for p in sources(gemm=cublaslt is not None))
                 raise PluginUnavailable(f"nvcc failed to compile {what} for {arch} against {include}: {tail}",
                                         GEMM_FALLBACK if cublaslt is not None else FALLBACK)
             os.chmod(tmp, 0o755)
@@ -334,7 +341,8 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        names = PLUGIN_NAME + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})" if cublaslt is not None else "")
+        names = f"{PLUGIN_NAME}, {NORM_NAME}" + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})"
+                                                 if cublaslt is not None else "")
         log(f"compiled the {names} plugin for {arch} against TensorRT {trt_version} headers in "
             f"{time.perf_counter() - start:.1f} s: {target}")
     return PluginLibrary(target, sha256_file(target), src_hash, trt_version, arch, cublaslt)
@@ -361,13 +369,14 @@ def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: s
                                   nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log, cublaslt=cublaslt)
 
 
-def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False) -> None:
+def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False, norm: bool = False) -> None:
     """Load a compiled plugin library (idempotent) and check that TensorRT's registry has its creators.
 
     Args:
         path: the library from ``compile_plugin``.
         trt_module: the imported ``tensorrt`` module (so libnvinfer is loaded first).
         gemm: the library must hold the GEMM plugin too.
+        norm: the library must hold the RMSNorm plugin too (libraries from before it do not).
 
     Raises:
         PluginUnavailable: the library does not load, or its creator is not in TensorRT's registry.
@@ -387,6 +396,9 @@ def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False) -> None
     if creator is None:
         raise PluginUnavailable(f"{key} loaded but TensorRT {trt_module.__version__} has no {PLUGIN_NAME} "
                                 f"version {PLUGIN_VERSION} creator (built for another TensorRT?)", FALLBACK)
+    if norm and trt_module.get_plugin_registry().get_plugin_creator(NORM_NAME, NORM_VERSION, "") is None:
+        raise PluginUnavailable(f"{key} has no {NORM_NAME} version {NORM_VERSION} creator (compiled before it)",
+                                "rebuild the engine")
     if gemm and trt_module.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "") is None:
         raise PluginUnavailable(f"{key} has no {GEMM_NAME} version {GEMM_VERSION} creator (compiled without the "
                                 "GEMM plugin)", GEMM_FALLBACK)
@@ -460,4 +472,39 @@ def add_gemm(trt_module, network, x, w, name: str):
     layer = network.add_plugin_v2([x, w], plugin)
     layer.name = name
     _keep_alive.append((fields, plugin))
+    return layer
+
+
+def add_rms_norm(trt_module, network, x, w, eps: float, name: str):
+    """Add one ``TrtllmKitRMSNorm`` layer: ``y = T(float(T(x * rsqrt(mean(x^2) + eps))) * w)`` over the last axis.
+
+    Args:
+        trt_module: the imported ``tensorrt`` module (the plugin library loaded).
+        network: the ``INetworkDefinition``.
+        x: (..., H) activations (fp16, fp32, or bf16 on TensorRT >= 9).
+        w: the scale, H elements of any shape (TensorRT 8.6 widens fp16 constants to float: any float type).
+        eps: the model's ``rms_norm_eps``.
+        name: the layer name.
+
+    Returns:
+        The layer; output 0 is (..., H) of x's type.
+
+    Raises:
+        PluginUnavailable: the plugin is not loaded.
+        ToolkitError: the plugin rejected ``eps``.
+    """
+    import numpy as np
+
+    trt = trt_module
+    creator = trt.get_plugin_registry().get_plugin_creator(NORM_NAME, NORM_VERSION, "")
+    if creator is None:
+        raise PluginUnavailable(f"the {NORM_NAME} plugin is not loaded (call load_plugin first)", FALLBACK)
+    value = np.array([eps], dtype=np.float32)
+    fields = trt.PluginFieldCollection([trt.PluginField("eps", value, trt.PluginFieldType.FLOAT32)])
+    plugin = creator.create_plugin(name, fields)
+    if plugin is None:
+        raise ToolkitError(f"layer {name}: the {NORM_NAME} plugin rejected eps={eps}", "eps must be >= 0")
+    layer = network.add_plugin_v2([x, w], plugin)
+    layer.name = name
+    _keep_alive.append((value, fields, plugin))
     return layer
