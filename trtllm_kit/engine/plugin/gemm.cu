@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -51,6 +52,10 @@ namespace
 constexpr char const* kGemmName = "TrtllmKitGemm";
 constexpr char const* kGemmVersion = "1";
 constexpr size_t kWorkspaceBytes = size_t(32) << 20; // cuBLASLt's recommendation for Hopper
+
+// Diagnostics: cuBLASLt plans made so far in this process (a count that grows while a model decodes at one
+// batch size means plans are being remade every step: host time that an IProfiler charges to the layer).
+std::atomic<uint64_t> gPlansMade{0};
 
 void gemm_report(char const* fmt, ...)
 {
@@ -347,6 +352,7 @@ public:
                     return 1;
                 }
                 it = mPlans.emplace(key, fresh).first;
+                gPlansMade.fetch_add(1, std::memory_order_relaxed);
             }
             plan = it->second;
         }
@@ -439,4 +445,9 @@ REGISTER_TENSORRT_PLUGIN(GemmCreator);
 extern "C" size_t trtllmKitGemmCublasLtVersion()
 {
     return cublasLtGetVersion();
+}
+
+extern "C" uint64_t trtllmKitGemmPlansMade()
+{
+    return gPlansMade.load(std::memory_order_relaxed);
 }
