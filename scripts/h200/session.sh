@@ -38,6 +38,7 @@
 #                         compiled llama-7b on GPU 0 once the builds are done (its earlier run shared the host with builds)
 #   day8                  branch wip/rmsnorm-plugin (not yet run): the RMSNorm plugin's kernel tests and the tiny plugin
 #                         engines, then llama-7b with --norm plugin and --norm trt, built side by side, timed in turn
+#                         (both also gather the embedding from the fp16 input, the branch's other change)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
