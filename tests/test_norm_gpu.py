@@ -11,15 +11,12 @@ import os
 import pytest
 import torch
 
+from conftest import full_tensorrt
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-try:
-    import tensorrt as trt
-except ImportError:  # TensorRT-RTX or nothing: the plugin needs full TensorRT
-    trt = None
-if trt is not None and not hasattr(trt, "Builder"):
-    trt = None
+trt = full_tensorrt()  # the plugin needs full TensorRT
 needs_trt = pytest.mark.skipif(trt is None, reason="needs full TensorRT (import tensorrt)")
 
 
