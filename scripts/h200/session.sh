@@ -39,6 +39,12 @@
 #   day8                  branch wip/rmsnorm-plugin (not yet run): the RMSNorm plugin's kernel tests and the tiny plugin
 #                         engines, then llama-7b with --norm plugin and --norm trt, built side by side, timed in turn
 #                         (both also gather the embedding from the fp16 input, the branch's other change)
+#   day9                  2026-11-30 (sixth session), branch wip/day9 (RMSNorm plugin, decode GEMV, fp16 embedding gather):
+#                         their GPU tests (GEMV on and off) and the tiny plugin engines (GPU 0); the family's timing cache
+#                         from llama-7b cut to 2 blocks, then the three 7B engines built with it side by side on GPU 1 and
+#                         llama-7b without it on GPU 0 (the cache's effect at equal load); each timed with no build beside
+#                         it (GPU 1), llama-7b again with TRTLLM_KIT_GEMV=0 (cuBLASLt for the A/B) and its layer profile;
+#                         then eager, compiled and the engine in one quiet run per model (llama-7b GPU 0, depth-27 GPU 1)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -149,6 +155,22 @@ case "${1:-status}" in
     bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' -q -s -p no:cacheprovider"
     bg n "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b llama-7b-depth-27 $G --norm plugin --breakdown llama-7b --out $R/n"
     bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b llama-7b-depth-27 $G --norm trt --out $R/t" ;;
+  day9)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    C=/root/work/timing-plugin-winputs-gemmplugin.cache  # the family's timing cache, filled by 2 blocks of llama-7b
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock --build-after $C"
+    E=/root/work/engines/plugin-winputs-gemmplugin; T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"; X="python3 scripts/bench_compiled.py --out /root/results/h200-compiled"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P tests/test_norm_gpu.py tests/test_gemm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_GEMV=0 $P tests/test_gemm_gpu.py"
+    bg tc "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --timing-cache --work /root/tc --json $LOGS/tc.json && cp /root/tc/llama-7b.timing-cache $C.tmp && mv $C.tmp $C"
+    bg nocache "while [ ! -f $C ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py llama-7b:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --timeout 590 --work /root/nc --json $LOGS/nocache.json"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV=0 $B --models llama-7b $G --breakdown llama-7b --out /root/results/ab-cublaslt/b; for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch \$b --json $LOGS/profile-b\$b.json; done; touch /root/b.done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d; touch /root/d.done"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f; touch /root/f.done"
+    # one quiet run per model of eager, compiled and the engine: after every build (no build shares the host)
+    W="while [ ! -f $E/llama-7b/engine.json ] || [ ! -f $E/llama-7b-depth-27/engine.json ] || [ ! -f $E/llama-7b-llmpruner/engine.json ] || [ ! -f $LOGS/nocache.json ]; do sleep 5; done;"
+    bg c7 "$W CUDA_VISIBLE_DEVICES=0 $X --models llama-7b --engine llama-7b=$E/llama-7b"
+    bg c27 "$W while [ ! -f /root/b.done ] || [ ! -f /root/d.done ] || [ ! -f /root/f.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $X --models llama-7b-depth-27 --engine llama-7b-depth-27=$E/llama-7b-depth-27" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
