@@ -39,12 +39,16 @@
 #   day8                  branch wip/rmsnorm-plugin (not yet run): the RMSNorm plugin's kernel tests and the tiny plugin
 #                         engines, then llama-7b with --norm plugin and --norm trt, built side by side, timed in turn
 #                         (both also gather the embedding from the fp16 input, the branch's other change)
-#   day9                  2026-11-30 (sixth session), branch wip/day9 (RMSNorm plugin, decode GEMV, fp16 embedding gather):
-#                         their GPU tests (GEMV on and off) and the tiny plugin engines (GPU 0); the family's timing cache
-#                         from llama-7b cut to 2 blocks, then the three 7B engines built with it side by side on GPU 1 and
-#                         llama-7b without it on GPU 0 (the cache's effect at equal load); each timed with no build beside
-#                         it (GPU 1), llama-7b again with TRTLLM_KIT_GEMV=0 (cuBLASLt for the A/B) and its layer profile;
-#                         then eager, compiled and the engine in one quiet run per model (llama-7b GPU 0, depth-27 GPU 1)
+#   day9                  2026-11-30 (sixth session), as run from branch wip/day9 (main + wip/rmsnorm-plugin + wip/gemv): the
+#                         RMSNorm plugin's and GEMM plugin's GPU tests (decode GEMV on and off) and the tiny plugin engines
+#                         (GPU 0); the family's timing cache from llama-7b cut to 2 blocks (TensorRT 8.6 rejected it in the
+#                         other builds: "Myelin error from unknown graph ... The timing cache will not be used"); the
+#                         three 7B engines side by side on GPU 1, each timed with no build beside it; eager, compiled and
+#                         the engine in one run per model once the builds are done
+#   day9b                 the same lease, 3 minutes in: the decode GEMV measured slower than cuBLASLt, so the 7B builds and
+#                         timings restarted with TRTLLM_KIT_GEMV=0 (GEMV on for llama-7b only as an A/B), without the
+#                         rejected cache (the machine was later given back while idle; compiled did not finish)
+#   day9c                 second lease, no TensorRT staged: compiled (and eager) for llama-7b (GPU 0) and depth-27 (GPU 1)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -171,6 +175,19 @@ case "${1:-status}" in
     W="while [ ! -f $E/llama-7b/engine.json ] || [ ! -f $E/llama-7b-depth-27/engine.json ] || [ ! -f $E/llama-7b-llmpruner/engine.json ] || [ ! -f $LOGS/nocache.json ]; do sleep 5; done;"
     bg c7 "$W CUDA_VISIBLE_DEVICES=0 $X --models llama-7b --engine llama-7b=$E/llama-7b"
     bg c27 "$W while [ ! -f /root/b.done ] || [ ! -f /root/d.done ] || [ ! -f /root/f.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $X --models llama-7b-depth-27 --engine llama-7b-depth-27=$E/llama-7b-depth-27" ;;
+  day9b)
+    kill -- -"$(pgrep -f '^python3 scripts/bench_build.py llama-7b:plugin')" 2>/dev/null; rm -rf /root/work/engines
+    export TRTLLM_KIT_GEMV=0; R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    X="python3 scripts/bench_compiled.py --out /root/results/h200-compiled"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV=1 $B --models llama-7b $G --breakdown llama-7b --out /root/results/ab-gemv/b; for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch \$b --json $LOGS/profile-b\$b.json; done; touch /root/b.done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d; touch /root/d.done"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f; touch /root/f.done"
+    W="while [ ! -f $E/llama-7b/engine.json ] || [ ! -f $E/llama-7b-depth-27/engine.json ] || [ ! -f $E/llama-7b-llmpruner/engine.json ]; do sleep 5; done;"
+    bg c7 "$W CUDA_VISIBLE_DEVICES=0 $X --models llama-7b --engine llama-7b=$E/llama-7b"
+    bg c27 "$W while [ ! -f /root/b.done ] || [ ! -f /root/d.done ] || [ ! -f /root/f.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $X --models llama-7b-depth-27 --engine llama-7b-depth-27=$E/llama-7b-depth-27" ;;
+  day9c)
+    for m in llama-7b:0 llama-7b-depth-27:1; do bg "c-${m%:*}" "CUDA_VISIBLE_DEVICES=${m#*:} python3 scripts/bench_compiled.py --models ${m%:*} --out /root/results/h200-compiled"; done ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
