@@ -49,6 +49,10 @@
 #                         timings restarted with TRTLLM_KIT_GEMV=0 (GEMV on for llama-7b only as an A/B), without the
 #                         rejected cache (the machine was later given back while idle; compiled did not finish)
 #   day9c                 second lease, no TensorRT staged: compiled (and eager) for llama-7b (GPU 0) and depth-27 (GPU 1)
+#   day10                 the same day, third lease (one GPU, GPU=0), as run from branch wip/norm-type: the RMSNorm
+#                         plugin pinned to one type through a plugin field, its GPU tests, the tiny plugin engines with a
+#                         check that no reformat sits next to a norm, and llama-7b cut to 2 blocks: 36 reformats, 15 of
+#                         them next to its 10 norms; the pin did not remove them (not landed)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -188,6 +192,10 @@ case "${1:-status}" in
     bg c27 "$W while [ ! -f /root/b.done ] || [ ! -f /root/d.done ] || [ ! -f /root/f.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $X --models llama-7b-depth-27 --engine llama-7b-depth-27=$E/llama-7b-depth-27" ;;
   day9c)
     for m in llama-7b:0 llama-7b-depth-27:1; do bg "c-${m%:*}" "CUDA_VISIBLE_DEVICES=${m#*:} python3 scripts/bench_compiled.py --models ${m%:*} --out /root/results/h200-compiled"; done ;;
+  day10)
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg tc "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/tc --json $LOGS/tc.json; for f in /root/tc/engines/*/layers.json; do echo \"\$f: \$(grep -c '\"LayerType\": \"Reformat\"' \$f) reformats, \$(grep -c '\"Name\": \"Reformatting CopyNode for .* to rms_norm' \$f) next to a norm, \$(grep -c '\"PluginType\": \"TrtllmKitRMSNorm\"' \$f) norms\"; done" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
