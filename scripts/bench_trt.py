@@ -5,6 +5,8 @@ issues 7 and 10 ask for.
 Usage: python scripts/bench_trt.py [--models llama-7b llama-7b-depth-27 llama-7b-llmpruner]
        [--kv-modes portable plugin] [--backends eager,trt] [--batches 1,16,64,256] [--input 12] [--output 128]
        [--warmup 1] [--repeats 3] [--work DIR] [--out DIR] [--skip-build] [--breakdown MODEL]
+       [--weights engine|inputs] [--gemm auto|trt|plugin] [--norm auto|trt|plugin] [--cuda-graph]
+       [--lock FILE] [--build-after FILE] [--report-only]
 
 For each model: export once, build one engine per KV layout (a timing cache shared by the family, split
 profiles, limits max batch 256 / input 128 / seq 640 as the quick recipe), time every backend through
@@ -211,6 +213,16 @@ def main() -> int:
     work, out = Path(args.work), Path(args.out)
     if args.report_only:
         return report(args, out)
+    from trtllm_kit.engine.builder import check_plugin_options
+    from trtllm_kit.errors import ToolkitError
+
+    for mode in args.kv_modes if "trt" in args.backends.split(",") else []:
+        try:  # a plugin option a layout cannot use: refused before any export or timing
+            check_plugin_options(BuildOptions(kv_mode=mode, limits=EngineLimits(256, 128, 640), weights=args.weights,
+                                              gemm=args.gemm, norm=args.norm))
+        except ToolkitError as e:
+            print(f"error: --kv-modes {mode}: {e}", file=sys.stderr)
+            return 2
     import torch
 
     if not torch.cuda.is_available():

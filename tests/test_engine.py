@@ -181,6 +181,21 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         assert not out.exists()
     proc = cli("build", onnx_dir, "--flavor", "nope")
     assert proc.returncode != 0 and "nope" in proc.stderr
+    # an option that can never work is named before anything else is looked at: not "pass --force" for an
+    # existing --out, nor "TensorRT is not installed" for --flavor tensorrt
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    for extra in (("--out", str(existing)), ("--flavor", "tensorrt", "--out", str(tmp_path / "e2"))):
+        assert_one_line_error(cli("build", onnx_dir, "--norm", "plugin", *extra),
+                              "--norm plugin: it ships in the plugin KV layout's library", "--kv-mode auto (the default)")
+    assert (existing / "keep.txt").read_text() == "mine" and not (tmp_path / "e2").exists()
+
+
+def test_build_says_which_rmsnorm_it_uses(tiny_exports, tmp_path):
+    proc = cli("build", str(tiny_exports["tiny-llama"]), "--out", str(tmp_path / "e"), "--kv-mode", "portable")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RMSNorm: the exported ops (--norm auto; the plugin comes with --kv-mode plugin)" in proc.stderr
 
 
 def test_failed_build_leaves_no_directory_and_reports_tensorrt_errors(tiny_exports, tmp_path):
@@ -217,6 +232,7 @@ def test_inspect_prints_the_engine(engines):
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
     assert "no GPU (portable TensorRT-RTX engine" in out
     assert "gemm        TensorRT's matrix multiply layers" in out
+    assert "norm        the exported RMSNorm ops (TensorRT layers)" in out
     layers = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), "--layers", check=True).stdout
     assert "layers: not available (not through Polygraphy: it is a TensorRT-RTX engine" in layers  # says why
 

@@ -293,7 +293,10 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
     if kv_mode is not None:
         from trtllm_kit.engine.manifest import BuildOptions
 
+        from trtllm_kit.engine.builder import check_plugin_options
+
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
+        check_plugin_options(plan.engine)  # a recipe's plugin options may not fit the override: refused before work
     if device is not None:
         plan.device = device
     if dtype is not None:

@@ -106,6 +106,21 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
     return config, settings
 
 
+def check_plugin_options(options: BuildOptions) -> None:
+    """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
+    ``--kv-mode plugin --weights inputs``, ``--norm plugin`` without ``--kv-mode plugin``. Used by the builder,
+    ``trtllm-kit bench`` (after its ``--kv-mode`` override) and ``scripts/bench_trt.py`` (for each layout).
+
+    Raises:
+        ToolkitError: the first conflict, naming the options and the fix.
+    """
+    conflict = gemm_option_conflict(options.gemm, options.kv_mode, options.weights)
+    if conflict:
+        raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
+    if options.norm == "plugin" and options.kv_mode != "plugin":
+        resolve_norm(options, options.kv_mode, quiet=True)  # raises, naming the fix
+
+
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
                      progress: bool = True, gpu: GpuInfo | None | str = "detect") -> EngineResult:
     """Build ``OUT/model.engine`` and ``OUT/engine.json`` from an export directory.
@@ -127,6 +142,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     from trtllm_kit.utils.interrupt import hard_interrupt
     from trtllm_kit.utils.manifest import utc_now
 
+    check_plugin_options(options)  # before anything is looked at or made
     onnx_dir = Path(onnx_dir)
     if not onnx_dir.exists():
         raise ToolkitError(f"ONNX directory {onnx_dir} does not exist", "create it with `trtllm-kit export`")
@@ -147,11 +163,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
-    conflict = gemm_option_conflict(options.gemm, options.kv_mode, options.weights)
-    if conflict:  # refused before the layout is chosen (and logged)
-        raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
-    if options.norm == "plugin" and options.kv_mode != "plugin":
-        resolve_norm(options, options.kv_mode)  # raises, naming the fix
     layout = resolve_kv_layout(options.kv_mode, flavor, options)
     gemm = resolve_gemm(options, layout.name)
     norm = resolve_norm(options, layout.name)

@@ -16,6 +16,11 @@ from trtllm_kit.errors import ToolkitError
 log = logging.getLogger(__name__)
 
 
+def shown_kv_mode(kv_mode: str) -> str:
+    """``kv_mode`` as an error message names it: ``auto`` is what the user gets without the flag."""
+    return "auto (the default)" if kv_mode == "auto" else kv_mode
+
+
 def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
 
@@ -25,7 +30,7 @@ def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     if gemm != "plugin":
         return None
     if kv_mode != "plugin":
-        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {shown_kv_mode(kv_mode)}"
     if weights != "inputs":
         return "it reads the weight matrices as engine inputs (--weights inputs), not with --weights engine"
     return None

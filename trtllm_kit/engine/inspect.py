@@ -40,6 +40,8 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
         f"heads per block {heads[0]}..{heads[-1]}",
         "gemm        " + (f"{plugin.gemm} plugin in {plugin.file} (cuBLASLt: needs {', '.join(plugin.links)})"
                              if plugin and plugin.gemm else "TensorRT's matrix multiply layers"),
+        "norm        " + (f"{plugin.norm} plugin in {plugin.file}" if plugin and plugin.norm
+                             else "the exported RMSNorm ops (TensorRT layers)"),
         f"source      {m.source.export_dir} (model.onnx sha256 {m.source.onnx_sha256[:12]})",
         f"limits      batch <= {lim.max_batch}, prompt <= {lim.max_input}, prompt + output <= {lim.max_seq}",
         "profiles",
@@ -57,9 +59,9 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
             continue
         lines.append(f"  {t.mode:6} {t.name:28} {t.dtype:6} {_shape(t.shape)}")
     if m.builder_settings:
-        lines.append("builder       " + ", ".join(f"{k}={v}" for k, v in m.builder_settings.items()))
+        lines.append("builder     " + ", ".join(f"{k}={v}" for k, v in m.builder_settings.items()))
     if m.build_phases:
-        lines.append("build phases  " + ", ".join(f"{k} {v:.1f}s" for k, v in m.build_phases.items()))
+        lines.append("phases      " + ", ".join(f"{k} {v:.1f}s" for k, v in m.build_phases.items()))
     return "\n".join(lines)
 
 

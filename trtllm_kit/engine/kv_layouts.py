@@ -300,19 +300,28 @@ def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
     return layout
 
 
-def resolve_norm(options, layout_name: str) -> str:
+def resolve_norm(options, layout_name: str, quiet: bool = False) -> str:
     """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, in the plugin KV layout's library) or ``"trt"``
-    (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout.
+    (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; the choice is logged.
+
+    Args:
+        options: the build options (``norm``).
+        layout_name: the KV layout the build uses (or ``--kv-mode`` as given, for a check before any work).
+        quiet: do not log the choice.
 
     Raises:
         ToolkitError: ``--norm plugin`` with another KV layout.
     """
-    if options.norm == "trt" or (options.norm == "auto" and layout_name != "plugin"):
-        return "trt"
-    if layout_name != "plugin":
+    from trtllm_kit.engine.gemm import shown_kv_mode
+
+    if options.norm == "plugin" and layout_name != "plugin":
         raise ToolkitError(f"--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with "
-                           f"--kv-mode {layout_name}", "use --kv-mode plugin, or --norm auto or trt")
-    return "plugin"
+                           f"--kv-mode {shown_kv_mode(layout_name)}", "use --kv-mode plugin, or --norm auto or trt")
+    norm = "trt" if options.norm == "trt" or layout_name != "plugin" else "plugin"
+    if not quiet:
+        log.info("RMSNorm: %s (--norm %s%s)", "the TrtllmKitRMSNorm plugin" if norm == "plugin" else "the exported ops",
+                 options.norm, "; the plugin comes with --kv-mode plugin" if options.norm == "auto" and norm == "trt" else "")
+    return norm
 
 
 def rms_norm_inputs(onnx_path: Path, anchors: list[str]) -> dict[str, str]:

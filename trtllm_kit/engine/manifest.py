@@ -199,7 +199,7 @@ class EngineManifest(Manifest):
             return options.norm
         from trtllm_kit.engine.kv_layouts import resolve_norm
 
-        return resolve_norm(options, self.kv_layout.name)
+        return resolve_norm(options, self.kv_layout.name, quiet=True)
 
     @property
     def gemm_used(self) -> str:
