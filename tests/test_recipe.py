@@ -39,6 +39,23 @@ def test_run_does_everything_and_reuses_artifacts(tmp_path):
     assert second.stderr.count("reusing export") == 3 and second.stderr.count("reusing engine") == 3
 
 
+def test_a_failed_engine_build_is_the_reason_its_points_give(tmp_path):
+    """An engine that could not be built is why its trt points were not timed, in results.json too (the CPU's
+    "no GPU" comes second)."""
+    import json
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "models": ["tiny-llama"], "backends": ["trt"], "engine": {"kv_mode": "plugin"},  # no plugin on TensorRT-RTX
+        "sweep": {"batches": [1], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}}))
+    out = tmp_path / "out"
+    proc = cli("run", str(path), "--out", str(out))
+    assert proc.returncode != 0 and "nothing was timed" in proc.stderr  # and the reasons are in results.json:
+    points = json.loads((out / "results.json").read_text())["points"]
+    assert points and all(p["message"].startswith("engine not built: --kv-mode plugin") and "no GPU" in p["message"]
+                          for p in points), points
+
+
 def test_bad_recipes_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [tiny-llama]\nbackends: [eager]\nsweeep: {}\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from trtllm_kit.bench.results import SweepConfig
 from trtllm_kit.errors import ToolkitError
@@ -118,7 +118,15 @@ def load_recipe(path: str | Path) -> Recipe:
         shown = err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], dict)
         got = f" (got {err['input']!r})" if shown else ""
         msg = err["msg"].removeprefix("Value error, ")
-        msg = "unknown key" if err["type"] == "extra_forbidden" else msg[0].lower() + msg[1:]
+        if err["type"] == "extra_forbidden":  # name the keys that section takes
+            section = Recipe
+            for part in err["loc"][:-1]:
+                field = section.model_fields.get(str(part)) if isinstance(section, type) else None
+                section = field.annotation if field is not None else None
+            keys = sorted(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else []
+            msg = "unknown key" + (f" (this section takes: {', '.join(keys)})" if keys else "")
+        else:
+            msg = msg[0].lower() + msg[1:]
         raise ToolkitError(f"{path}: {key}: {msg}{got}") from None
     if rec.name is None:
         rec = rec.model_copy(update={"name": path.stem})

@@ -108,10 +108,12 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
                 base = {"model": art.label, "backend": name, "device": opts.device}
                 runner, impl, failed, setup = None, None, None, None
                 try:
-                    reason = backend.check(opts.dtype, opts.device)
+                    reason, missing = backend.check(opts.dtype, opts.device), art.missing(backend)
                     if reason and "engine" in backend.needs and art.engine_dir is not None:
                         reason = f"engine built; {reason}"
-                    reason = reason or art.missing(backend)
+                    elif reason and missing:  # what the model lacks first (e.g. why its engine was not built)
+                        reason = f"{missing}; {reason}"
+                    reason = reason or missing
                     if reason:
                         raise ToolkitError(reason)
                     t0 = time.perf_counter()
