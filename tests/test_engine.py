@@ -399,6 +399,11 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
                           gemm="TrtllmKitGemm", links=["/x/libcublasLt.so.13"])
     with_gemm = m.model_copy(update={"kv_layout": m.kv_layout.model_copy(update={"plugin": record})})
     assert with_gemm.gemm_used == "plugin" and not with_gemm.answers(m.build, *same)  # auto -> trt for inplace
+    assert with_gemm.differences(m.build, *same) == ["gemm plugin -> trt"]  # what the rebuild log says
+    # an explicit --norm trt or --gemm trt where auto resolves to the same: the same engine, reused
+    assert m.answers(m.build.model_copy(update={"norm": "trt", "gemm": "trt"}), *same)
+    assert m.differences(m.build.model_copy(update={"kv_mode": "portable"}), *same) == ["kv_mode inplace -> portable"]
+    assert m.differences(m.build, m.flavor, m.trt_version, "0" * 64, m.source.weights_sha256) == ["the export changed"]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])

@@ -181,18 +181,21 @@ def ensure_engine(art: ModelArtifacts, out: Path, options, progress: bool = True
         return art.engine_dir
     if art.onnx_dir is None:
         raise ToolkitError(f"{art.label}: no ONNX export to build an engine from")
+    why = ""
     if (out / EngineManifest.FILE).is_file() and owned_by_toolkit(out, "engine"):
         try:
             flavor = resolve_flavor(options.flavor, detect_gpu())
-            if EngineManifest.load(out).answers(options, flavor.name, flavor.version,
-                                                sha256_file(art.onnx_dir / "model.onnx"),
-                                                ExportManifest.load(art.onnx_dir).weights.sha256):
+            changed = EngineManifest.load(out).differences(options, flavor.name, flavor.version,
+                                                           sha256_file(art.onnx_dir / "model.onnx"),
+                                                           ExportManifest.load(art.onnx_dir).weights.sha256)
+            if not changed:
                 log.info("reusing engine %s (inputs unchanged)", out)
                 art.engine_dir = out
                 return out
+            why = f" (rebuilding: {', '.join(changed)})"
         except ToolkitError as e:
             log.info("not reusing %s: %s", out, e)
-    log.info("building engine %s -> %s", art.label, out)
+    log.info("building engine %s -> %s%s", art.label, out, why)
     engine_from_onnx(art.onnx_dir, out, options, force=True, progress=progress)
     art.engine_dir = out
     return out

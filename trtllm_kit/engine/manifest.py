@@ -48,8 +48,9 @@ class BuildOptions(Record):
     norm: Literal["auto", "trt", "plugin"] = "auto"
 
     def fingerprint(self) -> dict:
-        """The options that change the engine's content (the timing cache only speeds the build up)."""
-        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include"})
+        """The options that change the engine's content as asked (the timing cache only speeds the build up;
+        ``gemm`` and ``norm`` count by what they resolve to, ``EngineManifest.differences``)."""
+        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include", "gemm", "norm"})
 
 
 class GpuRecord(Record):
@@ -183,10 +184,27 @@ class EngineManifest(Manifest):
     def answers(self, options: BuildOptions, flavor_name: str, trt_version: str, onnx_sha256: str,
                 weights_sha256: str | None) -> bool:
         """Whether this engine is what a build with these inputs would make (the reuse fingerprint)."""
+        return not self.differences(options, flavor_name, trt_version, onnx_sha256, weights_sha256)
+
+    def differences(self, options: BuildOptions, flavor_name: str, trt_version: str, onnx_sha256: str,
+                    weights_sha256: str | None) -> list[str]:
+        """What a build with these inputs would make differently from this engine, one phrase each (e.g.
+        ``"kv_mode portable -> plugin"``, ``"the export changed"``); empty when the engine can be reused.
+        ``--gemm``/``--norm`` count by what they resolve to: ``trt`` and an ``auto`` that means ``trt`` agree."""
         want = options.model_copy(update={"limits": options.limits.checked()})
-        return (self.build.fingerprint() == want.fingerprint() and (self.flavor, self.trt_version) == (flavor_name, trt_version)
-                and (self.source.onnx_sha256, self.source.weights_sha256) == (onnx_sha256, weights_sha256)
-                and self.gemm_used == self._gemm_wanted(want) and self.norm_used == self._norm_wanted(want))
+        have, new = self.build.fingerprint(), want.fingerprint()
+        out = [f"{k} {have.get(k)} -> {new.get(k)}" for k in sorted(set(have) | set(new)) if have.get(k) != new.get(k)]
+        if (self.flavor, self.trt_version) != (flavor_name, trt_version):
+            out.append(f"{self.flavor} {self.trt_version} -> {flavor_name} {trt_version}")
+        if (self.source.onnx_sha256, self.source.weights_sha256) != (onnx_sha256, weights_sha256):
+            out.append("the export changed")
+        if out:  # the plugin choices below are only meaningful for the same layout
+            return out
+        for what, used, wanted in (("gemm", self.gemm_used, self._gemm_wanted(want)),
+                                   ("norm", self.norm_used, self._norm_wanted(want))):
+            if used != wanted:
+                out.append(f"{what} {used} -> {wanted}")
+        return out
 
     @property
     def norm_used(self) -> str:
