@@ -4,6 +4,12 @@
 # Before: ../shared/hooks/trt86/stage (TensorRT 8.6), scripts/h200/wheels.sh (pydantic, Polygraphy, adjustText),
 # and `mkdir -p .stage/trt86inc && cp ../shared/hooks/trt86/include/* .stage/trt86inc/` (plugin headers).
 # Carry ".stage/trt86inc" and ".whl" on EVERY call: ignored paths that a call does not carry are removed there.
+# A call sends at most 64 MiB (working tree + carried paths): with the repository over ~6 MB the hook's 58 MB parts
+# no longer fit; re-split them smaller (2026-11-30, same 8 calls, same unpack.sh):
+#   cat .stage/trt86/0*/part.* > /tmp/all && (cd /tmp && split -b 55M -d -a 2 all part.) && for i in 00 01 02 03 04 05 06 07;
+#   do mkdir -p .stage/trt86s/$i && mv /tmp/part.$i .stage/trt86s/$i/; done; cp .stage/trt86/00/{zstd,sha} .stage/trt86s/00/;
+#   cp .stage/trt86/07/unpack.sh .stage/trt86s/07/   (then carry .stage/trt86s/NN; part 00 + the tree must stay < 64 MiB:
+#   move new untracked results out of the tree for call 00 if needed)
 # On the device, after the staging calls unpacked TensorRT 8.6 to /root/site, every call is
 #   export PYTHONPATH=/root/site; bash scripts/h200/session.sh STEP [ARGS]
 # Never `pkill -f`/`pgrep -f` a bare word that the calling command line also contains: it matches that call (or
