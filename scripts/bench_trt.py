@@ -216,7 +216,12 @@ def main() -> int:
     from trtllm_kit.engine.builder import check_plugin_options
     from trtllm_kit.errors import ToolkitError
 
-    for mode in args.kv_modes if "trt" in args.backends.split(",") else []:
+    try:
+        backends = parse_backends(args.backends)
+    except ToolkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for mode in args.kv_modes if "trt" in backends else []:
         try:  # a plugin option a layout cannot use: refused before any export or timing
             check_plugin_options(BuildOptions(kv_mode=mode, limits=EngineLimits(256, 128, 640), weights=args.weights,
                                               gemm=args.gemm, norm=args.norm))
@@ -230,7 +235,6 @@ def main() -> int:
               "a CPU; --report-only merges results anywhere)", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    backends = parse_backends(args.backends)
     cfg = SweepConfig(batches=[int(b) for b in args.batches.split(",")], inputs=[args.input], outputs=[args.output],
                       warmup=args.warmup, repeats=args.repeats)
     limits = EngineLimits(256, 128, 640, opt_batch=16, opt_input=args.input)

@@ -171,10 +171,10 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
     refused(out, "which the results under", "--models", "nosuch")
     for flags, words in ((("--norm", "plugin"), "--kv-modes portable: --norm plugin: it ships in the plugin KV layout"),
                          (("--gemm", "plugin", "--kv-modes", "plugin"), "--gemm plugin: it reads the weight matrices")):
-        p = subprocess.run([sys.executable, str(script), "--backends", "trt", "--work", str(tmp_path / "w"),
-                            "--out", str(tmp_path / "o"), *flags], capture_output=True, text=True)
-        assert p.returncode == 2 and words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-        assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # refused before any work
+        for backends in ("trt", "eager, trt"):  # refused before any work (here: before the check for a GPU)
+            p = subprocess.run([sys.executable, str(script), "--backends", backends, "--work", str(tmp_path / "w"),
+                                "--out", str(tmp_path / "o"), *flags], capture_output=True, text=True)
+            assert p.returncode == 2 and words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     refused(tmp_path / "none", "is not a directory")
     (tmp_path / "empty").mkdir()
     refused(tmp_path / "empty", "no results-*.json")

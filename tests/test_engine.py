@@ -168,7 +168,9 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--opt-batch", "500"), "--opt-batch 500 lies outside"),
         ((onnx_dir, "--flavor", "tensorrt"), "TensorRT is not installed"),
         ((onnx_dir, "--kv-mode", "plugin"), "--kv-mode plugin: tensorrt-rtx"),
-        ((onnx_dir, "--gemm", "plugin"), "--gemm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode auto"),
+        ((onnx_dir, "--gemm", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
+        ((onnx_dir, "--gemm", "plugin", "--weights", "inputs"),  # auto may choose plugin (8.6); here it chose inplace
+         "not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
         ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
         ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin)"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
@@ -187,8 +189,8 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
     for extra in (("--out", str(existing)), ("--flavor", "tensorrt", "--out", str(tmp_path / "e2"))):
-        assert_one_line_error(cli("build", onnx_dir, "--norm", "plugin", *extra),
-                              "--norm plugin: it ships in the plugin KV layout's library", "--kv-mode auto (the default)")
+        assert_one_line_error(cli("build", onnx_dir, "--norm", "plugin", "--kv-mode", "portable", *extra),
+                              "--norm plugin: it ships in the plugin KV layout's library", "--kv-mode portable")
     assert (existing / "keep.txt").read_text() == "mine" and not (tmp_path / "e2").exists()
 
 
@@ -404,6 +406,25 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
     assert m.answers(m.build.model_copy(update={"norm": "trt", "gemm": "trt"}), *same)
     assert m.differences(m.build.model_copy(update={"kv_mode": "portable"}), *same) == ["kv_mode inplace -> portable"]
     assert m.differences(m.build, m.flavor, m.trt_version, "0" * 64, m.source.weights_sha256) == ["the export changed"]
+    from dataclasses import replace
+
+    larger = replace(m.build.limits, max_batch=m.build.limits.max_batch * 2)
+    assert m.differences(m.build.model_copy(update={"limits": larger}), *same) == [
+        f"limits.max_batch {m.build.limits.max_batch} -> {larger.max_batch}"]
+    # a plugin-layout engine: its norm choice against what --norm asks now (auto means the plugin there)
+    plugin_layout = m.kv_layout.model_copy(update={"name": "plugin", "plugin": record.model_copy(
+        update={"gemm": None, "links": [], "norm": "TrtllmKitRMSNorm"})})
+    with_norm = m.model_copy(update={"kv_layout": plugin_layout})
+    asked = m.build.model_copy(update={"kv_mode": "plugin"})
+    plugin_same = (with_norm.flavor, with_norm.trt_version, *same[2:])
+    with_norm = with_norm.model_copy(update={"build": asked})
+    assert with_norm.differences(asked.model_copy(update={"norm": "auto", "gemm": "trt"}), *plugin_same) == []
+    assert with_norm.differences(asked.model_copy(update={"norm": "trt", "gemm": "trt"}), *plugin_same) == [
+        "norm plugin -> trt"]
+    old = with_norm.model_copy(update={"kv_layout": plugin_layout.model_copy(
+        update={"plugin": plugin_layout.plugin.model_copy(update={"norm": None})})})  # from before the norm plugin
+    assert old.differences(asked.model_copy(update={"norm": "auto", "gemm": "trt"}), *plugin_same) == [
+        "norm trt -> plugin"]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
@@ -428,8 +449,7 @@ def test_norm_rewrite_finds_each_norms_input_and_rewires_its_readers(tiny_export
     monkeypatch.setattr(P, "add_rms_norm", stand_in)
     spec, _ = load_model(name)
     onnx_path = tiny_exports[name] / "model.onnx"
-    anchors = [a for i in range(spec.num_layers) for a in (Anchors.input_norm(i), Anchors.mlp_norm(i))]
-    inputs = rms_norm_inputs(onnx_path, anchors + [Anchors.FINAL_NORM])
+    inputs = rms_norm_inputs(onnx_path, Anchors.norms(spec.num_layers))
     assert inputs[Anchors.input_norm(0)] == "embeddings"
     for i in range(spec.num_layers):
         assert inputs[Anchors.mlp_norm(i)] == Anchors.attn_res(i)

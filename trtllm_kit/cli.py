@@ -296,7 +296,11 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
         from trtllm_kit.engine.builder import check_plugin_options
 
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
-        check_plugin_options(plan.engine)  # a recipe's plugin options may not fit the override: refused before work
+        try:  # a recipe's plugin options may not fit the override: refused before any work, naming both
+            check_plugin_options(plan.engine)
+        except ToolkitError as e:
+            raise ToolkitError(f"--kv-mode {kv_mode} does not fit the recipe's engine options: {e.message}",
+                               "leave --kv-mode out, or change engine.gemm/engine.norm in the recipe") from None
     if device is not None:
         plan.device = device
     if dtype is not None:

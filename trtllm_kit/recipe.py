@@ -48,10 +48,10 @@ class RecipeEngine(Strict):
 
     @model_validator(mode="after")
     def _plugins_need(self):
-        if self.gemm == "plugin" and (self.kv_mode != "plugin" or self.weights != "inputs"):
+        if self.gemm == "plugin" and (self.kv_mode not in ("plugin", "auto") or self.weights != "inputs"):
             raise ValueError("gemm: plugin needs kv_mode: plugin and weights: inputs (or gemm: auto or trt), got "
                              f"kv_mode: {self.kv_mode}, weights: {self.weights}")
-        if self.norm == "plugin" and self.kv_mode != "plugin":
+        if self.norm == "plugin" and self.kv_mode not in ("plugin", "auto"):  # auto may choose plugin (8.6)
             raise ValueError(f"norm: plugin needs kv_mode: plugin (or norm: auto or trt), got kv_mode: {self.kv_mode}")
         return self
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.gemm import gemm_option_conflict, resolve_gemm
+from trtllm_kit.engine.gemm import gemm_option_conflict, norm_option_conflict, resolve_gemm
 from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
@@ -108,17 +108,21 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
 
 def check_plugin_options(options: BuildOptions) -> None:
     """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
-    ``--kv-mode plugin --weights inputs``, ``--norm plugin`` without ``--kv-mode plugin``. Used by the builder,
-    ``trtllm-kit bench`` (after its ``--kv-mode`` override) and ``scripts/bench_trt.py`` (for each layout).
+    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` with a ``--kv-mode`` other than
+    plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
+    again once the layout is chosen. Used by the builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override)
+    and ``scripts/bench_trt.py`` (for each layout).
 
     Raises:
         ToolkitError: the first conflict, naming the options and the fix.
     """
-    conflict = gemm_option_conflict(options.gemm, options.kv_mode, options.weights)
+    kv_mode = "plugin" if options.kv_mode == "auto" else options.kv_mode
+    conflict = gemm_option_conflict(options.gemm, kv_mode, options.weights)
     if conflict:
         raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
-    if options.norm == "plugin" and options.kv_mode != "plugin":
-        resolve_norm(options, options.kv_mode, quiet=True)  # raises, naming the fix
+    conflict = norm_option_conflict(options.norm, kv_mode)
+    if conflict:
+        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin, or --norm auto or trt")
 
 
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
@@ -163,7 +167,17 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
-    layout = resolve_kv_layout(options.kv_mode, flavor, options)
+    notes: list[str] = []  # auto's reasons, logged once the plugin options fit the layout it chose
+    layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
+    try:
+        resolve_gemm(options, layout.name, quiet=True)
+        resolve_norm(options, layout.name, quiet=True)
+    except ToolkitError as e:
+        if options.kv_mode == "auto":  # the user did not name the layout that refuses it
+            raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
+        raise
+    for note in notes:
+        log.info("%s", note)
     gemm = resolve_gemm(options, layout.name)
     norm = resolve_norm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)

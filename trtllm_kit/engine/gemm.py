@@ -21,6 +21,15 @@ def shown_kv_mode(kv_mode: str) -> str:
     return "auto (the default)" if kv_mode == "auto" else kv_mode
 
 
+def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
+    """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
+    RMSNorm plugin ships in the plugin KV layout's library. Used by ``resolve_norm`` and the builder's early check;
+    recipes check the same rule in their schema (``RecipeEngine``), naming their keys."""
+    if norm == "plugin" and kv_mode != "plugin":
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {shown_kv_mode(kv_mode)}"
+    return None
+
+
 def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
 

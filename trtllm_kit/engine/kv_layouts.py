@@ -210,8 +210,7 @@ class PluginKV(StaticKV):
         shipped_sha256 = sha256_file(shipped)
         P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin")
         if ctx.norm == "plugin":
-            anchors = [a for i in range(ctx.spec.num_layers) for a in (Anchors.input_norm(i), Anchors.mlp_norm(i))]
-            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, anchors + [Anchors.FINAL_NORM]))
+            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
             log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
         index = NetworkIndex(network)
         inputs, tensors = index.inputs, index.tensors
@@ -277,21 +276,25 @@ def get_layout(name: str) -> KVLayout:
     return KV_LAYOUTS[name]
 
 
-def resolve_kv_layout(requested: str, flavor, options) -> KVLayout:
+def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None = None) -> KVLayout:
     """``auto``: native KV layers where the flavour has them, else the plugin where it can be compiled,
     else portable (logging why). A named layout the flavour cannot build is an error naming the fallback.
+
+    Args:
+        notes: where ``auto``'s reasons go instead of the log (the caller logs them once the build goes ahead).
 
     Raises:
         ToolkitError: an unknown or unavailable layout.
     """
+    say = notes.append if notes is not None else log.info
     if requested == "auto":
         for name in ("inplace", "plugin"):
             reason = KV_LAYOUTS[name].unavailable(flavor, options)
             if reason is None:
-                log.info("KV cache: %s (--kv-mode auto)", name)
+                say(f"KV cache: {name} (--kv-mode auto)")
                 return KV_LAYOUTS[name]
-            log.info("KV cache: not %s: %s", name, reason)
-        log.info("KV cache: portable (--kv-mode auto)")
+            say(f"KV cache: not {name}: {reason}")
+        say("KV cache: portable (--kv-mode auto)")
         return KV_LAYOUTS["portable"]
     layout = get_layout(requested)
     reason = layout.unavailable(flavor, options)
@@ -312,11 +315,11 @@ def resolve_norm(options, layout_name: str, quiet: bool = False) -> str:
     Raises:
         ToolkitError: ``--norm plugin`` with another KV layout.
     """
-    from trtllm_kit.engine.gemm import shown_kv_mode
+    from trtllm_kit.engine.gemm import norm_option_conflict
 
-    if options.norm == "plugin" and layout_name != "plugin":
-        raise ToolkitError(f"--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with "
-                           f"--kv-mode {shown_kv_mode(layout_name)}", "use --kv-mode plugin, or --norm auto or trt")
+    conflict = norm_option_conflict(options.norm, layout_name)
+    if conflict:
+        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin, or --norm auto or trt")
     norm = "trt" if options.norm == "trt" or layout_name != "plugin" else "plugin"
     if not quiet:
         log.info("RMSNorm: %s (--norm %s%s)", "the TrtllmKitRMSNorm plugin" if norm == "plugin" else "the exported ops",
@@ -326,6 +329,14 @@ def resolve_norm(options, layout_name: str, quiet: bool = False) -> str:
 
 def rms_norm_inputs(onnx_path: Path, anchors: list[str]) -> dict[str, str]:
     """Each RMSNorm's input tensor, read from the exported graph: norm output (anchor) -> x.
+
+    Args:
+        onnx_path: the export's ``model.onnx`` (its weights are not loaded).
+        anchors: the norms' output names (``Anchors.norms``).
+
+    Returns:
+        {anchor: name of x}, x (B, S, H) the norm's input (the residual stream; the final norm's may be cut to
+        the last position, (B, 1, H)).
 
     The exporter writes ``anchor = Mul(Cast?(Mul(Mul(Cast?(x), r), inv)), weight)`` (``export/graph.py``
     ``_rms_norm``); anything else is refused.
@@ -363,8 +374,17 @@ def rewire_norms(ctx: NetworkContext, inputs: dict[str, str]) -> int:
     """Each RMSNorm (anchor -> its input x, ``rms_norm_inputs``) becomes one ``TrtllmKitRMSNorm`` layer reading x
     and the scale the exported ``Mul`` read; the anchor's readers move to it (the old ops are left unread).
 
+    Args:
+        ctx: the network being prepared (the plugin library loaded; ``strongly_typed`` False pins each norm to
+            its input's type, TensorRT 8.6).
+        inputs: from ``rms_norm_inputs``.
+
     Returns:
         How many norms were rewired.
+
+    Raises:
+        ToolkitError: a tensor missing from the parsed network, or the plugin rejecting eps.
+        PluginUnavailable: the plugin is not loaded.
     """
     from trtllm_kit.engine import plugin as P
 

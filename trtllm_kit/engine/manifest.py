@@ -189,10 +189,22 @@ class EngineManifest(Manifest):
     def differences(self, options: BuildOptions, flavor_name: str, trt_version: str, onnx_sha256: str,
                     weights_sha256: str | None) -> list[str]:
         """What a build with these inputs would make differently from this engine, one phrase each (e.g.
-        ``"kv_mode portable -> plugin"``, ``"the export changed"``); empty when the engine can be reused.
-        ``--gemm``/``--norm`` count by what they resolve to: ``trt`` and an ``auto`` that means ``trt`` agree."""
+        ``"kv_mode portable -> plugin"``, ``"limits.max_batch 256 -> 16"``, ``"the export changed"``); empty when
+        the engine can be reused. ``--gemm``/``--norm`` count by what they resolve to: ``trt`` and an ``auto`` that
+        means ``trt`` agree.
+
+        Args:
+            options: the build options a build would use now.
+            flavor_name, trt_version: the TensorRT a build would use now.
+            onnx_sha256, weights_sha256: of the export it would build from.
+        """
         want = options.model_copy(update={"limits": options.limits.checked()})
-        have, new = self.build.fingerprint(), want.fingerprint()
+
+        def flat(d: dict, prefix: str = "") -> dict:  # limits.max_batch, not the whole limits dict
+            return {k: v for key, x in d.items()
+                    for k, v in (flat(x, f"{prefix}{key}.").items() if isinstance(x, dict) else [(prefix + key, x)])}
+
+        have, new = flat(self.build.fingerprint()), flat(want.fingerprint())
         out = [f"{k} {have.get(k)} -> {new.get(k)}" for k in sorted(set(have) | set(new)) if have.get(k) != new.get(k)]
         if (self.flavor, self.trt_version) != (flavor_name, trt_version):
             out.append(f"{self.flavor} {self.trt_version} -> {flavor_name} {trt_version}")

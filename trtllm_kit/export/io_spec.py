@@ -90,6 +90,11 @@ class Anchors:
         return f"layer{i}.q"
 
     @staticmethod
+    def norms(num_layers: int) -> list[str]:
+        """Every RMSNorm's output, in graph order: each block's input and MLP norm, then the final norm."""
+        return [a for i in range(num_layers) for a in (Anchors.input_norm(i), Anchors.mlp_norm(i))] + [Anchors.FINAL_NORM]
+
+    @staticmethod
     def k_new(i: int) -> str:
         return f"layer{i}.k_new"
 
