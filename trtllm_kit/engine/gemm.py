@@ -16,17 +16,12 @@ from trtllm_kit.errors import ToolkitError
 log = logging.getLogger(__name__)
 
 
-def shown_kv_mode(kv_mode: str) -> str:
-    """``kv_mode`` as an error message names it: ``auto`` is what the user gets without the flag."""
-    return "auto (the default)" if kv_mode == "auto" else kv_mode
-
-
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
     """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
     RMSNorm plugin ships in the plugin KV layout's library. Used by ``resolve_norm`` and the builder's early check;
     recipes check the same rule in their schema (``RecipeEngine``), naming their keys."""
     if norm == "plugin" and kv_mode != "plugin":
-        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {shown_kv_mode(kv_mode)}"
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
     return None
 
 
@@ -39,7 +34,7 @@ def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     if gemm != "plugin":
         return None
     if kv_mode != "plugin":
-        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {shown_kv_mode(kv_mode)}"
+        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
     if weights != "inputs":
         return "it reads the weight matrices as engine inputs (--weights inputs), not with --weights engine"
     return None
