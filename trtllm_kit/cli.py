@@ -291,9 +291,8 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
     overrides = dict(zip(SWEEP_FLAGS, (batches, inputs, outputs, warmup, repeats, step_tokens)))
     plan.sweep = plan.sweep.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if kv_mode is not None:
-        from trtllm_kit.engine.manifest import BuildOptions
-
         from trtllm_kit.engine.builder import check_plugin_options
+        from trtllm_kit.engine.manifest import BuildOptions
 
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
         try:  # a recipe's plugin options may not fit the override: refused before any work, naming both

@@ -48,11 +48,15 @@ class RecipeEngine(Strict):
 
     @model_validator(mode="after")
     def _plugins_need(self):
-        if self.gemm == "plugin" and (self.kv_mode not in ("plugin", "auto") or self.weights != "inputs"):
-            raise ValueError("gemm: plugin needs kv_mode: plugin and weights: inputs (or gemm: auto or trt), got "
-                             f"kv_mode: {self.kv_mode}, weights: {self.weights}")
-        if self.norm == "plugin" and self.kv_mode not in ("plugin", "auto"):  # auto may choose plugin (8.6)
-            raise ValueError(f"norm: plugin needs kv_mode: plugin (or norm: auto or trt), got kv_mode: {self.kv_mode}")
+        from trtllm_kit.engine.gemm import plugin_option_conflicts  # the builder's rule, in the recipe's words
+
+        needs = {"gemm": ("kv_mode: plugin and weights: inputs", f"kv_mode: {self.kv_mode}, weights: {self.weights}"),
+                 "norm": ("kv_mode: plugin", f"kv_mode: {self.kv_mode}")}
+        conflicts = plugin_option_conflicts(self.gemm, self.norm, self.kv_mode, self.weights)
+        if conflicts:
+            option = next(iter(conflicts))
+            need, got = needs[option]
+            raise ValueError(f"{option}: plugin needs {need} (or {option}: auto or trt), got {got}")
         return self
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.gemm import gemm_option_conflict, norm_option_conflict, resolve_gemm
+from trtllm_kit.engine.gemm import plugin_option_conflicts, resolve_gemm
 from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
@@ -116,13 +116,12 @@ def check_plugin_options(options: BuildOptions) -> None:
     Raises:
         ToolkitError: the first conflict, naming the options and the fix.
     """
-    kv_mode = "plugin" if options.kv_mode == "auto" else options.kv_mode
-    conflict = gemm_option_conflict(options.gemm, kv_mode, options.weights)
-    if conflict:
-        raise ToolkitError(f"--gemm plugin: {conflict}", "use --kv-mode plugin --weights inputs, or --gemm auto or trt")
-    conflict = norm_option_conflict(options.norm, kv_mode)
-    if conflict:
-        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin, or --norm auto or trt")
+    hints = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
+             "norm": "use --kv-mode plugin, or --norm auto or trt"}
+    conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights)
+    if conflicts:
+        option, why = next(iter(conflicts.items()))
+        raise ToolkitError(f"--{option} plugin: {why}", hints[option])
 
 
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
@@ -167,19 +166,17 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
-    notes: list[str] = []  # auto's reasons, logged once the plugin options fit the layout it chose
+    notes: list[str] = []  # the choices and auto's reasons, logged once the plugin options fit the layout
     layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
     try:
-        resolve_gemm(options, layout.name, quiet=True)
-        resolve_norm(options, layout.name, quiet=True)
+        gemm = resolve_gemm(options, layout.name, notes=notes)
+        norm = resolve_norm(options, layout.name, notes=notes)
     except ToolkitError as e:
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
             raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
         raise
     for note in notes:
         log.info("%s", note)
-    gemm = resolve_gemm(options, layout.name)
-    norm = resolve_norm(options, layout.name)
     profiles = layout.profiles(limits, options.profiles)
     ios = layout.engine_inputs(spec, limits)
     trt = flavor.trt

@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
     """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
-    RMSNorm plugin ships in the plugin KV layout's library. Used by ``resolve_norm`` and the builder's early check;
-    recipes check the same rule in their schema (``RecipeEngine``), naming their keys."""
+    RMSNorm plugin ships in the plugin KV layout's library. Used by ``resolve_norm`` and ``plugin_option_conflicts``."""
     if norm == "plugin" and kv_mode != "plugin":
         return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
     return None
@@ -28,8 +27,8 @@ def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
 def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     """Why ``gemm`` cannot be used with these options, known before any work (None when it can, or for auto/trt).
 
-    Used by the builder (before the KV layout is chosen) and ``resolve_gemm``; names the options as ``--flag value``
-    (recipes check the same rule in their schema, ``RecipeEngine``, naming their keys).
+    Used by ``plugin_option_conflicts`` (before the KV layout is chosen) and ``resolve_gemm``; names the options
+    as ``--flag value``.
     """
     if gemm != "plugin":
         return None
@@ -40,7 +39,16 @@ def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     return None
 
 
-def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
+def plugin_option_conflicts(gemm: str, norm: str, kv_mode: str, weights: str) -> dict[str, str]:
+    """The plugin options that can never work with these, known before any work: {"gemm"/"norm": why}.
+    ``kv_mode`` auto counts as plugin (it may choose that layout: TensorRT 8.6 with nvcc). The one rule behind the
+    builder's early check (``check_plugin_options``) and the recipe schema (``RecipeEngine``), which word it apart."""
+    kv_mode = "plugin" if kv_mode == "auto" else kv_mode
+    found = {"gemm": gemm_option_conflict(gemm, kv_mode, weights), "norm": norm_option_conflict(norm, kv_mode)}
+    return {option: why for option, why in found.items() if why}
+
+
+def resolve_gemm(options, layout_name: str, notes: list[str] | None = None) -> str:
     """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
 
     ``--gemm auto`` takes the plugin where it can be used (the plugin KV layout, whose library it joins; the
@@ -49,7 +57,7 @@ def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
     Args:
         options: the build options (``gemm``, ``weights``).
         layout_name: the KV layout the build uses.
-        quiet: do not log the choice.
+        notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
 
     Raises:
         ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
@@ -64,15 +72,14 @@ def resolve_gemm(options, layout_name: str, quiet: bool = False) -> str:
             find_cublaslt()
         except PluginUnavailable as e:
             reason = e.message
+    say = notes.append if notes is not None else log.info
     if reason is None:
-        if not quiet:
-            log.info("GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm %s)", options.gemm)
+        say(f"GEMM: TrtllmKitGemm plugin (cuBLASLt) (--gemm {options.gemm})")
         return "plugin"
     if options.gemm == "plugin":
         raise ToolkitError(f"--gemm plugin: {reason}",
                            "use --gemm trt (TensorRT's own matrix multiplies) or --gemm auto")
-    if not quiet:
-        log.info("GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: %s)", reason)
+    say(f"GEMM: TensorRT's matrix multiplies (--gemm auto; not the plugin: {reason})")
     return "trt"
 
 

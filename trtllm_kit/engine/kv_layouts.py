@@ -303,14 +303,14 @@ def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None =
     return layout
 
 
-def resolve_norm(options, layout_name: str, quiet: bool = False) -> str:
+def resolve_norm(options, layout_name: str, notes: list[str] | None = None) -> str:
     """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, in the plugin KV layout's library) or ``"trt"``
     (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; the choice is logged.
 
     Args:
         options: the build options (``norm``).
-        layout_name: the KV layout the build uses (or ``--kv-mode`` as given, for a check before any work).
-        quiet: do not log the choice.
+        layout_name: the KV layout the build uses.
+        notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
 
     Raises:
         ToolkitError: ``--norm plugin`` with another KV layout.
@@ -321,9 +321,9 @@ def resolve_norm(options, layout_name: str, quiet: bool = False) -> str:
     if conflict:
         raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin, or --norm auto or trt")
     norm = "trt" if options.norm == "trt" or layout_name != "plugin" else "plugin"
-    if not quiet:
-        log.info("RMSNorm: %s (--norm %s%s)", "the TrtllmKitRMSNorm plugin" if norm == "plugin" else "the exported ops",
-                 options.norm, "; the plugin comes with --kv-mode plugin" if options.norm == "auto" and norm == "trt" else "")
+    (notes.append if notes is not None else log.info)(
+        f"RMSNorm: {'the TrtllmKitRMSNorm plugin' if norm == 'plugin' else 'the exported ops'} (--norm {options.norm}"
+        f"{'; the plugin comes with --kv-mode plugin' if options.norm == 'auto' and norm == 'trt' else ''})")
     return norm
 
 

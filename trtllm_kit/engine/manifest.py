@@ -229,7 +229,7 @@ class EngineManifest(Manifest):
             return options.norm
         from trtllm_kit.engine.kv_layouts import resolve_norm
 
-        return resolve_norm(options, self.kv_layout.name, quiet=True)
+        return resolve_norm(options, self.kv_layout.name, notes=[])
 
     @property
     def gemm_used(self) -> str:
@@ -244,7 +244,7 @@ class EngineManifest(Manifest):
             return options.gemm
         from trtllm_kit.engine.gemm import resolve_gemm
 
-        return resolve_gemm(options, self.kv_layout.name, quiet=True)
+        return resolve_gemm(options, self.kv_layout.name, notes=[])
 
     @property
     def limits(self) -> EngineLimits:

@@ -306,6 +306,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         root = os.environ.get("TRTLLM_KIT_CACHE")
         cache_dir = Path(root) / "plugins" if root else Path.home() / ".cache" / "trtllm-kit" / "plugins"
     nvinfer = Path(nvinfer) if nvinfer else None
+    srcs = sources(gemm=cublaslt is not None)
     src_hash = source_sha256(gemm=cublaslt is not None)
     key_parts = [src_hash, sha256_file(include / "NvInferVersion.h"), trt_version, arch, _nvcc_version(nvcc),
                  nvinfer.name if nvinfer else "unlinked"]
@@ -319,7 +320,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         os.close(fd)
         cmd = [str(nvcc), "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-shared",
                "-gencode", f"arch=compute_{digits},code={arch}", f"-I{include}",
-               *map(str, sources(gemm=cublaslt is not None)), "-o", tmp]
+               *map(str, srcs), "-o", tmp]
         if cublaslt is not None:
             lib_dir = cublaslt.library.parent
             cmd[-2:-2] = [f"-I{cublaslt.include}"]
@@ -333,7 +334,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 tail = " | ".join(ln for ln in proc.stderr.strip().splitlines()[-5:])
-                what = ", ".join(p.name for p in sources(gemm=cublaslt is not None))
+                what = ", ".join(p.name for p in srcs)
                 raise PluginUnavailable(f"nvcc failed to compile {what} for {arch} against {include}: {tail}",
                                         GEMM_FALLBACK if cublaslt is not None else FALLBACK)
             os.chmod(tmp, 0o755)
