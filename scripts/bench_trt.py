@@ -186,6 +186,8 @@ def main() -> int:
                     help="inputs: weights as engine inputs (trtllm-kit build --weights inputs).")
     ap.add_argument("--norm", choices=["auto", "trt", "plugin"], default="auto",
                     help="trtllm-kit build --norm (auto: the RMSNorm plugin with --kv-modes plugin).")
+    ap.add_argument("--rope", choices=["auto", "trt", "plugin"], default="auto",
+                    help="trtllm-kit build --rope (auto: the rotary plugin with --kv-modes plugin).")
     ap.add_argument("--gemm", choices=["auto", "trt", "plugin"], default="auto",
                     help="trtllm-kit build --gemm (auto: the cuBLASLt GEMM plugin with --kv-modes plugin and "
                     "--weights inputs).")
@@ -244,7 +246,7 @@ def main() -> int:
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
     suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
         ("-winputs" if args.weights == "inputs" else "") + (f"-gemm{args.gemm}" if args.gemm != "auto" else "") + \
-        (f"-norm{args.norm}" if args.norm != "auto" else "")
+        (f"-norm{args.norm}" if args.norm != "auto" else "") + (f"-rope{args.rope}" if args.rope != "auto" else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     for art in arts if "trt" in backends else []:
@@ -255,7 +257,7 @@ def main() -> int:
         lock.close()
     for mode in args.kv_modes if "trt" in backends else []:
         options = BuildOptions(kv_mode=mode, limits=limits, opt_level=args.opt_level, weights=args.weights,
-                               gemm=args.gemm, norm=args.norm, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
+                               gemm=args.gemm, norm=args.norm, rope=args.rope, timing_cache=str(work / f"timing-{mode}{suffix}.cache"))
         if args.build_after:
             t0 = time.perf_counter()
             while not Path(args.build_after).is_file():

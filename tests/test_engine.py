@@ -173,6 +173,8 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
          "not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
         ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
         ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin)"),
+        ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
+         "--rope plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode portable"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
@@ -473,6 +475,58 @@ def test_norm_rewrite_finds_each_norms_input_and_rewires_its_readers(tiny_export
             assert after.producers[layer.get_input(j).name].name == new, (anchor, layer_name)
     with pytest.raises(ToolkitError, match="not an RMSNorm as this version's exporter writes it"):
         rms_norm_inputs(onnx_path, [Anchors.q(0)])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_rope_rewrite_reads_each_blocks_rotary_off_the_export(tiny_exports, name, monkeypatch):
+    """--rope plugin: each block's q/k projections and cos/sin are read off the exported graph, and the plugin
+    gets each block's own heads and head_dim (width-pruned blocks differ). The plugin layer is stood in for by
+    Identity layers (the plugin needs nvcc and full TensorRT); the search and the wiring are what is tested."""
+    import onnx
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_rotary, rotary_inputs
+    from trtllm_kit.export.io_spec import Anchors
+
+    seen = {}
+
+    class Layer:  # what rewire_rotary uses of the plugin layer
+        def __init__(self, outs):
+            self.outs = outs
+
+        def get_output(self, i):
+            return self.outs[i]
+
+    def stand_in(trt_module, network, q_lin, k_lin, cos, sin, nh, nkv, hd, scale, name):
+        seen[name] = (q_lin.name, k_lin.name, cos.name, sin.name, nh, nkv, hd, scale)
+        return Layer([network.add_identity(t).get_output(0) for t in (q_lin, k_lin)])
+
+    monkeypatch.setattr(P, "add_rotary", stand_in)
+    spec, _ = load_model(name)
+    onnx_path = tiny_exports[name] / "model.onnx"
+    found = rotary_inputs(onnx_path, spec.num_layers)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for i, (q_lin, k_lin, cos, sin) in found.items():
+        for lin, proj in ((q_lin, "q_proj"), (k_lin, "k_proj")):  # the projection's output (after any bias)
+            node = producers[lin]
+            assert node.op_type in ("MatMul", "Add") and any(proj in x for x in node.input) or \
+                any(proj in x for x in producers[node.input[0]].input), (i, lin)
+        assert "Gather" in {producers[producers[t].input[0]].op_type for t in (cos, sin)}  # per position
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, rope="plugin")
+    index = NetworkIndex(network)
+    for i, L in enumerate(spec.layers):
+        q, k = rewire_rotary(ctx, index, i, found[i])
+        assert seen[f"rotary.{i}"] == (*found[i], L.n_heads, L.n_kv_heads, L.head_dim, L.head_dim ** -0.5)
+        assert q.name != Anchors.q(i) and k.name != Anchors.k_new(i)
+    if name == "tiny-llama-width":
+        assert len({seen[f"rotary.{i}"][4] for i in range(spec.num_layers)}) > 1  # heads differ per block
+    with pytest.raises(ToolkitError, match="rotary is not what this version's exporter writes"):
+        rotary_inputs(onnx_path, spec.num_layers + 1)  # a block the export does not have
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

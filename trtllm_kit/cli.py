@@ -186,10 +186,13 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--norm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="The RMSNorms: trt: the exported ops; plugin: one TrtllmKitRMSNorm kernel each (with --kv-mode "
               "plugin); auto: the plugin with --kv-mode plugin.")
+@click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
+              help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "
+              "TrtllmKitRotary kernel each (with --kv-mode plugin); auto: the plugin with --kv-mode plugin.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
-          timing_cache, opt_level, workspace, trt_include, weights, gemm, norm, force):
+          timing_cache, opt_level, workspace, trt_include, weights, gemm, norm, rope, force):
     """Build a TensorRT engine from ONNX_DIR (written by `trtllm-kit export`)."""
     from dataclasses import replace
 
@@ -203,7 +206,7 @@ def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_bat
                      opt_input=opt_input if opt_input or max_input else d.opt_input)
     opts = BuildOptions(flavor=flavor, kv_mode=kv_mode, profiles=profiles, limits=limits, opt_level=opt_level,
                         workspace_gb=workspace, timing_cache=timing_cache, trt_include=trt_include, weights=weights,
-                        gemm=gemm, norm=norm)
+                        gemm=gemm, norm=norm, rope=rope)
     res = engine_from_onnx(onnx_dir, out or default_engine_dir(onnx_dir), opts, force=force)
     m = res.manifest
     where = f"{m.gpu.name} (cc {m.gpu.compute_capability})" if m.gpu else "no GPU"

@@ -45,14 +45,15 @@ class RecipeEngine(Strict):
     weights: Literal["engine", "inputs"] = "engine"
     gemm: Literal["auto", "trt", "plugin"] = "auto"
     norm: Literal["auto", "trt", "plugin"] = "auto"
+    rope: Literal["auto", "trt", "plugin"] = "auto"
 
     @model_validator(mode="after")
     def _plugins_need(self):
         from trtllm_kit.engine.gemm import plugin_option_conflicts  # the builder's rule, in the recipe's words
 
         needs = {"gemm": ("kv_mode: plugin and weights: inputs", f"kv_mode: {self.kv_mode}, weights: {self.weights}"),
-                 "norm": ("kv_mode: plugin", f"kv_mode: {self.kv_mode}")}
-        conflicts = plugin_option_conflicts(self.gemm, self.norm, self.kv_mode, self.weights)
+                 "norm": ("kv_mode: plugin", f"kv_mode: {self.kv_mode}"), "rope": ("kv_mode: plugin", f"kv_mode: {self.kv_mode}")}
+        conflicts = plugin_option_conflicts(self.gemm, self.norm, self.kv_mode, self.weights, rope=self.rope)
         if conflicts:
             option = next(iter(conflicts))
             need, got = needs[option]
@@ -156,7 +157,7 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
                           e.opt_input or (None if e.max_input else derived.opt_input))
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
                           workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include,
-                          weights=e.weights, gemm=e.gemm, norm=e.norm)
+                          weights=e.weights, gemm=e.gemm, norm=e.norm, rope=e.rope)
     return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,

@@ -59,6 +59,10 @@
 #                         plugin pinned to one type through a plugin field, its GPU tests, the tiny plugin engines with a
 #                         check that no reformat sits next to a norm, and llama-7b cut to 2 blocks: 36 reformats, 15 of
 #                         them next to its 10 norms; the pin did not remove them (not landed)
+#   day11                 next (not yet run), branch wip/rotary-plugin: the rotary plugin's kernel tests, the RMSNorm
+#                         tests and the tiny plugin engines (GPU 0); the three 7B engines with --rope plugin (the default
+#                         there) and llama-7b with --rope trt for the A/B, built side by side and each timed alone on
+#                         GPU 1, then llama-7b's layer profile (about 12 device minutes after staging)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -202,6 +206,15 @@ case "${1:-status}" in
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
     bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
     bg tc "CUDA_VISIBLE_DEVICES=${GPU:-1} python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/tc --json $LOGS/tc.json; for f in /root/tc/engines/*/layers.json; do echo \"\$f: \$(grep -c '\"LayerType\": \"Reformat\"' \$f) reformats, \$(grep -c '\"Name\": \"Reformatting CopyNode for .* to rms_norm' \$f) next to a norm, \$(grep -c '\"PluginType\": \"TrtllmKitRMSNorm\"' \$f) norms\"; done" ;;
+  day11)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_rotary_gpu.py tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch \$b --json $LOGS/profile-b\$b.json; done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope trt --out /root/results/rope-trt" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

@@ -12,7 +12,7 @@ from pathlib import Path
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
 from trtllm_kit.engine.gemm import plugin_option_conflicts, resolve_gemm
-from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm
+from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm, resolve_rope
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -108,8 +108,8 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
 
 def check_plugin_options(options: BuildOptions) -> None:
     """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
-    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` with a ``--kv-mode`` other than
-    plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
+    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` or ``--rope plugin`` with a
+    ``--kv-mode`` other than plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
     again once the layout is chosen. Used by the builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override)
     and ``scripts/bench_trt.py`` (for each layout).
 
@@ -117,8 +117,8 @@ def check_plugin_options(options: BuildOptions) -> None:
         ToolkitError: the first conflict, naming the options and the fix.
     """
     hints = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
-             "norm": "use --kv-mode plugin, or --norm auto or trt"}
-    conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights)
+             "norm": "use --kv-mode plugin, or --norm auto or trt", "rope": "use --kv-mode plugin, or --rope auto or trt"}
+    conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights, rope=options.rope)
     if conflicts:
         option, why = next(iter(conflicts.items()))
         raise ToolkitError(f"--{option} plugin: {why}", hints[option])
@@ -171,6 +171,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     try:
         gemm = resolve_gemm(options, layout.name, notes=notes)
         norm = resolve_norm(options, layout.name, notes=notes)
+        rope = resolve_rope(options, layout.name, notes=notes)
     except ToolkitError as e:
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
             raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
@@ -194,7 +195,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 raise ToolkitError(f"TensorRT could not parse {onnx_path}: {errs}")
             beat.phase(f"preparing the network ({layout.name} KV cache)")
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
-                                 gemm=gemm, norm=norm, onnx_path=onnx_path)
+                                 gemm=gemm, norm=norm, rope=rope, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
             weights = {}
             if options.weights == "inputs":
@@ -207,6 +208,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
+            settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

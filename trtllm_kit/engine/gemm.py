@@ -39,12 +39,13 @@ def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     return None
 
 
-def plugin_option_conflicts(gemm: str, norm: str, kv_mode: str, weights: str) -> dict[str, str]:
-    """The plugin options that can never work with these, known before any work: {"gemm"/"norm": why}.
+def plugin_option_conflicts(gemm: str, norm: str, kv_mode: str, weights: str, rope: str = "trt") -> dict[str, str]:
+    """The plugin options that can never work with these, known before any work: {"gemm"/"norm"/"rope": why}.
     ``kv_mode`` auto counts as plugin (it may choose that layout: TensorRT 8.6 with nvcc). The one rule behind the
     builder's early check (``check_plugin_options``) and the recipe schema (``RecipeEngine``), which word it apart."""
     kv_mode = "plugin" if kv_mode == "auto" else kv_mode
-    found = {"gemm": gemm_option_conflict(gemm, kv_mode, weights), "norm": norm_option_conflict(norm, kv_mode)}
+    found = {"gemm": gemm_option_conflict(gemm, kv_mode, weights), "norm": norm_option_conflict(norm, kv_mode),
+             "rope": norm_option_conflict(rope, kv_mode)}  # the rotary plugin ships in the same library
     return {option: why for option, why in found.items() if why}
 
 

@@ -42,6 +42,8 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
                              if plugin and plugin.gemm else "TensorRT's matrix multiply layers"),
         "norm        " + (f"{plugin.norm} plugin in {plugin.file}" if plugin and plugin.norm
                              else "the exported RMSNorm ops (TensorRT layers)"),
+        "rope        " + (f"{plugin.rope} plugin in {plugin.file}" if plugin and plugin.rope
+                             else "the exported rotary ops (TensorRT layers)"),
         f"source      {m.source.export_dir} (model.onnx sha256 {m.source.onnx_sha256[:12]})",
         f"limits      batch <= {lim.max_batch}, prompt <= {lim.max_input}, prompt + output <= {lim.max_seq}",
         "profiles",

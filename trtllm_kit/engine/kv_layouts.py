@@ -49,6 +49,7 @@ class NetworkContext:
     precision_constraints: bool = False  # set by a rewrite that pins layer precisions (the builder obeys)
     gemm: str = "trt"  # "plugin": the weight matrix multiplies go to TrtllmKitGemm (resolve_gemm)
     norm: str = "trt"  # "plugin": each RMSNorm becomes one TrtllmKitRMSNorm layer (resolve_norm)
+    rope: str = "trt"  # "plugin": each block's rotary of q and k becomes one TrtllmKitRotary layer (resolve_rope)
     onnx_path: Path | None = None  # the export the network was parsed from
 
 
@@ -208,12 +209,13 @@ class PluginKV(StaticKV):
         shipped = ctx.out_dir / lib.path.name
         shutil.copyfile(lib.path, shipped)
         shipped_sha256 = sha256_file(shipped)
-        P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin")
+        P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin", rope=ctx.rope == "plugin")
         if ctx.norm == "plugin":
             n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
             log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
         index = NetworkIndex(network)
         inputs, tensors = index.inputs, index.tensors
+        ropes = rotary_inputs(ctx.onnx_path, ctx.spec.num_layers) if ctx.rope == "plugin" else {}
         mask = inputs[ATTENTION_MASK]
         if mask.dtype != trt.int32:  # TensorRT >= 10 keeps int64 inputs; the plugin reads int32
             mask = network.add_cast(mask, trt.int32).get_output(0)
@@ -223,6 +225,8 @@ class PluginKV(StaticKV):
             except KeyError as e:
                 raise ToolkitError(f"the ONNX graph has no tensor {e.args[0]}: it was not written by this version's "
                                    "exporter", "re-export it with `trtllm-kit export`, or use --kv-mode portable")
+            if i in ropes:  # q and k straight from one TrtllmKitRotary layer; the exported rotary goes unread
+                q, k = rewire_rotary(ctx, index, i, ropes[i])
             k_cache, v_cache = inputs[past_name(i, "key")], inputs[past_name(i, "value")]
             layer = P.add_kv_attention(trt, network, q, k, v, k_cache, v_cache, inputs[WRITE_INDICES], mask,
                                        L.n_heads, L.n_kv_heads, L.head_dim, name=f"kv_attention.{i}")
@@ -236,9 +240,12 @@ class PluginKV(StaticKV):
                 index.replace_output(index.outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
                 if not ctx.strongly_typed:  # 8.6: an output's type is the builder's choice unless set; the
                     layer.get_output(k_out).dtype = k_cache.dtype  # in-place cache needs past's (kernel tests set it)
+        if ropes:
+            log.info("%d blocks' rotary go to the %s plugin", len(ropes), P.ROPE_NAME)
         return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
                             name=P.PLUGIN_NAME, version=P.PLUGIN_VERSION, gemm=P.GEMM_NAME if lib.gemm else None,
                             norm=P.NORM_NAME if ctx.norm == "plugin" else None,
+                            rope=P.ROPE_NAME if ropes else None,
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
     def finish_network(self, ctx, weight_names, plugin):
@@ -264,7 +271,8 @@ class PluginKV(StaticKV):
         if not path.is_file() or sha256_file(path) != record.plugin.sha256:
             raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
                                "rebuild the engine")
-        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None)
+        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None,
+                      rope=record.plugin.rope is not None)
 
 
 KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
@@ -325,6 +333,90 @@ def resolve_norm(options, layout_name: str, notes: list[str] | None = None) -> s
         f"RMSNorm: {'the TrtllmKitRMSNorm plugin' if norm == 'plugin' else 'the exported ops'} (--norm {options.norm}"
         f"{'; the plugin comes with --kv-mode plugin' if options.norm == 'auto' and norm == 'trt' else ''})")
     return norm
+
+
+def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> str:
+    """``"plugin"`` (each block's rotary one ``TrtllmKitRotary`` layer, in the plugin KV layout's library) or
+    ``"trt"`` (the exported ops). ``--rope auto`` takes the plugin with the plugin KV layout; the choice is logged.
+
+    Args:
+        options: the build options (``rope``).
+        layout_name: the KV layout the build uses.
+        notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
+
+    Raises:
+        ToolkitError: ``--rope plugin`` with another KV layout.
+    """
+    from trtllm_kit.engine.gemm import norm_option_conflict
+
+    conflict = norm_option_conflict(options.rope, layout_name)  # the same rule as the norm plugin's
+    if conflict:
+        raise ToolkitError(f"--rope plugin: {conflict}", "use --kv-mode plugin, or --rope auto or trt")
+    rope = "trt" if options.rope == "trt" or layout_name != "plugin" else "plugin"
+    (notes.append if notes is not None else log.info)(
+        f"rotary: {'the TrtllmKitRotary plugin' if rope == 'plugin' else 'the exported ops'} (--rope {options.rope}"
+        f"{'; the plugin comes with --kv-mode plugin' if options.rope == 'auto' and rope == 'trt' else ''})")
+    return rope
+
+
+def rotary_inputs(onnx_path: Path, num_layers: int) -> dict[int, tuple[str, str, str, str]]:
+    """Each block's rotary operands, read from the exported graph: block -> (q_lin, k_lin, cos, sin).
+
+    The exporter writes ``q(i) = Mul(R(Transpose(Reshape(q_lin))), scale)`` and ``k_new(i) =
+    R(Transpose(Reshape(k_lin)))`` with ``R(x) = Add(Mul(x, cos), Mul(Concat(Neg(x2), x1), sin))``
+    (``export/graph.py`` ``_rotate``); anything else is refused.
+
+    Raises:
+        ToolkitError: a block's q or k not of that form (an export from another version).
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def made_by(tensor: str | None, op: str):
+        node = producers.get(tensor) if tensor is not None else None
+        return node if node is not None and node.op_type == op else None
+
+    def rotated(tensor: str | None):  # R(Transpose(Reshape(lin))) -> (lin, cos, sin), else None
+        add = made_by(tensor, "Add")
+        first, second = (made_by(add.input[j], "Mul") if add is not None else None for j in (0, 1))
+        if first is None or second is None or made_by(second.input[0], "Concat") is None:
+            return None
+        reshape = made_by(getattr(made_by(first.input[0], "Transpose"), "input", [None])[0], "Reshape")
+        return (reshape.input[0], first.input[1], second.input[1]) if reshape is not None else None
+
+    out = {}
+    for i in range(num_layers):
+        scaled = made_by(Anchors.q(i), "Mul")
+        q = rotated(scaled.input[0]) if scaled is not None else None
+        k = rotated(Anchors.k_new(i))
+        if q is None or k is None or (q[1], q[2]) != (k[1], k[2]):
+            raise ToolkitError(f"{onnx_path}: block {i}'s rotary is not what this version's exporter writes",
+                               "re-export it with `trtllm-kit export`, or build with --rope trt")
+        out[i] = (q[0], k[0], q[1], q[2])
+    return out
+
+
+def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, names: tuple[str, str, str, str]):
+    """Block ``i``'s rotary (``rotary_inputs``) as one ``TrtllmKitRotary`` layer; returns its (q, k) outputs,
+    (B, nh, S, hd) and (B, nkv, S, hd), which the attention plugin reads instead of the exported ones."""
+    from trtllm_kit.engine import plugin as P
+
+    tensors = {**index.tensors, **index.inputs}
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise ToolkitError(f"the parsed network has no tensor {missing[0]}", "build with --rope trt")
+    L = ctx.spec.layers[i]
+    q_lin, k_lin, cos, sin = (tensors[n] for n in names)
+    layer = P.add_rotary(ctx.trt, ctx.network, q_lin, k_lin, cos, sin, L.n_heads, L.n_kv_heads, L.head_dim,
+                         L.head_dim ** -0.5, name=f"rotary.{i}")
+    if not ctx.strongly_typed:  # 8.6: in the activations' type
+        layer.precision = q_lin.dtype
+        for o in range(2):
+            layer.set_output_type(o, q_lin.dtype)
+        ctx.precision_constraints = True
+    return layer.get_output(0), layer.get_output(1)
 
 
 def rms_norm_inputs(onnx_path: Path, anchors: list[str]) -> dict[str, str]:

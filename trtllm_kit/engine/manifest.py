@@ -33,6 +33,9 @@ class BuildOptions(Record):
             ``auto`` (the plugin where it can be used, else ``trt``).
         norm: the RMSNorms: ``trt`` (the exported ops), ``plugin`` (one ``TrtllmKitRMSNorm`` layer each; needs
             ``kv_mode`` plugin) or ``auto`` (the plugin with the plugin KV layout).
+        rope: each block's rotary embedding of q and k: ``trt`` (the exported ops), ``plugin`` (one
+            ``TrtllmKitRotary`` layer each; needs ``kv_mode`` plugin) or ``auto`` (the plugin with the plugin KV
+            layout).
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
@@ -46,11 +49,12 @@ class BuildOptions(Record):
     weights: Literal["engine", "inputs"] = "engine"
     gemm: Literal["auto", "trt", "plugin"] = "auto"
     norm: Literal["auto", "trt", "plugin"] = "auto"
+    rope: Literal["auto", "trt", "plugin"] = "auto"
 
     def fingerprint(self) -> dict:
         """The options that change the engine's content as asked (the timing cache only speeds the build up;
-        ``gemm`` and ``norm`` count by what they resolve to, ``EngineManifest.differences``)."""
-        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include", "gemm", "norm"})
+        ``gemm``, ``norm`` and ``rope`` count by what they resolve to, ``EngineManifest.differences``)."""
+        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include", "gemm", "norm", "rope"})
 
 
 class GpuRecord(Record):
@@ -67,6 +71,7 @@ class PluginRecord(Record):
         name, version: the KV-cache attention plugin's creator.
         gemm: the GEMM plugin's creator (``TrtllmKitGemm``) when the engine uses it, else None.
         norm: the RMSNorm plugin's creator (``TrtllmKitRMSNorm``) when the engine uses it, else None.
+        rope: the rotary plugin's creator (``TrtllmKitRotary``) when the engine uses it, else None.
         links: shared libraries it needs beyond TensorRT and the CUDA runtime, as found at build time
             (the GEMM plugin's ``libcublasLt.so.<major>``; the library's run path points there).
     """
@@ -78,6 +83,7 @@ class PluginRecord(Record):
     version: str
     gemm: str | None = None
     norm: str | None = None
+    rope: str | None = None
     links: list[str] = []
 
 
@@ -213,10 +219,24 @@ class EngineManifest(Manifest):
         if out:  # the plugin choices below are only meaningful for the same layout
             return out
         for what, used, wanted in (("gemm", self.gemm_used, self._gemm_wanted(want)),
-                                   ("norm", self.norm_used, self._norm_wanted(want))):
+                                   ("norm", self.norm_used, self._norm_wanted(want)),
+                                   ("rope", self.rope_used, self._rope_wanted(want))):
             if used != wanted:
                 out.append(f"{what} {used} -> {wanted}")
         return out
+
+    @property
+    def rope_used(self) -> str:
+        """``"plugin"`` when each block's rotary is a TrtllmKitRotary layer, else ``"trt"``."""
+        plugin = self.kv_layout.plugin
+        return "plugin" if plugin is not None and plugin.rope else "trt"
+
+    def _rope_wanted(self, options: BuildOptions) -> str:
+        if options.rope != "auto":
+            return options.rope
+        from trtllm_kit.engine.kv_layouts import resolve_rope
+
+        return resolve_rope(options, self.kv_layout.name, quiet=True)
 
     @property
     def norm_used(self) -> str:

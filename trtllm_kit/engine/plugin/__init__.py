@@ -32,6 +32,10 @@ SOURCE = Path(__file__).with_name("kv_cache_attention.cu")
 NORM_NAME = "TrtllmKitRMSNorm"
 NORM_VERSION = "1"
 NORM_SOURCE = Path(__file__).with_name("rms_norm.cu")
+ROPE_NAME = "TrtllmKitRotary"
+ROPE_VERSION = "1"
+ROPE_SOURCE = Path(__file__).with_name("rotary.cu")
+HEADERS = (Path(__file__).with_name("plugin_common.cuh"),)  # included by the sources: part of their hash
 GEMM_NAME = "TrtllmKitGemm"
 GEMM_VERSION = "1"
 GEMM_SOURCE = Path(__file__).with_name("gemm.cu")
@@ -79,13 +83,14 @@ class PluginLibrary:
 
 
 def sources(gemm: bool = False) -> list[Path]:
-    """The CUDA sources compiled into the library: attention and RMSNorm always, the GEMM plugin with ``gemm``."""
-    return [SOURCE, NORM_SOURCE] + ([GEMM_SOURCE] if gemm else [])
+    """The CUDA sources compiled into the library: attention, RMSNorm and rotary always, the GEMM plugin with
+    ``gemm``."""
+    return [SOURCE, NORM_SOURCE, ROPE_SOURCE] + ([GEMM_SOURCE] if gemm else [])
 
 
 def source_sha256(gemm: bool = False) -> str:
     """Hash of the CUDA sources compiled into the library (part of the cache key and of engine metadata)."""
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sources(gemm))).hexdigest()
+    return hashlib.sha256(b"".join(p.read_bytes() for p in [*sources(gemm), *HEADERS])).hexdigest()
 
 
 def _cublaslt_roots() -> list[Path]:
@@ -342,7 +347,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        names = f"{PLUGIN_NAME}, {NORM_NAME}" + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})"
+        names = f"{PLUGIN_NAME}, {NORM_NAME}, {ROPE_NAME}" + (f" and {GEMM_NAME} (cuBLASLt {cublaslt.library})"
                                                  if cublaslt is not None else "")
         log(f"compiled the {names} plugin for {arch} against TensorRT {trt_version} headers in "
             f"{time.perf_counter() - start:.1f} s: {target}")
@@ -370,7 +375,8 @@ def compile_plugin(trt_module, include: str | os.PathLike | None = None, arch: s
                                   nvinfer=find_trt_library(trt_module), cache_dir=cache_dir, log=log, cublaslt=cublaslt)
 
 
-def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False, norm: bool = False) -> None:
+def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False, norm: bool = False,
+                rope: bool = False) -> None:
     """Load a compiled plugin library (idempotent) and check that TensorRT's registry has its creators.
 
     Args:
@@ -378,6 +384,7 @@ def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False, norm: b
         trt_module: the imported ``tensorrt`` module (so libnvinfer is loaded first).
         gemm: the library must hold the GEMM plugin too.
         norm: the library must hold the RMSNorm plugin too (libraries from before it do not).
+        rope: the library must hold the rotary plugin too (libraries from before it do not).
 
     Raises:
         PluginUnavailable: the library does not load, or its creator is not in TensorRT's registry.
@@ -399,6 +406,9 @@ def load_plugin(path: str | os.PathLike, trt_module, gemm: bool = False, norm: b
                                 f"version {PLUGIN_VERSION} creator (built for another TensorRT?)", FALLBACK)
     if norm and trt_module.get_plugin_registry().get_plugin_creator(NORM_NAME, NORM_VERSION, "") is None:
         raise PluginUnavailable(f"{key} has no {NORM_NAME} version {NORM_VERSION} creator (compiled before it)",
+                                "rebuild the engine")
+    if rope and trt_module.get_plugin_registry().get_plugin_creator(ROPE_NAME, ROPE_VERSION, "") is None:
+        raise PluginUnavailable(f"{key} has no {ROPE_NAME} version {ROPE_VERSION} creator (compiled before it)",
                                 "rebuild the engine")
     if gemm and trt_module.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "") is None:
         raise PluginUnavailable(f"{key} has no {GEMM_NAME} version {GEMM_VERSION} creator (compiled without the "
@@ -508,4 +518,46 @@ def add_rms_norm(trt_module, network, x, w, eps: float, name: str):
     layer = network.add_plugin_v2([x, w], plugin)
     layer.name = name
     _keep_alive.append((value, fields, plugin))
+    return layer
+
+
+def add_rotary(trt_module, network, q_lin, k_lin, cos, sin, num_heads: int, num_kv_heads: int, head_dim: int,
+               scale: float, name: str):
+    """Add one ``TrtllmKitRotary`` layer: one block's rotary embedding of q and k, and q's scale, as one kernel.
+
+    Args:
+        trt_module: the imported ``tensorrt`` module (the plugin library loaded).
+        network: the ``INetworkDefinition``.
+        q_lin, k_lin: (B, S, num_heads * head_dim) and (B, S, num_kv_heads * head_dim), the projections' outputs.
+        cos, sin: (B, 1, S, head_dim) per position, any float type (TensorRT 8.6 widens fp16 tables to float).
+        num_heads, num_kv_heads, head_dim: this block's (width-pruned blocks differ); head_dim even.
+        scale: q's factor after rotary (``head_dim ** -0.5`` in the export), rounded to q's type as eager does.
+        name: the layer name.
+
+    Returns:
+        The layer; output 0 is q (B, num_heads, S, head_dim), output 1 k (B, num_kv_heads, S, head_dim), both of
+        q_lin's type: ``T(T(x * cos) + T(rotate_half(x) * sin))``, q then ``T(q * T(scale))``.
+
+    Raises:
+        PluginUnavailable: the plugin is not loaded.
+        ToolkitError: the plugin rejected the fields (a head count <= 0, an odd head_dim).
+    """
+    import numpy as np
+
+    trt = trt_module
+    creator = trt.get_plugin_registry().get_plugin_creator(ROPE_NAME, ROPE_VERSION, "")
+    if creator is None:
+        raise PluginUnavailable(f"the {ROPE_NAME} plugin is not loaded (call load_plugin first)", FALLBACK)
+    values = [np.array([v], dtype=np.int32) for v in (num_heads, num_kv_heads, head_dim)]
+    values.append(np.array([scale], dtype=np.float32))
+    kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32]
+    fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in
+                                        zip(("num_heads", "num_kv_heads", "head_dim", "scale"), values, kinds)])
+    plugin = creator.create_plugin(name, fields)
+    if plugin is None:
+        raise ToolkitError(f"layer {name}: the {ROPE_NAME} plugin rejected num_heads={num_heads}, "
+                           f"num_kv_heads={num_kv_heads}, head_dim={head_dim}", "head_dim must be even")
+    layer = network.add_plugin_v2([q_lin, k_lin, cos, sin], plugin)
+    layer.name = name
+    _keep_alive.append((values, fields, plugin))
     return layer

@@ -1,0 +1,348 @@
+// TrtllmKitRotary: one decoder layer's rotary position embedding (RoPE) of the queries and the new keys as one
+// kernel, a TensorRT IPluginV2DynamicExt that builds against the TensorRT 8.6 and 10.x headers.
+//
+// Inputs (linear layout; T = half or float, bf16 where TensorRT has it; C = any of those):
+//   0 q_lin  T  (B, S, nh * hd)   the q projection's output
+//   1 k_lin  T  (B, S, nkv * hd)  the k projection's output
+//   2 cos    C  (B, 1, S, hd)     per position (any shape of B * S * hd elements in that order)
+//   3 sin    C  (B, 1, S, hd)
+// Outputs:
+//   0 q      T  (B, nh, S, hd)    rotated, then multiplied by scale (1/sqrt(hd) in the export)
+//   1 k      T  (B, nkv, S, hd)   rotated
+// Fields: num_heads, num_kv_heads, head_dim (int32), scale (float32).
+//
+// As transformers' apply_rotary_pos_emb, with every intermediate rounded to T as eager stores it:
+//   y = T(T(x * cos) + T(rotate_half(x) * sin)), rotate_half(x) = concat(-x[hd/2:], x[:hd/2]); q = T(y * T(scale)).
+// Why: the export's rotary is Reshape, Transpose, Split, Neg, Concat, Mul, Mul, Add (and a Mul by the scale for
+// q); TensorRT 8.6 at optimization level 0 (the plugin layout) runs it as about 7 kernels per block (H200,
+// llama-7b: ~1.0 of 8.0 ms per decode step profiled at batch 1). One block per (batch row, position); no
+// allocation, no synchronisation: capturable in a CUDA graph.
+
+#pragma nv_diag_suppress 1444
+#pragma nv_diag_suppress 1215
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#pragma nv_diag_suppress 997
+
+#include "plugin_common.cuh"
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace
+{
+
+using trtllm_kit::float_type;
+using trtllm_kit::from_f32;
+using trtllm_kit::round_to;
+using trtllm_kit::to_f32;
+
+constexpr char const* kRopeName = "TrtllmKitRotary";
+constexpr char const* kRopeVersion = "1";
+constexpr int kThreads = 128;
+
+template <typename T, typename C>
+__global__ void __launch_bounds__(kThreads) rotary_kernel(T const* __restrict__ q_in, T const* __restrict__ k_in,
+    C const* __restrict__ cos, C const* __restrict__ sin, T* __restrict__ q_out, T* __restrict__ k_out, int S,
+    int nh, int nkv, int hd, float scale)
+{
+    int64_t const row = blockIdx.x; // b * S + s
+    int64_t const b = row / S;
+    int64_t const s = row % S;
+    int const half = hd / 2;
+    C const* c = cos + row * hd;
+    C const* sn = sin + row * hd;
+    float const sc = round_to<T>(scale);
+    for (int i = threadIdx.x; i < (nh + nkv) * half; i += kThreads)
+    {
+        int const head = i / half;
+        int const d = i - head * half;
+        bool const is_q = head < nh;
+        int const h = is_q ? head : head - nh;
+        int const n = is_q ? nh : nkv;
+        T const* x = (is_q ? q_in : k_in) + (row * n + h) * hd;
+        T* y = (is_q ? q_out : k_out) + ((b * n + h) * S + s) * hd;
+        float const x1 = to_f32(x[d]);
+        float const x2 = to_f32(x[d + half]);
+        float y1 = round_to<T>(round_to<T>(x1 * to_f32(c[d])) + round_to<T>(-x2 * to_f32(sn[d])));
+        float y2 = round_to<T>(round_to<T>(x2 * to_f32(c[d + half])) + round_to<T>(x1 * to_f32(sn[d + half])));
+        if (is_q)
+        {
+            y1 *= sc;
+            y2 *= sc;
+        }
+        y[d] = from_f32<T>(y1);
+        y[d + half] = from_f32<T>(y2);
+    }
+}
+
+template <typename T, typename C>
+cudaError_t launch_typed(void const* const* in, void* const* out, int64_t rows, int S, int nh, int nkv, int hd,
+    float scale, cudaStream_t stream)
+{
+    rotary_kernel<T, C><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(static_cast<T const*>(in[0]),
+        static_cast<T const*>(in[1]), static_cast<C const*>(in[2]), static_cast<C const*>(in[3]),
+        static_cast<T*>(out[0]), static_cast<T*>(out[1]), S, nh, nkv, hd, scale);
+    return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const* out, int64_t rows, int S, int nh,
+    int nkv, int hd, float scale, cudaStream_t stream)
+{
+    switch (cType)
+    {
+    case nvinfer1::DataType::kHALF: return launch_typed<T, __half>(in, out, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kFLOAT: return launch_typed<T, float>(in, out, rows, S, nh, nkv, hd, scale, stream);
+#if TRTLLM_KIT_HAS_BF16
+    case nvinfer1::DataType::kBF16:
+        return launch_typed<T, __nv_bfloat16>(in, out, rows, S, nh, nkv, hd, scale, stream);
+#endif
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+struct RopeFields
+{
+    int32_t num_heads;
+    int32_t num_kv_heads;
+    int32_t head_dim;
+    float scale;
+};
+
+class RotaryPlugin final : public nvinfer1::IPluginV2DynamicExt
+{
+public:
+    explicit RotaryPlugin(RopeFields f)
+        : mF(f)
+    {
+    }
+
+    // IPluginV2
+    char const* getPluginType() const noexcept override { return kRopeName; }
+    char const* getPluginVersion() const noexcept override { return kRopeVersion; }
+    int32_t getNbOutputs() const noexcept override { return 2; }
+    int32_t initialize() noexcept override { return 0; }
+    void terminate() noexcept override {}
+    size_t getSerializationSize() const noexcept override { return sizeof(RopeFields); }
+    void serialize(void* buffer) const noexcept override { std::memcpy(buffer, &mF, sizeof(RopeFields)); }
+    void destroy() noexcept override { delete this; }
+    void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
+    char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
+
+    // IPluginV2Ext
+    nvinfer1::DataType getOutputDataType(
+        int32_t /*index*/, nvinfer1::DataType const* inputTypes, int32_t /*nbInputs*/) const noexcept override
+    {
+        return inputTypes[0];
+    }
+
+    // IPluginV2DynamicExt
+    nvinfer1::IPluginV2DynamicExt* clone() const noexcept override
+    {
+        auto* p = new (std::nothrow) RotaryPlugin(mF);
+        if (p)
+            p->setPluginNamespace(mNamespace.c_str());
+        return p;
+    }
+
+    nvinfer1::DimsExprs getOutputDimensions(int32_t outputIndex, nvinfer1::DimsExprs const* inputs,
+        int32_t /*nbInputs*/, nvinfer1::IExprBuilder& exprBuilder) noexcept override
+    {
+        nvinfer1::DimsExprs out;
+        out.nbDims = 4;
+        out.d[0] = inputs[0].d[0];
+        out.d[1] = exprBuilder.constant(outputIndex == 0 ? mF.num_heads : mF.num_kv_heads);
+        out.d[2] = inputs[0].d[1];
+        out.d[3] = exprBuilder.constant(mF.head_dim);
+        return out;
+    }
+
+    bool supportsFormatCombination(
+        int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
+    {
+        if (nbInputs != 4 || nbOutputs != 2 || pos < 0 || pos > 5)
+            return false;
+        nvinfer1::PluginTensorDesc const& d = inOut[pos];
+        if (d.format != nvinfer1::TensorFormat::kLINEAR)
+            return false;
+        switch (pos)
+        {
+        case 0: return float_type(d.type);
+        case 2: return float_type(d.type); // the tables in whatever float type they come (8.6 widens constants)
+        case 3: return d.type == inOut[2].type;
+        default: return d.type == inOut[0].type; // k_lin and both outputs: q's type
+        }
+    }
+
+    void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        mConfigError.clear();
+        auto last = [](nvinfer1::Dims const& d) { return d.nbDims > 0 ? d.d[d.nbDims - 1] : int64_t(-2); };
+        if (nbInputs != 4 || nbOutputs != 2)
+            mConfigError = "expected 4 inputs and 2 outputs";
+        else if (mF.head_dim <= 0 || mF.head_dim % 2 || mF.num_heads <= 0 || mF.num_kv_heads <= 0)
+            mConfigError = "head_dim must be even and > 0, num_heads and num_kv_heads > 0";
+        else if (in[0].desc.dims.nbDims != 3 || in[1].desc.dims.nbDims != 3)
+            mConfigError = "q and k must be (batch, seq, heads * head_dim)";
+        else
+        {
+            int64_t const q = last(in[0].desc.dims), k = last(in[1].desc.dims), c = last(in[2].desc.dims),
+                          s = last(in[3].desc.dims);
+            if (q >= 0 && q != int64_t(mF.num_heads) * mF.head_dim)
+                mConfigError = "q's last axis is " + std::to_string(q) + ", not num_heads * head_dim";
+            else if (k >= 0 && k != int64_t(mF.num_kv_heads) * mF.head_dim)
+                mConfigError = "k's last axis is " + std::to_string(k) + ", not num_kv_heads * head_dim";
+            else if ((c >= 0 && c != mF.head_dim) || (s >= 0 && s != mF.head_dim))
+                mConfigError = "cos and sin must end in head_dim (" + std::to_string(mF.head_dim) + ")";
+        }
+        if (!mConfigError.empty())
+            trtllm_kit::plugin_error(kRopeName, "%s", mConfigError.c_str());
+    }
+
+    size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const*, int32_t, nvinfer1::PluginTensorDesc const*,
+        int32_t) const noexcept override
+    {
+        return 0;
+    }
+
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+        void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
+    {
+        if (!mConfigError.empty())
+        {
+            trtllm_kit::plugin_error(kRopeName, "%s", mConfigError.c_str());
+            return 1;
+        }
+        int64_t const B = inputDesc[0].dims.d[0], S = inputDesc[0].dims.d[1];
+        int64_t const rows = B * S;
+        if (rows == 0)
+            return 0;
+        if (rows > 0x7fffffff || S > 0x7fffffff)
+        {
+            trtllm_kit::plugin_error(kRopeName, "%lld rows exceed the grid", (long long) rows);
+            return 1;
+        }
+        cudaError_t e = cudaErrorInvalidValue;
+        int const s = static_cast<int>(S);
+        switch (inputDesc[0].type)
+        {
+        case nvinfer1::DataType::kHALF:
+            e = launch<__half>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+                mF.head_dim, mF.scale, stream);
+            break;
+        case nvinfer1::DataType::kFLOAT:
+            e = launch<float>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+                mF.head_dim, mF.scale, stream);
+            break;
+#if TRTLLM_KIT_HAS_BF16
+        case nvinfer1::DataType::kBF16:
+            e = launch<__nv_bfloat16>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+                mF.head_dim, mF.scale, stream);
+            break;
+#endif
+        default: break;
+        }
+        if (e != cudaSuccess)
+        {
+            trtllm_kit::plugin_error(kRopeName, "kernel launch failed (rows=%lld): %s", (long long) rows,
+                cudaGetErrorString(e));
+            return 1;
+        }
+        return 0;
+    }
+
+private:
+    RopeFields mF;
+    std::string mNamespace;
+    std::string mConfigError;
+};
+
+class RotaryCreator final : public nvinfer1::IPluginCreator
+{
+public:
+    RotaryCreator()
+    {
+        for (char const* f : {"num_heads", "num_kv_heads", "head_dim"})
+            mFields.emplace_back(f, nullptr, nvinfer1::PluginFieldType::kINT32, 1);
+        mFields.emplace_back("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
+        mFieldCollection.nbFields = int32_t(mFields.size());
+        mFieldCollection.fields = mFields.data();
+    }
+
+    char const* getPluginName() const noexcept override { return kRopeName; }
+    char const* getPluginVersion() const noexcept override { return kRopeVersion; }
+    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override { return &mFieldCollection; }
+
+    nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override
+    {
+        RopeFields f{-1, -1, -1, 0.f};
+        bool scaled = false;
+        for (int32_t i = 0; fc && i < fc->nbFields; ++i)
+        {
+            nvinfer1::PluginField const& p = fc->fields[i];
+            if (!p.name || !p.data || p.length < 1)
+                continue;
+            if (p.type == nvinfer1::PluginFieldType::kINT32)
+            {
+                int32_t const v = *static_cast<int32_t const*>(p.data);
+                if (std::strcmp(p.name, "num_heads") == 0)
+                    f.num_heads = v;
+                else if (std::strcmp(p.name, "num_kv_heads") == 0)
+                    f.num_kv_heads = v;
+                else if (std::strcmp(p.name, "head_dim") == 0)
+                    f.head_dim = v;
+            }
+            else if (p.type == nvinfer1::PluginFieldType::kFLOAT32 && std::strcmp(p.name, "scale") == 0)
+            {
+                f.scale = *static_cast<float const*>(p.data);
+                scaled = true;
+            }
+        }
+        if (f.num_heads <= 0 || f.num_kv_heads <= 0 || f.head_dim <= 0 || f.head_dim % 2 || !scaled)
+        {
+            trtllm_kit::plugin_error(kRopeName,
+                "%s: fields num_heads, num_kv_heads (> 0), head_dim (even, > 0) and scale are required",
+                name ? name : "");
+            return nullptr;
+        }
+        return make(f);
+    }
+
+    nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
+    {
+        if (!data || length != sizeof(RopeFields))
+        {
+            trtllm_kit::plugin_error(kRopeName, "%s: serialized plugin has %zu bytes, expected %zu", name ? name : "",
+                length, sizeof(RopeFields));
+            return nullptr;
+        }
+        RopeFields f;
+        std::memcpy(&f, data, sizeof(RopeFields));
+        return make(f);
+    }
+
+    void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
+    char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
+
+private:
+    nvinfer1::IPluginV2* make(RopeFields f) const noexcept
+    {
+        auto* p = new (std::nothrow) RotaryPlugin(f);
+        if (p)
+            p->setPluginNamespace(mNamespace.c_str());
+        return p;
+    }
+
+    std::vector<nvinfer1::PluginField> mFields;
+    nvinfer1::PluginFieldCollection mFieldCollection{};
+    std::string mNamespace;
+};
+
+} // namespace
+
+REGISTER_TENSORRT_PLUGIN(RotaryCreator);
