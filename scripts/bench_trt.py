@@ -226,7 +226,7 @@ def main() -> int:
     for mode in args.kv_modes if "trt" in backends else []:
         try:  # a plugin option a layout cannot use: refused before any export or timing
             check_plugin_options(BuildOptions(kv_mode=mode, limits=EngineLimits(256, 128, 640), weights=args.weights,
-                                              gemm=args.gemm, norm=args.norm))
+                                              gemm=args.gemm, norm=args.norm, rope=args.rope))
         except ToolkitError as e:
             print(f"error: --kv-modes {mode}: {e}", file=sys.stderr)
             return 2

@@ -237,6 +237,7 @@ def test_inspect_prints_the_engine(engines):
     assert "no GPU (portable TensorRT-RTX engine" in out
     assert "gemm        TensorRT's matrix multiply layers" in out
     assert "norm        the exported RMSNorm ops (TensorRT layers)" in out
+    assert "rope        the exported rotary ops (TensorRT layers)" in out
     layers = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), "--layers", check=True).stdout
     assert "layers: not available (not through Polygraphy: it is a TensorRT-RTX engine" in layers  # says why
 
