@@ -416,7 +416,7 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
         f"limits.max_batch {m.build.limits.max_batch} -> {larger.max_batch}"]
     # a plugin-layout engine: its norm choice against what --norm asks now (auto means the plugin there)
     plugin_layout = m.kv_layout.model_copy(update={"name": "plugin", "plugin": record.model_copy(
-        update={"gemm": None, "links": [], "norm": "TrtllmKitRMSNorm"})})
+        update={"gemm": None, "links": [], "norm": "TrtllmKitRMSNorm", "rope": "TrtllmKitRotary"})})
     with_norm = m.model_copy(update={"kv_layout": plugin_layout})
     asked = m.build.model_copy(update={"kv_mode": "plugin"})
     plugin_same = (with_norm.flavor, with_norm.trt_version, *same[2:])
