@@ -22,15 +22,13 @@
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #pragma nv_diag_suppress 997
 
-#include <NvInferRuntime.h>
-#include <NvInferVersion.h>
+#include "plugin_common.cuh"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -39,12 +37,6 @@
 #include <string>
 #include <tuple>
 #include <utility>
-
-#if NV_TENSORRT_MAJOR >= 9
-#define TRTLLM_KIT_GEMM_BF16 1
-#else
-#define TRTLLM_KIT_GEMM_BF16 0
-#endif
 
 namespace
 {
@@ -57,31 +49,12 @@ constexpr size_t kWorkspaceBytes = size_t(32) << 20; // cuBLASLt's recommendatio
 // batch size means plans are being remade every step: host time that an IProfiler charges to the layer).
 std::atomic<uint64_t> gPlansMade{0};
 
-void gemm_report(char const* fmt, ...)
-{
-    std::va_list args;
-    va_start(args, fmt);
-    std::fprintf(stderr, "[TrtllmKitGemm] error: ");
-    std::vfprintf(stderr, fmt, args);
-    std::fprintf(stderr, "\n");
-    va_end(args);
-}
-
-bool gemm_type_ok(nvinfer1::DataType t)
-{
-    return t == nvinfer1::DataType::kHALF || t == nvinfer1::DataType::kFLOAT
-#if TRTLLM_KIT_GEMM_BF16
-        || t == nvinfer1::DataType::kBF16
-#endif
-        ;
-}
-
 cudaDataType_t cuda_type(nvinfer1::DataType t)
 {
     switch (t)
     {
     case nvinfer1::DataType::kHALF: return CUDA_R_16F;
-#if TRTLLM_KIT_GEMM_BF16
+#if TRTLLM_KIT_HAS_BF16
     case nvinfer1::DataType::kBF16: return CUDA_R_16BF;
 #endif
     default: return CUDA_R_32F;
@@ -250,7 +223,7 @@ public:
         nvinfer1::PluginTensorDesc const& d = inOut[pos];
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
-        return pos == 0 ? gemm_type_ok(d.type) : d.type == inOut[0].type;
+        return pos == 0 ? trtllm_kit::float_type(d.type) : d.type == inOut[0].type;
     }
 
     void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -268,7 +241,7 @@ public:
                 mConfigError = "x's last dim " + std::to_string(k) + " differs from w's rows " + std::to_string(kw);
         }
         if (!mConfigError.empty())
-            gemm_report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kGemmName, "%s", mConfigError.c_str());
     }
 
     // cuBLASLt's workspace, plus room to stage x and y (at their largest) when TensorRT hands an address that
@@ -288,7 +261,7 @@ public:
     {
         if (!mConfigError.empty())
         {
-            gemm_report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kGemmName, "%s", mConfigError.c_str());
             return 1;
         }
         nvinfer1::Dims const& xd = inputDesc[0].dims;
@@ -299,7 +272,7 @@ public:
             M *= xd.d[i];
         if (xd.d[xd.nbDims - 1] != K)
         {
-            gemm_report("x's last dim %d differs from w's rows %lld", int(xd.d[xd.nbDims - 1]), (long long) K);
+            trtllm_kit::plugin_error(kGemmName, "x's last dim %d differs from w's rows %lld", int(xd.d[xd.nbDims - 1]), (long long) K);
             return 1;
         }
         if (M == 0 || N == 0)
@@ -315,7 +288,7 @@ public:
         {
             if (cudaMemcpyAsync(ws, x, size_t(M * K) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
             {
-                gemm_report("staging x failed");
+                trtllm_kit::plugin_error(kGemmName, "staging x failed");
                 return 1;
             }
             x = ws;
@@ -336,7 +309,7 @@ public:
             if (!mLt && cublasLtCreate(&mLt) != CUBLAS_STATUS_SUCCESS)
             {
                 mLt = nullptr;
-                gemm_report("cublasLtCreate failed");
+                trtllm_kit::plugin_error(kGemmName, "cublasLtCreate failed");
                 return 1;
             }
             Key const key{M, align, int(inputDesc[0].type)};
@@ -348,7 +321,7 @@ public:
                 if (!err.empty())
                 {
                     delete fresh;
-                    gemm_report("M=%lld N=%lld K=%lld: %s", (long long) M, (long long) N, (long long) K, err.c_str());
+                    trtllm_kit::plugin_error(kGemmName, "M=%lld N=%lld K=%lld: %s", (long long) M, (long long) N, (long long) K, err.c_str());
                     return 1;
                 }
                 it = mPlans.emplace(key, fresh).first;
@@ -359,14 +332,14 @@ public:
         cublasStatus_t const s = plan->run(mLt, inputs[1], x, y, ws, stream);
         if (s != CUBLAS_STATUS_SUCCESS)
         {
-            gemm_report("cublasLtMatmul failed (M=%lld N=%lld K=%lld) with status %d", (long long) M, (long long) N,
+            trtllm_kit::plugin_error(kGemmName, "cublasLtMatmul failed (M=%lld N=%lld K=%lld) with status %d", (long long) M, (long long) N,
                 (long long) K, int(s));
             return 1;
         }
         if (stageY
             && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
         {
-            gemm_report("copying y out failed");
+            trtllm_kit::plugin_error(kGemmName, "copying y out failed");
             return 1;
         }
         return 0;
@@ -415,7 +388,7 @@ public:
     {
         if (length != 0)
         {
-            gemm_report("%s: serialized plugin has %zu bytes, expected 0", name ? name : "", length);
+            trtllm_kit::plugin_error(kGemmName, "%s: serialized plugin has %zu bytes, expected 0", name ? name : "", length);
             return nullptr;
         }
         return make();

@@ -35,8 +35,7 @@
 // IPluginV2DynamicExt hides the implicit-batch overloads of its bases on purpose.
 #pragma nv_diag_suppress 997
 
-#include <NvInferRuntime.h>
-#include <NvInferVersion.h>
+#include "plugin_common.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -44,19 +43,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-// bf16 tensors exist from TensorRT 9 on.
-#if NV_TENSORRT_MAJOR >= 9
-#define TRTLLM_KIT_BF16 1
-#else
-#define TRTLLM_KIT_BF16 0
-#endif
 
 #define TRTLLM_KIT_STR2(x) #x
 #define TRTLLM_KIT_STR(x) TRTLLM_KIT_STR2(x)
@@ -70,42 +61,9 @@ constexpr int32_t kNbInputs = 7;
 constexpr int32_t kNbOutputs = 3;
 constexpr int32_t kMaxHeadDim = 256;
 
-void report(char const* fmt, ...)
-{
-    // No logger is handed to IPluginV2 plugins; stderr is where TensorRT's own messages go too.
-    std::va_list args;
-    va_start(args, fmt);
-    std::fprintf(stderr, "[TrtllmKitKVCacheAttention] error: ");
-    std::vfprintf(stderr, fmt, args);
-    std::fprintf(stderr, "\n");
-    va_end(args);
-}
-
 // ------------------------------------------------------------------------------------------------
 // Device helpers
 // ------------------------------------------------------------------------------------------------
-
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-#if TRTLLM_KIT_BF16
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-#endif
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-#if TRTLLM_KIT_BF16
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-#endif
 
 // Two consecutive elements (hd is even, so an even element offset is aligned for this load).
 template <typename T>
@@ -117,7 +75,7 @@ __device__ __forceinline__ float2 load2<__half>(__half const* p)
 {
     return __half22float2(*reinterpret_cast<__half2 const*>(p));
 }
-#if TRTLLM_KIT_BF16
+#if TRTLLM_KIT_HAS_BF16
 template <>
 __device__ __forceinline__ float2 load2<__nv_bfloat16>(__nv_bfloat16 const* p)
 {
@@ -142,7 +100,7 @@ __device__ __forceinline__ void chunk_to_float(typename Chunk<BYTES>::type const
     T const* e = reinterpret_cast<T const*>(&c);
 #pragma unroll
     for (int i = 0; i < int(BYTES / sizeof(T)); ++i)
-        f[i] = to_float<T>(e[i]);
+        f[i] = trtllm_kit::to_f32<T>(e[i]);
 }
 
 template <int BYTES>
@@ -476,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
 
     T* out = static_cast<T*>(p.out) + (size_t(b) * p.nh + kvh * p.group + g0) * p.hd; // (ng, hd)
     for (int i = threadIdx.x; i < ng * p.hd; i += kThreads)
-        out[i] = from_float<T>(s_out[i] * s_inv[i / p.hd]);
+        out[i] = trtllm_kit::from_f32<T>(s_out[i] * s_inv[i / p.hd]);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -690,7 +648,7 @@ __global__ void __launch_bounds__(256) prefill_attention_kernel(AttnParams p)
         {
             int const d = tx + 16 * j;
             if (d < p.hd)
-                o[d] = from_float<T>(acc[i][j] * inv);
+                o[d] = trtllm_kit::from_f32<T>(acc[i][j] * inv);
         }
     }
 }
@@ -790,7 +748,7 @@ cudaError_t launch_attention(AttnParams const& p, cudaStream_t stream)
 
 bool is_float_type(nvinfer1::DataType t)
 {
-#if TRTLLM_KIT_BF16
+#if TRTLLM_KIT_HAS_BF16
     if (t == nvinfer1::DataType::kBF16)
         return true;
 #endif
@@ -905,7 +863,7 @@ public:
         }
         (void) out;
         if (!mConfigError.empty())
-            report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kPluginName, "%s", mConfigError.c_str());
     }
 
     size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const*, int32_t, nvinfer1::PluginTensorDesc const*,
@@ -919,7 +877,7 @@ public:
     {
         if (!mConfigError.empty())
         {
-            report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kPluginName, "%s", mConfigError.c_str());
             return 1;
         }
         nvinfer1::Dims dims[kNbInputs];
@@ -928,7 +886,7 @@ public:
         std::string const err = checkDims(dims, /*allowDynamic=*/false);
         if (!err.empty())
         {
-            report("%s", err.c_str());
+            trtllm_kit::plugin_error(kPluginName, "%s", err.c_str());
             return 1;
         }
         nvinfer1::Dims const& qd = inputDesc[0].dims; // (B, nh, S, hd)
@@ -950,7 +908,7 @@ public:
         p.group = p.nh / p.nkv;
         if (p.B > 65535)
         {
-            report("batch %d exceeds the 65535 this plugin supports", p.B);
+            trtllm_kit::plugin_error(kPluginName, "batch %d exceeds the 65535 this plugin supports", p.B);
             return 1;
         }
 
@@ -965,7 +923,7 @@ public:
                     outputs[1 + i], inputs[3 + i], cache_bytes, cudaMemcpyDeviceToDevice, stream);
                 if (e != cudaSuccess)
                 {
-                    report("cache copy failed: %s", cudaGetErrorString(e));
+                    trtllm_kit::plugin_error(kPluginName, "cache copy failed: %s", cudaGetErrorString(e));
                     return 1;
                 }
             }
@@ -978,14 +936,14 @@ public:
         {
         case nvinfer1::DataType::kHALF: e = launch_attention<__half>(p, stream); break;
         case nvinfer1::DataType::kFLOAT: e = launch_attention<float>(p, stream); break;
-#if TRTLLM_KIT_BF16
+#if TRTLLM_KIT_HAS_BF16
         case nvinfer1::DataType::kBF16: e = launch_attention<__nv_bfloat16>(p, stream); break;
 #endif
         default: break;
         }
         if (e != cudaSuccess)
         {
-            report("kernel launch failed (B=%d nh=%d nkv=%d S=%d M=%d hd=%d): %s", p.B, p.nh, p.nkv, p.S, p.M,
+            trtllm_kit::plugin_error(kPluginName, "kernel launch failed (B=%d nh=%d nkv=%d S=%d M=%d hd=%d): %s", p.B, p.nh, p.nkv, p.S, p.M,
                 p.hd, cudaGetErrorString(e));
             return 1;
         }
@@ -1057,7 +1015,7 @@ private:
         auto check = [&](int32_t input, int32_t dim, int32_t want, char const* what) {
             if (in[input].nbDims > dim && in[input].d[dim]->isConstant()
                 && in[input].d[dim]->getConstantValue() != want)
-                report("%s is %d, expected %d", what, int(in[input].d[dim]->getConstantValue()), want);
+                trtllm_kit::plugin_error(kPluginName, "%s is %d, expected %d", what, int(in[input].d[dim]->getConstantValue()), want);
         };
         check(0, 1, mNumHeads, "q dim 1 (num_heads)");
         check(0, 3, mHeadDim, "q dim 3 (head_dim)");
@@ -1101,7 +1059,7 @@ public:
                 {
                     if (f.type != nvinfer1::PluginFieldType::kINT32 || f.length < 1 || !f.data)
                     {
-                        report("%s: field %s must be one int32", name ? name : "", names[j]);
+                        trtllm_kit::plugin_error(kPluginName, "%s: field %s must be one int32", name ? name : "", names[j]);
                         return nullptr;
                     }
                     values[j] = *static_cast<int32_t const*>(f.data);
@@ -1112,7 +1070,7 @@ public:
         {
             if (values[j] < 0)
             {
-                report("%s: missing field %s", name ? name : "", names[j]);
+                trtllm_kit::plugin_error(kPluginName, "%s: missing field %s", name ? name : "", names[j]);
                 return nullptr;
             }
         }
@@ -1123,7 +1081,7 @@ public:
     {
         if (!data || length != 3 * sizeof(int32_t))
         {
-            report("%s: serialized plugin has %zu bytes, expected %zu", name ? name : "", length,
+            trtllm_kit::plugin_error(kPluginName, "%s: serialized plugin has %zu bytes, expected %zu", name ? name : "", length,
                 3 * sizeof(int32_t));
             return nullptr;
         }
@@ -1141,7 +1099,7 @@ private:
         std::string const err = KVCacheAttentionPlugin::checkFields(nh, nkv, hd);
         if (!err.empty())
         {
-            report("%s: %s", name ? name : "", err.c_str());
+            trtllm_kit::plugin_error(kPluginName, "%s: %s", name ? name : "", err.c_str());
             return nullptr;
         }
         auto* p = new (std::nothrow) KVCacheAttentionPlugin(nh, nkv, hd);

@@ -20,25 +20,17 @@
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #pragma nv_diag_suppress 997
 
-#include <NvInferRuntime.h>
-#include <NvInferVersion.h>
+#include "plugin_common.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#if NV_TENSORRT_MAJOR >= 9
-#define TRTLLM_KIT_NORM_BF16 1
-#else
-#define TRTLLM_KIT_NORM_BF16 0
-#endif
 
 namespace
 {
@@ -46,38 +38,6 @@ namespace
 constexpr char const* kNormName = "TrtllmKitRMSNorm";
 constexpr char const* kNormVersion = "1";
 constexpr int kThreads = 256;
-
-void norm_report(char const* fmt, ...)
-{
-    std::va_list args;
-    va_start(args, fmt);
-    std::fprintf(stderr, "[TrtllmKitRMSNorm] error: ");
-    std::vfprintf(stderr, fmt, args);
-    std::fprintf(stderr, "\n");
-    va_end(args);
-}
-
-template <typename T>
-__device__ __forceinline__ float as_float(T v);
-template <>
-__device__ __forceinline__ float as_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float as_float<__half>(__half v) { return __half2float(v); }
-#if TRTLLM_KIT_NORM_BF16
-template <>
-__device__ __forceinline__ float as_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-#endif
-
-template <typename T>
-__device__ __forceinline__ T as_type(float v);
-template <>
-__device__ __forceinline__ float as_type<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half as_type<__half>(float v) { return __float2half_rn(v); }
-#if TRTLLM_KIT_NORM_BF16
-template <>
-__device__ __forceinline__ __nv_bfloat16 as_type<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-#endif
 
 template <typename T, typename W>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(
@@ -91,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(
     float sum = 0.f;
     for (int i = threadIdx.x; i < H; i += kThreads)
     {
-        float const v = as_float(xr[i]);
+        float const v = trtllm_kit::to_f32(xr[i]);
         sum += v * v;
     }
     for (int off = 16; off > 0; off /= 2)
@@ -111,8 +71,8 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(
     float const r = inv;
     for (int i = threadIdx.x; i < H; i += kThreads)
     {
-        float const normed = as_float(as_type<T>(as_float(xr[i]) * r)); // rounded to T first, as eager
-        yr[i] = as_type<T>(normed * as_float(w[i]));
+        float const normed = trtllm_kit::to_f32(trtllm_kit::from_f32<T>(trtllm_kit::to_f32(xr[i]) * r)); // rounded to T first, as eager
+        yr[i] = trtllm_kit::from_f32<T>(normed * trtllm_kit::to_f32(w[i]));
     }
 }
 
@@ -131,7 +91,7 @@ cudaError_t launch_norm(nvinfer1::DataType wType, void const* x, void const* w, 
         rms_norm_kernel<T, __half><<<grid, block, 0, stream>>>(
             static_cast<T const*>(x), static_cast<__half const*>(w), static_cast<T*>(y), H, eps);
         break;
-#if TRTLLM_KIT_NORM_BF16
+#if TRTLLM_KIT_HAS_BF16
     case nvinfer1::DataType::kBF16:
         rms_norm_kernel<T, __nv_bfloat16><<<grid, block, 0, stream>>>(
             static_cast<T const*>(x), static_cast<__nv_bfloat16 const*>(w), static_cast<T*>(y), H, eps);
@@ -140,15 +100,6 @@ cudaError_t launch_norm(nvinfer1::DataType wType, void const* x, void const* w, 
     default: return cudaErrorInvalidValue;
     }
     return cudaGetLastError();
-}
-
-bool norm_type_ok(nvinfer1::DataType t)
-{
-    return t == nvinfer1::DataType::kHALF || t == nvinfer1::DataType::kFLOAT
-#if TRTLLM_KIT_NORM_BF16
-        || t == nvinfer1::DataType::kBF16
-#endif
-        ;
 }
 
 class RMSNormPlugin final : public nvinfer1::IPluginV2DynamicExt
@@ -202,8 +153,8 @@ public:
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
         if (pos == 1)
-            return norm_type_ok(d.type); // the scale in whatever float type it comes
-        return pos == 0 ? norm_type_ok(d.type) : d.type == inOut[0].type;
+            return trtllm_kit::float_type(d.type); // the scale in whatever float type it comes
+        return pos == 0 ? trtllm_kit::float_type(d.type) : d.type == inOut[0].type;
     }
 
     void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -224,7 +175,7 @@ public:
                 mConfigError = "the scale has " + std::to_string(n) + " elements, x's rows " + std::to_string(H);
         }
         if (!mConfigError.empty())
-            norm_report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kNormName, "%s", mConfigError.c_str());
     }
 
     size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const*, int32_t, nvinfer1::PluginTensorDesc const*,
@@ -238,7 +189,7 @@ public:
     {
         if (!mConfigError.empty())
         {
-            norm_report("%s", mConfigError.c_str());
+            trtllm_kit::plugin_error(kNormName, "%s", mConfigError.c_str());
             return 1;
         }
         nvinfer1::Dims const& xd = inputDesc[0].dims;
@@ -250,7 +201,7 @@ public:
             return 0;
         if (rows > 0x7fffffff)
         {
-            norm_report("%lld rows exceed the grid", (long long) rows);
+            trtllm_kit::plugin_error(kNormName, "%lld rows exceed the grid", (long long) rows);
             return 1;
         }
         cudaError_t e = cudaErrorInvalidValue;
@@ -262,7 +213,7 @@ public:
         case nvinfer1::DataType::kFLOAT:
             e = launch_norm<float>(inputDesc[1].type, inputs[0], inputs[1], outputs[0], rows, H, mEps, stream);
             break;
-#if TRTLLM_KIT_NORM_BF16
+#if TRTLLM_KIT_HAS_BF16
         case nvinfer1::DataType::kBF16:
             e = launch_norm<__nv_bfloat16>(inputDesc[1].type, inputs[0], inputs[1], outputs[0], rows, H, mEps, stream);
             break;
@@ -271,7 +222,7 @@ public:
         }
         if (e != cudaSuccess)
         {
-            norm_report("kernel launch failed (rows=%lld H=%d): %s", (long long) rows, H, cudaGetErrorString(e));
+            trtllm_kit::plugin_error(kNormName, "kernel launch failed (rows=%lld H=%d): %s", (long long) rows, H, cudaGetErrorString(e));
             return 1;
         }
         return 0;
@@ -309,7 +260,7 @@ public:
         }
         if (!(eps >= 0.f))
         {
-            norm_report("%s: field eps must be one float32 >= 0", name ? name : "");
+            trtllm_kit::plugin_error(kNormName, "%s: field eps must be one float32 >= 0", name ? name : "");
             return nullptr;
         }
         return make(eps);
@@ -319,7 +270,7 @@ public:
     {
         if (!data || length != sizeof(float))
         {
-            norm_report("%s: serialized plugin has %zu bytes, expected %zu", name ? name : "", length, sizeof(float));
+            trtllm_kit::plugin_error(kNormName, "%s: serialized plugin has %zu bytes, expected %zu", name ? name : "", length, sizeof(float));
             return nullptr;
         }
         float eps;
