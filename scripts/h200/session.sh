@@ -62,7 +62,8 @@
 #   day11                 next (not yet run), branch wip/rotary-plugin: the rotary plugin's kernel tests, the RMSNorm
 #                         tests and the tiny plugin engines (GPU 0); the three 7B engines with --rope plugin (the default
 #                         there) and llama-7b with --rope trt for the A/B, built side by side and each timed alone on
-#                         GPU 1, then llama-7b's layer profile (about 12 device minutes after staging)
+#                         GPU 1, then llama-7b's layer profile (about 12 device minutes after staging); and llama-7b
+#                         cut to 2 blocks built with TensorRT's verbose log (GPU 0): the formats around the norms
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -214,7 +215,9 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && for b in 1 16; do CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch \$b --json $LOGS/profile-b\$b.json; done"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
-    bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope trt --out /root/results/rope-trt" ;;
+    bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope trt --out /root/results/rope-trt"
+    # the reformats around the norms (2026-11-30): the formats 8.6 chose, from its verbose engine layer information
+    bg fmt "sleep 200; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_TRT_VERBOSE=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/fmt --json $LOGS/fmt.json; grep -h 'Layer(.*\\(rms_norm\\|Reformat\\|layer0_mlp_res\\|layer0_attn_res\\)' /root/fmt/engines/*/build.log | head -60 > $LOGS/fmt-layers.txt" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
