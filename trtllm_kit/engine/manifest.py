@@ -236,7 +236,7 @@ class EngineManifest(Manifest):
             return options.rope
         from trtllm_kit.engine.kv_layouts import resolve_rope
 
-        return resolve_rope(options, self.kv_layout.name, quiet=True)
+        return resolve_rope(options, self.kv_layout.name, notes=[])
 
     @property
     def norm_used(self) -> str:
