@@ -169,7 +169,8 @@ def test_bench_trt_report_merges_runs_made_apart(tmp_path):
         assert (where / "merged").exists() == before  # nothing written
 
     refused(out, "which the results under", "--models", "nosuch")
-    for flags, words in ((("--norm", "plugin"), "--kv-modes portable: --norm plugin: it ships in the plugin KV layout"),
+    for flags, words in ((("--norm", "plugin", "--kv-modes", "inplace"),
+                          "--kv-modes inplace: --norm plugin: it ships in the toolkit's plugin library"),
                          (("--gemm", "plugin", "--kv-modes", "plugin"), "--gemm plugin: it reads the weight matrices")):
         for backends in ("trt", "eager, trt"):  # refused before any work (here: before the check for a GPU)
             p = subprocess.run([sys.executable, str(script), "--backends", backends, "--work", str(tmp_path / "w"),

@@ -172,9 +172,12 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--gemm", "plugin", "--weights", "inputs"),  # auto may choose plugin (8.6); here it chose inplace
          "not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
         ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
-        ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the plugin KV layout's library (--kv-mode plugin)"),
+        ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the toolkit's plugin library (--kv-mode plugin or "
+         "portable), not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
+        ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable"),  # allowed there, where the library loads
+         "--norm plugin: tensorrt-rtx"),
         ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
-         "--rope plugin: it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode portable"),
+         "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode portable"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),
@@ -191,8 +194,8 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
     for extra in (("--out", str(existing)), ("--flavor", "tensorrt", "--out", str(tmp_path / "e2"))):
-        assert_one_line_error(cli("build", onnx_dir, "--norm", "plugin", "--kv-mode", "portable", *extra),
-                              "--norm plugin: it ships in the plugin KV layout's library", "--kv-mode portable")
+        assert_one_line_error(cli("build", onnx_dir, "--norm", "plugin", "--kv-mode", "inplace", *extra),
+                              "--norm plugin: it ships in the toolkit's plugin library", "--kv-mode inplace")
     assert (existing / "keep.txt").read_text() == "mine" and not (tmp_path / "e2").exists()
 
 

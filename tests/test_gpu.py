@@ -63,12 +63,12 @@ def _layouts(flavor):
     return [name for name, layout in KV_LAYOUTS.items() if layout.unavailable(flavor, probe) is None]
 
 
-def _build(onnx_dir, out, flavor, mode, weights="engine"):
+def _build(onnx_dir, out, flavor, mode, weights="engine", norm="auto"):
     from trtllm_kit.engine.builder import engine_from_onnx
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
 
-    return engine_from_onnx(onnx_dir, out, BuildOptions(flavor=flavor.name, kv_mode=mode, weights=weights,
+    return engine_from_onnx(onnx_dir, out, BuildOptions(flavor=flavor.name, kv_mode=mode, weights=weights, norm=norm,
                                                         limits=EngineLimits(8, 32, 64)), progress=False)
 
 
@@ -77,7 +77,8 @@ def _first_mismatch(got, want):
     return int(diff[0]) if len(diff) else None
 
 
-@pytest.mark.parametrize("mode", ["portable", "inplace", "plugin", "portable/weights-inputs", "plugin/weights-inputs"])
+@pytest.mark.parametrize("mode", ["portable", "inplace", "plugin", "portable/weights-inputs", "plugin/weights-inputs",
+                                  "portable+norm/weights-inputs"])
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"])
 def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
@@ -89,7 +90,8 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     from trtllm_kit.runtime.trt import TrtRunner
 
     mode, _, weights = mode.partition("/weights-")
-    flavors = [f for f in _trt_flavors() if mode in _layouts(f)]
+    mode, _, norm = mode.partition("+")  # portable+norm: the RMSNorm plugin in the portable layout
+    flavors = [f for f in _trt_flavors() if mode in _layouts(f) and (not norm or "plugin" in _layouts(f))]
     if not flavors:
         pytest.skip(f"no TensorRT flavour that runs on this GPU builds the {mode} KV layout here")
     art = resolve_model(model)
@@ -100,7 +102,9 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     with eager_runner(art.spec, art.weights(), "fp16", "cuda") as eager:
         want = eager.generate(ids, mask, 16).tokens.cpu()
     for flavor in flavors:
-        eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode, weights or "engine")
+        eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode, weights or "engine",
+                     norm="plugin" if norm else "auto")
+        assert eng.manifest.norm_used == ("plugin" if norm or mode == "plugin" else "trt")
         assert eng.manifest.io_source == "deserialized engine"
         if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied)
             n = 7 * art.spec.num_layers + (1 if art.spec.tie_word_embeddings else 2)

@@ -74,8 +74,8 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     # bench's --kv-mode overrides the recipe's: the plugin options it no longer fits are refused before work too
     bad.write_text("models: [tiny-llama]\nbackends: [trt]\nengine: {norm: plugin, kv_mode: plugin}\n")
     work = tmp_path / "work"
-    assert_one_line_error(cli("bench", "tiny-llama", "--recipe", str(bad), "--kv-mode", "portable", "--work", str(work),
-                              "--out", str(tmp_path / "r.json")), "--norm plugin", "not with --kv-mode portable")
+    assert_one_line_error(cli("bench", "tiny-llama", "--recipe", str(bad), "--kv-mode", "inplace", "--work", str(work),
+                              "--out", str(tmp_path / "r.json")), "--norm plugin", "not with --kv-mode inplace")
     assert not work.exists() and not (tmp_path / "r.json").exists()
 
 

@@ -64,6 +64,12 @@
 #                         there) and llama-7b with --rope trt for the A/B, built side by side and each timed alone on
 #                         GPU 1, then llama-7b's layer profile (about 12 device minutes after staging); and llama-7b
 #                         cut to 2 blocks built with TensorRT's verbose log (GPU 0): the formats around the norms
+#   day12                 2026-11-30 (seventh session), branch wip/day11 (wip/rotary-plugin + the RMSNorm plugin in the
+#                         portable layout): GPU 0: the rotary and norm kernel tests, the tiny plugin engines and the tiny
+#                         portable engines with --norm plugin vs eager; portable llama-7b and depth-27 with --norm plugin
+#                         (the norms cut the whole-graph Myelin region that never built at 7B) built side by side and
+#                         timed in turn; then llama-7b@2's verbose layer formats. GPU 1: the three 7B plugin engines with
+#                         the rotary plugin, built side by side, each timed alone, llama-7b's layer profile at batch 1
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -218,6 +224,19 @@ case "${1:-status}" in
     bg t "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope trt --out /root/results/rope-trt"
     # the reformats around the norms (2026-11-30): the formats 8.6 chose, from its verbose engine layer information
     bg fmt "sleep 200; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_TRT_VERBOSE=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/fmt --json $LOGS/fmt.json; grep -h 'Layer(.*\\(rms_norm\\|Reformat\\|layer0_mlp_res\\|layer0_attn_res\\)' /root/fmt/engines/*/build.log | head -60 > $LOGS/fmt-layers.txt" ;;
+  day12)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    N="--kv-modes portable --norm plugin --lock /root/gpu0.lock"
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_rotary_gpu.py tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' '$T[tiny-llama-portable+norm/weights-inputs]' '$T[tiny-llama-depth-portable+norm/weights-inputs]' '$T[tiny-llama-width-portable+norm/weights-inputs]'; touch /root/g.done"
+    bg p7 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $N --breakdown llama-7b --out $R/p7"
+    bg p27 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 $N --out $R/p27"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    # the reformats around the norms: the formats 8.6 chose, from its verbose engine layer information
+    bg fmt "while [ ! -f /root/g.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_TRT_VERBOSE=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/fmt --json $LOGS/fmt.json; grep -h 'Layer(.*\\(rms_norm\\|Reformat\\|layer0_mlp_res\\|layer0_attn_res\\)' /root/fmt/engines/*/build.log | head -60 > $LOGS/fmt-layers.txt" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

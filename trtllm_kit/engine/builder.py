@@ -108,8 +108,8 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
 
 def check_plugin_options(options: BuildOptions) -> None:
     """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
-    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` or ``--rope plugin`` with a
-    ``--kv-mode`` other than plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
+    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` with inplace, ``--rope plugin``
+    with a ``--kv-mode`` other than plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
     again once the layout is chosen. Used by the builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override)
     and ``scripts/bench_trt.py`` (for each layout).
 
@@ -117,7 +117,7 @@ def check_plugin_options(options: BuildOptions) -> None:
         ToolkitError: the first conflict, naming the options and the fix.
     """
     hints = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
-             "norm": "use --kv-mode plugin, or --norm auto or trt", "rope": "use --kv-mode plugin, or --rope auto or trt"}
+             "norm": "use --kv-mode plugin or portable, or --norm auto or trt", "rope": "use --kv-mode plugin, or --rope auto or trt"}
     conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights, rope=options.rope)
     if conflicts:
         option, why = next(iter(conflicts.items()))
@@ -170,7 +170,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
     try:
         gemm = resolve_gemm(options, layout.name, notes=notes)
-        norm = resolve_norm(options, layout.name, notes=notes)
+        norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
         rope = resolve_rope(options, layout.name, notes=notes)
     except ToolkitError as e:
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it

@@ -18,9 +18,20 @@ log = logging.getLogger(__name__)
 
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
     """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
-    RMSNorm plugin ships in the plugin KV layout's library. Used by ``resolve_norm`` and ``plugin_option_conflicts``."""
-    if norm == "plugin" and kv_mode != "plugin":
-        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
+    RMSNorm plugin ships in the toolkit's plugin library, which the plugin and portable KV layouts load (in the
+    portable layout it also cuts TensorRT 8.6's whole-graph Myelin region at every norm). Used by
+    ``resolve_norm`` and ``plugin_option_conflicts``."""
+    if norm == "plugin" and kv_mode not in ("plugin", "portable"):
+        return (f"it ships in the toolkit's plugin library (--kv-mode plugin or portable), not with "
+                f"--kv-mode {kv_mode}")
+    return None
+
+
+def rope_option_conflict(rope: str, kv_mode: str) -> str | None:
+    """Why ``--rope rope`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
+    rotary plugin feeds the attention plugin directly, so it comes with the plugin KV layout only."""
+    if rope == "plugin" and kv_mode != "plugin":
+        return f"it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode {kv_mode}"
     return None
 
 
@@ -45,7 +56,7 @@ def plugin_option_conflicts(gemm: str, norm: str, kv_mode: str, weights: str, ro
     builder's early check (``check_plugin_options``) and the recipe schema (``RecipeEngine``), which word it apart."""
     kv_mode = "plugin" if kv_mode == "auto" else kv_mode
     found = {"gemm": gemm_option_conflict(gemm, kv_mode, weights), "norm": norm_option_conflict(norm, kv_mode),
-             "rope": norm_option_conflict(rope, kv_mode)}  # the rotary plugin ships in the same library
+             "rope": rope_option_conflict(rope, kv_mode)}
     return {option: why for option, why in found.items() if why}
 
 

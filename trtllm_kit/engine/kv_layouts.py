@@ -90,7 +90,23 @@ class KVLayout:
 
     # -- run side -----------------------------------------------------------------------------
     def load_runtime(self, trt, engine_dir: Path, record: KVLayoutRecord) -> None:
-        """Whatever must be loaded before the engine deserializes (a plugin library)."""
+        """Load the plugin library shipped beside the engine, if the record names one, before it deserializes.
+
+        Raises:
+            ToolkitError: the library is missing or differs from the one the engine was built with.
+            PluginUnavailable: it does not load here or lacks a plugin the engine uses.
+        """
+        from trtllm_kit.engine import plugin as P
+        from trtllm_kit.utils.fs import sha256_file
+
+        if record.plugin is None:
+            return
+        path = engine_dir / record.plugin.file
+        if not path.is_file() or sha256_file(path) != record.plugin.sha256:
+            raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
+                               "rebuild the engine")
+        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None,
+                      rope=record.plugin.rope is not None)
 
     def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
                   device: torch.device):
@@ -110,6 +126,20 @@ class PortableKV(KVLayout):
     description = ("past_key_values.* [batch, kv_heads_i, past, head_dim_i] in, present.* [batch, kv_heads_i, "
                    "past + new, head_dim_i] out; ping-pong two buffers")
     static_cache = False
+
+    def prepare_network(self, ctx):
+        """``--norm plugin``: each RMSNorm becomes a ``TrtllmKitRMSNorm`` layer (the library ships beside the
+        engine); on TensorRT 8.6 the plugin layers also cut the one Myelin region that otherwise takes the
+        whole graph. Otherwise the exported graph as is."""
+        from trtllm_kit.engine import plugin as P
+
+        if ctx.norm != "plugin":
+            return None
+        lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
+        n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
+        log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
+        return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
+                            norm=P.NORM_NAME)
 
 
 class StaticKV(KVLayout):
@@ -192,24 +222,9 @@ class PluginKV(StaticKV):
 
     def prepare_network(self, ctx):
         from trtllm_kit.engine import plugin as P
-        from trtllm_kit.utils.fs import sha256_file
 
         trt, network = ctx.trt, ctx.network
-        try:
-            lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info, gemm=ctx.gemm == "plugin")
-        except P.PluginUnavailable as e:
-            if ctx.gemm != "plugin" or ctx.options.gemm != "auto":
-                raise
-            log.warning("GEMM: TensorRT's matrix multiplies (--gemm auto; the GEMM plugin did not compile: %s)",
-                        e.message)
-            ctx.gemm = "trt"
-            lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
-        # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
-        # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
-        shipped = ctx.out_dir / lib.path.name
-        shutil.copyfile(lib.path, shipped)
-        shipped_sha256 = sha256_file(shipped)
-        P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin", rope=ctx.rope == "plugin")
+        lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
         if ctx.norm == "plugin":
             n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
             log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
@@ -263,18 +278,6 @@ class PluginKV(StaticKV):
             return plugin.model_copy(update={"gemm": None, "links": []})
         return plugin
 
-    def load_runtime(self, trt, engine_dir, record):
-        from trtllm_kit.engine import plugin as P
-        from trtllm_kit.utils.fs import sha256_file
-
-        path = engine_dir / record.plugin.file
-        if not path.is_file() or sha256_file(path) != record.plugin.sha256:
-            raise ToolkitError(f"{path} is missing or differs from the plugin the engine was built with",
-                               "rebuild the engine")
-        P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None,
-                      rope=record.plugin.rope is not None)
-
-
 KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
 
 
@@ -311,24 +314,32 @@ def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None =
     return layout
 
 
-def resolve_norm(options, layout_name: str, notes: list[str] | None = None) -> str:
-    """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, in the plugin KV layout's library) or ``"trt"``
-    (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; the choice is logged.
+def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
+    """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, from the toolkit's plugin library) or ``"trt"``
+    (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; ``--norm plugin`` also works
+    with the portable layout (where the norms cut TensorRT 8.6's whole-graph Myelin region). The choice is logged.
 
     Args:
-        options: the build options (``norm``).
+        options: the build options (``norm``, ``trt_include``).
         layout_name: the KV layout the build uses.
         notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
+        flavor: the TensorRT flavour; with it, ``--norm plugin`` in the portable layout is checked to be
+            compilable and loadable here (what the plugin layout needs) before any work.
 
     Raises:
-        ToolkitError: ``--norm plugin`` with another KV layout.
+        ToolkitError: ``--norm plugin`` with the inplace KV layout, or in the portable layout where the plugin
+            library cannot be compiled or loaded (nvcc, TensorRT headers, an RTX flavour).
     """
     from trtllm_kit.engine.gemm import norm_option_conflict
 
     conflict = norm_option_conflict(options.norm, layout_name)
     if conflict:
-        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin, or --norm auto or trt")
-    norm = "trt" if options.norm == "trt" or layout_name != "plugin" else "plugin"
+        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin or portable, or --norm auto or trt")
+    if options.norm == "plugin" and layout_name == "portable" and flavor is not None:
+        reason = KV_LAYOUTS["plugin"].unavailable(flavor, options)  # the same library, so the same needs
+        if reason:
+            raise ToolkitError(f"--norm plugin: {reason}", "use --norm trt or auto (the exported ops)")
+    norm = "plugin" if options.norm == "plugin" or (options.norm == "auto" and layout_name == "plugin") else "trt"
     (notes.append if notes is not None else log.info)(
         f"RMSNorm: {'the TrtllmKitRMSNorm plugin' if norm == 'plugin' else 'the exported ops'} (--norm {options.norm}"
         f"{'; the plugin comes with --kv-mode plugin' if options.norm == 'auto' and norm == 'trt' else ''})")
@@ -347,9 +358,9 @@ def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> s
     Raises:
         ToolkitError: ``--rope plugin`` with another KV layout.
     """
-    from trtllm_kit.engine.gemm import norm_option_conflict
+    from trtllm_kit.engine.gemm import rope_option_conflict
 
-    conflict = norm_option_conflict(options.rope, layout_name)  # the same rule as the norm plugin's
+    conflict = rope_option_conflict(options.rope, layout_name)
     if conflict:
         raise ToolkitError(f"--rope plugin: {conflict}", "use --kv-mode plugin, or --rope auto or trt")
     rope = "trt" if options.rope == "trt" or layout_name != "plugin" else "plugin"
@@ -417,6 +428,38 @@ def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, names: tuple
             layer.set_output_type(o, q_lin.dtype)
         ctx.precision_constraints = True
     return layer.get_output(0), layer.get_output(1)
+
+
+def ship_plugin_library(ctx: NetworkContext):
+    """Compile (or reuse) the toolkit's plugin library for this build, copy it into the engine directory and load
+    that copy. Returns (the ``PluginLibrary``, the shipped path, its sha256).
+
+    With ``ctx.gemm == "plugin"`` the GEMM plugin is compiled in; when that fails under ``--gemm auto`` the build
+    goes on without it (``ctx.gemm`` becomes ``"trt"``, with a warning).
+
+    Raises:
+        PluginUnavailable: nvcc, the TensorRT headers or (``--gemm plugin``) cuBLASLt missing, or nvcc failed.
+    """
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.utils.fs import sha256_file
+
+    trt = ctx.trt
+    try:
+        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info, gemm=ctx.gemm == "plugin")
+    except P.PluginUnavailable as e:
+        if ctx.gemm != "plugin" or ctx.options.gemm != "auto":
+            raise
+        log.warning("GEMM: TensorRT's matrix multiplies (--gemm auto; the GEMM plugin did not compile: %s)",
+                    e.message)
+        ctx.gemm = "trt"
+        lib = P.compile_plugin(trt, include=ctx.options.trt_include, log=log.info)
+    # The copy that ships is the one loaded and hashed: a build beside this one may replace the cached
+    # library in between (H200, 3 plugin builds at once: the recorded hash was another compile's).
+    shipped = ctx.out_dir / lib.path.name
+    shutil.copyfile(lib.path, shipped)
+    shipped_sha256 = sha256_file(shipped)
+    P.load_plugin(shipped, trt, gemm=lib.gemm, norm=ctx.norm == "plugin", rope=ctx.rope == "plugin")
+    return lib, shipped, shipped_sha256
 
 
 def rms_norm_inputs(onnx_path: Path, anchors: list[str]) -> dict[str, str]:

@@ -68,7 +68,8 @@ class PluginRecord(Record):
     Attributes:
         file, sha256: the library in the engine directory.
         source_sha256: of the CUDA sources compiled into it.
-        name, version: the KV-cache attention plugin's creator.
+        name, version: the KV-cache attention plugin's creator (None in the portable KV layout, which loads the
+            library for its RMSNorm plugin only).
         gemm: the GEMM plugin's creator (``TrtllmKitGemm``) when the engine uses it, else None.
         norm: the RMSNorm plugin's creator (``TrtllmKitRMSNorm``) when the engine uses it, else None.
         rope: the rotary plugin's creator (``TrtllmKitRotary``) when the engine uses it, else None.
@@ -79,8 +80,8 @@ class PluginRecord(Record):
     file: str
     sha256: str
     source_sha256: str
-    name: str
-    version: str
+    name: str | None = None
+    version: str | None = None
     gemm: str | None = None
     norm: str | None = None
     rope: str | None = None
