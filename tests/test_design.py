@@ -144,6 +144,11 @@ def test_a_build_with_no_implementation_says_what_to_change():
     assert "30 of 150 GB of the GPU free" in busy and busy.index("an idle GPU") < busy.index("--max-batch")
     idle = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)), (140 * 10**9, 150 * 10**9))
     assert "idle GPU" not in idle and "140 of 150 GB" in idle
+    # H200, 2026-11-30: the portable layout's whole-graph region built at 7B once the norm plugin cut it
+    portable = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)), layout="portable", norm="trt")
+    assert portable.index("--norm plugin") < portable.index("--max-batch")
+    assert "--norm plugin" not in _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)),
+                                                      layout="portable", norm="plugin")
 
 
 def test_build_stage_reads_tensorrt_86_timing_lines():

@@ -325,6 +325,14 @@ def test_plugin_rewrite_finds_every_anchor_in_the_parsed_network(tiny_exports, n
         assert k.shape[1] == v.shape[1] == L.n_kv_heads
         assert tuple(inputs[f"past_key_values.{i}.key"].shape)[1:] == (L.n_kv_heads, 24, L.head_dim)
         assert f"present.{i}.value" in outputs
+    # the type the 8.6 rewrites pin plugins to: the caches' (not the network's type of a norm's input, which
+    # TensorRT 8.6 said was float for an fp16 export: the plugins ran in float between reformats)
+    from trtllm_kit.engine.kv_layouts import NetworkContext
+
+    from trtllm_kit.export.manifest import ExportManifest
+
+    want = {"fp16": trt.float16, "fp32": trt.float32, "bf16": trt.bfloat16}[ExportManifest.load(tiny_exports[name]).dtype]
+    assert NetworkContext(trt, network, spec, None, None, None).act_dtype == want
 
 
 @pytest.mark.parametrize("name", ["tiny-llama-width", "tiny-llama"])

@@ -226,7 +226,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             per_profile = profile_phases(logger.marks, time.perf_counter())
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
-                raise ToolkitError(f"TensorRT build failed: {detail}", _build_failure_hint(detail, options, free_gpu_memory()))
+                raise ToolkitError(f"TensorRT build failed: {detail}",
+                                  _build_failure_hint(detail, options, free_gpu_memory(), layout=layout.name, norm=norm))
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
             with open(engine_path, "wb") as f:
@@ -269,11 +270,14 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     return EngineResult(out, out / "model.engine", manifest)
 
 
-def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[int, int] | None = None) -> str | None:
+def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[int, int] | None = None,
+                        layout: str | None = None, norm: str | None = None) -> str | None:
     """What to change after a failed build, for the failures seen on real builds.
 
     Args:
         gpu_memory: (free, total) bytes of the build's GPU when it failed (``free_gpu_memory``), or None.
+        layout, norm: the KV layout and the resolved ``--norm`` of the build (the portable layout with the exported
+            norms gets ``--norm plugin`` first).
     """
     if "Could not find any implementation" in detail or "OutOfMemory" in detail:
         # llama-7b, one profile covering prefill and decode (256/128/640) on TensorRT 8.6 / H200, and llama-7b
@@ -281,6 +285,10 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         # H200, 2026-11-30: every portable llama-7b-family build failed so while benchmark runs held 70-110 GB of
         # the same GPU; the plugin builds beside them, which time smaller kernels, did not.
         steps = ["smaller --max-batch/--max-input/--max-seq"]
+        if layout == "portable" and norm == "trt":
+            # H200, TensorRT 8.6, 2026-11-30: portable llama-7b never built as one Myelin region over the whole
+            # graph (also on an idle GPU); with the RMSNorm plugin cutting it at every norm it built in 457 s.
+            steps.insert(0, "--norm plugin (the norm plugin cuts the whole-graph fused region into one per block)")
         if gpu_memory is not None and gpu_memory[0] < 0.5 * gpu_memory[1]:
             steps.insert(0, "an idle GPU (other processes held it)")
         if options.profiles == "single":
