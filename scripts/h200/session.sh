@@ -5,11 +5,11 @@
 # and `mkdir -p .stage/trt86inc && cp ../shared/hooks/trt86/include/* .stage/trt86inc/` (plugin headers).
 # Carry ".stage/trt86inc" and ".whl" on EVERY call: ignored paths that a call does not carry are removed there.
 # A call sends at most 64 MiB (working tree + carried paths): with the repository over ~6 MB the hook's 58 MB parts
-# no longer fit; re-split them smaller (2026-11-30, same 8 calls, same unpack.sh):
-#   cat .stage/trt86/0*/part.* > /tmp/all && (cd /tmp && split -b 55M -d -a 2 all part.) && for i in 00 01 02 03 04 05 06 07;
-#   do mkdir -p .stage/trt86s/$i && mv /tmp/part.$i .stage/trt86s/$i/; done; cp .stage/trt86/00/{zstd,sha} .stage/trt86s/00/;
-#   cp .stage/trt86/07/unpack.sh .stage/trt86s/07/   (then carry .stage/trt86s/NN; part 00 + the tree must stay < 64 MiB:
-#   move new untracked results out of the tree for call 00 if needed)
+# no longer fit; re-split them smaller (2026-11-30, seventh session: 50 MB parts, nine calls, the same unpack.sh):
+#   cat .stage/trt86/0*/part.* > /tmp/all && (cd /tmp && split -b 50M -d -a 2 all part.) && for f in /tmp/part.*;
+#   do i=${f##*.}; mkdir -p .stage/trt86t/$i && mv $f .stage/trt86t/$i/; done; cp .stage/trt86/00/{zstd,sha} .stage/trt86t/00/;
+#   cp .stage/trt86/07/unpack.sh .stage/trt86t/08/   (call NN carries .stage/trt86t/NN and copies it to /root/trt86;
+#   the last one also runs unpack.sh; part 00 + the tree must stay < 64 MiB)
 # On the device, after the staging calls unpacked TensorRT 8.6 to /root/site, every call is
 #   export PYTHONPATH=/root/site; bash scripts/h200/session.sh STEP [ARGS]
 # Never `pkill -f`/`pgrep -f` a bare word that the calling command line also contains: it matches that call (or
@@ -59,7 +59,7 @@
 #                         plugin pinned to one type through a plugin field, its GPU tests, the tiny plugin engines with a
 #                         check that no reformat sits next to a norm, and llama-7b cut to 2 blocks: 36 reformats, 15 of
 #                         them next to its 10 norms; the pin did not remove them (not landed)
-#   day11                 next (not yet run), branch wip/rotary-plugin: the rotary plugin's kernel tests, the RMSNorm
+#   day11                 not run (day12 took its place), branch wip/rotary-plugin: the rotary plugin's kernel tests, the RMSNorm
 #                         tests and the tiny plugin engines (GPU 0); the three 7B engines with --rope plugin (the default
 #                         there) and llama-7b with --rope trt for the A/B, built side by side and each timed alone on
 #                         GPU 1, then llama-7b's layer profile (about 12 device minutes after staging); and llama-7b
@@ -69,7 +69,14 @@
 #                         portable engines with --norm plugin vs eager; portable llama-7b and depth-27 with --norm plugin
 #                         (the norms cut the whole-graph Myelin region that never built at 7B) built side by side and
 #                         timed in turn; then llama-7b@2's verbose layer formats. GPU 1: the three 7B plugin engines with
-#                         the rotary plugin, built side by side, each timed alone, llama-7b's layer profile at batch 1
+#                         the rotary plugin, built side by side, each timed alone, llama-7b's layer profile at batch 1.
+#                         As run, the portable runs exported beside the plugin runs ("written by another process
+#                         meanwhile"; restarted by hand; they now wait for the export), and by hand later in the lease:
+#                         llama-7b at --opt-level 3 (GPU 1), the type fix (plugins pinned to the caches' type) as three
+#                         plugin engines under /root/work2 (GPU 1; LLM-Pruner again after the disk filled), the portable
+#                         timings stopped after batch 64 (170 ms/step) and rerun as depth-27 at 1/16/64 and llama-7b's
+#                         --breakdown and layer profile. Lease 2 (one GPU): `PAR_GPUS=1 par` of the six tiny plugin and
+#                         portable+norm token tests after the fix
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -230,8 +237,9 @@ case "${1:-status}" in
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
     N="--kv-modes portable --norm plugin --lock /root/gpu0.lock"
     bg g "CUDA_VISIBLE_DEVICES=0 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/test_rotary_gpu.py tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' '$T[tiny-llama-portable+norm/weights-inputs]' '$T[tiny-llama-depth-portable+norm/weights-inputs]' '$T[tiny-llama-width-portable+norm/weights-inputs]'; touch /root/g.done"
-    bg p7 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $N --breakdown llama-7b --out $R/p7"
-    bg p27 "CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 $N --out $R/p27"
+    w() { echo "sleep 30; while [ ! -f /root/work/onnx/$1/export.json ]; do sleep 5; done;"; }  # the plugin run exports
+    bg p7 "$(w llama-7b) CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $N --breakdown llama-7b --out $R/p7"
+    bg p27 "$(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=0 $B --models llama-7b-depth-27 $N --out $R/p27"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
