@@ -125,7 +125,7 @@ def test_build_options_fingerprint_ignores_what_only_speeds_the_build():
     assert a.fingerprint() != BuildOptions(limits=EngineLimits(8, 32, 65)).fingerprint()
 
 
-def test_a_build_with_no_implementation_says_what_to_change():
+def test_a_build_with_no_implementation_says_what_to_change(monkeypatch):
     """TensorRT 8.6's "Could not find any implementation" (llama-7b, one profile, H200) names the flags to change."""
     from trtllm_kit.engine.builder import _build_failure_hint
     from trtllm_kit.engine.limits import EngineLimits
@@ -145,10 +145,18 @@ def test_a_build_with_no_implementation_says_what_to_change():
     idle = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)), (140 * 10**9, 150 * 10**9))
     assert "idle GPU" not in idle and "140 of 150 GB" in idle
     # H200, 2026-11-30: the portable layout's whole-graph region built at 7B once the norm plugin cut it
-    portable = _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)), layout="portable", norm="trt")
+    # (only where the plugin library loads: not on TensorRT-RTX, not without nvcc or the TensorRT headers)
+    from trtllm_kit.engine import builder
+    from trtllm_kit.engine.flavors import resolve_flavor
+
+    lim = BuildOptions(limits=EngineLimits(256, 128, 640))
+    assert not builder._norm_plugin_loads(resolve_flavor("tensorrt-rtx", None), lim)
+    monkeypatch.setattr(builder, "_norm_plugin_loads", lambda flavor, options: True)  # 8.6 with nvcc and headers
+    portable = _build_failure_hint(detail, lim, layout="portable", norm="trt", flavor="8.6")
     assert portable.index("--norm plugin") < portable.index("--max-batch")
-    assert "--norm plugin" not in _build_failure_hint(detail, BuildOptions(limits=EngineLimits(256, 128, 640)),
-                                                      layout="portable", norm="plugin")
+    assert "--norm plugin" not in _build_failure_hint(detail, lim, layout="portable", norm="plugin", flavor="8.6")
+    monkeypatch.setattr(builder, "_norm_plugin_loads", lambda flavor, options: False)
+    assert "--norm plugin" not in _build_failure_hint(detail, lim, layout="portable", norm="trt", flavor="rtx")
 
 
 def test_build_stage_reads_tensorrt_86_timing_lines():

@@ -406,13 +406,14 @@ def test_gemm_rewire_follows_chained_multiplies(monkeypatch):
 def test_reuse_compares_the_gemm_the_engine_used(engines):
     """An engine is reused only if a build now would use the same multiplies: engines from before the GEMM plugin
     (no choice recorded) read as TensorRT's layers, and --gemm auto is resolved for the engine's layout."""
-    from trtllm_kit.engine.manifest import PluginRecord
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.manifest import PLUGIN_REWRITE, PluginRecord
 
     m = engines[("tiny-llama", "inplace")].manifest
     same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
-    assert m.gemm_used == "trt" and m.answers(m.build, *same)
-    record = PluginRecord(file="lib.so", sha256="0" * 64, source_sha256="0" * 64, name="A", version="1",
-                          gemm="TrtllmKitGemm", links=["/x/libcublasLt.so.13"])
+    assert m.gemm_used == "trt" and m.answers(m.build, *same) and m.kv_layout.rewrite == PLUGIN_REWRITE
+    record = PluginRecord(file="lib.so", sha256="0" * 64, source_sha256=P.source_sha256(gemm=True), name="A",
+                          version="1", gemm="TrtllmKitGemm", links=["/x/libcublasLt.so.13"])
     with_gemm = m.model_copy(update={"kv_layout": m.kv_layout.model_copy(update={"plugin": record})})
     assert with_gemm.gemm_used == "plugin" and not with_gemm.answers(m.build, *same)  # auto -> trt for inplace
     assert with_gemm.differences(m.build, *same) == ["gemm plugin -> trt"]  # what the rebuild log says
@@ -427,7 +428,8 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
         f"limits.max_batch {m.build.limits.max_batch} -> {larger.max_batch}"]
     # a plugin-layout engine: its norm choice against what --norm asks now (auto means the plugin there)
     plugin_layout = m.kv_layout.model_copy(update={"name": "plugin", "plugin": record.model_copy(
-        update={"gemm": None, "links": [], "norm": "TrtllmKitRMSNorm", "rope": "TrtllmKitRotary"})})
+        update={"gemm": None, "links": [], "norm": "TrtllmKitRMSNorm", "rope": "TrtllmKitRotary",
+                "source_sha256": P.source_sha256()})})
     with_norm = m.model_copy(update={"kv_layout": plugin_layout})
     asked = m.build.model_copy(update={"kv_mode": "plugin"})
     plugin_same = (with_norm.flavor, with_norm.trt_version, *same[2:])
@@ -439,6 +441,19 @@ def test_reuse_compares_the_gemm_the_engine_used(engines):
         update={"plugin": plugin_layout.plugin.model_copy(update={"norm": None})})})  # from before the norm plugin
     assert old.differences(asked.model_copy(update={"norm": "auto", "gemm": "trt"}), *plugin_same) == [
         "norm trt -> plugin"]
+    assert with_norm.differences(asked.model_copy(update={"rope": "trt", "gemm": "trt"}), *plugin_same) == [
+        "rope plugin -> trt"]
+    # the same choices from other plugin code, or from the rewrite before the plugins' type pins (2026-11-30)
+    stale = with_norm.model_copy(update={"kv_layout": plugin_layout.model_copy(
+        update={"rewrite": 1, "plugin": plugin_layout.plugin.model_copy(update={"source_sha256": "0" * 64})})})
+    assert stale.differences(asked.model_copy(update={"gemm": "trt"}), *plugin_same) == [
+        "the plugin sources changed", f"plugin rewrite 1 -> {PLUGIN_REWRITE}"]
+    # a portable engine with the norm plugin (no attention plugin in its record): reused for --norm plugin only
+    portable = m.model_copy(update={"build": m.build.model_copy(update={"kv_mode": "portable", "norm": "plugin"}),
+                                    "kv_layout": m.kv_layout.model_copy(update={"name": "portable", "plugin": PluginRecord(
+                                        file="lib.so", sha256="0" * 64, source_sha256=P.source_sha256(), norm=P.NORM_NAME)})})
+    assert portable.differences(portable.build, *same) == []
+    assert portable.differences(portable.build.model_copy(update={"norm": "auto"}), *same) == ["norm plugin -> trt"]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
@@ -510,9 +525,12 @@ def test_rope_rewrite_reads_each_blocks_rotary_off_the_export(tiny_exports, name
         def get_output(self, i):
             return self.outs[i]
 
+    made = {}
+
     def stand_in(trt_module, network, q_lin, k_lin, cos, sin, nh, nkv, hd, scale, name):
         seen[name] = (q_lin.name, k_lin.name, cos.name, sin.name, nh, nkv, hd, scale)
-        return Layer([network.add_identity(t).get_output(0) for t in (q_lin, k_lin)])
+        made[name] = [network.add_identity(t).get_output(0) for t in (q_lin, k_lin)]
+        return Layer(made[name])
 
     monkeypatch.setattr(P, "add_rotary", stand_in)
     spec, _ = load_model(name)
@@ -520,7 +538,8 @@ def test_rope_rewrite_reads_each_blocks_rotary_off_the_export(tiny_exports, name
     found = rotary_inputs(onnx_path, spec.num_layers)
     model = onnx.load(str(onnx_path), load_external_data=False)
     producers = {o: n for n in model.graph.node for o in n.output}
-    for i, (q_lin, k_lin, cos, sin) in found.items():
+    for i, (q_lin, k_lin, cos, sin, scale) in found.items():
+        assert scale == pytest.approx(spec.layers[i].head_dim ** -0.5)  # read off the export's constant
         for lin, proj in ((q_lin, "q_proj"), (k_lin, "k_proj")):  # the projection's output (after any bias)
             node = producers[lin]
             assert node.op_type in ("MatMul", "Add") and any(proj in x for x in node.input) or \
@@ -533,7 +552,8 @@ def test_rope_rewrite_reads_each_blocks_rotary_off_the_export(tiny_exports, name
     index = NetworkIndex(network)
     for i, L in enumerate(spec.layers):
         q, k = rewire_rotary(ctx, index, i, found[i])
-        assert seen[f"rotary.{i}"] == (*found[i], L.n_heads, L.n_kv_heads, L.head_dim, L.head_dim ** -0.5)
+        assert seen[f"rotary.{i}"] == (*found[i][:4], L.n_heads, L.n_kv_heads, L.head_dim, found[i][4])
+        assert [q.name, k.name] == [t.name for t in made[f"rotary.{i}"]]  # the plugin's outputs, not the export's
         assert q.name != Anchors.q(i) and k.name != Anchors.k_new(i)
     if name == "tiny-llama-width":
         assert len({seen[f"rotary.{i}"][4] for i in range(spec.num_layers)}) > 1  # heads differ per block

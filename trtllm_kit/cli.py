@@ -185,7 +185,8 @@ def prune(model, drop_blocks, out, dtype, force):
               "can be used.")
 @click.option("--norm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="The RMSNorms: trt: the exported ops; plugin: one TrtllmKitRMSNorm kernel each (with --kv-mode "
-              "plugin); auto: the plugin with --kv-mode plugin.")
+              "plugin or portable; on TensorRT 8.6 a portable 7B engine builds only so); auto: the plugin with "
+              "--kv-mode plugin.")
 @click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "
               "TrtllmKitRotary kernel each (with --kv-mode plugin); auto: the plugin with --kv-mode plugin.")

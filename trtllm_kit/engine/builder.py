@@ -227,7 +227,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             if plan is None:
                 detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
                 raise ToolkitError(f"TensorRT build failed: {detail}",
-                                  _build_failure_hint(detail, options, free_gpu_memory(), layout=layout.name, norm=norm))
+                                  _build_failure_hint(detail, options, free_gpu_memory(), layout=layout.name, norm=norm,
+                                                      flavor=flavor))
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
             with open(engine_path, "wb") as f:
@@ -271,13 +272,13 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
 
 
 def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[int, int] | None = None,
-                        layout: str | None = None, norm: str | None = None) -> str | None:
+                        layout: str | None = None, norm: str | None = None, flavor=None) -> str | None:
     """What to change after a failed build, for the failures seen on real builds.
 
     Args:
         gpu_memory: (free, total) bytes of the build's GPU when it failed (``free_gpu_memory``), or None.
-        layout, norm: the KV layout and the resolved ``--norm`` of the build (the portable layout with the exported
-            norms gets ``--norm plugin`` first).
+        layout, norm, flavor: the KV layout, the resolved ``--norm`` and the flavour of the build (the portable
+            layout with the exported norms gets ``--norm plugin`` first where the flavour can load the plugin).
     """
     if "Could not find any implementation" in detail or "OutOfMemory" in detail:
         # llama-7b, one profile covering prefill and decode (256/128/640) on TensorRT 8.6 / H200, and llama-7b
@@ -285,7 +286,7 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         # H200, 2026-11-30: every portable llama-7b-family build failed so while benchmark runs held 70-110 GB of
         # the same GPU; the plugin builds beside them, which time smaller kernels, did not.
         steps = ["smaller --max-batch/--max-input/--max-seq"]
-        if layout == "portable" and norm == "trt":
+        if layout == "portable" and norm == "trt" and flavor is not None and _norm_plugin_loads(flavor, options):
             # H200, TensorRT 8.6, 2026-11-30: portable llama-7b never built as one Myelin region over the whole
             # graph (also on an idle GPU); with the RMSNorm plugin cutting it at every norm it built in 457 s.
             steps.insert(0, "--norm plugin (the norm plugin cuts the whole-graph fused region into one per block)")
@@ -300,6 +301,13 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         return (f"TensorRT found no kernel for the fused graph within the GPU memory it could get{mem}: try "
                 + ", or ".join(steps))
     return None
+
+
+def _norm_plugin_loads(flavor, options: BuildOptions) -> bool:
+    """Whether ``--norm plugin`` could be used with this flavour (the plugin library compiles and loads)."""
+    from trtllm_kit.engine.kv_layouts import KV_LAYOUTS
+
+    return KV_LAYOUTS["plugin"].unavailable(flavor, options) is None
 
 
 def free_gpu_memory() -> tuple[int, int] | None:

@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from trtllm_kit.engine.limits import EngineLimits, ProfileSpec, sweep_profiles
-from trtllm_kit.engine.manifest import KVLayoutRecord, PluginRecord
+from trtllm_kit.engine.manifest import PLUGIN_REWRITE, KVLayoutRecord, PluginRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, POSITION_IDS, WRITE_INDICES, Anchors,
                                        TensorIO, model_inputs, past_name, present_name, static_cache_inputs)
@@ -97,7 +97,8 @@ class KVLayout:
 
     def record(self, limits: EngineLimits, plugin: PluginRecord | None) -> KVLayoutRecord:
         return KVLayoutRecord(name=self.name, description=self.description, static_cache=self.static_cache,
-                              max_seq=limits.max_seq if self.static_cache else None, plugin=plugin)
+                              max_seq=limits.max_seq if self.static_cache else None, plugin=plugin,
+                              rewrite=PLUGIN_REWRITE)
 
     # -- run side -----------------------------------------------------------------------------
     def load_runtime(self, trt, engine_dir: Path, record: KVLayoutRecord) -> None:
@@ -381,12 +382,12 @@ def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> s
     return rope
 
 
-def rotary_inputs(onnx_path: Path, num_layers: int) -> dict[int, tuple[str, str, str, str]]:
-    """Each block's rotary operands, read from the exported graph: block -> (q_lin, k_lin, cos, sin).
+def rotary_inputs(onnx_path: Path, num_layers: int) -> dict[int, tuple[str, str, str, str, float]]:
+    """Each block's rotary operands, read from the exported graph: block -> (q_lin, k_lin, cos, sin, scale).
 
-    The exporter writes ``q(i) = Mul(R(Transpose(Reshape(q_lin))), scale)`` and ``k_new(i) =
-    R(Transpose(Reshape(k_lin)))`` with ``R(x) = Add(Mul(x, cos), Mul(Concat(Neg(x2), x1), sin))``
-    (``export/graph.py`` ``_rotate``); anything else is refused.
+    The exporter writes ``q(i) = Mul(R(Transpose(Reshape(q_lin))), Cast?(scale))`` (``scale`` a scalar
+    initializer: q's attention scale) and ``k_new(i) = R(Transpose(Reshape(k_lin)))`` with ``R(x) = Add(Mul(x, cos),
+    Mul(Concat(Neg(x2), x1), sin))`` (``export/graph.py`` ``_rotate``); other forms of these ops are refused.
 
     Raises:
         ToolkitError: a block's q or k not of that form (an export from another version).
@@ -408,37 +409,57 @@ def rotary_inputs(onnx_path: Path, num_layers: int) -> dict[int, tuple[str, str,
         reshape = made_by(getattr(made_by(first.input[0], "Transpose"), "input", [None])[0], "Reshape")
         return (reshape.input[0], first.input[1], second.input[1]) if reshape is not None else None
 
+    inits = {t.name: t for t in model.graph.initializer}
+
+    def scalar(tensor: str) -> float | None:  # Cast?(a one-element initializer) -> its value
+        cast = made_by(tensor, "Cast")
+        init = inits.get(cast.input[0] if cast is not None else tensor)
+        if init is None or init.data_location == onnx.TensorProto.EXTERNAL:
+            return None
+        value = onnx.numpy_helper.to_array(init)
+        return float(value.reshape(-1)[0]) if value.size == 1 else None
+
     out = {}
     for i in range(num_layers):
         scaled = made_by(Anchors.q(i), "Mul")
         q = rotated(scaled.input[0]) if scaled is not None else None
         k = rotated(Anchors.k_new(i))
-        if q is None or k is None or (q[1], q[2]) != (k[1], k[2]):
+        scale = scalar(scaled.input[1]) if scaled is not None else None
+        if q is None or k is None or (q[1], q[2]) != (k[1], k[2]) or scale is None:
             raise ToolkitError(f"{onnx_path}: block {i}'s rotary is not what this version's exporter writes",
                                "re-export it with `trtllm-kit export`, or build with --rope trt")
-        out[i] = (q[0], k[0], q[1], q[2])
+        out[i] = (q[0], k[0], q[1], q[2], scale)
     return out
 
 
-def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, names: tuple[str, str, str, str]):
-    """Block ``i``'s rotary (``rotary_inputs``) as one ``TrtllmKitRotary`` layer; returns its (q, k) outputs,
-    (B, nh, S, hd) and (B, nkv, S, hd), which the attention plugin reads instead of the exported ones."""
+def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, found: tuple[str, str, str, str, float]):
+    """Block ``i``'s rotary (``rotary_inputs``: tensor names and q's scale) as one ``TrtllmKitRotary`` layer; returns
+    its (q, k) outputs, (B, nh, S, hd) and (B, nkv, S, hd), which the attention plugin reads instead of the
+    exported ones."""
     from trtllm_kit.engine import plugin as P
 
     tensors = {**index.tensors, **index.inputs}
+    *names, scale = found
     missing = [n for n in names if n not in tensors]
     if missing:
         raise ToolkitError(f"the parsed network has no tensor {missing[0]}", "build with --rope trt")
     L = ctx.spec.layers[i]
     q_lin, k_lin, cos, sin = (tensors[n] for n in names)
     layer = P.add_rotary(ctx.trt, ctx.network, q_lin, k_lin, cos, sin, L.n_heads, L.n_kv_heads, L.head_dim,
-                         L.head_dim ** -0.5, name=f"rotary.{i}")
-    if not ctx.strongly_typed:  # 8.6: in the activations' type
-        layer.precision = ctx.act_dtype
-        for o in range(2):
-            layer.set_output_type(o, ctx.act_dtype)
-        ctx.precision_constraints = True
+                         scale, name=f"rotary.{i}")
+    pin_to_activations(ctx, layer)
     return layer.get_output(0), layer.get_output(1)
+
+
+def pin_to_activations(ctx: NetworkContext, layer) -> None:
+    """Without strong typing (TensorRT 8.6) keep a plugin layer and its outputs in the activations' type
+    (``ctx.act_dtype``); a no-op for strongly typed networks, whose types follow the export."""
+    if ctx.strongly_typed:
+        return
+    layer.precision = ctx.act_dtype
+    for o in range(layer.num_outputs):
+        layer.set_output_type(o, ctx.act_dtype)
+    ctx.precision_constraints = True
 
 
 def ship_plugin_library(ctx: NetworkContext):
@@ -544,10 +565,7 @@ def rewire_norms(ctx: NetworkContext, inputs: dict[str, str]) -> int:
         old = tensors[anchor]
         w = index.producers[anchor].get_input(1)  # the exported Mul(normalised, weight)
         layer = P.add_rms_norm(trt, network, tensors[x_name], w, ctx.spec.rms_norm_eps, name=f"rms_norm.{anchor}")
-        if not ctx.strongly_typed:  # 8.6: keep the norm in the activations' type
-            layer.precision = ctx.act_dtype
-            layer.set_output_type(0, ctx.act_dtype)
-            ctx.precision_constraints = True
+        pin_to_activations(ctx, layer)
         index.redirect(old, layer.get_output(0))
     return len(inputs)
 

@@ -32,7 +32,8 @@ class BuildOptions(Record):
             toolkit's cuBLASLt ``TrtllmKitGemm`` plugin; needs ``kv_mode`` plugin and ``weights`` inputs) or
             ``auto`` (the plugin where it can be used, else ``trt``).
         norm: the RMSNorms: ``trt`` (the exported ops), ``plugin`` (one ``TrtllmKitRMSNorm`` layer each; needs
-            ``kv_mode`` plugin) or ``auto`` (the plugin with the plugin KV layout).
+            ``kv_mode`` plugin or portable, and a flavour that loads the toolkit's plugins) or ``auto`` (the plugin
+            with the plugin KV layout).
         rope: each block's rotary embedding of q and k: ``trt`` (the exported ops), ``plugin`` (one
             ``TrtllmKitRotary`` layer each; needs ``kv_mode`` plugin) or ``auto`` (the plugin with the plugin KV
             layout).
@@ -88,14 +89,25 @@ class PluginRecord(Record):
     links: list[str] = []
 
 
+# Version of the network rewrites that wire the toolkit's plugins in (kv_layouts.py): an engine with plugins built by
+# another version is rebuilt, not reused. 1: before the plugins were pinned to the activations' type (on TensorRT
+# 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30).
+PLUGIN_REWRITE = 2
+
+
 class KVLayoutRecord(Record):
-    """How the cache tensors are laid out and driven (see ``engines/README.md``)."""
+    """How the cache tensors are laid out and driven (see ``engines/README.md``).
+
+    Attributes:
+        rewrite: the ``PLUGIN_REWRITE`` the engine was built with (1 in engine.json files from before the field).
+    """
 
     name: str
     description: str
     static_cache: bool
     max_seq: int | None = None
     plugin: PluginRecord | None = None
+    rewrite: int = 1
 
 
 class ProfileRecord(Record):
@@ -197,8 +209,9 @@ class EngineManifest(Manifest):
                     weights_sha256: str | None) -> list[str]:
         """What a build with these inputs would make differently from this engine, one phrase each (e.g.
         ``"kv_mode portable -> plugin"``, ``"limits.max_batch 256 -> 16"``, ``"the export changed"``); empty when
-        the engine can be reused. ``--gemm``/``--norm`` count by what they resolve to: ``trt`` and an ``auto`` that
-        means ``trt`` agree.
+        the engine can be reused. ``--gemm``/``--norm``/``--rope`` count by what they resolve to: ``trt`` and an
+        ``auto`` that means ``trt`` agree. An engine with plugins also differs when the plugin sources changed
+        (``"the plugin sources changed"``) or its network rewrite is another ``PLUGIN_REWRITE``.
 
         Args:
             options: the build options a build would use now.
@@ -224,6 +237,14 @@ class EngineManifest(Manifest):
                                    ("rope", self.rope_used, self._rope_wanted(want))):
             if used != wanted:
                 out.append(f"{what} {used} -> {wanted}")
+        plugin = self.kv_layout.plugin
+        if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
+            from trtllm_kit.engine.plugin import source_sha256
+
+            if plugin.source_sha256 != source_sha256(gemm=plugin.gemm is not None):
+                out.append("the plugin sources changed")
+            if self.kv_layout.rewrite != PLUGIN_REWRITE:
+                out.append(f"plugin rewrite {self.kv_layout.rewrite} -> {PLUGIN_REWRITE}")
         return out
 
     @property

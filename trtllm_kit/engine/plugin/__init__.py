@@ -295,7 +295,7 @@ def compile_plugin_library(include: str | os.PathLike, trt_version: str, arch: s
         cache_dir: default ``$TRTLLM_KIT_CACHE/plugins``, else ``~/.cache/trtllm-kit/plugins``.
         log: gets one line per compilation, with its duration (and one if libnvinfer is not linked).
         cublaslt: compile the GEMM plugin in too, linking this cuBLASLt (its directory becomes the library's
-            run path, so it loads without LD_LIBRARY_PATH); None: the attention plugin alone.
+            run path, so it loads without LD_LIBRARY_PATH); None: the library without the GEMM plugin (attention, RMSNorm and rotary).
 
     Raises:
         PluginUnavailable: nvcc is missing or fails (the message ends with nvcc's last error lines).
@@ -531,7 +531,8 @@ def add_rotary(trt_module, network, q_lin, k_lin, cos, sin, num_heads: int, num_
         q_lin, k_lin: (B, S, num_heads * head_dim) and (B, S, num_kv_heads * head_dim), the projections' outputs.
         cos, sin: (B, 1, S, head_dim) per position, any float type (TensorRT 8.6 widens fp16 tables to float).
         num_heads, num_kv_heads, head_dim: this block's (width-pruned blocks differ); head_dim even.
-        scale: q's factor after rotary (``head_dim ** -0.5`` in the export), rounded to q's type as eager does.
+        scale: q's factor after rotary (``head_dim ** -0.5`` in the export), rounded to q's type as the exported
+            graph's Mul does (eager scales inside its attention instead).
         name: the layer name.
 
     Returns:
