@@ -45,15 +45,33 @@ def test_a_failed_engine_build_is_the_reason_its_points_give(tmp_path):
     import json
 
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({
-        "models": ["tiny-llama"], "backends": ["trt"], "engine": {"kv_mode": "plugin"},  # no plugin on TensorRT-RTX
-        "sweep": {"batches": [1], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}}))
+    sweep = {"batches": [1], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
+    path.write_text(yaml.safe_dump({  # known to fail only once the export says the model's context length
+        "models": ["tiny-llama"], "backends": ["trt"], "engine": {"max_batch": 1, "max_input": 6, "max_seq": 4096},
+        "sweep": sweep}))
     out = tmp_path / "out"
     proc = cli("run", str(path), "--out", str(out))
     assert proc.returncode != 0 and "nothing was timed" in proc.stderr  # and the reasons are in results.json:
     points = json.loads((out / "results.json").read_text())["points"]
-    assert points and all(p["message"].startswith("engine not built: --kv-mode plugin") and "no GPU" in p["message"]
-                          for p in points), points
+    assert points and all(p["message"].startswith("engine not built: --max-seq 4096 exceeds the model's") and
+                          "no GPU" in p["message"] for p in points), points
+
+
+def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_path):
+    """A recipe's engine options that this machine's TensorRT can never build (TensorRT-RTX here: no plugins;
+    --kv-mode auto choosing inplace), or limits that miss the sweep, are one line before anything is exported."""
+    sweep = {"batches": [1, 4], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
+    cases = [({"kv_mode": "plugin"}, "the engine options cannot be built here: --kv-mode plugin: tensorrt-rtx"),
+             ({"rope": "plugin"}, "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not "
+                                  "--kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
+             ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4")]
+    for k, (engine, words) in enumerate(cases):
+        path = tmp_path / f"r{k}.yaml"
+        path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "engine": engine,
+                                        "sweep": sweep}))
+        out = tmp_path / f"out{k}"
+        assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
+        assert not (out / "onnx").exists() and not (out / "results.json").exists()
 
 
 def test_bad_recipes_are_one_line_errors(tmp_path):

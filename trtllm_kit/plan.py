@@ -155,12 +155,38 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _check_engine_to_build(plan: Plan) -> None:
+    """Before any export: the engines this run would build can be built here and serve its sweep.
+
+    Raises:
+        ToolkitError: the build options fail ``check_buildable`` (a plugin or layout this TensorRT cannot build,
+            e.g. what ``--kv-mode auto`` chose refusing a plugin option), or the engine limits miss a sweep point.
+    """
+    from trtllm_kit.engine.builder import check_buildable
+
+    try:
+        check_buildable(plan.engine)
+    except ToolkitError as e:
+        raise ToolkitError(f"the engine options cannot be built here: {e.message}", e.hint) from None
+    lim, cfg = plan.engine.limits, plan.sweep
+    for b in cfg.batches:
+        for i in cfg.inputs:
+            for o in cfg.outputs:
+                try:
+                    lim.check_point(b, i, o)
+                except ToolkitError as e:
+                    raise ToolkitError(f"the engine limits miss the sweep point batch {b}, input {i}, output {o}: "
+                                       f"{e.message}", "raise the engine limits (recipe engine: max_batch, "
+                                       "max_input, max_seq), or leave them out to fit the sweep") from None
+
+
 def execute(plan: Plan, progress: bool = True) -> Outcome:
     """Run the plan: prepare artifacts, time the sweep, write results (and the report).
 
     Raises:
-        ToolkitError: a plan that fails ``check``, models that cannot be resolved, or an engine given
-            directly that cannot serve the sweep.
+        ToolkitError: a plan that fails ``check``, models that cannot be resolved, an engine given directly that
+            cannot serve the sweep, or engine options that cannot be built here or miss the sweep (before any
+            export).
     """
     from trtllm_kit.bench.sweep import bench
     from trtllm_kit.pipeline import prepare_models, resolve_models
@@ -177,6 +203,8 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
                 for i in cfg.inputs:
                     for o in cfg.outputs:
                         lim.check_point(b, i, o)
+    if "trt" in plan.backends and any("engine" not in a.given for a in arts):
+        _check_engine_to_build(plan)
     log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)
     prepare_models(arts, plan.backends, plan.work, plan.export, plan.engine, progress)
     notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}

@@ -124,6 +124,41 @@ def check_plugin_options(options: BuildOptions) -> None:
         raise ToolkitError(f"--{option} plugin: {why}", hints[option])
 
 
+def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = None):
+    """The KV layout and the GEMM / RMSNorm / rotary choices a build with these options makes with this flavour:
+    (layout, gemm, norm, rope), each choice ``"plugin"`` or ``"trt"``; the reasons go to ``notes``.
+
+    Raises:
+        ToolkitError: a layout or plugin option the flavour cannot build here (naming what ``--kv-mode auto``
+            chose when it was auto).
+    """
+    notes = [] if notes is None else notes
+    layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
+    try:
+        gemm = resolve_gemm(options, layout.name, notes=notes)
+        norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
+        rope = resolve_rope(options, layout.name, notes=notes)
+    except ToolkitError as e:
+        if options.kv_mode == "auto":  # the user did not name the layout that refuses it
+            raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
+        raise
+    return layout, gemm, norm, rope
+
+
+def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> None:
+    """Everything about a build that can be checked before an export exists: the plugin options, the limits, the
+    flavour on this GPU, the KV layout and plugin choices it would make. Used by ``trtllm-kit run``/``bench``
+    before they export anything.
+
+    Raises:
+        ToolkitError: the first thing that would make the build fail, as the build itself words it.
+    """
+    check_plugin_options(options)
+    options.limits.checked()
+    flavor = resolve_flavor(options.flavor, detect_gpu() if gpu == "detect" else gpu)
+    resolve_choices(options, flavor)
+
+
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
                      progress: bool = True, gpu: GpuInfo | None | str = "detect") -> EngineResult:
     """Build ``OUT/model.engine`` and ``OUT/engine.json`` from an export directory.
@@ -167,15 +202,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
     notes: list[str] = []  # the choices and auto's reasons, logged once the plugin options fit the layout
-    layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
-    try:
-        gemm = resolve_gemm(options, layout.name, notes=notes)
-        norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
-        rope = resolve_rope(options, layout.name, notes=notes)
-    except ToolkitError as e:
-        if options.kv_mode == "auto":  # the user did not name the layout that refuses it
-            raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
-        raise
+    layout, gemm, norm, rope = resolve_choices(options, flavor, notes)
     for note in notes:
         log.info("%s", note)
     profiles = layout.profiles(limits, options.profiles)
