@@ -127,6 +127,9 @@ def test_force_only_replaces_what_the_toolkit_created(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     assert_one_line_error(cli("export", "tiny-llama", "--out", str(mine), "--force"), "not created by trtllm-kit")
+    without = cli("export", "tiny-llama", "--out", str(mine))  # not "pass --force", which could not help
+    assert_one_line_error(without, "not created by trtllm-kit")
+    assert "--force" not in without.stderr
     assert _entries(mine) == ["notes.txt"]
     cli("export", "tiny-llama", "--out", str(tmp_path / "e"), check=True)
     cli("export", "tiny-llama-depth", "--out", str(tmp_path / "e"), "--force", check=True)  # its own: replaced

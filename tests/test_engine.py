@@ -178,6 +178,7 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
          "--norm plugin: tensorrt-rtx"),
         ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
          "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode portable"),
+        ((onnx_dir, "--trt-include", str(tmp_path / "no-headers")), "'--trt-include': Directory"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
         ((str(tmp_path),), "not an export directory"),

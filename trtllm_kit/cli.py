@@ -172,7 +172,7 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="Builder optimization level.")
 @click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="Workspace limit in GB.")
-@click.option("--trt-include", type=click.Path(file_okay=False), default=None,
+@click.option("--trt-include", type=click.Path(exists=True, file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
 @click.option("--weights", type=click.Choice(["engine", "inputs"]), default="engine", show_default=True,
               help="engine: weights inside model.engine; inputs: the weight matrices (projections, embeddings, "

@@ -67,12 +67,10 @@ def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "-
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"{flag} {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ToolkitError(f"{flag} {out} already exists and is not empty", "pass --force to replace it")
-        rec = owner_record(out)
+        rec = owner_record(out)  # what --force could never replace is said first, without suggesting it
         if rec is None:
-            raise ToolkitError(f"{flag} {out} was not created by trtllm-kit; refusing to replace it",
-                               "choose another directory")
+            raise ToolkitError(f"{flag} {out} already exists, is not empty and was not created by trtllm-kit; "
+                               "refusing to replace it", "choose another directory")
         if kind and rec.get("kind") != kind:
             article = "an" if kind[0] in "aeiou" else "a"
             raise ToolkitError(f"{flag} {out} holds a trtllm-kit {rec.get('kind')}, not {article} {kind}; refusing to "
@@ -82,6 +80,8 @@ def check_output_dir(out: str | os.PathLike, force: bool = False, flag: str = "-
             if extra:
                 raise ToolkitError(f"{flag} {out} holds {extra[0]}, which trtllm-kit did not write; refusing to "
                                    "replace it", "move your files out or choose another directory")
+        if not force:
+            raise ToolkitError(f"{flag} {out} already exists and is not empty", "pass --force to replace it")
     _check_creatable(out, flag)
     return out
 
