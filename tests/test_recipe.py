@@ -72,6 +72,14 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
         out = tmp_path / f"out{k}"
         assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
         assert not (out / "onnx").exists() and not (out / "results.json").exists()
+    # an engine directory of the user's own where the run would build one: refused now, the files kept
+    path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "sweep": sweep}))
+    mine = tmp_path / "out" / "engines" / "tiny-llama"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    assert_one_line_error(cli("run", str(path), "--out", str(tmp_path / "out")),
+                          f"engine directory {mine} already exists, is not empty and was not created by trtllm-kit")
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "out" / "onnx").exists()
 
 
 def test_bad_recipes_are_one_line_errors(tmp_path):

@@ -205,6 +205,12 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
                         lim.check_point(b, i, o)
     if "trt" in plan.backends and any("engine" not in a.given for a in arts):
         _check_engine_to_build(plan)
+        from trtllm_kit.utils.fs import check_output_dir, inside
+
+        for art in arts:  # an engine directory of the user's own under --work is refused now, not noted later
+            if "engine" not in art.given:
+                check_output_dir(inside(plan.work, "engines", art.label), force=True, flag="engine directory",
+                                 kind="engine")
     log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)
     prepare_models(arts, plan.backends, plan.work, plan.export, plan.engine, progress)
     notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}
