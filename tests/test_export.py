@@ -110,11 +110,21 @@ def test_failed_export_leaves_no_directory(hf_tiny_checkpoint, tmp_path):
 
 
 def test_existing_output_needs_force(tiny_exports, tmp_path):
+    """An export directory of the toolkit's own is replaced only with --force; one the user made is refused
+    without suggesting --force (which would not replace it either)."""
+    import shutil
+
+    own = tmp_path / "own"
+    shutil.copytree(tiny_exports["tiny-llama"], own)
+    with pytest.raises(ToolkitError, match="already exists and is not empty") as e:
+        onnx_from_model("tiny-llama", own, progress=False)
+    assert e.value.hint == "pass --force to replace it"
     out = tmp_path / "x"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ToolkitError, match="--force"):
+    with pytest.raises(ToolkitError, match="was not created by trtllm-kit") as e:
         onnx_from_model("tiny-llama", out, progress=False)
+    assert "--force" not in f"{e.value.message} {e.value.hint}"
     assert (out / "keep.txt").read_text() == "mine"
 
 
