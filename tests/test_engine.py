@@ -235,6 +235,17 @@ def test_rtx_is_refused_on_hopper_before_any_work(tiny_exports, tmp_path):
     assert not (tmp_path / "h").exists()
 
 
+def test_bench_refuses_a_kv_mode_that_a_given_engine_was_not_built_with(engines, tmp_path):
+    """An engine directory is timed as it was built: ``bench ENGINE --kv-mode portable`` on an inplace engine is one
+    line before any work, not a silent inplace timing."""
+    eng = engines[("tiny-llama", "inplace")].out_dir
+    out = tmp_path / "r.json"
+    assert_one_line_error(cli("bench", str(eng), "--backends", "trt", "--kv-mode", "portable", "--work",
+                              str(tmp_path / "w"), "--out", str(out)),
+                          f"--kv-mode portable: {eng} is an engine built with the inplace layout")
+    assert not out.exists() and not (tmp_path / "w").exists()
+
+
 def test_inspect_prints_the_engine(engines):
     out = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
@@ -284,6 +295,10 @@ def test_bf16_export_builds_and_says_why_it_was_not_validated(tmp_path):
     assert "no bf16 kernels on the CPU" in res.manifest.validation_skipped
     eng = engine_from_onnx(res.out_dir, tmp_path / "e", opts(), progress=False)
     assert {t.dtype for t in eng.manifest.io if t.name.startswith("past")} == {"bf16"}
+    # --weights inputs cannot store bf16 (numpy): refused before the ONNX file is parsed, nothing written
+    assert_one_line_error(cli("build", str(res.out_dir), "--weights", "inputs", "--out", str(tmp_path / "w")),
+                          "--weights inputs cannot store a bf16 export's weights", "--weights engine")
+    assert not (tmp_path / "w").exists()
 
 
 def test_trt_runner_rejects_points_beyond_the_profile_and_needs_a_gpu(engines):

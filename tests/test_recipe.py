@@ -64,11 +64,13 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
     cases = [({"kv_mode": "plugin"}, "the engine options cannot be built here: --kv-mode plugin: tensorrt-rtx"),
              ({"rope": "plugin"}, "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not "
                                   "--kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
-             ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4")]
+             ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4"),
+             ({"weights": "inputs", "dtype": "bf16"}, "--weights inputs cannot store a bf16 export's weights")]
     for k, (engine, words) in enumerate(cases):
         path = tmp_path / f"r{k}.yaml"
+        dtype = {"dtype": engine.pop("dtype")} if "dtype" in engine else {}
         path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "engine": engine,
-                                        "sweep": sweep}))
+                                        "sweep": sweep, **dtype}))
         out = tmp_path / f"out{k}"
         assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
         assert not (out / "onnx").exists() and not (out / "results.json").exists()

@@ -296,7 +296,15 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
     plan.sweep = plan.sweep.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if kv_mode is not None:
         from trtllm_kit.engine.builder import check_plugin_options
-        from trtllm_kit.engine.manifest import BuildOptions
+        from trtllm_kit.engine.manifest import BuildOptions, EngineManifest
+
+        for m in models:  # an engine given directly is timed as it was built: --kv-mode cannot change it
+            if (Path(m) / EngineManifest.FILE).is_file():
+                built = EngineManifest.load(Path(m)).kv_layout.name
+                if kv_mode not in ("auto", built):
+                    raise ToolkitError(f"--kv-mode {kv_mode}: {m} is an engine built with the {built} layout, timed "
+                                       "as it is", f"leave --kv-mode out, or give its export directory to build a "
+                                       f"{kv_mode} engine")
 
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
         try:  # a recipe's plugin options may not fit the override: refused before any work, naming both

@@ -162,10 +162,11 @@ def _check_engine_to_build(plan: Plan) -> None:
         ToolkitError: the build options fail ``check_buildable`` (a plugin or layout this TensorRT cannot build,
             e.g. what ``--kv-mode auto`` chose refusing a plugin option), or the engine limits miss a sweep point.
     """
-    from trtllm_kit.engine.builder import check_buildable
+    from trtllm_kit.engine.builder import check_buildable, check_weights_dtype
 
     try:
         check_buildable(plan.engine)
+        check_weights_dtype(plan.engine, plan.export.dtype)
     except ToolkitError as e:
         raise ToolkitError(f"the engine options cannot be built here: {e.message}", e.hint) from None
     lim, cfg = plan.engine.limits, plan.sweep

@@ -145,6 +145,18 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
     return layout, gemm, norm, rope
 
 
+def check_weights_dtype(options: BuildOptions, dtype: str) -> None:
+    """``--weights inputs`` stores the weights through numpy, which has no bf16: refuse a bf16 export before parsing.
+
+    Raises:
+        ToolkitError: ``weights`` inputs with ``dtype`` bf16.
+    """
+    if options.weights == "inputs" and dtype == "bf16":
+        raise ToolkitError("--weights inputs cannot store a bf16 export's weights (numpy, which writes "
+                           "weights.safetensors, has no bf16)", "export with --dtype fp16 or fp32, or build with "
+                           "--weights engine")
+
+
 def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> None:
     """Everything about a build that can be checked before an export exists: the plugin options, the limits, the
     flavour on this GPU, the KV layout and plugin choices it would make. Used by ``trtllm-kit run``/``bench``
@@ -187,6 +199,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     export = ExportManifest.load(onnx_dir)
     onnx_path = onnx_dir / "model.onnx"
     export.verify_onnx(onnx_dir)
+    check_weights_dtype(options, export.dtype)
     spec = export.spec
     if not export.last_only_logits:
         log.warning("this export returns logits for every position; prefill will write [batch, seq, vocab] logits "
