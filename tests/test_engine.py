@@ -247,7 +247,10 @@ def test_bench_refuses_a_kv_mode_that_a_given_engine_was_not_built_with(engines,
 
 
 def test_inspect_prints_the_engine(engines):
-    out = cli("inspect", str(engines[("tiny-llama-width", "inplace")].out_dir), check=True).stdout
+    eng = engines[("tiny-llama-width", "inplace")].out_dir
+    assert_one_line_error(cli("inspect", str(eng / "model.engine")), "model.engine is a file of an engine directory",
+                          f"use {eng}")
+    out = cli("inspect", str(eng), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
     assert "no GPU (portable TensorRT-RTX engine" in out
     assert "gemm        TensorRT's matrix multiply layers" in out

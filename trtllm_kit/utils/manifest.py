@@ -64,6 +64,9 @@ class Manifest(Record):
         path = cls.path_in(directory)
         if not Path(directory).exists():
             raise ToolkitError(f"{directory} does not exist", cls.REDO)
+        given = Path(directory)
+        if given.is_file() and given.suffix != ".json" and (given.parent / cls.FILE).is_file():  # .../model.engine
+            raise ToolkitError(f"{directory} is a file of {cls.WHAT}; give its directory", f"use {given.parent}")
         if not path.is_file():
             raise ToolkitError(f"{path.parent} is not {cls.WHAT} ({cls.FILE} missing)", cls.REDO)
         try:
