@@ -93,6 +93,8 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     assert_one_line_error(cli("run", str(tmp_path / "missing.yaml")), "does not exist")
     bad.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     assert_one_line_error(cli("run", str(bad)), "not valid YAML")
+    bad.write_text("models: [tiny-llama\nbackends: [eager]\n")  # an unclosed list: where, as an editor counts
+    assert_one_line_error(cli("run", str(bad)), "is not valid YAML (line 2, column 9)")
     # an impossible engine is refused before anything is exported or timed
     bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {gemm: plugin, kv_mode: plugin}\n")
     out = tmp_path / "out"

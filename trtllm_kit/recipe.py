@@ -112,7 +112,10 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ToolkitError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)  # where the parser gave up (0-based), as an editor shows it
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ToolkitError(f"{path} is not valid YAML{where}: {what}") from None
     if not isinstance(data, dict):
         raise ToolkitError(f"{path}: a recipe is a mapping with at least 'models' and 'backends'")
     try:
