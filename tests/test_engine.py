@@ -244,12 +244,18 @@ def test_bench_refuses_a_kv_mode_that_a_given_engine_was_not_built_with(engines,
                               str(tmp_path / "w"), "--out", str(out)),
                           f"--kv-mode portable: {eng} is an engine built with the inplace layout")
     assert not out.exists() and not (tmp_path / "w").exists()
+    # beside a model it builds for, --kv-mode applies to that one, and the given engine is timed as built (said)
+    mixed = cli("bench", str(eng), "tiny-llama", "--backends", "trt", "--kv-mode", "portable", "--batch", "1",
+                "--input", "4", "--output", "2", "--warmup", "0", "--repeats", "1", "--work", str(tmp_path / "w"),
+                "--out", str(out))
+    assert "built with the inplace layout: timed as it is (--kv-mode portable applies" in mixed.stderr
 
 
 def test_inspect_prints_the_engine(engines):
     eng = engines[("tiny-llama-width", "inplace")].out_dir
-    assert_one_line_error(cli("inspect", str(eng / "model.engine")), "model.engine is a file of an engine directory",
-                          f"use {eng}")
+    for inside in ("model.engine", "engine.json"):
+        assert_one_line_error(cli("inspect", str(eng / inside)), f"{inside} is a file of an engine directory",
+                              f"use {eng}")
     out = cli("inspect", str(eng), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
     assert "no GPU (portable TensorRT-RTX engine" in out

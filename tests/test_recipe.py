@@ -1,4 +1,5 @@
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,37 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("mine")
     assert_one_line_error(cli("run", str(path), "--out", str(tmp_path / "out")),
-                          f"engine directory {mine} already exists, is not empty and was not created by trtllm-kit")
+                          f"engine directory {mine} already exists and was not created by trtllm-kit as an engine")
     assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "out" / "onnx").exists()
+
+
+def test_checks_before_export_leave_what_they_cannot_judge_to_the_run(tmp_path):
+    """What the early checks must not refuse: a machine with no TensorRT (eager is still timed; the trt points say
+    why), an engine directory of the toolkit's own with a note of the user's in it (reused, as before), and bench's
+    sweep flags over a recipe whose limits follow the sweep."""
+    import json
+    import sys
+
+    sweep = {"batches": [1], "inputs": [4], "outputs": [2], "warmup": 0, "repeats": 1, "step_tokens": []}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "sweep": sweep}))
+    block = ("import sys; sys.modules['tensorrt_rtx_bindings'] = None; sys.modules['tensorrt'] = None; "
+             "sys.modules['tensorrt_rtx'] = None; from trtllm_kit.cli import entry; sys.exit(entry())")
+    out = tmp_path / "none"
+    proc = subprocess.run([sys.executable, "-c", block, "run", str(path), "--out", str(out)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    points = json.loads((out / "results.json").read_text())["points"]
+    assert {p["backend"]: p["status"] for p in points} == {"eager": "ok", "trt": "skipped"}
+    assert "no TensorRT is installed" in next(p["message"] for p in points if p["backend"] == "trt")
+    out = tmp_path / "own"
+    cli("run", str(path), "--out", str(out), check=True)
+    (out / "engines" / "tiny-llama" / "NOTES.txt").write_text("mine")
+    again = cli("run", str(path), "--out", str(out), check=True)
+    assert "reusing engine" in again.stderr and (out / "engines" / "tiny-llama" / "NOTES.txt").read_text() == "mine"
+    proc = cli("bench", "tiny-llama", "--recipe", str(path), "--input", "20", "--work", str(tmp_path / "w"),
+               "--out", str(tmp_path / "b.json"), check=True)  # the recipe's limits (max_input 4) refit to 20
+    assert "engine limits miss" not in proc.stderr
 
 
 def test_bad_recipes_are_one_line_errors(tmp_path):

@@ -295,17 +295,24 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
     plan = _bench_plan(models, recipe, backends, work, out)
     overrides = dict(zip(SWEEP_FLAGS, (batches, inputs, outputs, warmup, repeats, step_tokens)))
     plan.sweep = plan.sweep.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if plan.engine is not None:  # a recipe's: the limits it left out fit the sweep as overridden
+        from trtllm_kit.plan import limits_with
+
+        plan.engine = plan.engine.model_copy(update={"limits": limits_with(plan.limits_given, plan.sweep)})
     if kv_mode is not None:
         from trtllm_kit.engine.builder import check_plugin_options
         from trtllm_kit.engine.manifest import BuildOptions, EngineManifest
 
-        for m in models:  # an engine given directly is timed as it was built: --kv-mode cannot change it
-            if (Path(m) / EngineManifest.FILE).is_file():
-                built = EngineManifest.load(Path(m)).kv_layout.name
-                if kv_mode not in ("auto", built):
-                    raise ToolkitError(f"--kv-mode {kv_mode}: {m} is an engine built with the {built} layout, timed "
-                                       "as it is", f"leave --kv-mode out, or give its export directory to build a "
-                                       f"{kv_mode} engine")
+        given = {m: EngineManifest.load(Path(m)).kv_layout.name for m in models
+                 if (Path(m) / EngineManifest.FILE).is_file()}  # engines given directly are timed as they were built
+        other = {m: built for m, built in given.items() if kv_mode not in ("auto", built)}
+        for m, built in other.items():
+            if len(given) == len(models):  # --kv-mode would change nothing at all
+                raise ToolkitError(f"--kv-mode {kv_mode}: {m} is an engine built with the {built} layout, timed "
+                                   "as it is", f"leave --kv-mode out, or give its export directory to build a "
+                                   f"{kv_mode} engine")
+            log.warning("%s is an engine built with the %s layout: timed as it is (--kv-mode %s applies to the "
+                        "engines built for the other models)", m, built, kv_mode)
 
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
         try:  # a recipe's plugin options may not fit the override: refused before any work, naming both

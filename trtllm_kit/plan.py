@@ -46,6 +46,8 @@ class Plan:
         report: the report directory, or None for no report.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         engine: build options; their limits default to what the sweep needs.
+        limits_given: the engine limits the recipe set (``max_batch``, ...); ``limits_with`` fits the others to the
+            sweep, again after ``bench`` changes the sweep.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Plan:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     cuda_graph: bool = False
     recipe: str | None = None
+    limits_given: dict[str, int] = field(default_factory=dict)  # the engine limits a recipe set; the rest fit the sweep
 
     def _resolve_dtype(self) -> str:
         """The run's dtype: the one asked for, else that of the export/engine directories given as models
@@ -131,6 +134,22 @@ class Outcome:
     notes: dict[str, str]
 
 
+def limits_with(given: dict[str, int], sweep: SweepConfig):
+    """Engine limits: those ``given`` (a recipe's ``engine.max_batch`` ...), the others what ``sweep`` needs
+    (``SweepConfig.limits``); an opt point is derived only when its limit is derived too.
+
+    Raises:
+        ToolkitError: limits that contradict each other (``EngineLimits.checked``, when the caller checks).
+    """
+    from trtllm_kit.engine.limits import EngineLimits
+
+    d = sweep.limits()
+    return EngineLimits(given.get("max_batch") or d.max_batch, given.get("max_input") or d.max_input,
+                        given.get("max_seq") or d.max_seq,
+                        given.get("opt_batch") or (None if given.get("max_batch") else d.opt_batch),
+                        given.get("opt_input") or (None if given.get("max_input") else d.opt_input))
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda[:N]`` only with that GPU.
 
@@ -156,11 +175,13 @@ def resolve_device(device: str) -> str:
 
 
 def _check_engine_to_build(plan: Plan) -> None:
-    """Before any export: the engines this run would build can be built here and serve its sweep.
+    """Before any export: the engines this run would build can be built with this machine's TensorRT and serve
+    its sweep. Without a TensorRT that can build for this GPU at all the run goes on (its trt points say why).
 
     Raises:
         ToolkitError: the build options fail ``check_buildable`` (a plugin or layout this TensorRT cannot build,
-            e.g. what ``--kv-mode auto`` chose refusing a plugin option), or the engine limits miss a sweep point.
+            e.g. what ``--kv-mode auto`` chose refusing a plugin option), or the engine limits miss a sweep point
+            (grid or step sweep).
     """
     from trtllm_kit.engine.builder import check_buildable, check_weights_dtype
 
@@ -168,17 +189,39 @@ def _check_engine_to_build(plan: Plan) -> None:
         check_buildable(plan.engine)
         check_weights_dtype(plan.engine, plan.export.dtype)
     except ToolkitError as e:
-        raise ToolkitError(f"the engine options cannot be built here: {e.message}", e.hint) from None
+        raise ToolkitError(f"the engine options cannot be built here: {e.message}",
+                           f"{e.hint + '; ' if e.hint else ''}or leave trt out of the backends") from None
     lim, cfg = plan.engine.limits, plan.sweep
-    for b in cfg.batches:
-        for i in cfg.inputs:
-            for o in cfg.outputs:
-                try:
-                    lim.check_point(b, i, o)
-                except ToolkitError as e:
-                    raise ToolkitError(f"the engine limits miss the sweep point batch {b}, input {i}, output {o}: "
-                                       f"{e.message}", "raise the engine limits (recipe engine: max_batch, "
-                                       "max_input, max_seq), or leave them out to fit the sweep") from None
+    points = [(f"batch {b}, input {i}, output {o}", b, i, o)
+              for b in cfg.batches for i in cfg.inputs for o in cfg.outputs]
+    points += [(f"step {n} tokens after {cfg.step_past}", n, cfg.step_past, 2) for n in cfg.step_tokens]
+    for what, b, i, o in points:
+        try:
+            lim.check_point(b, i, o)
+        except ToolkitError as e:
+            raise ToolkitError(f"the engine limits miss the sweep point {what}: {e.message}",
+                               "raise the engine limits (recipe engine: max_batch, max_input, max_seq), or leave "
+                               "them out to fit the sweep") from None
+
+
+def _check_engine_dirs(plan: Plan, arts) -> None:
+    """An engine directory the run would build into that trtllm-kit did not create (or that holds another kind of
+    artifact) is refused now, not noted after the export; one of its own is left to the build's reuse check.
+
+    Raises:
+        ToolkitError: naming the directory.
+    """
+    from trtllm_kit.utils.fs import inside, owner_record
+
+    for art in arts:
+        if "engine" in art.given:
+            continue
+        out = inside(plan.work, "engines", art.label)
+        if out.is_dir() and any(out.iterdir()):
+            rec = owner_record(out)
+            if rec is None or rec.get("kind") != "engine":
+                raise ToolkitError(f"engine directory {out} already exists and was not created by trtllm-kit as an "
+                                   "engine; refusing to replace it", "move it away or choose another --work/out")
 
 
 def execute(plan: Plan, progress: bool = True) -> Outcome:
@@ -193,6 +236,11 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
     from trtllm_kit.pipeline import prepare_models, resolve_models
 
     opts = plan.check()
+    from trtllm_kit.engine.manifest import EngineManifest
+
+    builds = "trt" in plan.backends and any(not (Path(m) / EngineManifest.FILE).is_file() for m in plan.models)
+    if builds:  # before the models are loaded: a 13B checkpoint takes minutes
+        _check_engine_to_build(plan)
     arts = resolve_models(plan.models)  # also refuses a model given twice
     cfg = plan.sweep
     for art in arts:
@@ -204,14 +252,8 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
                 for i in cfg.inputs:
                     for o in cfg.outputs:
                         lim.check_point(b, i, o)
-    if "trt" in plan.backends and any("engine" not in a.given for a in arts):
-        _check_engine_to_build(plan)
-        from trtllm_kit.utils.fs import check_output_dir, inside
-
-        for art in arts:  # an engine directory of the user's own under --work is refused now, not noted later
-            if "engine" not in art.given:
-                check_output_dir(inside(plan.work, "engines", art.label), force=True, flag="engine directory",
-                                 kind="engine")
+    if builds:
+        _check_engine_dirs(plan, arts)
     log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)
     prepare_models(arts, plan.backends, plan.work, plan.export, plan.engine, progress)
     notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}

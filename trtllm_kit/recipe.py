@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 
 from trtllm_kit.bench.results import SweepConfig
 from trtllm_kit.errors import ToolkitError
-from trtllm_kit.plan import ExportOptions, Plan
+from trtllm_kit.plan import ExportOptions, Plan, limits_with
 from trtllm_kit.utils.manifest import Record
 
 
@@ -147,24 +147,21 @@ def plan_from_recipe(path: str | Path, out: str | Path | None = None) -> Plan:
     Raises:
         ToolkitError: see ``load_recipe``, and engine limits that contradict each other.
     """
-    from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
 
     rec = load_recipe(path)
     out = Path(out or rec.out or Path("artifacts") / rec.name).expanduser()
     sweep = SweepConfig(**rec.sweep.model_dump())
-    derived = sweep.limits()
     e = rec.engine
-    limits = EngineLimits(e.max_batch or derived.max_batch, e.max_input or derived.max_input, e.max_seq or derived.max_seq,
-                          e.opt_batch or (None if e.max_batch else derived.opt_batch),
-                          e.opt_input or (None if e.max_input else derived.opt_input))
+    given = {k: getattr(e, k) for k in ("max_batch", "max_input", "max_seq", "opt_batch", "opt_input") if getattr(e, k)}
+    limits = limits_with(given, sweep)
     engine = BuildOptions(flavor=e.flavor, kv_mode=e.kv_mode, profiles=e.profiles, limits=limits, opt_level=e.opt_level,
                           workspace_gb=e.workspace_gb, timing_cache=e.timing_cache, trt_include=e.trt_include,
                           weights=e.weights, gemm=e.gemm, norm=e.norm, rope=e.rope)
     return Plan(name=rec.name, models=[str(Path(m).expanduser()) if m.startswith("~") else m for m in rec.models], backends=list(rec.backends), work=out,
                 results=out / "results.json", report=out / "report", device=rec.device,
                 export=ExportOptions(rec.dtype, rec.export.logits == "last", rec.export.opset), engine=engine,
-                sweep=sweep, cuda_graph=rec.cuda_graph, recipe=rec.name)
+                sweep=sweep, cuda_graph=rec.cuda_graph, recipe=rec.name, limits_given=given)
 
 
 def summary_lines(results) -> list[str]:

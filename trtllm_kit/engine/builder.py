@@ -157,18 +157,26 @@ def check_weights_dtype(options: BuildOptions, dtype: str) -> None:
                            "--weights engine")
 
 
-def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> None:
-    """Everything about a build that can be checked before an export exists: the plugin options, the limits, the
-    flavour on this GPU, the KV layout and plugin choices it would make. Used by ``trtllm-kit run``/``bench``
-    before they export anything.
+def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> bool:
+    """Everything about a build that can be checked before an export exists: the plugin options, the limits, and,
+    where a TensorRT flavour can build for this GPU, the KV layout and plugin choices it would make. Used by
+    ``trtllm-kit run``/``bench`` before they export anything.
+
+    Returns:
+        False when no flavour can build here (no TensorRT installed, or none for this GPU): the build would fail
+        for that alone, which a benchmark notes on its trt points instead of refusing the run; else True.
 
     Raises:
         ToolkitError: the first thing that would make the build fail, as the build itself words it.
     """
     check_plugin_options(options)
     options.limits.checked()
-    flavor = resolve_flavor(options.flavor, detect_gpu() if gpu == "detect" else gpu)
+    try:
+        flavor = resolve_flavor(options.flavor, detect_gpu() if gpu == "detect" else gpu)
+    except ToolkitError:
+        return False
     resolve_choices(options, flavor)
+    return True
 
 
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,

@@ -184,12 +184,15 @@ class EngineManifest(Manifest):
         is there with the size the manifest records.
 
         Raises:
-            ToolkitError: see ``load``; a missing or truncated ``model.engine`` or weights file.
+            ToolkitError: see ``load``; a missing or truncated ``model.engine`` or weights file; ``directory``
+                naming the manifest file itself (give its directory).
         """
         from pathlib import Path
 
         from trtllm_kit.errors import ToolkitError
 
+        if Path(directory).is_file() and Path(directory).name == cls.FILE:
+            raise ToolkitError(f"{directory} is a file of {cls.WHAT}; give its directory", f"use {Path(directory).parent}")
         m = cls.load(directory)
         path = Path(directory) / "model.engine"
         if not path.is_file():
@@ -241,7 +244,8 @@ class EngineManifest(Manifest):
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256
 
-            if plugin.source_sha256 != source_sha256(gemm=plugin.gemm is not None):
+            # (a library compiled with the GEMM plugin may ship with an engine that ended up not using it)
+            if plugin.source_sha256 not in {source_sha256(gemm=plugin.gemm is not None), source_sha256(gemm=True)}:
                 out.append("the plugin sources changed")
             if self.kv_layout.rewrite != PLUGIN_REWRITE:
                 out.append(f"plugin rewrite {self.kv_layout.rewrite} -> {PLUGIN_REWRITE}")
