@@ -4,7 +4,7 @@ issues 7 and 10 ask for.
 
 Usage: python scripts/bench_trt.py [--models llama-7b llama-7b-depth-27 llama-7b-llmpruner]
        [--kv-modes portable plugin] [--backends eager,trt] [--batches 1,16,64,256] [--input 12] [--output 128]
-       [--warmup 1] [--repeats 3] [--work DIR] [--out DIR] [--skip-build] [--breakdown MODEL]
+       [--warmup 1] [--repeats 3] [--work DIR] [--out DIR] [--cleanup] [--breakdown MODEL]
        [--weights engine|inputs] [--gemm auto|trt|plugin] [--norm auto|trt|plugin] [--rope auto|trt|plugin]
        [--cuda-graph] [--opt-level N]
        [--lock FILE] [--build-after FILE] [--report-only]
