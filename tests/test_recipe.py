@@ -125,6 +125,8 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     assert_one_line_error(cli("run", str(bad)), "not valid YAML")
     bad.write_text("models: [tiny-llama\nbackends: [eager]\n")  # an unclosed list: where, as an editor counts
     assert_one_line_error(cli("run", str(bad)), "is not valid YAML (line 2, column 9)")
+    bad.write_bytes(b"models: [tiny-llama]\nbackends: [\xff]\n")
+    assert_one_line_error(cli("run", str(bad)), "is not UTF-8 text (byte 32)")
     # an impossible engine is refused before anything is exported or timed
     bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {gemm: plugin, kv_mode: plugin}\n")
     out = tmp_path / "out"

@@ -110,7 +110,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise ToolkitError(f"recipe {path} does not exist", "see recipes/ for examples")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ToolkitError(f"{path} is not UTF-8 text (byte {e.start}); a recipe is a YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)  # where the parser gave up (0-based), as an editor shows it
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
