@@ -150,12 +150,12 @@ def test_a_build_with_no_implementation_says_what_to_change(monkeypatch):
     from trtllm_kit.engine.flavors import resolve_flavor
 
     lim = BuildOptions(limits=EngineLimits(256, 128, 640))
-    assert not builder._norm_plugin_loads(resolve_flavor("tensorrt-rtx", None), lim)
-    monkeypatch.setattr(builder, "_norm_plugin_loads", lambda flavor, options: True)  # 8.6 with nvcc and headers
+    assert builder.plugin_library_unavailable(resolve_flavor("tensorrt-rtx", None), lim) is not None
+    monkeypatch.setattr(builder, "plugin_library_unavailable", lambda flavor, options: None)  # 8.6, nvcc, headers
     portable = _build_failure_hint(detail, lim, layout="portable", norm="trt", flavor="8.6")
     assert portable.index("--norm plugin") < portable.index("--max-batch")
     assert "--norm plugin" not in _build_failure_hint(detail, lim, layout="portable", norm="plugin", flavor="8.6")
-    monkeypatch.setattr(builder, "_norm_plugin_loads", lambda flavor, options: False)
+    monkeypatch.setattr(builder, "plugin_library_unavailable", lambda flavor, options: "no nvcc")
     assert "--norm plugin" not in _build_failure_hint(detail, lim, layout="portable", norm="trt", flavor="rtx")
 
 

@@ -174,6 +174,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _grid(cfg: SweepConfig) -> list[tuple[int, int, int]]:
+    """The sweep's (batch, input, output) points, each once."""
+    return [(b, i, o) for b in cfg.batches for i in cfg.inputs for o in cfg.outputs]
+
+
 def _check_engine_to_build(plan: Plan) -> None:
     """Before any export: the engines this run would build can be built with this machine's TensorRT and serve
     its sweep. Without a TensorRT that can build for this GPU at all the run goes on (its trt points say why).
@@ -192,8 +197,7 @@ def _check_engine_to_build(plan: Plan) -> None:
         raise ToolkitError(f"the engine options cannot be built here: {e.message}",
                            f"{e.hint + '; ' if e.hint else ''}or leave trt out of the backends") from None
     lim, cfg = plan.engine.limits, plan.sweep
-    points = [(f"batch {b}, input {i}, output {o}", b, i, o)
-              for b in cfg.batches for i in cfg.inputs for o in cfg.outputs]
+    points = [(f"batch {b}, input {i}, output {o}", b, i, o) for b, i, o in _grid(cfg)]
     points += [(f"step {n} tokens after {cfg.step_past}", n, cfg.step_past, 2) for n in cfg.step_tokens]
     for what, b, i, o in points:
         try:
@@ -248,10 +252,8 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
             from trtllm_kit.engine.manifest import EngineManifest
 
             lim = EngineManifest.load_engine_dir(art.engine_dir).limits
-            for b in cfg.batches:
-                for i in cfg.inputs:
-                    for o in cfg.outputs:
-                        lim.check_point(b, i, o)
+            for point in _grid(cfg):
+                lim.check_point(*point)
     if builds:
         _check_engine_dirs(plan, arts)
     log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.gemm import plugin_option_conflicts, resolve_gemm
-from trtllm_kit.engine.kv_layouts import NetworkContext, resolve_kv_layout, resolve_norm, resolve_rope
+from trtllm_kit.engine.gemm import CONFLICT_HINTS, plugin_option_conflicts, resolve_gemm
+from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavailable, resolve_kv_layout, resolve_norm,
+                                          resolve_rope)
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -116,12 +117,10 @@ def check_plugin_options(options: BuildOptions) -> None:
     Raises:
         ToolkitError: the first conflict, naming the options and the fix.
     """
-    hints = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
-             "norm": "use --kv-mode plugin or portable, or --norm auto or trt", "rope": "use --kv-mode plugin, or --rope auto or trt"}
     conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights, rope=options.rope)
     if conflicts:
         option, why = next(iter(conflicts.items()))
-        raise ToolkitError(f"--{option} plugin: {why}", hints[option])
+        raise ToolkitError(f"--{option} plugin: {why}", CONFLICT_HINTS[option])
 
 
 def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = None):
@@ -157,14 +156,12 @@ def check_weights_dtype(options: BuildOptions, dtype: str) -> None:
                            "--weights engine")
 
 
-def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> bool:
+def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect") -> None:
     """Everything about a build that can be checked before an export exists: the plugin options, the limits, and,
     where a TensorRT flavour can build for this GPU, the KV layout and plugin choices it would make. Used by
-    ``trtllm-kit run``/``bench`` before they export anything.
-
-    Returns:
-        False when no flavour can build here (no TensorRT installed, or none for this GPU): the build would fail
-        for that alone, which a benchmark notes on its trt points instead of refusing the run; else True.
+    ``trtllm-kit run``/``bench`` before they export anything. Where no flavour can build (no TensorRT installed,
+    or none for this GPU) the choices are not checked: the build fails for that alone, which a benchmark notes on
+    its trt points instead of refusing the run.
 
     Raises:
         ToolkitError: the first thing that would make the build fail, as the build itself words it.
@@ -174,9 +171,8 @@ def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect")
     try:
         flavor = resolve_flavor(options.flavor, detect_gpu() if gpu == "detect" else gpu)
     except ToolkitError:
-        return False
+        return
     resolve_choices(options, flavor)
-    return True
 
 
 def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOptions, force: bool = False,
@@ -334,7 +330,7 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         # H200, 2026-11-30: every portable llama-7b-family build failed so while benchmark runs held 70-110 GB of
         # the same GPU; the plugin builds beside them, which time smaller kernels, did not.
         steps = ["smaller --max-batch/--max-input/--max-seq"]
-        if layout == "portable" and norm == "trt" and flavor is not None and _norm_plugin_loads(flavor, options):
+        if layout == "portable" and norm == "trt" and flavor is not None and plugin_library_unavailable(flavor, options) is None:
             # H200, TensorRT 8.6, 2026-11-30: portable llama-7b never built as one Myelin region over the whole
             # graph (also on an idle GPU); with the RMSNorm plugin cutting it at every norm it built in 457 s.
             steps.insert(0, "--norm plugin (the norm plugin cuts the whole-graph fused region into one per block)")
@@ -349,13 +345,6 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         return (f"TensorRT found no kernel for the fused graph within the GPU memory it could get{mem}: try "
                 + ", or ".join(steps))
     return None
-
-
-def _norm_plugin_loads(flavor, options: BuildOptions) -> bool:
-    """Whether ``--norm plugin`` could be used with this flavour (the plugin library compiles and loads)."""
-    from trtllm_kit.engine.kv_layouts import KV_LAYOUTS
-
-    return KV_LAYOUTS["plugin"].unavailable(flavor, options) is None
 
 
 def free_gpu_memory() -> tuple[int, int] | None:

@@ -16,6 +16,13 @@ from trtllm_kit.errors import ToolkitError
 log = logging.getLogger(__name__)
 
 
+# The fix each conflict names (``check_plugin_options`` before the layout is chosen, ``resolve_norm``/``resolve_rope``
+# once it is), in flag words; recipes word the same rule with their keys (``RecipeEngine``).
+CONFLICT_HINTS = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
+                  "norm": "use --kv-mode plugin or portable, or --norm auto or trt",
+                  "rope": "use --kv-mode plugin, or --rope auto or trt"}
+
+
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
     """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
     RMSNorm plugin ships in the toolkit's plugin library, which the plugin and portable KV layouts load (in the

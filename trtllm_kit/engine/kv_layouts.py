@@ -257,11 +257,7 @@ class PluginKV(StaticKV):
             k_cache, v_cache = inputs[past_name(i, "key")], inputs[past_name(i, "value")]
             layer = P.add_kv_attention(trt, network, q, k, v, k_cache, v_cache, inputs[WRITE_INDICES], mask,
                                        L.n_heads, L.n_kv_heads, L.head_dim, name=f"kv_attention.{i}")
-            if not ctx.strongly_typed:  # FP16 flag (8.6): keep the plugin in the caches' type, so no reformat
-                layer.precision = k_cache.dtype  # copies the cache and in-place updates stay in place
-                for o in range(3):
-                    layer.set_output_type(o, k_cache.dtype)
-                ctx.precision_constraints = True
+            pin_to_activations(ctx, layer)  # 8.6: in the caches' type, so no reformat copies the cache (in place)
             index.redirect(attn, layer.get_output(0))
             for k_out, kv in ((1, "key"), (2, "value")):
                 index.replace_output(index.outputs[present_name(i, kv)], layer.get_output(k_out), present_name(i, kv))
@@ -326,6 +322,20 @@ def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None =
     return layout
 
 
+def plugin_library_unavailable(flavor, options) -> str | None:
+    """Why the toolkit's plugin library cannot be compiled and loaded with this flavour here (None when it can): what
+    the plugin layout needs (IPluginV2DynamicExt, nvcc, the TensorRT headers), for the plugins other layouts use."""
+    return KV_LAYOUTS["plugin"].unavailable(flavor, options)
+
+
+def _choice(notes: list[str] | None, what: str, plugin: str, flag: str, asked: str, chosen: str) -> str:
+    """Log (or note) the choice ``chosen`` for ``flag asked`` as the resolvers word it; returns ``chosen``."""
+    (notes.append if notes is not None else log.info)(
+        f"{what}: {f'the {plugin} plugin' if chosen == 'plugin' else 'the exported ops'} ({flag} {asked}"
+        f"{'; the plugin comes with --kv-mode plugin' if asked == 'auto' and chosen == 'trt' else ''})")
+    return chosen
+
+
 def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
     """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, from the toolkit's plugin library) or ``"trt"``
     (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; ``--norm plugin`` also works
@@ -342,20 +352,17 @@ def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flav
         ToolkitError: ``--norm plugin`` with the inplace KV layout, or in the portable layout where the plugin
             library cannot be compiled or loaded (nvcc, TensorRT headers, an RTX flavour).
     """
-    from trtllm_kit.engine.gemm import norm_option_conflict
+    from trtllm_kit.engine.gemm import CONFLICT_HINTS, norm_option_conflict
 
     conflict = norm_option_conflict(options.norm, layout_name)
     if conflict:
-        raise ToolkitError(f"--norm plugin: {conflict}", "use --kv-mode plugin or portable, or --norm auto or trt")
+        raise ToolkitError(f"--norm plugin: {conflict}", CONFLICT_HINTS["norm"])
     if options.norm == "plugin" and layout_name == "portable" and flavor is not None:
-        reason = KV_LAYOUTS["plugin"].unavailable(flavor, options)  # the same library, so the same needs
+        reason = plugin_library_unavailable(flavor, options)
         if reason:
             raise ToolkitError(f"--norm plugin: {reason}", "use --norm trt or auto (the exported ops)")
     norm = "plugin" if options.norm == "plugin" or (options.norm == "auto" and layout_name == "plugin") else "trt"
-    (notes.append if notes is not None else log.info)(
-        f"RMSNorm: {'the TrtllmKitRMSNorm plugin' if norm == 'plugin' else 'the exported ops'} (--norm {options.norm}"
-        f"{'; the plugin comes with --kv-mode plugin' if options.norm == 'auto' and norm == 'trt' else ''})")
-    return norm
+    return _choice(notes, "RMSNorm", "TrtllmKitRMSNorm", "--norm", options.norm, norm)
 
 
 def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> str:
@@ -370,16 +377,13 @@ def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> s
     Raises:
         ToolkitError: ``--rope plugin`` with another KV layout.
     """
-    from trtllm_kit.engine.gemm import rope_option_conflict
+    from trtllm_kit.engine.gemm import CONFLICT_HINTS, rope_option_conflict
 
     conflict = rope_option_conflict(options.rope, layout_name)
     if conflict:
-        raise ToolkitError(f"--rope plugin: {conflict}", "use --kv-mode plugin, or --rope auto or trt")
+        raise ToolkitError(f"--rope plugin: {conflict}", CONFLICT_HINTS["rope"])
     rope = "trt" if options.rope == "trt" or layout_name != "plugin" else "plugin"
-    (notes.append if notes is not None else log.info)(
-        f"rotary: {'the TrtllmKitRotary plugin' if rope == 'plugin' else 'the exported ops'} (--rope {options.rope}"
-        f"{'; the plugin comes with --kv-mode plugin' if options.rope == 'auto' and rope == 'trt' else ''})")
-    return rope
+    return _choice(notes, "rotary", "TrtllmKitRotary", "--rope", options.rope, rope)
 
 
 def rotary_inputs(onnx_path: Path, num_layers: int) -> dict[int, tuple[str, str, str, str, float]]:

@@ -55,7 +55,7 @@ class BuildOptions(Record):
     def fingerprint(self) -> dict:
         """The options that change the engine's content as asked (the timing cache only speeds the build up;
         ``gemm``, ``norm`` and ``rope`` count by what they resolve to, ``EngineManifest.differences``)."""
-        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include", "gemm", "norm", "rope"})
+        return self.model_dump(mode="json", exclude={"timing_cache", "trt_include", *PLUGIN_CHOICES})
 
 
 class GpuRecord(Record):
@@ -93,6 +93,7 @@ class PluginRecord(Record):
 # another version is rebuilt, not reused. 1: before the plugins were pinned to the activations' type (on TensorRT
 # 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30).
 PLUGIN_REWRITE = 2
+PLUGIN_CHOICES = ("gemm", "norm", "rope")  # build options whose plugin choice an engine records in kv_layout.plugin
 
 
 class KVLayoutRecord(Record):
@@ -235,9 +236,8 @@ class EngineManifest(Manifest):
             out.append("the export changed")
         if out:  # the plugin choices below are only meaningful for the same layout
             return out
-        for what, used, wanted in (("gemm", self.gemm_used, self._gemm_wanted(want)),
-                                   ("norm", self.norm_used, self._norm_wanted(want)),
-                                   ("rope", self.rope_used, self._rope_wanted(want))):
+        for what in PLUGIN_CHOICES:
+            used, wanted = self.plugin_used(what), self._wanted(what, want)
             if used != wanted:
                 out.append(f"{what} {used} -> {wanted}")
         plugin = self.kv_layout.plugin
@@ -251,46 +251,35 @@ class EngineManifest(Manifest):
                 out.append(f"plugin rewrite {self.kv_layout.rewrite} -> {PLUGIN_REWRITE}")
         return out
 
-    @property
-    def rope_used(self) -> str:
-        """``"plugin"`` when each block's rotary is a TrtllmKitRotary layer, else ``"trt"``."""
+    def plugin_used(self, what: str) -> str:
+        """``"plugin"`` when the engine's ``what`` (``"gemm"``: the weight multiplies, ``"norm"``: the RMSNorms,
+        ``"rope"``: the rotary) is the toolkit's plugin (named in ``kv_layout.plugin``), else ``"trt"`` (also for
+        engines from before that plugin, which record no choice)."""
         plugin = self.kv_layout.plugin
-        return "plugin" if plugin is not None and plugin.rope else "trt"
-
-    def _rope_wanted(self, options: BuildOptions) -> str:
-        if options.rope != "auto":
-            return options.rope
-        from trtllm_kit.engine.kv_layouts import resolve_rope
-
-        return resolve_rope(options, self.kv_layout.name, notes=[])
-
-    @property
-    def norm_used(self) -> str:
-        """``"plugin"`` when the engine's RMSNorms are TrtllmKitRMSNorm layers, else ``"trt"``."""
-        plugin = self.kv_layout.plugin
-        return "plugin" if plugin is not None and plugin.norm else "trt"
-
-    def _norm_wanted(self, options: BuildOptions) -> str:
-        if options.norm != "auto":
-            return options.norm
-        from trtllm_kit.engine.kv_layouts import resolve_norm
-
-        return resolve_norm(options, self.kv_layout.name, notes=[])
+        return "plugin" if plugin is not None and getattr(plugin, what) else "trt"
 
     @property
     def gemm_used(self) -> str:
-        """``"plugin"`` when the engine's weight multiplies are the TrtllmKitGemm plugin, else ``"trt"``."""
-        plugin = self.kv_layout.plugin
-        return "plugin" if plugin is not None and plugin.gemm else "trt"
+        return self.plugin_used("gemm")
 
-    def _gemm_wanted(self, options: BuildOptions) -> str:
-        """What a build with ``options`` would use here now (``--gemm auto`` depends on the layout and cuBLASLt;
-        engines from before the GEMM plugin record no choice and read as "trt")."""
-        if options.gemm != "auto":
-            return options.gemm
+    @property
+    def norm_used(self) -> str:
+        return self.plugin_used("norm")
+
+    @property
+    def rope_used(self) -> str:
+        return self.plugin_used("rope")
+
+    def _wanted(self, what: str, options: BuildOptions) -> str:
+        """What a build with ``options`` would use for ``what`` here now (an ``auto`` resolved for this engine's
+        layout, as the builder resolves it: ``--gemm auto`` also depends on cuBLASLt)."""
+        if getattr(options, what) != "auto":
+            return getattr(options, what)
         from trtllm_kit.engine.gemm import resolve_gemm
+        from trtllm_kit.engine.kv_layouts import resolve_norm, resolve_rope
 
-        return resolve_gemm(options, self.kv_layout.name, notes=[])
+        resolve = {"gemm": resolve_gemm, "norm": resolve_norm, "rope": resolve_rope}[what]
+        return resolve(options, self.kv_layout.name, notes=[])
 
     @property
     def limits(self) -> EngineLimits:
