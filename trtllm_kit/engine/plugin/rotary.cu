@@ -56,7 +56,10 @@ __global__ void __launch_bounds__(kThreads) rotary_kernel(T const* __restrict__ 
     C const* c = cos + row * hd;
     C const* sn = sin + row * hd;
     float const sc = round_to<T>(scale);
-    for (int i = threadIdx.x; i < (nh + nkv) * half; i += kThreads)
+    // one element pair per thread; blockIdx.y spreads a row over blocks (a decode step at batch 1 is one row: a
+    // single block ran 32 iterations per thread on one SM, 14 us per layer on an H200)
+    int const i = blockIdx.y * kThreads + threadIdx.x;
+    if (i < (nh + nkv) * half)
     {
         int const head = i / half;
         int const d = i - head * half;
@@ -83,7 +86,8 @@ template <typename T, typename C>
 cudaError_t launch_typed(void const* const* in, void* const* out, int64_t rows, int S, int nh, int nkv, int hd,
     float scale, cudaStream_t stream)
 {
-    rotary_kernel<T, C><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(static_cast<T const*>(in[0]),
+    dim3 const grid(static_cast<unsigned>(rows), static_cast<unsigned>(((nh + nkv) * (hd / 2) + kThreads - 1) / kThreads));
+    rotary_kernel<T, C><<<grid, kThreads, 0, stream>>>(static_cast<T const*>(in[0]),
         static_cast<T const*>(in[1]), static_cast<C const*>(in[2]), static_cast<C const*>(in[3]),
         static_cast<T*>(out[0]), static_cast<T*>(out[1]), S, nh, nkv, hd, scale);
     return cudaGetLastError();
@@ -222,9 +226,11 @@ public:
         int64_t const rows = B * S;
         if (rows == 0)
             return 0;
-        if (rows > 0x7fffffff || S > 0x7fffffff)
+        int64_t const chunks = (int64_t(mF.num_heads + mF.num_kv_heads) * (mF.head_dim / 2) + kThreads - 1) / kThreads;
+        if (rows > 0x7fffffff || S > 0x7fffffff || chunks > 65535)
         {
-            trtllm_kit::plugin_error(kRopeName, "%lld rows exceed the grid", (long long) rows);
+            trtllm_kit::plugin_error(kRopeName, "%lld rows of %lld blocks exceed the grid", (long long) rows,
+                (long long) chunks);
             return 1;
         }
         cudaError_t e = cudaErrorInvalidValue;
