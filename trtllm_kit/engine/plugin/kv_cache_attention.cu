@@ -746,15 +746,6 @@ cudaError_t launch_attention(AttnParams const& p, cudaStream_t stream)
     return p.S == 1 ? launch_decode<T>(p, stream) : launch_prefill<T>(p, stream);
 }
 
-bool is_float_type(nvinfer1::DataType t)
-{
-#if TRTLLM_KIT_HAS_BF16
-    if (t == nvinfer1::DataType::kBF16)
-        return true;
-#endif
-    return t == nvinfer1::DataType::kHALF || t == nvinfer1::DataType::kFLOAT;
-}
-
 size_t element_size(nvinfer1::DataType t)
 {
     return t == nvinfer1::DataType::kFLOAT ? 4 : 2;
@@ -840,7 +831,7 @@ public:
         if (pos == 5 || pos == 6) // write_indices, attention_mask
             return d.type == nvinfer1::DataType::kINT32;
         if (pos == 0)
-            return is_float_type(d.type);
+            return trtllm_kit::float_type(d.type);
         return d.type == inOut[0].type; // k, v, caches and all outputs share q's type
     }
 

@@ -193,6 +193,8 @@ public:
             mConfigError = "head_dim must be even and > 0, num_heads and num_kv_heads > 0";
         else if (in[0].desc.dims.nbDims != 3 || in[1].desc.dims.nbDims != 3)
             mConfigError = "q and k must be (batch, seq, heads * head_dim)";
+        else if (in[2].desc.dims.nbDims != 4 || in[3].desc.dims.nbDims != 4)
+            mConfigError = "cos and sin must be (batch, 1, seq, head_dim)";
         else
         {
             int64_t const q = last(in[0].desc.dims), k = last(in[1].desc.dims), c = last(in[2].desc.dims),
@@ -226,6 +228,17 @@ public:
         int64_t const rows = B * S;
         if (rows == 0)
             return 0;
+        // the tables are read as one row per (batch, position): a feed whose position_ids do not match input_ids'
+        // batch and length (which the exported ops would broadcast) must not be read past their end
+        int64_t tables = 1;
+        for (int32_t i = 0; i < inputDesc[2].dims.nbDims; ++i)
+            tables *= inputDesc[2].dims.d[i];
+        if (tables != rows * mF.head_dim || inputDesc[3].dims.d[0] != B || inputDesc[3].dims.d[2] != S)
+        {
+            trtllm_kit::plugin_error(kRopeName, "cos/sin hold %lld values, not batch x seq x head_dim = %lld "
+                "(position_ids must have input_ids' shape)", (long long) tables, (long long) (rows * mF.head_dim));
+            return 1;
+        }
         int64_t const chunks = (int64_t(mF.num_heads + mF.num_kv_heads) * (mF.head_dim / 2) + kThreads - 1) / kThreads;
         if (rows > 0x7fffffff || S > 0x7fffffff || chunks > 65535)
         {
