@@ -77,6 +77,11 @@
 #                         timings stopped after batch 64 (170 ms/step) and rerun as depth-27 at 1/16/64 and llama-7b's
 #                         --breakdown and layer profile. Lease 2 (one GPU): `PAR_GPUS=1 par` of the six tiny plugin and
 #                         portable+norm token tests after the fix
+#   day13                 next (not yet run), branch wip/rotary-grid: GPU 0: the rotary kernel spread over blocks and its
+#                         cos/sin check (kernel tests), the tiny plugin and portable+norm engines, then every GPU test
+#                         file as its own process (the whole `pytest -m gpu`); GPU 1: the three 7B plugin engines built
+#                         side by side and each timed alone, llama-7b's breakdown and layer profile; then portable
+#                         llama-7b (--norm plugin) at batch 256 only, 1 run (the plugin/portable ratio at 256)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -245,6 +250,17 @@ case "${1:-status}" in
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     # the reformats around the norms: the formats 8.6 chose, from its verbose engine layer information
     bg fmt "while [ ! -f /root/g.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_TRT_VERBOSE=1 python3 scripts/bench_build.py llama-7b@2:plugin:weights=inputs:gemm=plugin --opt-batch 16 --opt-input 12 --work /root/fmt --json $LOGS/fmt.json; grep -h 'Layer(.*\\(rms_norm\\|Reformat\\|layer0_mlp_res\\|layer0_attn_res\\)' /root/fmt/engines/*/build.log | head -60 > $LOGS/fmt-layers.txt" ;;
+  day13)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens
+    P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"
+    w() { echo "sleep 30; while [ ! -f /root/work/onnx/$1/export.json ]; do sleep 5; done;"; }  # the plugin runs export
+    bg g "CUDA_VISIBLE_DEVICES=0 $P tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' '$T[tiny-llama-portable+norm/weights-inputs]'; for f in tests/test_*gpu*.py; do CUDA_VISIBLE_DEVICES=0 $P \$f > $LOGS/all-\$(basename \$f .py).log 2>&1; done; touch /root/g.done"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json"
+    bg d "$(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "$(w llama-7b-llmpruner) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    bg p "$(w llama-7b) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu1.lock --batches 256 --warmup 0 --repeats 1 --out $R/p256" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
