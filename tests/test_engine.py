@@ -586,6 +586,32 @@ def test_rope_rewrite_reads_each_blocks_rotary_off_the_export(tiny_exports, name
         rotary_inputs(onnx_path, spec.num_layers + 1)  # a block the export does not have
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_projections_of_one_activation_fuse_into_one_weight_input(tiny_exports, name, tmp_path, monkeypatch):
+    """--weights inputs with fusion (on by default with the GEMM plugin; TRTLLM_KIT_FUSE=1 forces it here): each
+    block's q/k/v and gate/up weights become one input holding them side by side, one multiply each, and TensorRT-RTX
+    builds the network on the CPU (the tokens are checked on the GPU machine)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from trtllm_kit.engine.weights import FUSED_SEP, onnx_initializers
+
+    monkeypatch.setenv("TRTLLM_KIT_FUSE", "1")
+    spec, _ = load_model(name)
+    eng = engine_from_onnx(tiny_exports[name], tmp_path / "e", opts(weights="inputs"), progress=False)
+    tensors = eng.manifest.weight_inputs.tensors
+    fused = [k for k in tensors if FUSED_SEP in k]
+    assert len(fused) == 2 * spec.num_layers  # q+k+v and gate+up of every block
+    assert len(tensors) == 4 * spec.num_layers + (1 if spec.tie_word_embeddings else 2)
+    stored = load_file(str(eng.out_dir / eng.manifest.weight_inputs.file))
+    for key in fused:
+        members = key.split(FUSED_SEP)
+        assert len(members) in (2, 3) and all(m.endswith(".weight") for m in members)
+        original = onnx_initializers(tiny_exports[name] / "model.onnx", members)
+        assert np.array_equal(stored[key], np.concatenate([np.asarray(original[m]) for m in members], axis=1))
+        assert list(stored[key].shape) == tensors[key]
+
+
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the
 # engine input it came from as a shape tensor, read from host memory (seen on an H200 with write_indices).
 SHAPE_OPERANDS = {"Range": (0, 1, 2), "Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 3, 4), "Tile": (1,),

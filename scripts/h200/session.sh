@@ -77,7 +77,9 @@
 #                         timings stopped after batch 64 (170 ms/step) and rerun as depth-27 at 1/16/64 and llama-7b's
 #                         --breakdown and layer profile. Lease 2 (one GPU): `PAR_GPUS=1 par` of the six tiny plugin and
 #                         portable+norm token tests after the fix
-#   day13                 next (not yet run), branch wip/rotary-grid: GPU 0: the rotary kernel spread over blocks and its
+#   day13                 next (not yet run), branch wip/fuse-proj (wip/rotary-grid + q/k/v and gate/up fused into one
+#                         multiply each, on by default with the GEMM plugin; llama-7b also with TRTLLM_KIT_FUSE=0 for
+#                         the A/B, under /root/work-nf): GPU 0: the rotary kernel spread over blocks and its
 #                         cos/sin check (kernel tests), the tiny plugin and portable+norm engines, then every GPU test
 #                         file as its own process (the whole `pytest -m gpu`); GPU 1: the three 7B plugin engines built
 #                         side by side and each timed alone, llama-7b's breakdown and layer profile; then portable
@@ -260,7 +262,8 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json"
     bg d "$(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "$(w llama-7b-llmpruner) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
-    bg p "$(w llama-7b) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu1.lock --batches 256 --warmup 0 --repeats 1 --out $R/p256" ;;
+    bg p "$(w llama-7b) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu1.lock --batches 256 --warmup 0 --repeats 1 --out $R/p256"
+    bg nf "$(w llama-7b) mkdir -p /root/work-nf && ln -sfn /root/work/onnx /root/work-nf/onnx && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_FUSE=0 python3 scripts/bench_trt.py --backends trt --work /root/work-nf --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/nofuse" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

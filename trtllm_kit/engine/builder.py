@@ -245,7 +245,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             if options.weights == "inputs":
                 from trtllm_kit.engine.weights import weights_to_inputs
 
-                weights = weights_to_inputs(trt, network, onnx_path)
+                import os
+
+                # one multiply per activation where the GEMM plugin multiplies; TRTLLM_KIT_FUSE=0/1 forces it off/on
+                env = os.environ.get("TRTLLM_KIT_FUSE")
+                fuse = env == "1" or (env is None and ctx.gemm == "plugin")
+                weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse)
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
             plugin = layout.finish_network(ctx, set(weights), plugin)
