@@ -278,6 +278,10 @@ class PluginKV(StaticKV):
             return plugin
         n = rewire_gemms(ctx, weight_names)
         log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
+        for li in range(ctx.network.num_layers):  # a fused multiply's output slices stay in the activations' type
+            layer = ctx.network.get_layer(li)
+            if layer.name.startswith("fused.slice."):
+                pin_to_activations(ctx, layer)
         if n == 0:
             if ctx.options.gemm == "plugin":
                 raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
