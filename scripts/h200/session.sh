@@ -79,7 +79,8 @@
 #                         portable+norm token tests after the fix
 #   day13                 next (not yet run), branch wip/fuse-proj (wip/rotary-grid + q/k/v and gate/up fused into one
 #                         multiply each, on by default with the GEMM plugin; llama-7b also with TRTLLM_KIT_FUSE=0 for
-#                         the A/B, under /root/work-nf): GPU 0: the rotary kernel spread over blocks and its
+#                         the A/B, under /root/work-nf; and the GEMM plugin timing cuBLASLt's candidate algorithms per
+#                         shape, A/B with TRTLLM_KIT_GEMM_TUNE=0): GPU 0: the rotary kernel spread over blocks and its
 #                         cos/sin check (kernel tests), the tiny plugin and portable+norm engines, then every GPU test
 #                         file as its own process (the whole `pytest -m gpu`); GPU 1: the three 7B plugin engines built
 #                         side by side and each timed alone, llama-7b's breakdown and layer profile; then portable
@@ -263,7 +264,9 @@ case "${1:-status}" in
     bg d "$(w llama-7b-depth-27) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "$(w llama-7b-llmpruner) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     bg p "$(w llama-7b) CUDA_VISIBLE_DEVICES=1 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu1.lock --batches 256 --warmup 0 --repeats 1 --out $R/p256"
-    bg nf "$(w llama-7b) mkdir -p /root/work-nf && ln -sfn /root/work/onnx /root/work-nf/onnx && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_FUSE=0 python3 scripts/bench_trt.py --backends trt --work /root/work-nf --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/nofuse" ;;
+    bg nf "$(w llama-7b) mkdir -p /root/work-nf && ln -sfn /root/work/onnx /root/work-nf/onnx && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_FUSE=0 python3 scripts/bench_trt.py --backends trt --work /root/work-nf --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/nofuse"
+    # the GEMM plugin's algorithm timing off (the heuristic's first choice, as before): the same engine as b's, timed
+    bg nt "while [ ! -f $E/llama-7b/engine.json ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMM_TUNE=0 python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/notune" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
