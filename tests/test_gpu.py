@@ -1,5 +1,7 @@
 """GPU tests: run on the device machine (`pytest -m gpu`); skipped where CUDA is missing."""
 
+import os
+
 import pytest
 import torch
 
@@ -106,9 +108,14 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                      norm="plugin" if norm else "auto")
         assert eng.manifest.norm_used == ("plugin" if norm or mode == "plugin" else "trt")
         assert eng.manifest.io_source == "deserialized engine"
-        if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied)
+        if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied), some of them
+            from trtllm_kit.engine.weights import FUSED_SEP  # fused side by side with the GEMM plugin
+
             n = 7 * art.spec.num_layers + (1 if art.spec.tie_word_embeddings else 2)
-            assert len(eng.manifest.weight_inputs.tensors) == n
+            tensors = eng.manifest.weight_inputs.tensors
+            assert sum(len(k.split(FUSED_SEP)) for k in tensors) == n
+            if eng.manifest.gemm_used == "plugin" and os.environ.get("TRTLLM_KIT_FUSE") != "0":
+                assert sum(FUSED_SEP in k for k in tensors) == 2 * art.spec.num_layers  # q+k+v, gate+up
         for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine

@@ -241,16 +241,23 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
                                  gemm=gemm, norm=norm, rope=rope, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
-            weights = {}
+            weights, fused = {}, 0
             if options.weights == "inputs":
                 from trtllm_kit.engine.weights import weights_to_inputs
 
                 import os
 
-                # one multiply per activation where the GEMM plugin multiplies; TRTLLM_KIT_FUSE=0/1 forces it off/on
+                # one multiply per activation where the GEMM plugin multiplies; TRTLLM_KIT_FUSE=0/1/qkv: off, on,
+                # q/k/v only (not gate/up), whatever the GEMM
                 env = os.environ.get("TRTLLM_KIT_FUSE")
-                fuse = env == "1" or (env is None and ctx.gemm == "plugin")
+                fuse = {"1": True, "0": False, "qkv": "qkv"}.get(env, ctx.gemm == "plugin")
                 weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse)
+                from trtllm_kit.engine.weights import FUSED_SEP
+
+                fused = sum(FUSED_SEP in k for k in weights)
+                if fuse:
+                    log.info("%s: %d groups of weight multiplies fused into one each (TRTLLM_KIT_FUSE=0: none)", what,
+                             fused)
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
             plugin = layout.finish_network(ctx, set(weights), plugin)
@@ -258,6 +265,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
             settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"
+            if options.weights == "inputs":
+                settings["fused_weight_groups"] = fused
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

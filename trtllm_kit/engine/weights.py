@@ -69,11 +69,12 @@ def is_weight_matrix(name: str, shape) -> bool:
     return name.endswith(".weight") and len(shape) >= 2
 
 
-def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool = False) -> dict:
+def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False) -> dict:
     """Turn every weight matrix constant (``is_weight_matrix``) into a network input of the same name.
 
     With ``fuse``, the multiplies of one activation by several weights (a block's q/k/v projections, its gate/up)
-    become one multiply by an input holding those weights side by side (``fuse_projections``).
+    become one multiply by an input holding those weights side by side (``fuse_projections``; ``"qkv"``: only
+    groups of three or more, i.e. not gate/up).
 
     Args:
         trt: the TensorRT module the network belongs to.
@@ -111,7 +112,7 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool = False) -> dict
     values = onnx_initializers(onnx_path, [name for name, *_ in picked])
     arrays = {}
     if fuse:
-        arrays.update(fuse_projections(trt, network, index, picked, values))
+        arrays.update(fuse_projections(trt, network, index, picked, values, least=3 if fuse == "qkv" else 2))
         fused = {n for key in arrays for n in key.split(FUSED_SEP)}
         picked = [p for p in picked if p[0] not in fused]
     for name, layer, out, shape in picked:
@@ -145,7 +146,7 @@ FUSED_SEP = "+"  # a fused input is named by its members: "model.layers.0.self_a
 
 def _matmul_reading(trt, index, tensor):
     """The MatrixMultiply (no transposes) that reads ``tensor`` as its weight operand (input 1) through layers that
-    keep its bytes (a Shuffle adding leading 1s, a Cast), each the only reader: ``(layer, path)`` with ``path`` the
+    keep its bytes (a Shuffle adding leading 1s, a Cast or Identity, as ``matmuls_by_weight``), each the only reader: ``(layer, path)`` with ``path`` the
     tensors on the way (``tensor`` first), else None."""
     from trtllm_kit.engine.gemm import _adds_leading_ones
 
@@ -159,14 +160,15 @@ def _matmul_reading(trt, index, tensor):
             layer.__class__ = trt.IMatrixMultiplyLayer
             ok = layer.op0 == trt.MatrixOperation.NONE and layer.op1 == trt.MatrixOperation.NONE
             return (layer, path) if ok else None
-        if layer.type == trt.LayerType.CAST or (layer.type == trt.LayerType.SHUFFLE and _adds_leading_ones(trt, layer)):
+        keeps = layer.type in {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
+        if keeps or (layer.type == trt.LayerType.SHUFFLE and _adds_leading_ones(trt, layer)):
             path.append(layer.get_output(0))
             continue
         return None
     return None
 
 
-def fuse_projections(trt, network, index, picked, values) -> dict:
+def fuse_projections(trt, network, index, picked, values, least: int = 2) -> dict:
     """One multiply per activation: weights that multiply the same activation (``x @ Wq``, ``x @ Wk``, ``x @ Wv``)
     become one input ``[Wq | Wk | Wv]`` (K, Nq + Nk + Nv), one multiply, and a slice of its output per old
     multiply, whose readers move to it. At decode batch 1 a 4096 x 4096 multiply streamed 2.1 TB/s and a
@@ -179,6 +181,7 @@ def fuse_projections(trt, network, index, picked, values) -> dict:
     Args:
         picked: ``(name, constant layer, its output, shape)`` of every weight matrix (``weights_to_inputs``).
         values: name -> array (the export's initializers).
+        least: the fewest weights of one activation that fuse (3: q/k/v only, not gate/up).
 
     Returns:
         fused input name (members joined by ``FUSED_SEP``) -> array (K, sum of N); empty when nothing fuses.
@@ -191,7 +194,7 @@ def fuse_projections(trt, network, index, picked, values) -> dict:
             groups.setdefault(mm.get_input(0).name, []).append((name, layer, out, shape, mm, path))
     arrays = {}
     for members in groups.values():
-        if len(members) < 2 or len({m[3][0] for m in members}) != 1 or len({m[2].dtype for m in members}) != 1:
+        if len(members) < least or len({m[3][0] for m in members}) != 1 or len({m[2].dtype for m in members}) != 1:
             continue
         names = [m[0] for m in members]
         K, widths = members[0][3][0], [m[3][1] for m in members]
