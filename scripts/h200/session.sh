@@ -85,6 +85,10 @@
 #                         file as its own process (the whole `pytest -m gpu`); GPU 1: the three 7B plugin engines built
 #                         side by side and each timed alone, llama-7b's breakdown and layer profile; then portable
 #                         llama-7b (--norm plugin) at batch 256 only, 1 run (the plugin/portable ratio at 256)
+#   day14                 2026-11-30 (eighth session), branch wip/fuse-proj: day13 reordered for one lease: GPU 0 the
+#                         cuBLAS-alone floor of a step's multiplies (scripts/gemm_floor.py), the new kernels, every GPU
+#                         test (-n 4; the large-activation test alone), portable llama-7b built beside them and timed at
+#                         batch 256 after; GPU 1 the three 7B plugin engines, the profile, the tuning and fusion A/Bs
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -269,6 +273,30 @@ case "${1:-status}" in
     bg nf "$(w llama-7b) while [ ! -f /root/g.done ]; do sleep 5; done; mkdir -p /root/work-nf && ln -sfn /root/work/onnx /root/work-nf/onnx && CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_FUSE=0 python3 scripts/bench_trt.py --backends trt --work /root/work-nf --weights inputs --models llama-7b $G0 --cleanup --breakdown llama-7b --out /root/results/nofuse; CUDA_VISIBLE_DEVICES=0 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu0.lock --cleanup --batches 256 --warmup 0 --repeats 1 --out $R/p256"
     # the GEMM plugin's algorithm timing off (the heuristic's first choice, as before): the same engine as b's, timed
     bg nt "while [ ! -f $E/llama-7b/engine.json ] && [ \$SECONDS -lt 900 ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMM_TUNE=0 python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/notune" ;;
+  day14)  # day13 reordered for one lease (2026-11-30, eighth session); day14g is GPU 0's test job
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    w() { echo "sleep 30; while [ ! -f /root/work/onnx/$1/export.json ]; do sleep 5; done;"; }  # the plugin runs export
+    # GPU 0: the cuBLAS floor, the new kernels' tests, every GPU test; it holds gpu0.lock shared, so the portable
+    # build runs beside the tests and its batch-256 timing (exclusive) waits for them
+    bg g "flock -s /root/gpu0.lock bash $0 day14g; touch /root/g.done"
+    bg p256 "$(w llama-7b) while [ ! -f /root/floor.done ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=0 $B --models llama-7b --kv-modes portable --norm plugin --lock /root/gpu0.lock --cleanup --batches 256 --warmup 0 --repeats 1 --out $R/p256"
+    # GPU 1: the three 7B plugin engines built side by side, each timed alone; llama-7b's profile; then the A/Bs on
+    # llama-7b: the GEMM plugin's algorithm timing off (same engine), fusion off (its own engine, deleted once timed)
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    bg nt "while [ ! -f $E/llama-7b/engine.json ] && [ \$SECONDS -lt 900 ]; do sleep 5; done; sleep 60; CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMM_TUNE=0 python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --models llama-7b $G --breakdown llama-7b --out /root/results/notune"
+    bg nf "$(w llama-7b) mkdir -p /root/work-nf && ln -sfn /root/work/onnx /root/work-nf/onnx && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_FUSE=0 python3 scripts/bench_trt.py --backends trt --work /root/work-nf --weights inputs --models llama-7b $G --cleanup --breakdown llama-7b --out /root/results/nofuse" ;;
+  day14g)
+    P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"; export CUDA_VISIBLE_DEVICES=0
+    python3 scripts/gemm_floor.py --json $LOGS/gemm-floor.json
+    python3 scripts/gemm_floor.py --model llama-7b-llmpruner --batches 1 --json $LOGS/gemm-floor-llmpruner.json
+    touch /root/floor.done
+    $P -n 4 tests --deselect tests/test_gpu.py::test_fp16_engine_with_large_activations > $LOGS/all.log 2>&1
+    tail -5 $LOGS/all.log
+    $P tests/test_gpu.py::test_fp16_engine_with_large_activations > $LOGS/large.log 2>&1
+    tail -3 $LOGS/large.log ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
