@@ -36,9 +36,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
-#include <cstdlib>
 #include <utility>
-#include <vector>
 
 namespace
 {
@@ -87,31 +85,6 @@ uint32_t alignment_of(void const* p)
     while (align > 1 && (a % align) != 0)
         align /= 2;
     return align;
-}
-
-// Scratch written between tuning runs to evict the L2 (twice its size), allocated once per process and kept.
-size_t gFlushBytes = 0;
-
-void* l2_flush_buffer()
-{
-    static std::mutex m;
-    static void* buffer = nullptr;
-    std::lock_guard<std::mutex> lock(m);
-    if (!buffer)
-    {
-        int device = 0, l2 = 0;
-        if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device) != cudaSuccess)
-            return nullptr;
-        size_t const bytes = std::max<size_t>(size_t(2) * size_t(l2), size_t(8) << 20);
-        if (cudaMalloc(&buffer, bytes) != cudaSuccess)
-        {
-            cudaGetLastError();
-            buffer = nullptr;
-            return nullptr;
-        }
-        gFlushBytes = bytes;
-    }
-    return buffer;
 }
 
 class GemmPlan
@@ -169,17 +142,16 @@ public:
         }
         if (err.empty())
         {
-            cublasLtMatmulHeuristicResult_t results[kCandidates]{};
+            cublasLtMatmulHeuristicResult_t result{};
             int found = 0;
-            if (check(cublasLtMatmulAlgoGetHeuristic(lt, mOp, mA, mB, mD, mD, pref, kCandidates, results, &found),
+            if (check(cublasLtMatmulAlgoGetHeuristic(lt, mOp, mA, mB, mD, mD, pref, 1, &result, &found),
                     "cublasLtMatmulAlgoGetHeuristic")
                 && found == 0)
                 err = "cuBLASLt has no algorithm for this shape";
             if (err.empty())
             {
-                mCandidates.assign(results, results + found);
-                mAlgo = results[0].algo;
-                mWorkspace = results[0].workspaceSize;
+                mAlgo = result.algo;
+                mWorkspace = result.workspaceSize;
             }
         }
         if (pref)
@@ -193,102 +165,7 @@ public:
         return cublasLtMatmul(lt, mOp, &one, w, mA, x, mB, &zero, y, mD, y, mD, &mAlgo, workspace, mWorkspace, stream);
     }
 
-    // Time the heuristic's candidates on this call's own buffers and keep the fastest (the heuristic's first choice
-    // ran 4096x4096 at M=1 at 2.1 TB/s on an H200). Once per shape and process (``key``), and only outside CUDA graph
-    // capture (it synchronizes); TRTLLM_KIT_GEMM_TUNE=0 keeps the heuristic's first choice. y is overwritten by the
-    // caller's run afterwards.
-    void tune(cublasLtHandle_t lt, void const* w, void const* x, void* y, void* workspace, cudaStream_t stream,
-        std::tuple<int64_t, int64_t, int64_t, int, uint32_t> const& key)
-    {
-        static std::mutex tunedMutex;
-        static std::map<std::tuple<int64_t, int64_t, int64_t, int, uint32_t>, size_t> tuned; // key -> candidate
-        char const* env = std::getenv("TRTLLM_KIT_GEMM_TUNE");
-        if (mCandidates.size() < 2 || (env && std::strcmp(env, "0") == 0))
-            return;
-        {
-            std::lock_guard<std::mutex> lock(tunedMutex);
-            auto it = tuned.find(key);
-            if (it != tuned.end() && it->second < mCandidates.size())
-            {
-                pick(it->second);
-                return;
-            }
-        }
-        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-        if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
-            return;
-        void* flush = l2_flush_buffer();
-        if (!flush)
-            return;
-        cudaEvent_t start = nullptr, stop = nullptr;
-        if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess)
-        {
-            if (start)
-                cudaEventDestroy(start);
-            return;
-        }
-        float const one = 1.0f, zero = 0.0f;
-        std::vector<float> medians(mCandidates.size(), -1.f);
-        for (size_t i = 0; i < mCandidates.size(); ++i)
-        {
-            auto const& c = mCandidates[i];
-            if (c.workspaceSize > kWorkspaceBytes)
-                continue;
-            auto launch = [&]() {
-                return cublasLtMatmul(lt, mOp, &one, w, mA, x, mB, &zero, y, mD, y, mD, &c.algo, workspace,
-                    c.workspaceSize, stream);
-            };
-            if (launch() != CUBLAS_STATUS_SUCCESS) // also the warm-up
-                continue;
-            std::vector<float> runs;
-            for (int r = 0; r < kTuneRuns; ++r)
-            {
-                // Each run from a cold L2, as decode streams the weights from memory every step; the flush also keeps
-                // the GPU busy while the host enqueues the run, so the events time the kernel, not the host.
-                float ms = 0.f;
-                if (cudaMemsetAsync(flush, r & 0xff, gFlushBytes, stream) != cudaSuccess
-                    || cudaEventRecord(start, stream) != cudaSuccess || launch() != CUBLAS_STATUS_SUCCESS
-                    || cudaEventRecord(stop, stream) != cudaSuccess || cudaEventSynchronize(stop) != cudaSuccess
-                    || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess)
-                    break;
-                runs.push_back(ms);
-            }
-            if (int(runs.size()) == kTuneRuns)
-            {
-                std::nth_element(runs.begin(), runs.begin() + kTuneRuns / 2, runs.end());
-                medians[i] = runs[kTuneRuns / 2];
-            }
-        }
-        cudaEventDestroy(start);
-        cudaEventDestroy(stop);
-        // A candidate's launch error is the candidate's, not the layer's: clear it (a kernel fault is sticky and still
-        // shows at the next synchronization; the caller's own run reports its errors).
-        cudaGetLastError();
-        size_t best = 0;
-        for (size_t i = 1; i < medians.size(); ++i)
-            if (medians[i] >= 0.f && (medians[best] < 0.f || medians[i] < medians[best]))
-                best = i;
-        // the heuristic's first choice stays unless another is clearly faster (the runs' median, > 3%)
-        if (medians[0] >= 0.f && medians[best] > 0.97f * medians[0])
-            best = 0;
-        if (medians[best] < 0.f)
-            return;
-        pick(best);
-        std::lock_guard<std::mutex> lock(tunedMutex);
-        tuned[key] = best;
-    }
-
 private:
-    static constexpr int kCandidates = 8;
-    static constexpr int kTuneRuns = 15;
-
-    void pick(size_t i)
-    {
-        mAlgo = mCandidates[i].algo;
-        mWorkspace = mCandidates[i].workspaceSize;
-    }
-
-    std::vector<cublasLtMatmulHeuristicResult_t> mCandidates;
     cublasLtMatmulDesc_t mOp = nullptr;
     cublasLtMatrixLayout_t mA = nullptr, mB = nullptr, mD = nullptr;
     cublasLtMatmulAlgo_t mAlgo{};
@@ -447,7 +324,6 @@ public:
                     trtllm_kit::plugin_error(kGemmName, "M=%lld N=%lld K=%lld: %s", (long long) M, (long long) N, (long long) K, err.c_str());
                     return 1;
                 }
-                fresh->tune(mLt, inputs[1], x, y, ws, stream, std::make_tuple(M, N, K, int(inputDesc[0].type), align));
                 it = mPlans.emplace(key, fresh).first;
                 gPlansMade.fetch_add(1, std::memory_order_relaxed);
             }
