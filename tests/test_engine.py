@@ -378,18 +378,19 @@ def test_gemm_rewrite_finds_every_projection_and_lm_head(tiny_exports, name):
     assert trt.OnnxParser(network, logger).parse(static_cache_onnx(onnx_path, 24), str(onnx_path))
     arrays = weights_to_inputs(trt, network, onnx_path)
     found = matmuls_by_weight(trt, network, set(arrays))
-    names = sorted(w.name for _, w in found)
+    names = sorted(w.name for _, w, _ in found)
     projections = [f"model.layers.{i}.{p}.weight" for i in range(spec.num_layers)
                    for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
     head = [] if spec.tie_word_embeddings else ["lm_head.weight"]
     assert names == sorted(projections + head)
-    for layer, w in found:
+    for layer, w, w_layout in found:
+        assert w_layout == 0
         assert layer.get_input(0).shape[-1] == w.shape[0] and layer.get_output(0).shape[-1] == w.shape[1], layer.name
         assert tuple(w.shape) == arrays[w.name].shape
     index = NetworkIndex(network)
     assert "logits" in index.outputs and (not head or any(
-        layer.get_output(0).name == "logits" for layer, _ in found))
+        layer.get_output(0).name == "logits" for layer, _, _ in found))
     assert matmuls_by_weight(trt, network, set()) == []  # only the named inputs count
 
 
@@ -403,7 +404,7 @@ def test_gemm_rewire_follows_chained_multiplies(monkeypatch):
     from trtllm_kit.engine.gemm import rewire_gemms
     from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex
 
-    def stand_in(trt_module, network, x, w, name):
+    def stand_in(trt_module, network, x, w, name, w_layout=0):
         layer = network.add_matrix_multiply(x, trt.MatrixOperation.NONE, w, trt.MatrixOperation.NONE)
         layer.name = name
         return layer
@@ -610,6 +611,63 @@ def test_projections_of_one_activation_fuse_into_one_weight_input(tiny_exports, 
         original = onnx_initializers(tiny_exports[name] / "model.onnx", members)
         assert np.array_equal(stored[key], np.concatenate([np.asarray(original[m]) for m in members], axis=1))
         assert list(stored[key].shape) == tensors[key]
+
+
+def test_the_gemm_rewrite_reads_weights_stored_out_x_in(tiny_exports):
+    """``weights_to_inputs(out_x_in=True)``: every projection and the LM head becomes an (N, K) input (the
+    initializer transposed), read through one transpose; the rewrite's search finds each multiply with ``w_layout``
+    1 and the input as stored, so the plugin reads it as bound; the embedding table stays as exported."""
+    import numpy as np
+
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.gemm import matmuls_by_weight
+    from trtllm_kit.engine.weights import onnx_initializers, weights_to_inputs
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = _create_network(flavor, trt.Builder(logger))
+    path = tiny_exports["tiny-llama-width"] / "model.onnx"
+    assert trt.OnnxParser(network, logger).parse_from_file(str(path))
+    arrays = weights_to_inputs(trt, network, path, out_x_in=True)
+    original = onnx_initializers(path, list(arrays))
+    found = matmuls_by_weight(trt, network, set(arrays))
+    assert sorted(w.name for _, w, _ in found) == sorted(set(arrays) - {"model.embed_tokens.weight"})
+    for layer, w, w_layout in found:
+        assert w_layout == 1 and tuple(w.shape) == arrays[w.name].shape
+        assert np.array_equal(arrays[w.name], np.asarray(original[w.name]).T) and arrays[w.name].flags.c_contiguous
+        assert layer.get_input(0).shape[-1] == w.shape[1] and layer.get_output(0).shape[-1] == w.shape[0], layer.name
+    assert np.array_equal(arrays["model.embed_tokens.weight"], np.asarray(original["model.embed_tokens.weight"]))
+
+
+@pytest.mark.parametrize("fuse", ["0", "1"])
+def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_path, monkeypatch):
+    """The whole build with the weights stored out x in (the GEMM plugin's default; TRTLLM_KIT_GEMM_LAYOUT=out_x_in
+    forces it here, where TensorRT-RTX multiplies through the transposes): weights.safetensors holds each projection
+    (N, K), fused ones with the members' rows stacked, and engine.json says so (the tokens are checked on the GPU)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from trtllm_kit.engine.weights import FUSED_SEP, onnx_initializers
+
+    monkeypatch.setenv("TRTLLM_KIT_GEMM_LAYOUT", "out_x_in")
+    monkeypatch.setenv("TRTLLM_KIT_FUSE", fuse)
+    name = "tiny-llama-width"
+    spec, _ = load_model(name)
+    eng = engine_from_onnx(tiny_exports[name], tmp_path / "e", opts(weights="inputs"), progress=False)
+    assert eng.manifest.builder_settings["weight_layout"] == "out_x_in"
+    tensors = eng.manifest.weight_inputs.tensors
+    stored = load_file(str(eng.out_dir / eng.manifest.weight_inputs.file))
+    assert sum(FUSED_SEP in k for k in tensors) == (2 * spec.num_layers if fuse == "1" else 0)
+    for key, shape in tensors.items():
+        members = key.split(FUSED_SEP)
+        original = onnx_initializers(tiny_exports[name] / "model.onnx", members)
+        if key == "model.embed_tokens.weight":
+            want = np.asarray(original[key])
+        else:
+            want = np.concatenate([np.asarray(original[m]).T for m in members], axis=0)
+        assert list(stored[key].shape) == shape == list(want.shape) and np.array_equal(stored[key], want), key
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

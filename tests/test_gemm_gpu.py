@@ -35,16 +35,17 @@ def gemm_plugin():
 
 
 class GemmEngine:
-    """x (B, S, K) @ w (K, N) as one plugin layer, both engine inputs, fp16."""
+    """x (B, S, K) @ w as one plugin layer, both engine inputs, fp16; w (K, N) with ``w_layout`` 0, (N, K) with 1."""
 
-    def __init__(self, plugin, K, N, max_rows, max_seq=8):
+    def __init__(self, plugin, K, N, max_rows, max_seq=8, w_layout=0):
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         major = int(trt.__version__.split(".")[0])
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0)
         x = network.add_input("x", trt.float16, (-1, -1, K))
-        w = network.add_input("w", trt.float16, (K, N))
-        layer = plugin.add_gemm(trt, network, x, w, name="gemm.0")
+        w_shape = (N, K) if w_layout else (K, N)
+        w = network.add_input("w", trt.float16, w_shape)
+        layer = plugin.add_gemm(trt, network, x, w, name="gemm.0", w_layout=w_layout)
         assert layer.get_output(0).shape[-1] == N
         y = layer.get_output(0)
         y.name = "y"
@@ -56,11 +57,16 @@ class GemmEngine:
         config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
         profile.set_shape("x", (1, 1, K), (max_rows, 1, K), (max_rows, max_seq, K))
-        profile.set_shape("w", (K, N), (K, N), (K, N))
+        profile.set_shape("w", w_shape, w_shape, w_shape)
         config.add_optimization_profile(profile)
-        blob = builder.build_serialized_network(network, config)
-        assert blob is not None, f"engine build failed for K={K} N={N} (see log above)"
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        self.blob = builder.build_serialized_network(network, config)
+        assert self.blob is not None, f"engine build failed for K={K} N={N} (see log above)"
+        self.logger = logger
+        self.load()
+
+    def load(self):
+        """(Re)create the engine and context from the plan: the plugin reads TRTLLM_KIT_GEMV when it is created."""
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.blob)
         self.context = self.engine.create_execution_context()
 
     def bind(self, x, w, y):
@@ -141,3 +147,75 @@ def test_gemm_with_unaligned_activations(gemm_plugin):
     torch.cuda.synchronize()
     print(f"unaligned x and y: rel err {_check('unaligned', y, x, w):.1e}")
     assert torch.isnan(ys[:1]).all(), "the plugin wrote before y"
+
+
+def _gemv_launches(lib_path) -> int:
+    fn = ctypes.CDLL(str(lib_path)).trtllmKitGemvLaunches
+    fn.restype = ctypes.c_uint64
+    return fn()
+
+
+def _graph_us(eng, stream, reps=20) -> float:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        eng.launch(stream)
+    for _ in range(3):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps * 1e3
+
+
+# (K, N) with the weight stored (N, K): LLaMA-7B's fused q/k/v and gate/up, o, down, LM head; LLM-Pruner's 7156 as
+# N (GEMV) and as K (not a multiple of 8: cuBLASLt); a tiny odd N.
+SHAPES_OUT_X_IN = [(4096, 4096), (4096, 12288), (4096, 22016), (11008, 4096), (4096, 32000), (4096, 7156),
+                   (7156, 4096), (64, 13)]
+
+
+@needs_trt
+@pytest.mark.parametrize("K,N", SHAPES_OUT_X_IN, ids=[f"K{k}-N{n}" for k, n in SHAPES_OUT_X_IN])
+def test_gemm_out_x_in_and_its_decode_gemv(gemm_plugin, K, N, monkeypatch):
+    """w stored (N, K) (``w_layout`` 1, the builder's default with the plugin): rows 1-4 run the plugin's decode
+    GEMV where K is a multiple of 8 (counted), more rows and other K cuBLASLt; every case against fp64, plain and
+    replayed in a CUDA graph; TRTLLM_KIT_GEMV=0 runs cuBLASLt for the same rows. Prints GEMV and cuBLASLt times."""
+    from trtllm_kit.engine import plugin as P
+
+    lib = P.compile_plugin(trt, include=os.environ.get("TRT_INCLUDE_DIR"), log=lambda *a: None, gemm=True).path
+    torch.manual_seed(K * 7 + N)
+    eng = GemmEngine(gemm_plugin, K, N, max_rows=256, w_layout=1)
+    w = (torch.randn(K, N, device="cuda") / K ** 0.5).half()
+    w_nk = w.t().contiguous()
+    stream = torch.cuda.Stream()
+    for B, S in ((1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (16, 1), (3, 7), (256, 1)):
+        x = torch.randn(B, S, K, device="cuda").half()
+        y = torch.full((B, S, N), float("nan"), dtype=torch.float16, device="cuda")
+        times = {}
+        for gemv in ("1", "0"):
+            monkeypatch.setenv("TRTLLM_KIT_GEMV", gemv)
+            eng.load()
+            y.fill_(float("nan"))
+            eng.bind(x, w_nk, y)
+            before = _gemv_launches(lib)
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                eng.launch(stream)
+            stream.synchronize()
+            ran_gemv = _gemv_launches(lib) > before
+            assert ran_gemv == (gemv == "1" and B * S <= 4 and K % 8 == 0), (K, N, B, S, gemv)
+            rel = _check(f"K={K} N={N} B={B} S={S} gemv={gemv}", y, x, w)
+            if S == 1 and B <= 16:
+                times[gemv] = _graph_us(eng, stream)
+                y.fill_(float("nan"))
+                x2 = torch.randn_like(x)
+                x.copy_(x2)
+                eng.launch(stream)  # the graph's replays above wrote y from the old x; check the new one plainly
+                stream.synchronize()
+                _check(f"K={K} N={N} B={B} after graph gemv={gemv}", y, x, w)
+        if times:
+            tb = lambda us: (w.numel() * 2) / us / 1e6  # noqa: E731  (weights only: TB/s)
+            print(f"K={K} N={N} rows={B}: gemv {times['1']:.1f} us ({tb(times['1']):.2f} TB/s), cuBLASLt "
+                  f"{times['0']:.1f} us ({tb(times['0']):.2f} TB/s), rel err {rel:.1e}")

@@ -89,6 +89,9 @@
 #                         cuBLAS-alone floor of a step's multiplies (scripts/gemm_floor.py), the new kernels, every GPU
 #                         test (-n 4; the large-activation test alone), portable llama-7b built beside them and timed at
 #                         batch 256 after; GPU 1 the three 7B plugin engines, the profile, the tuning and fusion A/Bs
+#   day15                 the same session's second lease, branch wip/gemv-nk (the GEMM plugin's weights stored out x
+#                         in, its decode GEMV for <= 4 rows): GPU 0 the GEMM tests and the tiny plugin engines vs eager;
+#                         GPU 1 the three 7B plugin engines, llama-7b also with TRTLLM_KIT_GEMV=0 (same engine)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -297,6 +300,16 @@ case "${1:-status}" in
     tail -5 $LOGS/all.log
     $P tests/test_gpu.py::test_fp16_engine_with_large_activations > $LOGS/large.log 2>&1
     tail -3 $LOGS/large.log ;;
+  day15)  # 2026-11-30 (eighth session, second lease), branch wip/gemv-nk: weights stored out x in + the decode GEMV
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' tests/test_check_gpu.py"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
+    # the decode GEMV off (cuBLASLt with the same out-x-in weights): the same engine as b's, timed after it
+    bg ng "while [ ! -f $E/llama-7b/engine.json ] && [ \$SECONDS -lt 900 ]; do sleep 5; done; sleep 60; CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV=0 $B --models llama-7b $G --breakdown llama-7b --out /root/results/nogemv" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

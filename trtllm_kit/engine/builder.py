@@ -241,7 +241,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
                                  gemm=gemm, norm=norm, rope=rope, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
-            weights, fused = {}, 0
+            weights, fused, out_x_in = {}, 0, False
             if options.weights == "inputs":
                 from trtllm_kit.engine.weights import weights_to_inputs
 
@@ -251,7 +251,11 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 # q/k/v only (not gate/up), whatever the GEMM
                 env = os.environ.get("TRTLLM_KIT_FUSE")
                 fuse = {"1": True, "0": False, "qkv": "qkv"}.get(env, ctx.gemm == "plugin")
-                weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse)
+                # the GEMM plugin's weights stored out x in (its decode GEMV's layout); TRTLLM_KIT_GEMM_LAYOUT=in_x_out
+                # keeps the exporter's (K, N), =out_x_in stores them so whatever the GEMM
+                env = os.environ.get("TRTLLM_KIT_GEMM_LAYOUT")
+                out_x_in = {"out_x_in": True, "in_x_out": False}.get(env, ctx.gemm == "plugin")
+                weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse, out_x_in=out_x_in)
                 from trtllm_kit.engine.weights import FUSED_SEP
 
                 fused = sum(FUSED_SEP in k for k in weights)
@@ -267,6 +271,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"
             if options.weights == "inputs":
                 settings["fused_weight_groups"] = fused
+                settings["weight_layout"] = "out_x_in" if out_x_in else "in_x_out"
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

@@ -104,7 +104,8 @@ def resolve_gemm(options, layout_name: str, notes: list[str] | None = None) -> s
 
 def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
     """Every multiply ``matmuls_by_weight`` finds becomes a ``TrtllmKitGemm`` layer reading the weight input as
-    it is bound (no cast, no copy); its readers (or the network output) move to the plugin's output.
+    it is bound (no cast, no copy; an input stored out x in, ``weights_to_inputs(out_x_in=True)``, with the plugin's
+    ``w_layout`` 1); its readers (or the network output) move to the plugin's output.
 
     Returns:
         How many multiplies were rewired.
@@ -114,10 +115,10 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
     trt, network = ctx.trt, ctx.network
     index = NetworkIndex(network)
     found = matmuls_by_weight(trt, network, weight_names, index)
-    for layer, w in found:
+    for layer, w, w_layout in found:
         x = layer.get_input(0)  # read now: an earlier rewire may have redirected it (chained multiplies: x @ A @ B)
         old = layer.get_output(0)
-        gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}")
+        gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}", w_layout=w_layout)
         if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are
             gemm.precision = w.dtype
             gemm.set_output_type(0, w.dtype)
@@ -134,24 +135,30 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
 
 
 def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex | None" = None) -> list[tuple]:
-    """The MatrixMultiply layers of an activation (input 0) by a weight input: ``(layer, w)`` with ``w`` the
-    (K, N) network input named in ``weight_names``.
+    """The MatrixMultiply layers of an activation (input 0) by a weight input: ``(layer, w, w_layout)`` with ``w``
+    the network input named in ``weight_names``: (K, N) with ``w_layout`` 0, or (N, K) seen through one transpose
+    with ``w_layout`` 1 (``weights_to_inputs(out_x_in=True)`` stores them so).
 
     A weight counts when the multiply's second operand (no transpose flags) is such an input seen through
-    layers that keep its bytes: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
-    ``weights_to_inputs`` casts the fp16 input back) and a Shuffle that only adds leading 1s (the parser's
-    broadcast to the activation's rank).
+    layers that keep its values: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
+    ``weights_to_inputs`` casts the fp16 input back), a Shuffle that only adds leading 1s (the parser's
+    broadcast to the activation's rank) and at most one Shuffle that transposes a matrix.
     """
     index = index or NetworkIndex(network)
     passthrough = {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
 
     def weight_input(t):
+        transposed = 0
         for _ in range(6):
             if t.name in index.inputs:
-                return t if t.name in weight_names and len(t.shape) == 2 else None
+                return (t, transposed) if t.name in weight_names and len(t.shape) == 2 else None
             layer = index.producers.get(t.name)
-            if layer is None or not (layer.type in passthrough or (layer.type == trt.LayerType.SHUFFLE
-                                                                   and _adds_leading_ones(trt, layer))):
+            if layer is None:
+                return None
+            if layer.type == trt.LayerType.SHUFFLE and not transposed and _transposes_a_matrix(trt, layer):
+                transposed = 1
+            elif not (layer.type in passthrough or (layer.type == trt.LayerType.SHUFFLE
+                                                    and _adds_leading_ones(trt, layer))):
                 return None
             t = layer.get_input(0)
         return None
@@ -166,8 +173,17 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
             continue
         w = weight_input(layer.get_input(1))
         if w is not None:
-            found.append((layer, w))
+            found.append((layer, *w))
     return found
+
+
+def _transposes_a_matrix(trt, layer) -> bool:
+    """A Shuffle whose output is its 2-D input transposed, nothing else (``weights_to_inputs``' out-x-in view)."""
+    layer.__class__ = trt.IShuffleLayer
+    src, dst = tuple(layer.get_input(0).shape), tuple(layer.get_output(0).shape)
+    perm1, perm2 = layer.first_transpose, layer.second_transpose
+    return (layer.num_inputs == 1 and len(src) == 2 and -1 not in src and dst == src[::-1]
+            and (perm1[0], perm1[1]) == (1, 0) and (perm2[0], perm2[1]) == (0, 1))
 
 
 def _adds_leading_ones(trt, layer) -> bool:

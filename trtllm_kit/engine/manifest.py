@@ -91,8 +91,9 @@ class PluginRecord(Record):
 
 # Version of the network rewrites that wire the toolkit's plugins in (kv_layouts.py): an engine with plugins built by
 # another version is rebuilt, not reused. 1: before the plugins were pinned to the activations' type (on TensorRT
-# 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30).
-PLUGIN_REWRITE = 2
+# 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30); 3: the GEMM plugin's weight
+# inputs stored out x in (N, K) (2026-11-30, eighth session).
+PLUGIN_REWRITE = 3
 PLUGIN_CHOICES = ("gemm", "norm", "rope")  # build options whose plugin choice an engine records in kv_layout.plugin
 
 

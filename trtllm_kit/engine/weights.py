@@ -69,21 +69,29 @@ def is_weight_matrix(name: str, shape) -> bool:
     return name.endswith(".weight") and len(shape) >= 2
 
 
-def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False) -> dict:
+def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, out_x_in: bool = False) -> dict:
     """Turn every weight matrix constant (``is_weight_matrix``) into a network input of the same name.
 
     With ``fuse``, the multiplies of one activation by several weights (a block's q/k/v projections, its gate/up)
     become one multiply by an input holding those weights side by side (``fuse_projections``; ``"qkv"``: only
     groups of three or more, i.e. not gate/up).
 
+    With ``out_x_in``, a weight read by one multiply only (every projection and an untied LM head; not the embedding
+    table) is stored (N, K) = (out, in), PyTorch's ``nn.Linear`` layout, and the network reads it through a transpose
+    (which the GEMM plugin's rewrite removes: ``matmuls_by_weight``). Why: the plugin's decode GEMV streams each
+    output's K weights as one contiguous row, and cuBLAS multiplies LLM-Pruner's unaligned shapes 14% faster so (H200,
+    ``scripts/gemm_floor.py``; ``docs/benchmarks/h200-trt86/README.md``, eighth session).
+
     Args:
         trt: the TensorRT module the network belongs to.
         network: ``onnx_path`` parsed into an ``INetworkDefinition``, rewritten in place.
         onnx_path: the export; the values come from its initializers (memory-mapped external data), exactly
             as exported, whatever the TensorRT version's constant-layer API.
+        fuse, out_x_in: as above.
 
     Returns:
-        input name -> numpy array (read-only memory map or array, the constant's dtype and shape), in network order.
+        input name -> numpy array (read-only memory map or array, the constant's dtype; its shape, or (N, K) for a
+        weight stored out x in), in network order.
 
     Raises:
         ToolkitError: a weight whose dtype numpy cannot hold (bf16: export fp16 or fp32 instead), or whose
@@ -112,7 +120,8 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False) -
     values = onnx_initializers(onnx_path, [name for name, *_ in picked])
     arrays = {}
     if fuse:
-        arrays.update(fuse_projections(trt, network, index, picked, values, least=3 if fuse == "qkv" else 2))
+        arrays.update(fuse_projections(trt, network, index, picked, values, least=3 if fuse == "qkv" else 2,
+                                       out_x_in=out_x_in))
         fused = {n for key in arrays for n in key.split(FUSED_SEP)}
         picked = [p for p in picked if p[0] not in fused]
     for name, layer, out, shape in picked:
@@ -122,11 +131,12 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False) -
             raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
                                f"{list(shape)} in the parsed network", "build with --weights engine")
         readers = index.consumers.get(out.name, [])  # keyed by the name the index saw: look up before renaming
+        transpose = out_x_in and _matmul_reading(trt, index, out) is not None
         out.name = f"{name}.constant"
-        raw = network.add_input(name, trt.float16 if widened else out.dtype, shape)
-        inp = raw
+        raw = network.add_input(name, trt.float16 if widened else out.dtype, shape[::-1] if transpose else shape)
+        inp = _in_x_out(network, raw, name) if transpose else raw
         if widened:  # the input stays fp16 (as exported, half the bytes); readers get the type the parser gave them
-            inp = network.add_cast(raw, trt.float32).get_output(0)
+            inp = network.add_cast(inp, trt.float32).get_output(0)
         for reader, j in readers:
             if widened and j == 0 and reader.type == trt.LayerType.GATHER:
                 _gather_then_widen(trt, network, index, reader, raw)
@@ -137,8 +147,16 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False) -
         layer.__class__ = trt.IConstantLayer
         layer.weights = _PLACEHOLDER[floats[out.dtype]]
         layer.shape = (1,)
-        arrays[name] = a
+        arrays[name] = np.ascontiguousarray(np.asarray(a).T) if transpose else a
     return arrays
+
+
+def _in_x_out(network, raw, name: str):
+    """The (K, N) view of a weight input stored (N, K): one transpose, which the GEMM plugin's rewrite skips."""
+    shuffle = network.add_shuffle(raw)
+    shuffle.first_transpose = (1, 0)
+    shuffle.name = f"{name}.in_x_out"
+    return shuffle.get_output(0)
 
 
 FUSED_SEP = "+"  # a fused input is named by its members: "model.layers.0.self_attn.q_proj.weight+...k_proj.weight+..."
@@ -168,7 +186,7 @@ def _matmul_reading(trt, index, tensor):
     return None
 
 
-def fuse_projections(trt, network, index, picked, values, least: int = 2) -> dict:
+def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_in: bool = False) -> dict:
     """One multiply per activation: weights that multiply the same activation (``x @ Wq``, ``x @ Wk``, ``x @ Wv``)
     become one input ``[Wq | Wk | Wv]`` (K, Nq + Nk + Nv), one multiply, and a slice of its output per old
     multiply, whose readers move to it. At decode batch 1 a 4096 x 4096 multiply streamed 2.1 TB/s and a
@@ -182,9 +200,12 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2) -> dic
         picked: ``(name, constant layer, its output, shape)`` of every weight matrix (``weights_to_inputs``).
         values: name -> array (the export's initializers).
         least: the fewest weights of one activation that fuse (3: q/k/v only, not gate/up).
+        out_x_in: store each fused input (sum of N, K), the members stacked, read through a transpose
+            (``weights_to_inputs``).
 
     Returns:
-        fused input name (members joined by ``FUSED_SEP``) -> array (K, sum of N); empty when nothing fuses.
+        fused input name (members joined by ``FUSED_SEP``) -> array (K, sum of N), or (sum of N, K) with
+        ``out_x_in``; empty when nothing fuses.
     """
     groups: dict[str, list] = {}
     for name, layer, out, shape in picked:
@@ -199,12 +220,17 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2) -> dic
         names = [m[0] for m in members]
         K, widths = members[0][3][0], [m[3][1] for m in members]
         key = FUSED_SEP.join(names)
-        arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]) for n in names], axis=1))
+        if out_x_in:
+            arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]).T for n in names], axis=0))
+        else:
+            arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]) for n in names], axis=1))
         out0 = members[0][2]
         widened = arrays[key].dtype == np.float16 and out0.dtype == trt.float32  # as weights_to_inputs does
-        w = raw = network.add_input(key, trt.float16 if widened else out0.dtype, (K, sum(widths)))
+        raw = network.add_input(key, trt.float16 if widened else out0.dtype,
+                                (sum(widths), K) if out_x_in else (K, sum(widths)))
+        w = _in_x_out(network, raw, key) if out_x_in else raw
         if widened:
-            w = network.add_cast(raw, trt.float32).get_output(0)
+            w = network.add_cast(w, trt.float32).get_output(0)
         x = members[0][4].get_input(0)
         lead = len(x.shape) - 2
         w_nd = w

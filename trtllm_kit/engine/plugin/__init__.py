@@ -457,32 +457,41 @@ def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indic
     return layer
 
 
-def add_gemm(trt_module, network, x, w, name: str):
-    """Add one ``TrtllmKitGemm`` layer: ``y = x @ w`` by cuBLASLt (float32 accumulation).
+def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0):
+    """Add one ``TrtllmKitGemm`` layer: ``y = x @ w`` (``w_layout`` 0) or ``y = x @ w.T`` (1), float32 accumulation;
+    cuBLASLt, or at decode (fp16, at most 4 rows, w_layout 1) the plugin's own GEMV.
 
     Args:
         trt_module: the imported ``tensorrt`` module (the library loaded with ``gemm=True``).
         network: the ``INetworkDefinition``.
         x: (..., K) activations.
-        w: (K, N) weight matrix of x's type (an engine input), row-major as the exporter stores it.
+        w: the weight matrix of x's type (an engine input): (K, N) row-major as the exporter stores it (in x out,
+            ``w_layout`` 0), or (N, K) as PyTorch's ``nn.Linear`` stores it (out x in, ``w_layout`` 1).
         name: the layer name.
+        w_layout: 0 or 1, as above.
 
     Returns:
         The layer; output 0 is (..., N) of x's type.
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.
+        ValueError: a ``w_layout`` other than 0 or 1.
     """
+    import numpy as np
+
     trt = trt_module
+    if w_layout not in (0, 1):
+        raise ValueError(f"w_layout is {w_layout!r}, expected 0 (K x N) or 1 (N x K)")
     creator = trt.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"the {GEMM_NAME} plugin is not loaded (load_plugin(..., gemm=True) first)",
                                 GEMM_FALLBACK)
-    fields = trt.PluginFieldCollection([])
+    layout = np.array([w_layout], dtype=np.int32)
+    fields = trt.PluginFieldCollection([trt.PluginField("w_layout", layout, trt.PluginFieldType.INT32)])
     plugin = creator.create_plugin(name, fields)
     layer = network.add_plugin_v2([x, w], plugin)
     layer.name = name
-    _keep_alive.append((fields, plugin))
+    _keep_alive.append((layout, fields, plugin))
     return layer
 
 

@@ -7,12 +7,19 @@
 //
 // Inputs (linear layout; T = half, float, or bf16 where TensorRT has it; x and w of one type):
 //   0 x   T  (..., K)   activations, any rank >= 1; M = product of the leading dims
-//   1 w   T  (K, N)     row-major, as the exporter stores a Linear's weight (transposed, in x out)
+//   1 w   T  (K, N)     row-major, as the exporter stores a Linear's weight (in x out; field w_layout = 0), or
+//            (N, K)     PyTorch's nn.Linear layout (out x in; w_layout = 1)
 // Output:
 //   0 y   T  (..., N)   float32 accumulation, rounded to T
+// Field: w_layout (int32, 0 or 1; 0 when absent), serialized as 4 bytes (engines from before it: 0 bytes, read as 0).
 //
-// cuBLASLt is column-major: y^T (N x M) = w^T (N x K) . x^T (K x M), i.e. A = w viewed as N x K with
-// leading dimension N, B = x viewed as K x M with leading dimension K, no transposes.
+// cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
+// K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
+// dimension K, transposed.
+// Decode GEMV: with w_layout 1, fp16, M <= kGemvMaxRows, K a multiple of 8 and 16-byte aligned x and w, the plugin runs
+// its own kernel instead (one warp per output, 16-byte streaming loads of w; H200: llama-7b's fused decode step's
+// multiplies at 3.88 TB/s against cuBLAS's 3.60, scripts/h200/gemv_probe.cu). TRTLLM_KIT_GEMV=0 (read when the plugin
+// is created) keeps cuBLASLt.
 // Each plugin object caches one cuBLASLt plan (descriptors + heuristic's algorithm) per (M, alignment);
 // enqueue only launches, on the given stream, into TensorRT's workspace: capturable in a CUDA graph
 // once a plan for that M exists (the runner's uncaptured warm-up step makes it).
@@ -32,11 +39,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace
 {
@@ -48,6 +57,8 @@ constexpr size_t kWorkspaceBytes = size_t(32) << 20; // cuBLASLt's recommendatio
 // Diagnostics: cuBLASLt plans made so far in this process (a count that grows while a model decodes at one
 // batch size means plans are being remade every step: host time that an IProfiler charges to the layer).
 std::atomic<uint64_t> gPlansMade{0};
+// Diagnostics: multiplies run by the decode GEMV so far in this process (tests check which path ran).
+std::atomic<uint64_t> gGemvLaunches{0};
 
 cudaDataType_t cuda_type(nvinfer1::DataType t)
 {
@@ -87,6 +98,101 @@ uint32_t alignment_of(void const* p)
     return align;
 }
 
+constexpr int kGemvMaxRows = 4;
+constexpr int kGemvThreads = 256; // 8 warps, one output each
+constexpr int kGemvUnroll = 4;    // 16-byte loads of w in flight per thread
+
+// y (M x N) = x (M x K) . w^T, w (N x K) row-major, fp16 in and out, float accumulation. One warp per output n: its
+// lanes stream w's row n in 16-byte vectors (evict-first: read once per step) and multiply them by every row of x,
+// staged in shared memory (M x K halves); a warp-shuffle sum per row of x.
+template <int M>
+__global__ void gemv_out_x_in(__half const* __restrict__ w, __half const* __restrict__ x, __half* __restrict__ y,
+    int K, int N)
+{
+    extern __shared__ uint4 xs[];
+    int const kv = K / 8; // 16-byte vectors per row
+    for (int i = threadIdx.x; i < M * kv; i += blockDim.x)
+        xs[i] = reinterpret_cast<uint4 const*>(x)[i];
+    __syncthreads();
+    int const lane = threadIdx.x & 31;
+    int const n = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (n >= N)
+        return;
+    uint4 const* row = reinterpret_cast<uint4 const*>(w) + size_t(n) * kv;
+    float acc[M] = {};
+    for (int base = lane; base < kv; base += 32 * kGemvUnroll)
+    {
+        uint4 wv[kGemvUnroll];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u)
+            wv[u] = base + u * 32 < kv ? __ldcs(row + base + u * 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u)
+        {
+            int const i = base + u * 32;
+            if (i >= kv)
+                break;
+            __half2 const* wh = reinterpret_cast<__half2 const*>(&wv[u]);
+#pragma unroll
+            for (int m = 0; m < M; ++m)
+            {
+                uint4 const xv = xs[m * kv + i];
+                __half2 const* xh = reinterpret_cast<__half2 const*>(&xv);
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                {
+                    float2 const a = __half22float2(wh[j]), b = __half22float2(xh[j]);
+                    acc[m] += a.x * b.x + a.y * b.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+    {
+        float v = acc[m];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0)
+            y[size_t(m) * N + n] = __float2half_rn(v);
+    }
+}
+
+template <int M>
+cudaError_t launch_gemv(void const* w, void const* x, void* y, int K, int N, cudaStream_t stream)
+{
+    size_t const smem = size_t(M) * K * sizeof(__half);
+    if (smem > 48 * 1024) // above the default: opt in once per process (not a stream operation)
+    {
+        static int const optin = [] {
+            int device = 0, most = 0;
+            cudaGetDevice(&device);
+            cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+            cudaFuncSetAttribute(gemv_out_x_in<M>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+            return most;
+        }();
+        if (smem > size_t(optin))
+            return cudaErrorInvalidValue;
+    }
+    int const warps = kGemvThreads / 32;
+    gemv_out_x_in<M><<<(N + warps - 1) / warps, kGemvThreads, smem, stream>>>(static_cast<__half const*>(w),
+        static_cast<__half const*>(x), static_cast<__half*>(y), K, N);
+    return cudaGetLastError();
+}
+
+cudaError_t gemv(int64_t M, void const* w, void const* x, void* y, int64_t K, int64_t N, cudaStream_t stream)
+{
+    switch (M)
+    {
+    case 1: return launch_gemv<1>(w, x, y, int(K), int(N), stream);
+    case 2: return launch_gemv<2>(w, x, y, int(K), int(N), stream);
+    case 3: return launch_gemv<3>(w, x, y, int(K), int(N), stream);
+    case 4: return launch_gemv<4>(w, x, y, int(K), int(N), stream);
+    default: return cudaErrorInvalidValue;
+    }
+}
+
 class GemmPlan
 {
 public:
@@ -106,10 +212,12 @@ public:
     }
 
     // Descriptors and the heuristic's first algorithm; an empty string when ready, else why not.
-    std::string make(cublasLtHandle_t lt, nvinfer1::DataType type, int64_t M, int64_t N, int64_t K, uint32_t align)
+    std::string make(cublasLtHandle_t lt, nvinfer1::DataType type, int64_t M, int64_t N, int64_t K, uint32_t align,
+        int32_t layout)
     {
         cudaDataType_t const dt = cuda_type(type);
         cublasOperation_t const opN = CUBLAS_OP_N;
+        cublasOperation_t const opA = layout == 1 ? CUBLAS_OP_T : CUBLAS_OP_N;
         cublasLtMatmulPreference_t pref = nullptr;
         std::string err;
         auto check = [&](cublasStatus_t s, char const* what) {
@@ -120,11 +228,13 @@ public:
         check(cublasLtMatmulDescCreate(&mOp, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
         if (err.empty())
         {
-            check(cublasLtMatmulDescSetAttribute(mOp, CUBLASLT_MATMUL_DESC_TRANSA, &opN, sizeof(opN)), "TRANSA");
+            check(cublasLtMatmulDescSetAttribute(mOp, CUBLASLT_MATMUL_DESC_TRANSA, &opA, sizeof(opA)), "TRANSA");
             check(cublasLtMatmulDescSetAttribute(mOp, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof(opN)), "TRANSB");
         }
         if (err.empty())
-            check(cublasLtMatrixLayoutCreate(&mA, dt, uint64_t(N), uint64_t(K), N), "layout of w");
+            check(layout == 1 ? cublasLtMatrixLayoutCreate(&mA, dt, uint64_t(K), uint64_t(N), K)
+                              : cublasLtMatrixLayoutCreate(&mA, dt, uint64_t(N), uint64_t(K), N),
+                "layout of w");
         if (err.empty())
             check(cublasLtMatrixLayoutCreate(&mB, dt, uint64_t(K), uint64_t(M), K), "layout of x");
         if (err.empty())
@@ -175,7 +285,11 @@ private:
 class GemmPlugin final : public nvinfer1::IPluginV2DynamicExt
 {
 public:
-    GemmPlugin() = default;
+    explicit GemmPlugin(int32_t layout) : mLayout(layout)
+    {
+        char const* env = std::getenv("TRTLLM_KIT_GEMV");
+        mGemv = !(env && std::strcmp(env, "0") == 0);
+    }
     ~GemmPlugin() override { release(); }
 
     // IPluginV2
@@ -184,8 +298,8 @@ public:
     int32_t getNbOutputs() const noexcept override { return 1; }
     int32_t initialize() noexcept override { return 0; }
     void terminate() noexcept override { release(); }
-    size_t getSerializationSize() const noexcept override { return 0; }
-    void serialize(void* /*buffer*/) const noexcept override {}
+    size_t getSerializationSize() const noexcept override { return sizeof(int32_t); }
+    void serialize(void* buffer) const noexcept override { std::memcpy(buffer, &mLayout, sizeof(int32_t)); }
     void destroy() noexcept override { delete this; }
     void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
     char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
@@ -200,7 +314,7 @@ public:
     // IPluginV2DynamicExt
     nvinfer1::IPluginV2DynamicExt* clone() const noexcept override
     {
-        auto* p = new (std::nothrow) GemmPlugin();
+        auto* p = new (std::nothrow) GemmPlugin(mLayout);
         if (p)
             p->setPluginNamespace(mNamespace.c_str());
         return p;
@@ -211,7 +325,7 @@ public:
     {
         nvinfer1::DimsExprs out = inputs[0];
         if (nbInputs == 2 && out.nbDims >= 1 && inputs[1].nbDims == 2)
-            out.d[out.nbDims - 1] = inputs[1].d[1];
+            out.d[out.nbDims - 1] = inputs[1].d[mLayout == 1 ? 0 : 1];
         return out;
     }
 
@@ -236,9 +350,11 @@ public:
             mConfigError = "x must have rank >= 1 and w rank 2";
         else
         {
-            int32_t const k = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1], kw = in[1].desc.dims.d[0];
+            int32_t const k = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
+            int32_t const kw = in[1].desc.dims.d[mLayout == 1 ? 1 : 0];
             if (k >= 0 && kw >= 0 && k != kw)
-                mConfigError = "x's last dim " + std::to_string(k) + " differs from w's rows " + std::to_string(kw);
+                mConfigError = "x's last dim " + std::to_string(k) + " differs from w's " + (mLayout == 1 ? "columns " : "rows ")
+                    + std::to_string(kw);
         }
         if (!mConfigError.empty())
             trtllm_kit::plugin_error(kGemmName, "%s", mConfigError.c_str());
@@ -266,13 +382,13 @@ public:
         }
         nvinfer1::Dims const& xd = inputDesc[0].dims;
         nvinfer1::Dims const& wd = inputDesc[1].dims;
-        int64_t const K = wd.d[0], N = wd.d[1];
+        int64_t const K = wd.d[mLayout == 1 ? 1 : 0], N = wd.d[mLayout == 1 ? 0 : 1];
         int64_t M = 1;
         for (int32_t i = 0; i + 1 < xd.nbDims; ++i)
             M *= xd.d[i];
         if (xd.d[xd.nbDims - 1] != K)
         {
-            trtllm_kit::plugin_error(kGemmName, "x's last dim %d differs from w's rows %lld", int(xd.d[xd.nbDims - 1]), (long long) K);
+            trtllm_kit::plugin_error(kGemmName, "x's last dim %d differs from w's K %lld", int(xd.d[xd.nbDims - 1]), (long long) K);
             return 1;
         }
         if (M == 0 || N == 0)
@@ -300,6 +416,32 @@ public:
             y = ws;
             ws += round_up(size_t(M * N) * elem);
         }
+        auto copyOut = [&]() {
+            if (stageY
+                && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
+            {
+                trtllm_kit::plugin_error(kGemmName, "copying y out failed");
+                return 1;
+            }
+            return 0;
+        };
+        if (mGemv && mLayout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && M <= kGemvMaxRows && K % 8 == 0
+            && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
+        {
+            cudaError_t const e = gemv(M, inputs[1], x, y, K, N, stream);
+            if (e == cudaSuccess)
+            {
+                gGemvLaunches.fetch_add(1, std::memory_order_relaxed);
+                return copyOut();
+            }
+            if (e != cudaErrorInvalidValue)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
+                    (long long) N, (long long) K, cudaGetErrorString(e));
+                return 1;
+            }
+            // x too large for shared memory: cuBLASLt below
+        }
         uint32_t align = alignment_of(x);
         for (void const* p : {inputs[1], static_cast<void const*>(y), static_cast<void const*>(ws)})
             align = std::min(align, alignment_of(p));
@@ -317,7 +459,7 @@ public:
             if (it == mPlans.end())
             {
                 auto fresh = new (std::nothrow) GemmPlan();
-                std::string const err = fresh ? fresh->make(mLt, inputDesc[0].type, M, N, K, align) : "out of memory";
+                std::string const err = fresh ? fresh->make(mLt, inputDesc[0].type, M, N, K, align, mLayout) : "out of memory";
                 if (!err.empty())
                 {
                     delete fresh;
@@ -336,13 +478,7 @@ public:
                 (long long) K, int(s));
             return 1;
         }
-        if (stageY
-            && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
-        {
-            trtllm_kit::plugin_error(kGemmName, "copying y out failed");
-            return 1;
-        }
-        return 0;
+        return copyOut();
     }
 
 private:
@@ -359,6 +495,8 @@ private:
         mLt = nullptr;
     }
 
+    int32_t mLayout = 0; // 0: w (K, N); 1: w (N, K)
+    bool mGemv = true;   // the decode GEMV where it applies (TRTLLM_KIT_GEMV=0: cuBLASLt only)
     std::string mNamespace;
     std::string mConfigError;
     std::mutex mMutex;
@@ -371,41 +509,60 @@ class GemmCreator final : public nvinfer1::IPluginCreator
 public:
     GemmCreator()
     {
-        mFieldCollection.nbFields = 0;
-        mFieldCollection.fields = nullptr;
+        mFields.emplace_back("w_layout", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
+        mFieldCollection.nbFields = int32_t(mFields.size());
+        mFieldCollection.fields = mFields.data();
     }
 
     char const* getPluginName() const noexcept override { return kGemmName; }
     char const* getPluginVersion() const noexcept override { return kGemmVersion; }
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override { return &mFieldCollection; }
 
-    nvinfer1::IPluginV2* createPlugin(char const* /*name*/, nvinfer1::PluginFieldCollection const* /*fc*/) noexcept override
+    nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override
     {
-        return make();
-    }
-
-    nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* /*data*/, size_t length) noexcept override
-    {
-        if (length != 0)
+        int32_t layout = 0;
+        for (int32_t i = 0; fc && i < fc->nbFields; ++i)
         {
-            trtllm_kit::plugin_error(kGemmName, "%s: serialized plugin has %zu bytes, expected 0", name ? name : "", length);
+            nvinfer1::PluginField const& f = fc->fields[i];
+            if (f.name && std::strcmp(f.name, "w_layout") == 0 && f.type == nvinfer1::PluginFieldType::kINT32
+                && f.length == 1 && f.data)
+                layout = *static_cast<int32_t const*>(f.data);
+        }
+        if (layout != 0 && layout != 1)
+        {
+            trtllm_kit::plugin_error(kGemmName, "%s: w_layout is %d, expected 0 (K x N) or 1 (N x K)", name ? name : "", int(layout));
             return nullptr;
         }
-        return make();
+        return make(layout);
+    }
+
+    nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
+    {
+        int32_t layout = 0; // engines from before the field serialized nothing
+        if (length == sizeof(int32_t))
+            std::memcpy(&layout, data, sizeof(int32_t));
+        if ((length != 0 && length != sizeof(int32_t)) || (layout != 0 && layout != 1))
+        {
+            trtllm_kit::plugin_error(kGemmName, "%s: serialized plugin has %zu bytes (w_layout %d), expected 4 (0 or 1)",
+                name ? name : "", length, int(layout));
+            return nullptr;
+        }
+        return make(layout);
     }
 
     void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
     char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
 
 private:
-    nvinfer1::IPluginV2* make() const noexcept
+    nvinfer1::IPluginV2* make(int32_t layout) const noexcept
     {
-        auto* p = new (std::nothrow) GemmPlugin();
+        auto* p = new (std::nothrow) GemmPlugin(layout);
         if (p)
             p->setPluginNamespace(mNamespace.c_str());
         return p;
     }
 
+    std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
     std::string mNamespace;
 };
@@ -423,4 +580,9 @@ extern "C" size_t trtllmKitGemmCublasLtVersion()
 extern "C" uint64_t trtllmKitGemmPlansMade()
 {
     return gPlansMade.load(std::memory_order_relaxed);
+}
+
+extern "C" uint64_t trtllmKitGemvLaunches()
+{
+    return gGemvLaunches.load(std::memory_order_relaxed);
 }
