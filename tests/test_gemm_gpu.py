@@ -212,6 +212,7 @@ def test_gemm_out_x_in_and_its_decode_gemv(gemm_plugin, K, N, monkeypatch):
                 y.fill_(float("nan"))
                 x2 = torch.randn_like(x)
                 x.copy_(x2)
+                stream.wait_stream(torch.cuda.current_stream())  # x was refilled on the current stream
                 eng.launch(stream)  # the graph's replays above wrote y from the old x; check the new one plainly
                 stream.synchronize()
                 _check(f"K={K} N={N} B={B} after graph gemv={gemv}", y, x, w)
