@@ -459,7 +459,7 @@ def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indic
 
 def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0):
     """Add one ``TrtllmKitGemm`` layer: ``y = x @ w`` (``w_layout`` 0) or ``y = x @ w.T`` (1), float32 accumulation;
-    cuBLASLt, or at decode (fp16, at most 4 rows, w_layout 1) the plugin's own GEMV.
+    cuBLASLt, or at batch-1 decode (fp16, one row, ``w_layout`` 1, K a multiple of 8) the plugin's own GEMV.
 
     Args:
         trt_module: the imported ``tensorrt`` module (the library loaded with ``gemm=True``).

@@ -16,10 +16,11 @@
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
 // dimension K, transposed.
-// Decode GEMV: with w_layout 1, fp16, M <= kGemvMaxRows, K a multiple of 8 and 16-byte aligned x and w, the plugin runs
-// its own kernel instead (one warp per output, 16-byte streaming loads of w; H200: llama-7b's fused decode step's
-// multiplies at 3.88 TB/s against cuBLAS's 3.60, scripts/h200/gemv_probe.cu). TRTLLM_KIT_GEMV=0 (read when the plugin
-// is created) keeps cuBLASLt.
+// Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and 16-byte aligned x and w,
+// the plugin runs its own kernel instead (one warp per output, 16-byte streaming loads of w; H200: llama-7b's fused
+// decode step's multiplies at 3.88 TB/s against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's
+// batch-1 step 4.21 ms against 4.47 with cuBLASLt, eighth session). TRTLLM_KIT_GEMV=0 (read when the plugin is created)
+// keeps cuBLASLt.
 // Each plugin object caches one cuBLASLt plan (descriptors + heuristic's algorithm) per (M, alignment);
 // enqueue only launches, on the given stream, into TensorRT's workspace: capturable in a CUDA graph
 // once a plan for that M exists (the runner's uncaptured warm-up step makes it).
@@ -98,7 +99,8 @@ uint32_t alignment_of(void const* p)
     return align;
 }
 
-constexpr int kGemvMaxRows = 4;
+// One row only: at 2-4 rows it ran 0-70% slower than cuBLASLt per weight (H200, tests/test_gemm_gpu.py, eighth session).
+constexpr int kGemvMaxRows = 1;
 constexpr int kGemvThreads = 256; // 8 warps, one output each
 constexpr int kGemvUnroll = 4;    // 16-byte loads of w in flight per thread
 
@@ -183,14 +185,8 @@ cudaError_t launch_gemv(void const* w, void const* x, void* y, int K, int N, cud
 
 cudaError_t gemv(int64_t M, void const* w, void const* x, void* y, int64_t K, int64_t N, cudaStream_t stream)
 {
-    switch (M)
-    {
-    case 1: return launch_gemv<1>(w, x, y, int(K), int(N), stream);
-    case 2: return launch_gemv<2>(w, x, y, int(K), int(N), stream);
-    case 3: return launch_gemv<3>(w, x, y, int(K), int(N), stream);
-    case 4: return launch_gemv<4>(w, x, y, int(K), int(N), stream);
-    default: return cudaErrorInvalidValue;
-    }
+    static_assert(kGemvMaxRows == 1, "instantiate launch_gemv for each row count allowed");
+    return M == 1 ? launch_gemv<1>(w, x, y, int(K), int(N), stream) : cudaErrorInvalidValue;
 }
 
 class GemmPlan
