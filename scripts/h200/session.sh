@@ -92,6 +92,7 @@
 #   day15                 the same session's second lease, branch wip/gemv-nk (the GEMM plugin's weights stored out x
 #                         in, its decode GEMV for <= 4 rows): GPU 0 the GEMM tests and the tiny plugin engines vs eager;
 #                         GPU 1 the three 7B plugin engines, llama-7b also with TRTLLM_KIT_GEMV=0 (same engine)
+#   day15b                third lease, branch wip/align-layout: LLM-Pruner again, its unaligned down projection in x out
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -310,6 +311,10 @@ case "${1:-status}" in
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f"
     # the decode GEMV off (cuBLASLt with the same out-x-in weights): the same engine as b's, timed after it
     bg ng "while [ ! -f $E/llama-7b/engine.json ] && [ \$SECONDS -lt 900 ]; do sleep 5; done; sleep 60; CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV=0 $B --models llama-7b $G --breakdown llama-7b --out /root/results/nogemv" ;;
+  day15b)  # the same session's third lease (nvidia-h200), branch wip/align-layout: LLM-Pruner with its down projection
+    # kept in x out (rows of 14,312 bytes out x in), the sweep as day15's f
+    python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --models llama-7b-llmpruner \
+      --kv-modes plugin --gemm plugin --cuda-graph --out /root/results/h200-trt86/f 2>&1 | grep -v "still" | tail -8 ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
