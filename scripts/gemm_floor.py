@@ -4,8 +4,8 @@
 Every weight multiply of one decode step of a preset (q/k/v/o, gate/up/down per block, the LM head), each with its
 own random fp16 weight (so nothing is served from L2, as in a real step), captured back to back in one CUDA graph
 and replayed; CUDA events around the replays. Two weight layouts:
-  kn: w stored (in x out), y = x @ w   (what the exporter writes and the TrtllmKitGemm plugin multiplies)
-  nk: w stored (out x in), y = x @ w.T (PyTorch's nn.Linear layout)
+  kn: w stored (in x out), y = x @ w   (what the exporter writes)
+  nk: w stored (out x in), y = x @ w.T (PyTorch's nn.Linear layout; what the TrtllmKitGemm plugin's inputs hold)
 and, with --fused, q/k/v and gate/up as one multiply each (the wip/fuse-proj rewrite). The floor is the weight
 bytes over 4.8 TB/s (the H200's HBM3e peak, NVIDIA's H200 datasheet).
 Usage: python scripts/gemm_floor.py [--model llama-7b] [--batches 1 16] [--replays 20] [--json PATH]

@@ -187,6 +187,11 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         out = tmp_path / "eng"
         assert_one_line_error(cli("build", *args, "--out", str(out)), needle)
         assert not out.exists()
+    # where the flavour cannot use the plugin library at all (TensorRT-RTX), the fix offered is not a layout
+    for option in ("norm", "rope"):
+        proc = cli("build", onnx_dir, f"--{option}", "plugin", "--out", str(tmp_path / "eng"))
+        assert_one_line_error(proc, f"use --{option} auto or trt: the toolkit's plugin library cannot be used here")
+        assert "--kv-mode plugin, or" not in proc.stderr and "use --kv-mode" not in proc.stderr
     proc = cli("build", onnx_dir, "--flavor", "nope")
     assert proc.returncode != 0 and "nope" in proc.stderr
     # an option that can never work is named before anything else is looked at: not "pass --force" for an
@@ -668,6 +673,35 @@ def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_p
         else:
             want = np.concatenate([np.asarray(original[m]).T for m in members], axis=0)
         assert list(stored[key].shape) == shape == list(want.shape) and np.array_equal(stored[key], want), key
+
+
+def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, monkeypatch):
+    """An engine whose weight inputs were fused or stored out x in (the GEMM plugin's defaults; the A/B knobs force
+    them here) is not reused by a build that would store them otherwise: a server would bind other tensors. Engines
+    from before these were recorded read as in x out, fused when they have fused groups. A knob's unknown value is
+    one line before any work."""
+    from trtllm_kit.engine.manifest import EngineManifest
+
+    monkeypatch.setenv("TRTLLM_KIT_FUSE", "1")
+    monkeypatch.setenv("TRTLLM_KIT_GEMM_LAYOUT", "out_x_in")
+    eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "e", opts(weights="inputs"), progress=False)
+    m = EngineManifest.load(eng.out_dir)
+    assert m.weight_choices() == ("on", "out_x_in")
+    same = (m.build, m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
+    assert m.differences(*same) == []
+    monkeypatch.delenv("TRTLLM_KIT_FUSE")
+    monkeypatch.delenv("TRTLLM_KIT_GEMM_LAYOUT")  # TensorRT's multiplies (RTX): neither by default
+    assert m.differences(*same) == ["weight_fusion on -> off", "weight_layout out_x_in -> in_x_out"]
+    monkeypatch.setenv("TRTLLM_KIT_FUSE", "qkv")
+    monkeypatch.setenv("TRTLLM_KIT_GEMM_LAYOUT", "out_x_in")
+    assert m.differences(*same) == ["weight_fusion on -> qkv"]
+    old = m.model_copy(update={"builder_settings": {"fused_weight_groups": 4}})  # recorded before the fields
+    assert old.weight_choices() == ("on", "in_x_out")
+    monkeypatch.setenv("TRTLLM_KIT_FUSE", "true")
+    out = tmp_path / "e2"
+    assert_one_line_error(cli("build", str(tiny_exports["tiny-llama"]), "--weights", "inputs", "--out", str(out)),
+                          "TRTLLM_KIT_FUSE=true is not one of 1, 0, qkv")
+    assert not out.exists()
 
 
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the

@@ -1,7 +1,5 @@
 """GPU tests: run on the device machine (`pytest -m gpu`); skipped where CUDA is missing."""
 
-import os
-
 import pytest
 import torch
 
@@ -114,8 +112,8 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
             n = 7 * art.spec.num_layers + (1 if art.spec.tie_word_embeddings else 2)
             tensors = eng.manifest.weight_inputs.tensors
             assert sum(len(k.split(FUSED_SEP)) for k in tensors) == n
-            if eng.manifest.gemm_used == "plugin" and os.environ.get("TRTLLM_KIT_FUSE") != "0":
-                assert sum(FUSED_SEP in k for k in tensors) == 2 * art.spec.num_layers  # q+k+v, gate+up
+            groups = {"on": 2, "qkv": 1, "off": 0}[eng.manifest.weight_choices()[0]]  # q+k+v, gate+up
+            assert sum(FUSED_SEP in k for k in tensors) == groups * art.spec.num_layers
         for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine

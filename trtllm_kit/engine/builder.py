@@ -138,9 +138,18 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
         norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
         rope = resolve_rope(options, layout.name, notes=notes)
     except ToolkitError as e:
+        hint = e.hint
+        option = next((o for o, h in CONFLICT_HINTS.items() if h == hint), None)
+        if option is not None:  # a static hint may name layouts this flavour cannot build with the plugin at all
+            from trtllm_kit.engine.kv_layouts import plugin_library_unavailable
+
+            reason = plugin_library_unavailable(flavor, options)
+            if reason is not None:
+                hint = f"use --{option} auto or trt: the toolkit's plugin library cannot be used here ({reason})"
+        message = e.message
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
-            raise ToolkitError(f"{e.message} (--kv-mode auto chose the {layout.name} layout here)", e.hint) from None
-        raise
+            message = f"{message} (--kv-mode auto chose the {layout.name} layout here)"
+        raise ToolkitError(message, hint) from None
     return layout, gemm, norm, rope
 
 
@@ -220,6 +229,10 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
     notes: list[str] = []  # the choices and auto's reasons, logged once the plugin options fit the layout
     layout, gemm, norm, rope = resolve_choices(options, flavor, notes)
+    if options.weights == "inputs":
+        from trtllm_kit.engine.weights import weight_input_choices
+
+        weight_input_choices(gemm)  # a bad knob value is one line before any work
     for note in notes:
         log.info("%s", note)
     profiles = layout.profiles(limits, options.profiles)
@@ -241,23 +254,15 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
                                  gemm=gemm, norm=norm, rope=rope, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
-            weights, fused, out_x_in = {}, 0, False
+            weights, fused, fusion, out_x_in = {}, 0, "off", False
             if options.weights == "inputs":
-                from trtllm_kit.engine.weights import weights_to_inputs
+                from trtllm_kit.engine.weights import FUSED_SEP, weight_input_choices, weights_to_inputs
 
-                import os
-
-                # one multiply per activation where the GEMM plugin multiplies; TRTLLM_KIT_FUSE=0/1/qkv: off, on,
-                # q/k/v only (not gate/up), whatever the GEMM
-                env = os.environ.get("TRTLLM_KIT_FUSE")
-                fuse = {"1": True, "0": False, "qkv": "qkv"}.get(env, ctx.gemm == "plugin")
-                # the GEMM plugin's weights stored out x in (its decode GEMV's layout); TRTLLM_KIT_GEMM_LAYOUT=in_x_out
-                # keeps the exporter's (K, N), =out_x_in stores them so whatever the GEMM
-                env = os.environ.get("TRTLLM_KIT_GEMM_LAYOUT")
-                out_x_in = {"out_x_in": True, "in_x_out": False}.get(env, ctx.gemm == "plugin")
+                # one multiply per activation, the weights stored out x in: where the GEMM plugin multiplies
+                fusion, layout_choice = weight_input_choices(ctx.gemm)
+                fuse = {"on": True, "off": False, "qkv": "qkv"}[fusion]
+                out_x_in = layout_choice == "out_x_in"
                 weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse, out_x_in=out_x_in)
-                from trtllm_kit.engine.weights import FUSED_SEP
-
                 fused = sum(FUSED_SEP in k for k in weights)
                 if fuse:
                     log.info("%s: %d groups of weight multiplies fused into one each (TRTLLM_KIT_FUSE=0: none)", what,
@@ -270,6 +275,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
             settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"
             if options.weights == "inputs":
+                settings["weight_fusion"] = fusion
                 settings["fused_weight_groups"] = fused
                 settings["weight_layout"] = "out_x_in" if out_x_in else "in_x_out"
             if settings:

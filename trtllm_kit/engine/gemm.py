@@ -142,7 +142,9 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
     A weight counts when the multiply's second operand (no transpose flags) is such an input seen through
     layers that keep its values: a Cast or Identity (TensorRT 8.6 widens fp16 initializers to fp32, so
     ``weights_to_inputs`` casts the fp16 input back), a Shuffle that only adds leading 1s (the parser's
-    broadcast to the activation's rank) and at most one Shuffle that transposes a matrix.
+    broadcast to the activation's rank) and at most one transpose that ``weights_to_inputs`` inserted (named
+    ``<input>.in_x_out``; the exporter's own, e.g. a tied LM head's ``Transpose(embed_tokens)``, is not taken: that
+    path has not run on a GPU).
     """
     index = index or NetworkIndex(network)
     passthrough = {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
@@ -178,7 +180,10 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
 
 
 def _transposes_a_matrix(trt, layer) -> bool:
-    """A Shuffle whose output is its 2-D input transposed, nothing else (``weights_to_inputs``' out-x-in view)."""
+    """``weights_to_inputs``' out-x-in view: a Shuffle named ``<input>.in_x_out`` whose output is its 2-D input
+    transposed, nothing else."""
+    if not layer.name.endswith(".in_x_out"):
+        return False
     layer.__class__ = trt.IShuffleLayer
     src, dst = tuple(layer.get_input(0).shape), tuple(layer.get_output(0).shape)
     perm1, perm2 = layer.first_transpose, layer.second_transpose

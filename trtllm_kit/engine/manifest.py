@@ -241,6 +241,14 @@ class EngineManifest(Manifest):
             used, wanted = self.plugin_used(what), self._wanted(what, want)
             if used != wanted:
                 out.append(f"{what} {used} -> {wanted}")
+        if self.weight_inputs is not None and not out:  # the weights' fusion and layout follow the GEMM choice
+            from trtllm_kit.engine.weights import weight_input_choices
+
+            fusion, layout = weight_input_choices(self.plugin_used("gemm"))
+            had = self.weight_choices()
+            if had != (fusion, layout):
+                out += [f"weight_{k} {a} -> {b}" for k, a, b in zip(("fusion", "layout"), had, (fusion, layout))
+                        if a != b]
         plugin = self.kv_layout.plugin
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256
@@ -251,6 +259,13 @@ class EngineManifest(Manifest):
             if self.kv_layout.rewrite != PLUGIN_REWRITE:
                 out.append(f"plugin rewrite {self.kv_layout.rewrite} -> {PLUGIN_REWRITE}")
         return out
+
+    def weight_choices(self) -> tuple[str, str]:
+        """(fusion, layout) of the weight inputs as built (``weight_input_choices``); engines from before these
+        were recorded: fused when ``fused_weight_groups`` > 0, and stored in x out."""
+        bs = self.builder_settings
+        fusion = bs.get("weight_fusion") or ("on" if bs.get("fused_weight_groups") else "off")
+        return str(fusion), str(bs.get("weight_layout", "in_x_out"))
 
     def plugin_used(self, what: str) -> str:
         """``"plugin"`` when the engine's ``what`` (``"gemm"``: the weight multiplies, ``"norm"``: the RMSNorms,

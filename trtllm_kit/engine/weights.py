@@ -1,7 +1,9 @@
 """Weights as engine inputs (``--weights inputs``): the weight matrices leave the plan and become network
 inputs with fixed shapes, stored beside the engine in ``weights.safetensors`` and bound once per execution
 context. The safetensors keys are the engine's input names (the ONNX initializer names), so a server binds
-them without this toolkit (``engines/README.md``); engines built from one export can share one copy.
+them without this toolkit (``engines/README.md``); engines whose ``weight_inputs.sha256`` agree can share one copy
+(with the GEMM plugin the multiplied weights are stored out x in under the same names: compare the files, not the
+names).
 
 Why: on TensorRT 8.6 the single Myelin graph that takes a LLaMA network spends its compile time on the
 constant weights it sees. H200, llama-7b cut to 2 blocks, decode profile (``scripts/probe_trt_build.py``,
@@ -62,6 +64,35 @@ class WeightInputsRecord(Record):
         return path
 
 
+# Build knobs for A/Bs (environment variables, value -> setting): the fusion of one activation's projections and the
+# GEMM plugin's weight layout. Unset: both on with the GEMM plugin. Engines record what they used
+# (``builder_settings.weight_fusion``/``weight_layout``), and reuse compares it (``EngineManifest.differences``).
+FUSE_ENV, LAYOUT_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT"
+_KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"}}
+
+
+def weight_input_choices(gemm: str) -> tuple[str, str]:
+    """What a ``--weights inputs`` build does with the weights given who multiplies them (``gemm``: ``"plugin"`` or
+    ``"trt"``): (fusion ``"on"``/``"off"``/``"qkv"`` (q/k/v only), layout ``"out_x_in"``/``"in_x_out"``). Both on with
+    the GEMM plugin, whose decode GEMV wants (N, K) rows; ``TRTLLM_KIT_FUSE=0/1/qkv`` and
+    ``TRTLLM_KIT_GEMM_LAYOUT=in_x_out/out_x_in`` override them.
+
+    Raises:
+        ToolkitError: another value of either variable.
+    """
+    import os
+
+    default = {FUSE_ENV: "on" if gemm == "plugin" else "off",
+               LAYOUT_ENV: "out_x_in" if gemm == "plugin" else "in_x_out"}
+    chosen = {}
+    for env, values in _KNOBS.items():
+        value = os.environ.get(env)
+        if value is not None and value not in values:
+            raise ToolkitError(f"{env}={value} is not one of {', '.join(values)}", f"unset {env} or use one of those")
+        chosen[env] = values[value] if value is not None else default[env]
+    return chosen[FUSE_ENV], chosen[LAYOUT_ENV]
+
+
 def is_weight_matrix(name: str, shape) -> bool:
     """A model parameter matrix as the exporter names them (``model.layers.3.mlp.up_proj.weight``,
     ``model.embed_tokens.weight``, ``lm_head.weight``): the bytes of a LLaMA. Norm scales (1-D), rotary
@@ -118,6 +149,12 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
                                "export with --dtype fp16 or fp32, or build with --weights engine")
         picked.append((name, layer, out, shape))
     values = onnx_initializers(onnx_path, [name for name, *_ in picked])
+    for name, layer, out, shape in picked:  # every weight, fused or not, is what the parser saw
+        a = values[name]
+        widened = a.dtype.name == "float16" and out.dtype == trt.float32  # TensorRT 8.6's parser widens fp16 weights
+        if tuple(a.shape) != shape or (a.dtype.name != floats[out.dtype] and not widened):
+            raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
+                               f"{list(shape)} in the parsed network", "build with --weights engine")
     arrays = {}
     if fuse:
         arrays.update(fuse_projections(trt, network, index, picked, values, least=3 if fuse == "qkv" else 2,
@@ -126,10 +163,7 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
         picked = [p for p in picked if p[0] not in fused]
     for name, layer, out, shape in picked:
         a = values[name]
-        widened = a.dtype.name == "float16" and out.dtype == trt.float32  # TensorRT 8.6's parser widens fp16 weights
-        if tuple(a.shape) != shape or (a.dtype.name != floats[out.dtype] and not widened):
-            raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
-                               f"{list(shape)} in the parsed network", "build with --weights engine")
+        widened = a.dtype.name == "float16" and out.dtype == trt.float32
         readers = index.consumers.get(out.name, [])  # keyed by the name the index saw: look up before renaming
         transpose = out_x_in and _matmul_reading(trt, index, out) is not None
         out.name = f"{name}.constant"

@@ -16,7 +16,8 @@
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
 // dimension K, transposed.
-// Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and 16-byte aligned x and w,
+// Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and at most 24576 (x in 48 KB
+// of shared memory) and 16-byte aligned x and w,
 // the plugin runs its own kernel instead (one warp per output, 16-byte streaming loads of w; H200: llama-7b's fused
 // decode step's multiplies at 3.88 TB/s against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's
 // batch-1 step 4.21 ms against 4.47 with cuBLASLt, eighth session). TRTLLM_KIT_GEMV=0 (read when the plugin is created)
@@ -164,23 +165,18 @@ __global__ void gemv_out_x_in(__half const* __restrict__ w, __half const* __rest
 template <int M>
 cudaError_t launch_gemv(void const* w, void const* x, void* y, int K, int N, cudaStream_t stream)
 {
-    size_t const smem = size_t(M) * K * sizeof(__half);
-    if (smem > 48 * 1024) // above the default: opt in once per process (not a stream operation)
-    {
-        static int const optin = [] {
-            int device = 0, most = 0;
-            cudaGetDevice(&device);
-            cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-            cudaFuncSetAttribute(gemv_out_x_in<M>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
-            return most;
-        }();
-        if (smem > size_t(optin))
-            return cudaErrorInvalidValue;
-    }
+    size_t const smem = size_t(M) * K * sizeof(__half); // x staged: within the 48 KB every kernel may take (gemv_fits)
     int const warps = kGemvThreads / 32;
     gemv_out_x_in<M><<<(N + warps - 1) / warps, kGemvThreads, smem, stream>>>(static_cast<__half const*>(w),
         static_cast<__half const*>(x), static_cast<__half*>(y), K, N);
     return cudaGetLastError();
+}
+
+// Whether the GEMV takes this multiply: x (M x K halves) must fit the 48 KB of shared memory a kernel gets without
+// opting in (K <= 24576 at one row; larger K, e.g. a 70B model's 28672-wide down projection, runs cuBLASLt).
+bool gemv_fits(int64_t M, int64_t K)
+{
+    return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && size_t(M) * size_t(K) * sizeof(__half) <= size_t(48) * 1024;
 }
 
 cudaError_t gemv(int64_t M, void const* w, void const* x, void* y, int64_t K, int64_t N, cudaStream_t stream)
@@ -421,22 +417,18 @@ public:
             }
             return 0;
         };
-        if (mGemv && mLayout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && M <= kGemvMaxRows && K % 8 == 0
+        if (mGemv && mLayout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K)
             && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
         {
             cudaError_t const e = gemv(M, inputs[1], x, y, K, N, stream);
-            if (e == cudaSuccess)
-            {
-                gGemvLaunches.fetch_add(1, std::memory_order_relaxed);
-                return copyOut();
-            }
-            if (e != cudaErrorInvalidValue)
+            if (e != cudaSuccess)
             {
                 trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
                     (long long) N, (long long) K, cudaGetErrorString(e));
                 return 1;
             }
-            // x too large for shared memory: cuBLASLt below
+            gGemvLaunches.fetch_add(1, std::memory_order_relaxed);
+            return copyOut();
         }
         uint32_t align = alignment_of(x);
         for (void const* p : {inputs[1], static_cast<void const*>(y), static_cast<void const*>(ws)})

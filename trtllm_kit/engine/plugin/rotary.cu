@@ -4,7 +4,7 @@
 // Inputs (linear layout; T = half or float, bf16 where TensorRT has it; C = any of those):
 //   0 q_lin  T  (B, S, nh * hd)   the q projection's output
 //   1 k_lin  T  (B, S, nkv * hd)  the k projection's output
-//   2 cos    C  (B, 1, S, hd)     per position (any shape of B * S * hd elements in that order)
+//   2 cos    C  (B, 1, S, hd)     per position, rank 4, B * S * hd values (checked at enqueue)
 //   3 sin    C  (B, 1, S, hd)
 // Outputs:
 //   0 q      T  (B, nh, S, hd)    rotated, then multiplied by scale (1/sqrt(hd) in the export)
@@ -15,8 +15,8 @@
 //   y = T(T(x * cos) + T(rotate_half(x) * sin)), rotate_half(x) = concat(-x[hd/2:], x[:hd/2]); q = T(y * T(scale)).
 // Why: the export's rotary is Reshape, Transpose, Split, Neg, Concat, Mul, Mul, Add (and a Mul by the scale for
 // q); TensorRT 8.6 at optimization level 0 (the plugin layout) runs it as about 7 kernels per block (H200,
-// llama-7b: ~1.0 of 8.0 ms per decode step profiled at batch 1). One block per (batch row, position); no
-// allocation, no synchronisation: capturable in a CUDA graph.
+// llama-7b: ~1.0 of 8.0 ms per decode step profiled at batch 1). A grid of (batch row x position) x chunks, one
+// element pair of one head per thread; no allocation, no synchronisation: capturable in a CUDA graph.
 
 #pragma nv_diag_suppress 1444
 #pragma nv_diag_suppress 1215
@@ -230,14 +230,18 @@ public:
             return 0;
         // the tables are read as one row per (batch, position): a feed whose position_ids do not match input_ids'
         // batch and length (which the exported ops would broadcast) must not be read past their end
-        int64_t tables = 1;
-        for (int32_t i = 0; i < inputDesc[2].dims.nbDims; ++i)
-            tables *= inputDesc[2].dims.d[i];
-        if (tables != rows * mF.head_dim || inputDesc[3].dims.d[0] != B || inputDesc[3].dims.d[2] != S)
+        for (int32_t t = 2; t <= 3; ++t)
         {
-            trtllm_kit::plugin_error(kRopeName, "cos/sin hold %lld values, not batch x seq x head_dim = %lld "
-                "(position_ids must have input_ids' shape)", (long long) tables, (long long) (rows * mF.head_dim));
-            return 1;
+            int64_t values = 1;
+            for (int32_t i = 0; i < inputDesc[t].dims.nbDims; ++i)
+                values *= inputDesc[t].dims.d[i];
+            if (values != rows * mF.head_dim || inputDesc[t].dims.d[0] != B || inputDesc[t].dims.d[2] != S)
+            {
+                trtllm_kit::plugin_error(kRopeName, "%s holds %lld values, not batch x seq x head_dim = %lld "
+                    "(position_ids must have input_ids' shape)", t == 2 ? "cos" : "sin", (long long) values,
+                    (long long) (rows * mF.head_dim));
+                return 1;
+            }
         }
         int64_t const chunks = (int64_t(mF.num_heads + mF.num_kv_heads) * (mF.head_dim / 2) + kThreads - 1) / kThreads;
         if (rows > 0x7fffffff || S > 0x7fffffff || chunks > 65535)
