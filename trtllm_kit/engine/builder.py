@@ -270,6 +270,13 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
             plugin = layout.finish_network(ctx, set(weights), plugin)
+            weight_record, weight_shapes = None, {k: tuple(a.shape) for k, a in weights.items()}
+            if weights:  # written before TensorRT builds, so the weights (in memory once transposed) are freed first
+                from trtllm_kit.engine.weights import save_weights
+
+                beat.phase("writing the weight inputs")
+                weight_record = save_weights(weights, tmp)
+                weights.clear()
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
@@ -287,8 +294,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 p = builder.create_optimization_profile()
                 for io in ios:
                     p.set_shape(io.name, *prof.shapes(io))
-                for name, a in weights.items():
-                    p.set_shape(name, a.shape, a.shape, a.shape)
+                for name, shape in weight_shapes.items():
+                    p.set_shape(name, shape, shape, shape)
                 config.add_optimization_profile(p)
             beat.phase("building the engine (TensorRT)")
             plan = builder.build_serialized_network(network, config)
@@ -311,13 +318,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 if logger.local_timing_cache:
                     cache_note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of "
                                    "it: the file only speeds up layers outside that graph")
-            weight_record = None
-            if weights:
-                from trtllm_kit.engine.weights import save_weights
-
-                beat.phase("writing the weight inputs")
-                weight_record = save_weights(weights, tmp)
-                weights.clear()
         (tmp / "build.log").write_text("\n".join(logger.lines) + "\n")
         manifest = EngineManifest(
             toolkit_version=__version__, flavor=flavor.name, trt_version=flavor.version,
