@@ -147,7 +147,6 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
     path has not run on a GPU).
     """
     index = index or NetworkIndex(network)
-    passthrough = {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
 
     def weight_input(t):
         transposed = 0
@@ -159,8 +158,7 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
                 return None
             if layer.type == trt.LayerType.SHUFFLE and not transposed and _transposes_a_matrix(trt, layer):
                 transposed = 1
-            elif not (layer.type in passthrough or (layer.type == trt.LayerType.SHUFFLE
-                                                    and _adds_leading_ones(trt, layer))):
+            elif not keeps_values(trt, layer):
                 return None
             t = layer.get_input(0)
         return None
@@ -177,6 +175,16 @@ def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex
         if w is not None:
             found.append((layer, *w))
     return found
+
+
+def keeps_values(trt, layer) -> bool:
+    """A layer between a weight and its multiply that hands the weight on unchanged for the GEMM rewrite: a Cast or
+    Identity (TensorRT 8.6 widens fp16 initializers), or a Shuffle that only adds leading 1s (the parser's broadcast
+    to the activation's rank). Used walking back from a multiply (``matmuls_by_weight``) and forward from a weight
+    (``weights._matmul_reading``)."""
+    if layer.type in {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}:
+        return True
+    return layer.type == trt.LayerType.SHUFFLE and _adds_leading_ones(trt, layer)
 
 
 def _transposes_a_matrix(trt, layer) -> bool:

@@ -200,7 +200,7 @@ def _matmul_reading(trt, index, tensor):
     """The MatrixMultiply (no transposes) that reads ``tensor`` as its weight operand (input 1) through layers that
     keep its bytes (a Shuffle adding leading 1s, a Cast or Identity, as ``matmuls_by_weight``), each the only reader: ``(layer, path)`` with ``path`` the
     tensors on the way (``tensor`` first), else None."""
-    from trtllm_kit.engine.gemm import _adds_leading_ones
+    from trtllm_kit.engine.gemm import keeps_values
 
     path = [tensor]
     for _ in range(4):
@@ -212,8 +212,7 @@ def _matmul_reading(trt, index, tensor):
             layer.__class__ = trt.IMatrixMultiplyLayer
             ok = layer.op0 == trt.MatrixOperation.NONE and layer.op1 == trt.MatrixOperation.NONE
             return (layer, path) if ok else None
-        keeps = layer.type in {getattr(trt.LayerType, n) for n in ("CAST", "IDENTITY") if hasattr(trt.LayerType, n)}
-        if keeps or (layer.type == trt.LayerType.SHUFFLE and _adds_leading_ones(trt, layer)):
+        if keeps_values(trt, layer):
             path.append(layer.get_output(0))
             continue
         return None
