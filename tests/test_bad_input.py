@@ -398,6 +398,30 @@ def test_a_directory_written_meanwhile_is_not_replaced(tmp_path):
     assert _entries(out) == ["theirs"] and _entries(tmp_path) == ["o"]
 
 
+def test_a_directory_that_cannot_be_replaced_is_one_line_and_kept(tmp_path, monkeypatch):
+    """--force over a directory the OS will not move (an immutable one: chattr +i) is a ToolkitError naming it, the
+    old directory kept as it was and no temporary directory left (a fresh user saw a PermissionError traceback)."""
+    from trtllm_kit.errors import ToolkitError
+    from trtllm_kit.utils import fs
+    from trtllm_kit.utils.fs import atomic_dir
+
+    out = tmp_path / "o"
+    with atomic_dir(out, kind="export") as tmp:
+        (tmp / "a").write_text("old")
+    real = os.replace
+
+    def refuse_moving_out(src, dst):
+        if os.fspath(src) == os.fspath(out):
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(fs.os, "replace", refuse_moving_out)
+    with pytest.raises(ToolkitError, match=r"--out .*/o cannot be replaced: Operation not permitted; nothing was"):
+        with atomic_dir(out, force=True, kind="export") as tmp:
+            (tmp / "a").write_text("new")
+    assert (out / "a").read_text() == "old" and _entries(tmp_path) == ["o"]
+
+
 def test_sigterm_during_export_leaves_nothing(tmp_path):
     proc = subprocess.Popen([shutil.which("trtllm-kit"), "export", "small-llama", "--out", str(tmp_path / "e")],
                             stderr=subprocess.PIPE, text=True)

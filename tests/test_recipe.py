@@ -58,7 +58,7 @@ def test_a_failed_engine_build_is_the_reason_its_points_give(tmp_path):
                           "no GPU" in p["message"] for p in points), points
 
 
-def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_path):
+def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_path, monkeypatch):
     """A recipe's engine options that this machine's TensorRT can never build (TensorRT-RTX here: no plugins;
     --kv-mode auto choosing inplace), or limits that miss the sweep, are one line before anything is exported."""
     sweep = {"batches": [1, 4], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
@@ -67,7 +67,10 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
                                   "--kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
              ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4"),
              ({"weights": "inputs", "dtype": "bf16"}, "--weights inputs cannot store a bf16 export's weights")]
+    cases.append(({}, "TRTLLM_KIT_GEMV=banana is not one of 1, 0"))  # an A/B knob, checked like the options
     for k, (engine, words) in enumerate(cases):
+        if "TRTLLM_KIT_GEMV" in words:
+            monkeypatch.setenv("TRTLLM_KIT_GEMV", "banana")
         path = tmp_path / f"r{k}.yaml"
         dtype = {"dtype": engine.pop("dtype")} if "dtype" in engine else {}
         path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "engine": engine,
@@ -75,6 +78,7 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
         out = tmp_path / f"out{k}"
         assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
         assert not (out / "onnx").exists() and not (out / "results.json").exists()
+    monkeypatch.delenv("TRTLLM_KIT_GEMV")
     # an engine directory of the user's own where the run would build one: refused now, the files kept
     path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "sweep": sweep}))
     mine = tmp_path / "out" / "engines" / "tiny-llama"

@@ -270,7 +270,8 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
               help="Start from a recipe's backends, sweep, engine, dtype and device; flags override them, and "
                    "the MODELS given (required) replace the recipe's models (`trtllm-kit run RECIPE` runs the "
                    "recipe's own).")
-@click.option("--batch", "batches", callback=positive_list, default=None, help="Batch sizes [default: 1..384].")
+@click.option("--batch", "batches", callback=positive_list, default=None,
+              help="Batch sizes, comma-separated [default: the paper's grid, 1 to 384].")
 @click.option("--input", "inputs", callback=positive_list, default=None, help="Prompt lengths [default: 12,82].")
 @click.option("--output", "outputs", callback=positive_list, default=None, help="Generated lengths [default: 128,512].")
 @click.option("--warmup", type=click.IntRange(min=0), default=None, help="Warm-up runs per point [default: 10].")

@@ -95,11 +95,12 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
         backends: registry names, eager first (it is the tokens' reference).
         on_point: called with (points, checks, steps) after every point (to save partial results).
     """
-    from trtllm_kit.utils.progress import progress_bar
+    from trtllm_kit.utils.progress import bars_enabled, progress_bar
 
     grid = [(i, o, b) for i in cfg.inputs for o in cfg.outputs for b in sorted(cfg.batches)]
     points, checks, steps = [], [], []
     total = len(models) * len(backends) * (len(grid) + len(cfg.step_tokens))
+    lines = progress and not bars_enabled(progress)  # a log file or a pipe: one line per timed point instead
     with progress_bar(total=total, desc="bench", unit="point", enabled=progress) as bar:
         for art in models:
             eager_tokens = None
@@ -148,6 +149,12 @@ def run_sweep(models: list, backends: list[str], cfg: SweepConfig, opts: RunOpti
                                 torch.cuda.empty_cache()
                     points.append(Point(**point))
                     bar.update(1)
+                    if lines and not failed:
+                        p = points[-1]
+                        said = (f"{p.throughput_tok_s:,.0f} tok/s, {p.decode_step_ms:.2f} ms/step"
+                                if p.status == "ok" and p.throughput_tok_s and p.decode_step_ms else p.status)
+                        log.info("bench [%d/%d] %s / %s in%d out%d M%d: %s", len(points) + len(steps), total,
+                                 art.label, name, inp, out, batch, said)
                     if on_point:
                         on_point(points, checks, steps)
                 for n in cfg.step_tokens:

@@ -175,7 +175,10 @@ def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect")
     Raises:
         ToolkitError: the first thing that would make the build fail, as the build itself words it.
     """
+    from trtllm_kit.engine.weights import check_knobs
+
     check_plugin_options(options)
+    check_knobs()
     options.limits.checked()
     try:
         flavor = resolve_flavor(options.flavor, detect_gpu() if gpu == "detect" else gpu)
@@ -205,7 +208,10 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     from trtllm_kit.utils.interrupt import hard_interrupt
     from trtllm_kit.utils.manifest import utc_now
 
+    from trtllm_kit.engine.weights import check_knobs
+
     check_plugin_options(options)  # before anything is looked at or made
+    check_knobs()
     onnx_dir = Path(onnx_dir)
     if not onnx_dir.exists():
         raise ToolkitError(f"ONNX directory {onnx_dir} does not exist", "create it with `trtllm-kit export`")
@@ -229,10 +235,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
     notes: list[str] = []  # the choices and auto's reasons, logged once the plugin options fit the layout
     layout, gemm, norm, rope = resolve_choices(options, flavor, notes)
-    if options.weights == "inputs":
-        from trtllm_kit.engine.weights import weight_input_choices
-
-        weight_input_choices(gemm)  # a bad knob value is one line before any work
     for note in notes:
         log.info("%s", note)
     profiles = layout.profiles(limits, options.profiles)

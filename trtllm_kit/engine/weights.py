@@ -67,8 +67,25 @@ class WeightInputsRecord(Record):
 # Build knobs for A/Bs (environment variables, value -> setting): the fusion of one activation's projections and the
 # GEMM plugin's weight layout. Unset: both on with the GEMM plugin. Engines record what they used
 # (``builder_settings.weight_fusion``/``weight_layout``), and reuse compares it (``EngineManifest.differences``).
-FUSE_ENV, LAYOUT_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT"
-_KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"}}
+FUSE_ENV, LAYOUT_ENV, GEMV_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT", "TRTLLM_KIT_GEMV"
+_KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
+          GEMV_ENV: {"1": "on", "0": "off"}}  # the last read by the GEMM plugin when an engine is loaded
+
+
+def check_knobs() -> None:
+    """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_GEMV``) hold a
+    value they know, or are unset: checked before any work by ``trtllm-kit build``, ``run``/``bench`` and the
+    TensorRT runner.
+
+    Raises:
+        ToolkitError: another value, naming the variable and the values it takes.
+    """
+    import os
+
+    for env, values in _KNOBS.items():
+        value = os.environ.get(env)
+        if value is not None and value not in values:
+            raise ToolkitError(f"{env}={value} is not one of {', '.join(values)}", f"unset {env} or use one of those")
 
 
 def weight_input_choices(gemm: str) -> tuple[str, str]:
@@ -78,18 +95,14 @@ def weight_input_choices(gemm: str) -> tuple[str, str]:
     ``TRTLLM_KIT_GEMM_LAYOUT=in_x_out/out_x_in`` override them.
 
     Raises:
-        ToolkitError: another value of either variable.
+        ToolkitError: another value of any knob (``check_knobs``).
     """
     import os
 
+    check_knobs()
     default = {FUSE_ENV: "on" if gemm == "plugin" else "off",
                LAYOUT_ENV: "out_x_in" if gemm == "plugin" else "in_x_out"}
-    chosen = {}
-    for env, values in _KNOBS.items():
-        value = os.environ.get(env)
-        if value is not None and value not in values:
-            raise ToolkitError(f"{env}={value} is not one of {', '.join(values)}", f"unset {env} or use one of those")
-        chosen[env] = values[value] if value is not None else default[env]
+    chosen = {env: _KNOBS[env][os.environ[env]] if env in os.environ else default[env] for env in default}
     return chosen[FUSE_ENV], chosen[LAYOUT_ENV]
 
 

@@ -35,7 +35,10 @@ class TrtRunner(Runner):
     name = "trt"
 
     def __init__(self, engine_dir: str | Path, device="cuda", cuda_graph: bool = False):
+        from trtllm_kit.engine.weights import check_knobs
+
         super().__init__(device)
+        check_knobs()  # TRTLLM_KIT_GEMV is read by the GEMM plugin when the engine loads
         self.engine_dir = Path(engine_dir)
         self.manifest = EngineManifest.load_engine_dir(self.engine_dir)
         if not (self.engine_dir / "model.engine").is_file():

@@ -182,8 +182,17 @@ def atomic_dir(out: str | os.PathLike, force: bool = False, kind: str = "artifac
         if existed and out.exists():
             check_output_dir(out, force, flag, kind)  # still ours, and still only what we wrote
             old = out.with_name(f".{out.name[:60]}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
+            try:
+                os.replace(out, old)
+            except OSError as e:
+                raise ToolkitError(f"{flag} {out} cannot be replaced: {e.strerror or e}; nothing was replaced",
+                                   "check the directory's permissions and attributes") from None
+            try:
+                os.replace(tmp, out)
+            except OSError as e:
+                os.replace(old, out)  # put the old one back
+                raise ToolkitError(f"{flag} {out} cannot be replaced: {e.strerror or e}; nothing was replaced",
+                                   "check the directory's permissions and attributes") from None
             shutil.rmtree(old, ignore_errors=True)
         else:
             try:  # rename(2) fails if another process created a non-empty ``out`` meanwhile
