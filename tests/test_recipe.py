@@ -79,6 +79,16 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
         assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
         assert not (out / "onnx").exists() and not (out / "results.json").exists()
     monkeypatch.delenv("TRTLLM_KIT_GEMV")
+    # a sweep longer than the model's context: the engine could not be built, said before the export
+    from conftest import save_hf_llama
+
+    ckpt = save_hf_llama(tmp_path / "short-ctx", max_position_embeddings=64)
+    path.write_text(yaml.safe_dump({"models": [str(ckpt)], "backends": ["eager", "trt"],
+                                    "sweep": {**sweep, "inputs": [50], "outputs": [20]}}))
+    assert_one_line_error(cli("run", str(path), "--out", str(tmp_path / "ctx")),
+                          "the engine would hold 70 positions (max_seq), more than the model's "
+                          "max_position_embeddings 64")
+    assert not (tmp_path / "ctx").exists()
     # an engine directory of the user's own where the run would build one: refused now, the files kept
     path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "sweep": sweep}))
     mine = tmp_path / "out" / "engines" / "tiny-llama"

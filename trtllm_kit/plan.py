@@ -256,6 +256,13 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
                 lim.check_point(*point)
     if builds:
         _check_engine_dirs(plan, arts)
+        for art in arts:  # the builder refuses an engine longer than the model's context; say so before exporting
+            most = art.spec.max_position_embeddings
+            if "engine" not in art.given and plan.engine.limits.max_seq > most:
+                raise ToolkitError(f"{art.label}: the engine would hold {plan.engine.limits.max_seq} positions "
+                                   f"(max_seq), more than the model's max_position_embeddings {most}",
+                                   f"keep the sweep's longest input + output within {most} (recipe sweep: inputs, "
+                                   f"outputs; engine: max_seq), or leave trt out of the backends")
     log.info("%s: %d model(s), backends %s, device %s", plan.name, len(arts), ", ".join(plan.backends), opts.device)
     prepare_models(arts, plan.backends, plan.work, plan.export, plan.engine, progress)
     notes = {a.label: a.notes["engine"] for a in arts if "engine" in a.notes}
