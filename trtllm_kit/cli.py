@@ -333,6 +333,11 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
         plan.export = replace(plan.export, dtype=dtype)
     if cuda_graph is not None:
         plan.cuda_graph = cuda_graph
+    ignored = [flag for flag, given in (("--kv-mode", kv_mode), ("--cuda-graph", cuda_graph))
+               if given is not None]
+    if ignored and "trt" not in plan.backends:
+        log.warning("%s only change%s the trt backend, which this run does not time", " and ".join(ignored),
+                    "" if len(ignored) > 1 else "s")
     res = execute(plan)
     click.echo("\n".join(summary_lines(res.results)))
     click.echo(f"results: {res.results_path} (+ {res.results_path.with_suffix('.csv').name})")
