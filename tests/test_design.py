@@ -160,16 +160,17 @@ def test_a_build_with_no_implementation_says_what_to_change(monkeypatch):
 
 
 def test_build_stage_reads_tensorrt_86_timing_lines():
-    """The heartbeat of a long 8.6 build says which profile and which fused graph (lines as 8.6 logs them)."""
+    """The heartbeat of a long 8.6 build says which profile (TensorRT's index, as inspect numbers them) and which
+    fused graph (lines as 8.6 logs them)."""
     from trtllm_kit.engine.build_log import build_stage
 
     myelin = ("--------------- Timing Runner: {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]} "
               "[profile 1] (Myelin[0x80000023])")
-    assert build_stage(myelin) == "profile 2: Myelin compiling {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]}"
+    assert build_stage(myelin) == "profile 1: Myelin compiling {ForeignNode[c_zero + (Unnamed Layer* 43) [Shuffle]...logits/node]}"
     assert build_stage("--------------- Timing Runner: kv_attention.0 (PluginV2[0x80000019])") == \
-        "profile 1: timing kv_attention.0 (PluginV2)"
+        "profile 0: timing kv_attention.0 (PluginV2)"
     assert build_stage("--------------- Timing Runner: [ShapeHostToDeviceCopy 0] [profile 1] "
-                       "(ShapeHostToDevice[0x80000024])") == "profile 2: timing [ShapeHostToDeviceCopy 0] (ShapeHostToDevice)"
+                       "(ShapeHostToDevice[0x80000024])") == "profile 1: timing [ShapeHostToDeviceCopy 0] (ShapeHostToDevice)"
     assert build_stage("Local timing cache in use. Profiling results in this builder pass will not be stored.") is None
 
 
@@ -180,9 +181,9 @@ def test_profile_phases_split_tensorrt_build_time_by_profile():
     from trtllm_kit.engine.build_log import _PROFILE, profile_phases
 
     assert _PROFILE.match("Constructing optimization profile number 1 [2/2].").group(1) == "1"
-    marks = {"profile 1": 27.4, "profile 2": 103.8}
-    assert profile_phases(marks, 172.6) == {"TensorRT profile 1 (tactics, Myelin)": 76.4,
-                                            "TensorRT profile 2 (tactics, Myelin)": 68.8}
+    marks = {"profile 0": 27.4, "profile 1": 103.8}
+    assert profile_phases(marks, 172.6) == {"TensorRT profile 0 (tactics, Myelin)": 76.4,
+                                            "TensorRT profile 1 (tactics, Myelin)": 68.8}
     assert profile_phases({}, 9.0) == {}
 
 

@@ -27,13 +27,15 @@ def build_stage(msg: str) -> str | None:
     """What a TensorRT 8.6+ verbose "Timing Runner" message says the builder is doing, for the heartbeat.
 
     Returns:
-        e.g. "profile 2: Myelin compiling {ForeignNode[c_zero...logits/node]}" (a fused graph: minutes at 7B
-        widths), "profile 1: timing kv_attention.3 (PluginV2)", or None for any other message.
+        e.g. "profile 1: Myelin compiling {ForeignNode[c_zero...logits/node]}" (a fused graph: minutes at 7B
+        widths), "profile 0: timing kv_attention.3 (PluginV2)", or None for any other message. Profiles are
+        numbered as TensorRT indexes them (``inspect``'s numbers; 8.6 suffixes the layers of profile N > 0 with
+        "[profile N]").
     """
     m = _RUNNER.search(msg)
     if not m:
         return None
-    node, profile, runner = m.group(1), int(m.group(2) or 0) + 1, m.group(3)
+    node, profile, runner = m.group(1), int(m.group(2) or 0), m.group(3)
     if runner == "Myelin":
         return f"profile {profile}: Myelin compiling {node[:70]}"
     return f"profile {profile}: timing {node[:70]} ({runner})"
@@ -43,12 +45,12 @@ def profile_phases(marks: dict[str, float], end: float) -> dict[str, float]:
     """Seconds TensorRT spent on each optimization profile.
 
     Args:
-        marks: ``perf_counter`` times keyed "profile N" (1-based): when TensorRT 8.6 logged "Constructing
-            optimization profile number N-1" (verbose), or else its first "Timing Runner" line for that profile.
+        marks: ``perf_counter`` times keyed "profile N" (TensorRT's index, from 0): when TensorRT 8.6 logged
+            "Constructing optimization profile number N" (verbose), or else its first "Timing Runner" line for it.
         end: when the build returned (``perf_counter``).
 
     Returns:
-        e.g. {"TensorRT profile 1 (tactics, Myelin)": 56.2, "TensorRT profile 2 (tactics, Myelin)": 68.9}: each
+        e.g. {"TensorRT profile 0 (tactics, Myelin)": 56.2, "TensorRT profile 1 (tactics, Myelin)": 68.9}: each
         from its start to the next one's (the last to ``end``, so it includes writing the plan); empty when
         TensorRT logged neither (TensorRT >= 10 and RTX report progress through IProgressMonitor instead).
     """
@@ -90,7 +92,7 @@ def collecting_logger(trt):
                 self.stage = stage
                 self.marks.setdefault(stage.split(":")[0], time.perf_counter())
             elif severity == S.VERBOSE and (m := _PROFILE.match(msg)):
-                self.marks.setdefault(f"profile {int(m.group(1)) + 1}", time.perf_counter())
+                self.marks.setdefault(f"profile {int(m.group(1))}", time.perf_counter())
             if severity != S.VERBOSE or VERBOSE_LOG:
                 self.lines.append(f"{time.strftime('%H:%M:%S')} [{str(severity).split('.')[-1]}] {msg}")
                 if VERBOSE_LOG:
