@@ -80,8 +80,10 @@ def collecting_logger(trt):
         def log(self, severity, msg):
             S = trt.ILogger.Severity
             if severity in (S.ERROR, S.INTERNAL_ERROR):
+                # shown as they come (8.6 logs some that do not stop the build); a failed build's one error line
+                # is the toolkit's, quoting them
                 self.errors.append(msg)
-                log.error("[TensorRT] %s", msg)
+                log.warning("[TensorRT] %s", msg)
             elif severity == S.WARNING and msg not in self._warned:
                 self._warned.add(msg)
                 log.debug("[TensorRT] %s", msg)
