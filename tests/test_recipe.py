@@ -98,6 +98,27 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
     assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "out" / "onnx").exists()
 
 
+def test_a_user_file_in_an_engine_a_changed_recipe_would_rebuild_is_refused_first(tmp_path):
+    """The toolkit's engine directory holding a user's file is reused as it is; once the recipe changes the engine
+    (here its limits, through the sweep), the rebuild could not replace it: refused before any work, the file kept
+    (a fresh user saw the export and eager run first, and the trt points skipped)."""
+    sweep = {"batches": [1], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
+    path, out = tmp_path / "r.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "sweep": sweep}))
+    cli("run", str(path), "--out", str(out))  # builds the engine (trt itself cannot run here)
+    engine = out / "engines" / "tiny-llama"
+    assert (engine / "engine.json").is_file()
+    (engine / "notes.txt").write_text("mine")
+    proc = cli("run", str(path), "--out", str(out))  # unchanged: reused, the note untouched
+    assert "reusing engine" in proc.stderr and (engine / "notes.txt").read_text() == "mine"
+    path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"],
+                                    "sweep": {**sweep, "batches": [1, 2]}}))
+    before = (out / "results.json").read_text()
+    assert_one_line_error(cli("run", str(path), "--out", str(out)), "the engine would be rebuilt (limits changed), "
+                          "but engine directory", "holds notes.txt")
+    assert (engine / "notes.txt").read_text() == "mine" and (out / "results.json").read_text() == before
+
+
 def test_checks_before_export_leave_what_they_cannot_judge_to_the_run(tmp_path):
     """What the early checks must not refuse: a machine with no TensorRT (eager is still timed; the trt points say
     why), an engine directory of the toolkit's own with a note of the user's in it (reused, as before), and bench's

@@ -226,6 +226,36 @@ def _check_engine_dirs(plan: Plan, arts) -> None:
             if rec is None or rec.get("kind") != "engine":
                 raise ToolkitError(f"engine directory {out} already exists and was not created by trtllm-kit as an "
                                    "engine; refusing to replace it", "move it away or choose another --work/out")
+            _check_engine_rebuild(plan, out)
+
+
+def _check_engine_rebuild(plan: Plan, out: Path) -> None:
+    """An engine directory of the toolkit's that also holds a user's file can be reused, not replaced: when the
+    run's build options already differ from the engine's (a changed recipe), the rebuild would refuse it after the
+    export, so it is refused now. (A changed export is only known once exported; the build says so then.)
+
+    Raises:
+        ToolkitError: naming the directory, what differs and what the toolkit did not write.
+    """
+    from trtllm_kit.engine.manifest import EngineManifest
+    from trtllm_kit.utils.fs import check_output_dir
+
+    try:
+        check_output_dir(out, force=True, flag="engine directory", kind="engine")  # could a rebuild replace it?
+        return
+    except ToolkitError as e:
+        why = e.message
+    if plan.engine is None:
+        return
+    try:
+        have = EngineManifest.load(out).build.fingerprint()
+    except ToolkitError:
+        return  # not a readable engine: the build says what it is
+    want = plan.engine.model_copy(update={"limits": plan.engine.limits.checked()}).fingerprint()
+    changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if changed:
+        raise ToolkitError(f"the engine would be rebuilt ({', '.join(changed)} changed), but {why}",
+                           "move the file out of that directory, or choose another --work/out")
 
 
 def execute(plan: Plan, progress: bool = True) -> Outcome:
