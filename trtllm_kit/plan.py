@@ -279,8 +279,6 @@ def execute(plan: Plan, progress: bool = True) -> Outcome:
     cfg = plan.sweep
     for art in arts:
         if "engine" in art.given and "trt" in plan.backends:
-            from trtllm_kit.engine.manifest import EngineManifest
-
             lim = EngineManifest.load_engine_dir(art.engine_dir).limits
             for point in _grid(cfg):
                 lim.check_point(*point)

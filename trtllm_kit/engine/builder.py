@@ -15,6 +15,7 @@ from trtllm_kit.engine.gemm import CONFLICT_HINTS, plugin_option_conflicts, reso
 from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavailable, resolve_kv_layout, resolve_norm,
                                           resolve_rope)
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
+from trtllm_kit.engine.weights import FUSED_SEP, check_knobs, save_weights, weight_input_choices, weights_to_inputs
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
 from trtllm_kit.utils.units import size
@@ -141,8 +142,6 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
         hint = e.hint
         option = next((o for o, h in CONFLICT_HINTS.items() if h == hint), None)
         if option is not None:  # a static hint may name layouts this flavour cannot build with the plugin at all
-            from trtllm_kit.engine.kv_layouts import plugin_library_unavailable
-
             reason = plugin_library_unavailable(flavor, options)
             if reason is not None:
                 hint = f"use --{option} auto or trt: the toolkit's plugin library cannot be used here ({reason})"
@@ -175,8 +174,6 @@ def check_buildable(options: BuildOptions, gpu: GpuInfo | None | str = "detect")
     Raises:
         ToolkitError: the first thing that would make the build fail, as the build itself words it.
     """
-    from trtllm_kit.engine.weights import check_knobs
-
     check_plugin_options(options)
     check_knobs()
     options.limits.checked()
@@ -207,8 +204,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     from trtllm_kit.utils.fs import atomic_dir, atomic_write_bytes, check_output_dir, sha256_file
     from trtllm_kit.utils.interrupt import hard_interrupt
     from trtllm_kit.utils.manifest import utc_now
-
-    from trtllm_kit.engine.weights import check_knobs
 
     check_plugin_options(options)  # before anything is looked at or made
     check_knobs()
@@ -256,15 +251,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             ctx = NetworkContext(trt, network, spec, limits, options, tmp, strongly_typed=flavor.strongly_typed,
                                  gemm=gemm, norm=norm, rope=rope, onnx_path=onnx_path)
             plugin = layout.prepare_network(ctx)
-            weights, fused, fusion, out_x_in = {}, 0, "off", False
+            weights, fused = {}, 0
             if options.weights == "inputs":
-                from trtllm_kit.engine.weights import FUSED_SEP, weight_input_choices, weights_to_inputs
-
                 # one multiply per activation, the weights stored out x in: where the GEMM plugin multiplies
-                fusion, layout_choice = weight_input_choices(ctx.gemm)
+                fusion, weight_layout = weight_input_choices(ctx.gemm)
                 fuse = {"on": True, "off": False, "qkv": "qkv"}[fusion]
-                out_x_in = layout_choice == "out_x_in"
-                weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse, out_x_in=out_x_in)
+                weights = weights_to_inputs(trt, network, onnx_path, fuse=fuse, out_x_in=weight_layout == "out_x_in")
                 fused = sum(FUSED_SEP in k for k in weights)
                 if fuse:
                     log.info("%s: %d groups of weight multiplies fused into one each (TRTLLM_KIT_FUSE=0: none)", what,
@@ -274,8 +266,6 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             plugin = layout.finish_network(ctx, set(weights), plugin)
             weight_record, weight_shapes = None, {k: tuple(a.shape) for k, a in weights.items()}
             if weights:  # written before TensorRT builds, so the weights (in memory once transposed) are freed first
-                from trtllm_kit.engine.weights import save_weights
-
                 beat.phase("writing the weight inputs")
                 weight_record = save_weights(weights, tmp)
                 weights.clear()
@@ -286,7 +276,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             if options.weights == "inputs":
                 settings["weight_fusion"] = fusion
                 settings["fused_weight_groups"] = fused
-                settings["weight_layout"] = "out_x_in" if out_x_in else "in_x_out"
+                settings["weight_layout"] = weight_layout
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

@@ -244,11 +244,9 @@ class EngineManifest(Manifest):
         if self.weight_inputs is not None and not out:  # the weights' fusion and layout follow the GEMM choice
             from trtllm_kit.engine.weights import weight_input_choices
 
-            fusion, layout = weight_input_choices(self.plugin_used("gemm"))
-            had = self.weight_choices()
-            if had != (fusion, layout):
-                out += [f"weight_{k} {a} -> {b}" for k, a, b in zip(("fusion", "layout"), had, (fusion, layout))
-                        if a != b]
+            out += [f"weight_{k} {a} -> {b}" for k, a, b in
+                    zip(("fusion", "layout"), self.weight_choices(), weight_input_choices(self.plugin_used("gemm")))
+                    if a != b]
         plugin = self.kv_layout.plugin
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256

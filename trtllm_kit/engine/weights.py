@@ -164,8 +164,7 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
     values = onnx_initializers(onnx_path, [name for name, *_ in picked])
     for name, layer, out, shape in picked:  # every weight, fused or not, is what the parser saw
         a = values[name]
-        widened = a.dtype.name == "float16" and out.dtype == trt.float32  # TensorRT 8.6's parser widens fp16 weights
-        if tuple(a.shape) != shape or (a.dtype.name != floats[out.dtype] and not widened):
+        if tuple(a.shape) != shape or (a.dtype.name != floats[out.dtype] and not _widened(trt, a, out)):
             raise ToolkitError(f"weight {name} is {a.dtype} {list(a.shape)} in {onnx_path} but {out.dtype} "
                                f"{list(shape)} in the parsed network", "build with --weights engine")
     arrays = {}
@@ -176,7 +175,7 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
         picked = [p for p in picked if p[0] not in fused]
     for name, layer, out, shape in picked:
         a = values[name]
-        widened = a.dtype.name == "float16" and out.dtype == trt.float32
+        widened = _widened(trt, a, out)
         readers = index.consumers.get(out.name, [])  # keyed by the name the index saw: look up before renaming
         transpose = out_x_in and _matmul_reading(trt, index, out) is not None
         out.name = f"{name}.constant"
@@ -189,13 +188,22 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
                 _gather_then_widen(trt, network, index, reader, raw)
             else:
                 reader.set_input(j, inp)
-        # The constant stays in the network with no reader, and its values would still be serialized (the H200's
-        # 7537 MB llama-7b@8 plan with dangling weight inputs), so it is shrunk to one element once nothing reads it.
-        layer.__class__ = trt.IConstantLayer
-        layer.weights = _PLACEHOLDER[floats[out.dtype]]
-        layer.shape = (1,)
+        _detach(trt, layer, out)
         arrays[name] = np.ascontiguousarray(np.asarray(a).T) if transpose else a
     return arrays
+
+
+def _widened(trt, a, out) -> bool:
+    """Whether TensorRT 8.6's parser widened the fp16 weight ``a`` to the float constant ``out``."""
+    return a.dtype == np.float16 and out.dtype == trt.float32
+
+
+def _detach(trt, layer, out) -> None:
+    """Shrink a weight constant nothing reads any more to one element: it stays in the network, and its values would
+    still be serialized (the H200's 7537 MB llama-7b@8 plan with dangling weight inputs)."""
+    layer.__class__ = trt.IConstantLayer
+    layer.weights = _PLACEHOLDER["float32" if out.dtype == trt.float32 else "float16"]
+    layer.shape = (1,)
 
 
 def _in_x_out(network, raw, name: str):
@@ -211,8 +219,8 @@ FUSED_SEP = "+"  # a fused input is named by its members: "model.layers.0.self_a
 
 def _matmul_reading(trt, index, tensor):
     """The MatrixMultiply (no transposes) that reads ``tensor`` as its weight operand (input 1) through layers that
-    keep its bytes (a Shuffle adding leading 1s, a Cast or Identity, as ``matmuls_by_weight``), each the only reader: ``(layer, path)`` with ``path`` the
-    tensors on the way (``tensor`` first), else None."""
+    keep its values (``gemm.keeps_values``), each the only reader: ``(layer, path)`` with ``path`` the tensors on the
+    way (``tensor`` first), else None."""
     from trtllm_kit.engine.gemm import keeps_values
 
     path = [tensor]
@@ -271,7 +279,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
         else:
             arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]) for n in names], axis=1))
         out0 = members[0][2]
-        widened = arrays[key].dtype == np.float16 and out0.dtype == trt.float32  # as weights_to_inputs does
+        widened = _widened(trt, arrays[key], out0)
         raw = network.add_input(key, trt.float16 if widened else out0.dtype,
                                 (sum(widths), K) if out_x_in else (K, sum(widths)))
         w = _in_x_out(network, raw, key) if out_x_in else raw
@@ -307,9 +315,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
             for reader, k in index.consumers.get(old_mm.get_output(0).name, []):
                 reader.set_input(k, part.get_output(0))
             offset += width
-            layer.__class__ = trt.IConstantLayer  # detached: shrunk as the caller shrinks every weight constant
-            layer.weights = _PLACEHOLDER["float32" if out.dtype == trt.float32 else "float16"]
-            layer.shape = (1,)
+            _detach(trt, layer, out)
     return arrays
 
 
