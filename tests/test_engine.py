@@ -646,6 +646,71 @@ def test_the_gemm_rewrite_reads_weights_stored_out_x_in(tiny_exports):
     assert np.array_equal(arrays["model.embed_tokens.weight"], np.asarray(original["model.embed_tokens.weight"]))
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, monkeypatch):
+    """``folds.fold_into_gemms`` on a parsed export with the weights fused and stored out x in, the GEMM layers stood
+    in for by Einsum layers (the plugin needs nvcc and full TensorRT; what is tested is which ops it finds):
+    every block's SwiGLU product goes into its down multiply, which reads the fused gate/up output whole, and both
+    residual adds into the multiplies before them unless a bias add sits between (tiny-llama-width's o and down);
+    the q/k/v and gate/up multiplies keep their inputs (no RMSNorm plugin here) and nothing else is folded. The tokens of folded engines are checked on the GPU machine."""
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.folds import fold_into_gemms
+    from trtllm_kit.engine.gemm import rewire_gemms
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex
+    from trtllm_kit.engine.weights import weights_to_inputs
+    from trtllm_kit.export.io_spec import Anchors
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    calls = []
+
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None):
+        calls.append((name, x.name, w.name, prologue, residual.name if residual is not None else None))
+        # a layer reading x and w as the plugin does, its output (..., N) (SwiGLU's halves are not multiplied here)
+        layer = network.add_einsum([x, w], "bsk,nk->bsn" if prologue != "swiglu" else "bsj,nk->bsn")
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_gemm", stand_in)
+    spec, _ = load_model(name)
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = _create_network(flavor, trt.Builder(logger))
+    path = tiny_exports[name] / "model.onnx"
+    assert trt.OnnxParser(network, logger).parse_from_file(str(path))
+    arrays = weights_to_inputs(trt, network, path, fuse=True, out_x_in=True)
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin")
+    gemms = []
+    n = rewire_gemms(ctx, set(arrays), gemms)
+    assert n == len(gemms) == 4 * spec.num_layers + (0 if spec.tie_word_embeddings else 1)
+    calls.clear()
+    counts = fold_into_gemms(ctx, gemms)
+    L = spec.num_layers
+    adds = sum((not b.o_bias) + (not b.down_bias) for b in spec.layers)  # a bias add between: not folded
+    assert counts == {"rms_norm": 0, "swiglu": L, "residual": adds}, counts
+    folded = {c[0]: c for c in calls}
+    assert len(folded) == L + sum(not b.o_bias for b in spec.layers)  # down (SwiGLU, + residual), o + residual
+    index = NetworkIndex(network)
+    made = {index.producers[t].name: t for t in index.tensors if index.producers[t].name.endswith(".folded")}
+    o_out = {}  # block -> the folded o multiply's output
+    for layer, _ in gemms:
+        w = layer.get_input(1).name
+        _, x, _, prologue, residual = folded.get(f"{layer.name}.folded", (None,) * 5)
+        block = int(w.split(".")[2]) if w.startswith("model.layers.") else None
+        if "o_proj" in w:
+            assert prologue == ("none" if not spec.layers[block].o_bias else None), w
+            if prologue is not None:
+                assert residual is not None, w
+                o_out[block] = made[f"{layer.name}.folded"]
+        elif "down_proj" in w:
+            assert prologue == "swiglu" and index.producers[x].get_input(1).name.endswith("up_proj.weight"), x
+            if not spec.layers[block].down_bias:  # the residual stream after attention: o's output
+                assert residual == o_out.get(block, Anchors.attn_res(block)), (w, residual)
+        else:
+            assert prologue is None, w  # q/k/v, gate/up (their norms are exported ops here) and the head
+
+
 @pytest.mark.parametrize("fuse", ["0", "1"])
 def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_path, monkeypatch):
     """The whole build with the weights stored out x in (the GEMM plugin's default; TRTLLM_KIT_GEMM_LAYOUT=out_x_in

@@ -220,3 +220,130 @@ def test_gemm_out_x_in_and_its_decode_gemv(gemm_plugin, K, N, monkeypatch):
             tb = lambda us: (w.numel() * 2) / us / 1e6  # noqa: E731  (weights only: TB/s)
             print(f"K={K} N={N} rows={B}: gemv {times['1']:.1f} us ({tb(times['1']):.2f} TB/s), cuBLASLt "
                   f"{times['0']:.1f} us ({tb(times['0']):.2f} TB/s), rel err {rel:.1e}")
+
+
+class FoldEngine:
+    """One plugin layer with a prologue and/or the residual epilogue, every tensor an engine input (the norm's scale
+    in ``scale_dtype``: TensorRT 8.6 widens fp16 constants to float), fp16 activations, w stored (N, K)."""
+
+    def __init__(self, plugin, K, N, prologue, residual, scale_dtype=torch.float16, max_rows=256):
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        major = int(trt.__version__.split(".")[0])
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0)
+        xk = 2 * K if prologue == "swiglu" else K
+        x = network.add_input("x", trt.float16, (-1, -1, xk))
+        w = network.add_input("w", trt.float16, (N, K))
+        scale = network.add_input("g", trt.float32 if scale_dtype == torch.float32 else trt.float16, (K,)) \
+            if prologue == "rms_norm" else None
+        res = network.add_input("r", trt.float16, (-1, -1, N)) if residual else None
+        layer = plugin.add_gemm(trt, network, x, w, name="gemm.folded", w_layout=1, prologue=prologue, scale=scale,
+                                eps=1e-5, residual=res)
+        y = layer.get_output(0)
+        y.name = "y"
+        network.mark_output(y)
+        y.dtype = trt.float16
+        config = builder.create_builder_config()
+        if major < 10:
+            config.set_tactic_sources(0)
+        config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        profile.set_shape("x", (1, 1, xk), (max_rows, 1, xk), (max_rows, 8, xk))
+        if residual:
+            profile.set_shape("r", (1, 1, N), (max_rows, 1, N), (max_rows, 8, N))
+        profile.set_shape("w", (N, K), (N, K), (N, K))
+        config.add_optimization_profile(profile)
+        blob = builder.build_serialized_network(network, config)
+        assert blob is not None, f"engine build failed for K={K} N={N} {prologue} (see log above)"
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        self.context = self.engine.create_execution_context()
+        self.names = ["x", "w"] + (["g"] if scale is not None else []) + (["r"] if residual else [])
+
+    def launch(self, stream, tensors):
+        for name, t in tensors.items():
+            if name in ("x", "r"):
+                self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        assert self.context.execute_async_v3(stream.cuda_stream), "execute_async_v3 failed (see stderr)"
+
+
+def _folded_reference(prologue, x, g, eps=1e-5):
+    """x' as eager computes it, every op's result rounded to fp16."""
+    if prologue == "rms_norm":
+        xf = x.float()
+        normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).half()
+        return (normed.float() * g.float()).half()
+    if prologue == "swiglu":
+        K = x.shape[-1] // 2
+        return torch.nn.functional.silu(x[..., :K]) * x[..., K:]  # fp16 ops: each rounded, as eager's LlamaMLP
+    return x
+
+
+# (K, N, prologue, residual, scale type): llama-7b's fused q/k/v and gate/up after their norms (the scale as 8.6
+# widens it), o + residual, down with SwiGLU and the residual; LLM-Pruner's unaligned down (K = 7156: cuBLASLt even
+# at one row); a tiny odd N.
+FOLDS = [(4096, 12288, "rms_norm", False, torch.float32), (4096, 22016, "rms_norm", False, torch.float16),
+         (4096, 4096, "none", True, None), (11008, 4096, "swiglu", True, None), (7156, 4096, "swiglu", True, None),
+         (64, 13, "rms_norm", True, torch.float32)]
+
+
+@needs_trt
+@pytest.mark.parametrize("K,N,prologue,residual,scale_dtype", FOLDS,
+                         ids=[f"K{f[0]}-N{f[1]}-{f[2]}{'-res' if f[3] else ''}" for f in FOLDS])
+def test_gemm_folds_match_eager_math(gemm_plugin, K, N, prologue, residual, scale_dtype, monkeypatch):
+    """A multiply with the op before it (RMSNorm or SwiGLU) and the residual add after it folded in: one row on the
+    decode GEMV (counted; K a multiple of 8), more rows on the prologue kernel + cuBLASLt (beta = 1), both against
+    eager's ops in fp16 then the product in fp64, plain and replayed in a CUDA graph. Prints the GEMV's time."""
+    from trtllm_kit.engine import plugin as P
+
+    lib = P.compile_plugin(trt, include=os.environ.get("TRT_INCLUDE_DIR"), log=lambda *a: None, gemm=True).path
+    monkeypatch.delenv("TRTLLM_KIT_GEMV", raising=False)
+    torch.manual_seed(K + N)
+    eng = FoldEngine(gemm_plugin, K, N, prologue, residual, scale_dtype or torch.float16)
+    w = (torch.randn(N, K, device="cuda") / K ** 0.5).half()
+    g = (1 + 0.1 * torch.randn(K, device="cuda")).to(scale_dtype) if prologue == "rms_norm" else None
+    stream = torch.cuda.Stream()
+    xk = 2 * K if prologue == "swiglu" else K
+    for B, S in ((1, 1), (16, 1), (3, 7)):
+        x = (3 * torch.randn(B, S, xk, device="cuda")).half()
+        r = torch.randn(B, S, N, device="cuda").half() if residual else None
+        y = torch.full((B, S, N), float("nan"), dtype=torch.float16, device="cuda")
+        feeds = {"x": x, "w": w, "y": y, **({"g": g} if g is not None else {}), **({"r": r} if r is not None else {})}
+
+        def check(tag):
+            ref = _folded_reference(prologue, x, g).double() @ w.double().t()
+            if residual:
+                ref = ref.half().double() + r.double()
+            assert not torch.isnan(y).any(), f"{tag}: NaN in output"
+            rel = ((y.double() - ref).norm() / ref.norm()).item()
+            assert rel < 2e-3, f"{tag}: rel err {rel:.2e} (max abs err {(y.double() - ref).abs().max().item():.3e})"
+            return rel
+
+        before = _gemv_launches(lib)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            eng.launch(stream, feeds)
+        stream.synchronize()
+        assert (_gemv_launches(lib) > before) == (B * S == 1 and K % 8 == 0), (K, N, B, S)
+        rel = check(f"K={K} N={N} {prologue} B={B} S={S}")
+        if S != 1:
+            continue
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            eng.launch(stream, feeds)
+        x.copy_((3 * torch.randn(B, S, xk, device="cuda")).half())
+        if r is not None:
+            r.copy_(torch.randn_like(r))
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check(f"K={K} N={N} {prologue} B={B} graph replay")
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(20):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        us = start.elapsed_time(end) / 20 * 1e3
+        print(f"K={K} N={N} {prologue}{' + residual' if residual else ''} rows={B}: {us:.1f} us "
+              f"({w.numel() * 2 / us / 1e6:.2f} TB/s), rel err {rel:.1e}")

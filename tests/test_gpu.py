@@ -114,6 +114,13 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
             assert sum(len(k.split(FUSED_SEP)) for k in tensors) == n
             groups = {"on": 2, "qkv": 1, "off": 0}[eng.manifest.weight_choices()[0]]  # q+k+v, gate+up
             assert sum(FUSED_SEP in k for k in tensors) == groups * art.spec.num_layers
+            settings = eng.manifest.builder_settings
+            if settings.get("op_folding") == "on" and groups == 2:  # every block's small ops into the plugins
+                L = art.spec.num_layers
+                folded = settings["folded_ops"]
+                adds = sum((not b.o_bias) + (not b.down_bias) for b in art.spec.layers)  # not past a bias add
+                assert folded["swiglu"] == L and folded["residual"] == adds and folded["rotary_qkv"] == L, folded
+                assert folded["rms_norm"] in (2 * L, 2 * L + 1), folded  # + the final norm where the head is a GEMM
         for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine

@@ -96,3 +96,58 @@ def test_rotary_matches_eager_math(rope_plugin, nh, nkv, hd, table):
             print(f"nh={nh} nkv={nkv} hd={hd} tables {table} B={B} S={S} {what}: {same:.4%} equal to eager's math")
             torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)
             assert same > 0.99
+
+
+@needs_trt
+@pytest.mark.parametrize("nh,nkv,hd", [(32, 32, 128), (21, 21, 128), (8, 2, 64)])
+def test_rotary_splits_fused_qkv(rope_plugin, nh, nkv, hd):
+    """``fused_qkv``: one (B, S, (nh + 2 nkv) hd) input, [q | k | v]; q and k rotated as the split inputs are, v split
+    off into (B, nkv, S, hd) unchanged (what the exporter's reshape and transpose make of it)."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0)
+    width = (nh + 2 * nkv) * hd
+    qkv_in = network.add_input("qkv", trt.float16, (-1, -1, width))
+    cos_in = network.add_input("cos", trt.float32, (-1, 1, -1, hd))
+    sin_in = network.add_input("sin", trt.float32, (-1, 1, -1, hd))
+    scale = hd ** -0.5
+    layer = rope_plugin.add_rotary(trt, network, qkv_in, None, cos_in, sin_in, nh, nkv, hd, scale, name="rotary.0")
+    assert layer.num_outputs == 3
+    for i, name in enumerate(("q", "k", "v")):
+        out = layer.get_output(i)
+        out.name = name
+        network.mark_output(out)
+        out.dtype = trt.float16
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_tactic_sources(0)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("qkv", (1, 1, width), (4, 8, width), (16, 64, width))
+    for name in ("cos", "sin"):
+        profile.set_shape(name, (1, 1, 1, hd), (4, 1, 8, hd), (16, 1, 64, hd))
+    config.add_optimization_profile(profile)
+    blob = builder.build_serialized_network(network, config)
+    assert blob is not None, "engine build failed (see log above)"
+    context = trt.Runtime(logger).deserialize_cuda_engine(blob).create_execution_context()
+    torch.manual_seed(hd + nh + 1)
+    for B, S in ((1, 1), (16, 1), (3, 64)):
+        qkv = torch.randn(B, S, width, device="cuda").half()
+        pos = torch.randint(0, 4096, (B, S), device="cuda")
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, device="cuda").float() / hd))
+        ang = torch.cat([pos[..., None].float() * inv] * 2, -1)
+        cos, sin = ang.cos().half()[:, None], ang.sin().half()[:, None]
+        outs = {n: torch.full((B, c, S, hd), float("nan"), dtype=torch.float16, device="cuda")
+                for n, c in (("q", nh), ("k", nkv), ("v", nkv))}
+        feeds = {"qkv": qkv, "cos": cos.float().contiguous(), "sin": sin.float().contiguous(), **outs}
+        for name in ("qkv", "cos", "sin"):
+            context.set_input_shape(name, tuple(feeds[name].shape))
+        for name, t in feeds.items():
+            context.set_tensor_address(name, t.data_ptr())
+        assert context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+        torch.cuda.synchronize()
+        q_lin, k_lin, v_lin = qkv.split([nh * hd, nkv * hd, nkv * hd], -1)
+        torch.testing.assert_close(outs["q"], reference(q_lin, cos, sin, nh, hd, scale), rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(outs["k"], reference(k_lin, cos, sin, nkv, hd), rtol=2e-3, atol=2e-3)
+        assert torch.equal(outs["v"], v_lin.reshape(B, S, nkv, hd).transpose(1, 2)), "v is not qkv's last part"
+        print(f"fused qkv nh={nh} nkv={nkv} hd={hd} B={B} S={S}: q, k match eager's math, v split exactly")

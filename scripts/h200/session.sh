@@ -93,6 +93,9 @@
 #                         in, its decode GEMV for <= 4 rows): GPU 0 the GEMM tests and the tiny plugin engines vs eager;
 #                         GPU 1 the three 7B plugin engines, llama-7b also with TRTLLM_KIT_GEMV=0 (same engine)
 #   day15b                third lease, branch wip/align-layout: LLM-Pruner again, its unaligned down projection in x out
+#   day16                 2026-11-30 (ninth session): the small ops folded into the plugins: GPU 0 the kernel tests and
+#                         the tiny plugin engines vs eager; GPU 1 the three 7B plugin engines, llama-7b with the GEMV at
+#                         4 and 16 loads in flight per lane (same engine, batch 1)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -315,6 +318,17 @@ case "${1:-status}" in
     # kept in x out (rows of 14,312 bytes out x in), the sweep as day15's f
     python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs --models llama-7b-llmpruner \
       --kv-modes plugin --gemm plugin --cuda-graph --out /root/results/h200-trt86/f 2>&1 | grep -v "still" | tail -8 ;;
+  day16)  # 2026-11-30 (ninth session): the small ops folded into the plugins (engine/folds.py). GPU 0: the kernels'
+    # tests and the tiny plugin engines vs eager; GPU 1: the three 7B plugin engines built side by side, each timed
+    # alone, llama-7b's breakdown and layer profile, then the GEMV's loads in flight per lane (4, 16; 8 is the default)
+    # on the same engine at batch 1
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_rotary_gpu.py tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' tests/test_check_gpu.py"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json && for u in 4 16; do CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV_UNROLL=\$u $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/u\$u; done"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

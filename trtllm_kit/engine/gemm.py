@@ -102,10 +102,13 @@ def resolve_gemm(options, layout_name: str, notes: list[str] | None = None) -> s
     return "trt"
 
 
-def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
+def rewire_gemms(ctx: NetworkContext, weight_names: set[str], made: list | None = None) -> int:
     """Every multiply ``matmuls_by_weight`` finds becomes a ``TrtllmKitGemm`` layer reading the weight input as
     it is bound (no cast, no copy; an input stored out x in, ``weights_to_inputs(out_x_in=True)``, with the plugin's
     ``w_layout`` 1); its readers (or the network output) move to the plugin's output.
+
+    Args:
+        made: where to append ``(plugin layer, w_layout)`` for each (``folds.fold_into_gemms`` reads them).
 
     Returns:
         How many multiplies were rewired.
@@ -124,6 +127,8 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str]) -> int:
             gemm.set_output_type(0, w.dtype)
             ctx.precision_constraints = True
         new = gemm.get_output(0)
+        if made is not None:
+            made.append((gemm, w_layout))
         if old.name in index.outputs:
             dtype = old.dtype
             index.replace_output(old, new, old.name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -51,6 +51,8 @@ class NetworkContext:
     norm: str = "trt"  # "plugin": each RMSNorm becomes one TrtllmKitRMSNorm layer (resolve_norm)
     rope: str = "trt"  # "plugin": each block's rotary of q and k becomes one TrtllmKitRotary layer (resolve_rope)
     onnx_path: Path | None = None  # the export the network was parsed from
+    rope_scales: dict = field(default_factory=dict)  # rotary layer name -> q's scale it was made with (folds.py)
+    folds: dict = field(default_factory=dict)  # what folds.py folded into the plugins: {"rms_norm": n, ...}
 
     @property
     def act_dtype(self):
@@ -272,16 +274,24 @@ class PluginKV(StaticKV):
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
     def finish_network(self, ctx, weight_names, plugin):
+        from trtllm_kit.engine.folds import fold_choice, fold_into_gemms, fold_rotary_qkv
         from trtllm_kit.engine.gemm import rewire_gemms
 
         if ctx.gemm != "plugin":
             return plugin
-        n = rewire_gemms(ctx, weight_names)
+        gemms: list = []
+        n = rewire_gemms(ctx, weight_names, gemms)
         log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
         for li in range(ctx.network.num_layers):  # a fused multiply's output slices stay in the activations' type
             layer = ctx.network.get_layer(li)
             if layer.name.startswith("fused.slice."):
                 pin_to_activations(ctx, layer)
+        if n and fold_choice(ctx.gemm) == "on":
+            ctx.folds = fold_into_gemms(ctx, gemms)
+            if ctx.rope == "plugin":
+                ctx.folds["rotary_qkv"] = fold_rotary_qkv(ctx)
+            log.info("folded into the plugins (TRTLLM_KIT_FOLD=0: none): %s",
+                     ", ".join(f"{v} {k}" for k, v in ctx.folds.items()))
         if n == 0:
             if ctx.options.gemm == "plugin":
                 raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
@@ -455,6 +465,7 @@ def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, found: tuple
     q_lin, k_lin, cos, sin = (tensors[n] for n in names)
     layer = P.add_rotary(ctx.trt, ctx.network, q_lin, k_lin, cos, sin, L.n_heads, L.n_kv_heads, L.head_dim,
                          scale, name=f"rotary.{i}")
+    ctx.rope_scales[layer.name] = scale
     pin_to_activations(ctx, layer)
     return layer.get_output(0), layer.get_output(1)
 

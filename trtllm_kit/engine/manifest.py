@@ -92,8 +92,9 @@ class PluginRecord(Record):
 # Version of the network rewrites that wire the toolkit's plugins in (kv_layouts.py): an engine with plugins built by
 # another version is rebuilt, not reused. 1: before the plugins were pinned to the activations' type (on TensorRT
 # 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30); 3: the GEMM plugin's weight
-# inputs stored out x in (N, K) (2026-11-30, eighth session).
-PLUGIN_REWRITE = 3
+# inputs stored out x in (N, K) (2026-11-30, eighth session); 4: norms, SwiGLU and residual adds folded into the GEMM
+# plugin, q/k/v split by the rotary plugin (folds.py, ninth session).
+PLUGIN_REWRITE = 4
 PLUGIN_CHOICES = ("gemm", "norm", "rope")  # build options whose plugin choice an engine records in kv_layout.plugin
 
 
@@ -247,6 +248,12 @@ class EngineManifest(Manifest):
             out += [f"weight_{k} {a} -> {b}" for k, a, b in
                     zip(("fusion", "layout"), self.weight_choices(), weight_input_choices(self.plugin_used("gemm")))
                     if a != b]
+        if self.plugin_used("gemm") == "plugin" and not out:  # the small ops folded into the plugins, or not
+            from trtllm_kit.engine.folds import fold_choice
+
+            used, wanted = str(self.builder_settings.get("op_folding", "off")), fold_choice("plugin")
+            if used != wanted:
+                out.append(f"op_folding {used} -> {wanted}")
         plugin = self.kv_layout.plugin
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256

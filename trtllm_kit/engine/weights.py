@@ -67,15 +67,17 @@ class WeightInputsRecord(Record):
 # Build knobs for A/Bs (environment variables, value -> setting): the fusion of one activation's projections and the
 # GEMM plugin's weight layout. Unset: both on with the GEMM plugin. Engines record what they used
 # (``builder_settings.weight_fusion``/``weight_layout``), and reuse compares it (``EngineManifest.differences``).
-FUSE_ENV, LAYOUT_ENV, GEMV_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT", "TRTLLM_KIT_GEMV"
+FUSE_ENV, LAYOUT_ENV, GEMV_ENV, FOLD_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT", "TRTLLM_KIT_GEMV", "TRTLLM_KIT_FOLD"
 _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
-          GEMV_ENV: {"1": "on", "0": "off"}}  # the last read by the GEMM plugin when an engine is loaded
+          FOLD_ENV: {"1": "on", "0": "off"},  # folds.py: the small ops folded into the plugins
+          # read by the GEMM plugin when an engine is loaded: its decode GEMV, and the loads in flight per lane in it
+          GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"}}
 
 
 def check_knobs() -> None:
-    """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_GEMV``) hold a
-    value they know, or are unset: checked before any work by ``trtllm-kit build``, ``run``/``bench`` and the
-    TensorRT runner.
+    """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_FOLD``,
+    ``TRTLLM_KIT_GEMV``, ``TRTLLM_KIT_GEMV_UNROLL``) hold a value they know, or are unset: checked before any work by
+    ``trtllm-kit build``, ``run``/``bench`` and the TensorRT runner.
 
     Raises:
         ToolkitError: another value, naming the variable and the values it takes.

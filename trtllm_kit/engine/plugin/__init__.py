@@ -457,41 +457,64 @@ def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indic
     return layer
 
 
-def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0):
-    """Add one ``TrtllmKitGemm`` layer: ``y = x @ w`` (``w_layout`` 0) or ``y = x @ w.T`` (1), float32 accumulation;
+GEMM_PROLOGUES = {"none": 0, "rms_norm": 1, "swiglu": 2}  # the op before the multiply, folded in (gemm.cu)
+
+
+def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: str = "none", scale=None,
+             eps: float = 0.0, residual=None):
+    """Add one ``TrtllmKitGemm`` layer: ``y = x' @ w`` (``w_layout`` 0) or ``y = x' @ w.T`` (1), float32 accumulation;
     cuBLASLt, or at batch-1 decode (fp16, one row, ``w_layout`` 1, K a multiple of 8) the plugin's own GEMV.
 
     Args:
         trt_module: the imported ``tensorrt`` module (the library loaded with ``gemm=True``).
         network: the ``INetworkDefinition``.
-        x: (..., K) activations.
+        x: (..., K) activations; (..., 2K) ``[gate | up]`` with ``prologue="swiglu"``.
         w: the weight matrix of x's type (an engine input): (K, N) row-major as the exporter stores it (in x out,
             ``w_layout`` 0), or (N, K) as PyTorch's ``nn.Linear`` stores it (out x in, ``w_layout`` 1).
         name: the layer name.
         w_layout: 0 or 1, as above.
+        prologue: what x' is: ``"none"`` x; ``"rms_norm"`` LLaMA's RMSNorm of x, ``T(T(x * rsqrt(mean(x^2) + eps)) *
+            scale)`` (as ``add_rms_norm``); ``"swiglu"`` ``T(T(silu(gate)) * up)``.
+        scale: the RMSNorm's scale, K elements of any float type (``prologue="rms_norm"`` only).
+        eps: the RMSNorm's epsilon (the model's ``rms_norm_eps``).
+        residual: (..., N) of x's type, added to the product (``T(T(x' @ w) + residual)``; one rounding on cuBLASLt),
+            or None.
 
     Returns:
         The layer; output 0 is (..., N) of x's type.
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.
-        ValueError: a ``w_layout`` other than 0 or 1.
+        ValueError: a ``w_layout`` other than 0 or 1, an unknown prologue, or ``scale`` given without
+            ``prologue="rms_norm"`` (or missing with it).
+        ToolkitError: the plugin rejected the fields (a negative eps).
     """
     import numpy as np
 
     trt = trt_module
     if w_layout not in (0, 1):
         raise ValueError(f"w_layout is {w_layout!r}, expected 0 (K x N) or 1 (N x K)")
+    if prologue not in GEMM_PROLOGUES:
+        raise ValueError(f"prologue is {prologue!r}, expected one of {', '.join(GEMM_PROLOGUES)}")
+    if (scale is not None) != (prologue == "rms_norm"):
+        raise ValueError("scale goes with prologue='rms_norm' and only with it")
     creator = trt.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"the {GEMM_NAME} plugin is not loaded (load_plugin(..., gemm=True) first)",
                                 GEMM_FALLBACK)
-    layout = np.array([w_layout], dtype=np.int32)
-    fields = trt.PluginFieldCollection([trt.PluginField("w_layout", layout, trt.PluginFieldType.INT32)])
+    values = [np.array([v], dtype=np.int32) for v in (w_layout, GEMM_PROLOGUES[prologue], residual is not None)]
+    values.append(np.array([eps], dtype=np.float32))
+    kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32]
+    fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in
+                                        zip(("w_layout", "prologue", "epilogue", "eps"), values, kinds)])
     plugin = creator.create_plugin(name, fields)
-    layer = network.add_plugin_v2([x, w], plugin)
+    if plugin is None:
+        raise ToolkitError(f"layer {name}: the {GEMM_NAME} plugin rejected prologue={prologue} eps={eps}",
+                           "eps must be >= 0")
+    inputs = [x, w] + ([scale] if scale is not None else []) + ([residual] if residual is not None else [])
+    layer = network.add_plugin_v2(inputs, plugin)
     layer.name = name
-    _keep_alive.append((layout, fields, plugin))
+    _keep_alive.append((values, fields, plugin))
     return layer
 
 
@@ -537,7 +560,9 @@ def add_rotary(trt_module, network, q_lin, k_lin, cos, sin, num_heads: int, num_
     Args:
         trt_module: the imported ``tensorrt`` module (the plugin library loaded).
         network: the ``INetworkDefinition``.
-        q_lin, k_lin: (B, S, num_heads * head_dim) and (B, S, num_kv_heads * head_dim), the projections' outputs.
+        q_lin, k_lin: (B, S, num_heads * head_dim) and (B, S, num_kv_heads * head_dim), the projections' outputs;
+            or ``k_lin`` None and ``q_lin`` the fused q/k/v multiply's output (B, S, (num_heads + 2 num_kv_heads) *
+            head_dim), ``[q | k | v]``: the layer then also splits v off, as output 2 (B, num_kv_heads, S, head_dim).
         cos, sin: (B, 1, S, head_dim) per position, any float type (TensorRT 8.6 widens fp16 tables to float).
         num_heads, num_kv_heads, head_dim: this block's (width-pruned blocks differ); head_dim even.
         scale: q's factor after rotary (``head_dim ** -0.5`` in the export), rounded to q's type as the exported
@@ -558,16 +583,19 @@ def add_rotary(trt_module, network, q_lin, k_lin, cos, sin, num_heads: int, num_
     creator = trt.get_plugin_registry().get_plugin_creator(ROPE_NAME, ROPE_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"the {ROPE_NAME} plugin is not loaded (call load_plugin first)", FALLBACK)
+    fused = k_lin is None
     values = [np.array([v], dtype=np.int32) for v in (num_heads, num_kv_heads, head_dim)]
     values.append(np.array([scale], dtype=np.float32))
-    kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32]
+    values.append(np.array([fused], dtype=np.int32))
+    kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32, trt.PluginFieldType.INT32]
     fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in
-                                        zip(("num_heads", "num_kv_heads", "head_dim", "scale"), values, kinds)])
+                                        zip(("num_heads", "num_kv_heads", "head_dim", "scale", "fused_qkv"), values,
+                                            kinds)])
     plugin = creator.create_plugin(name, fields)
     if plugin is None:
         raise ToolkitError(f"layer {name}: the {ROPE_NAME} plugin rejected num_heads={num_heads}, "
                            f"num_kv_heads={num_kv_heads}, head_dim={head_dim}", "head_dim must be even")
-    layer = network.add_plugin_v2([q_lin, k_lin, cos, sin], plugin)
+    layer = network.add_plugin_v2([q_lin, cos, sin] if fused else [q_lin, k_lin, cos, sin], plugin)
     layer.name = name
     _keep_alive.append((values, fields, plugin))
     return layer

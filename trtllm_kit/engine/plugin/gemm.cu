@@ -1,27 +1,41 @@
 // TrtllmKitGemm: y = x @ w for a weight matrix that is an engine input, computed by cuBLASLt, as a
-// TensorRT IPluginV2DynamicExt that builds against the TensorRT 8.6 and 10.x headers.
+// TensorRT IPluginV2DynamicExt that builds against the TensorRT 8.6 and 10.x headers; optionally with the op before
+// it (an RMSNorm, or SwiGLU's silu(gate) * up) and the residual add after it folded in.
 //
 // Why: TensorRT 8.6 builds the plugin KV layout at optimization level 0, where every MatrixMultiply
 // runs the first kernel that works (H200, llama-7b at batch 16: 0.37 ms per 4096x11008 weight, 0.24
-// TB/s); cuBLASLt's heuristics pick a kernel per shape with no timing at build time.
+// TB/s); cuBLASLt's heuristics pick a kernel per shape with no timing at build time. The folds: at batch-1 decode
+// each small kernel between the multiplies (a norm, a residual add, the SwiGLU product) cost 2-5 us of a 4.2 ms step
+// (H200, llama-7b, eighth session: 0.8 ms outside the multiplies, scripts/profile_layers.py).
 //
-// Inputs (linear layout; T = half, float, or bf16 where TensorRT has it; x and w of one type):
+// Inputs (linear layout; T = half, float, or bf16 where TensorRT has it; x, w and r of one type):
 //   0 x   T  (..., K)   activations, any rank >= 1; M = product of the leading dims
+//                       (..., 2K) with prologue 2: [gate | up], the fused gate/up multiply's output
 //   1 w   T  (K, N)     row-major, as the exporter stores a Linear's weight (in x out; field w_layout = 0), or
 //            (N, K)     PyTorch's nn.Linear layout (out x in; w_layout = 1)
+//   2 g   G  K values   prologue 1 only: the RMSNorm's scale (G any float type: TensorRT 8.6 widens fp16 constants)
+//   2|3 r T  (..., N)   epilogue 1 only: the residual, x's leading dims (input 3 when prologue is 1)
 // Output:
 //   0 y   T  (..., N)   float32 accumulation, rounded to T
-// Field: w_layout (int32, 0 or 1; 0 when absent), serialized as 4 bytes (engines from before it: 0 bytes, read as 0).
+// Fields (serialized as 16 bytes; engines from before them: 4 bytes, w_layout only, or 0 bytes, read as 0):
+//   w_layout  int32  0 or 1, as above
+//   prologue  int32  0: x as given; 1: RMSNorm of x, as transformers' LlamaRMSNorm (rms_norm.cu):
+//                    x' = T(T(x * rsqrt(mean(x^2) + eps)) * g); 2: SwiGLU, as transformers' LlamaMLP:
+//                    x' = T(T(silu(gate)) * up)
+//   eps       float  prologue 1's epsilon
+//   epilogue  int32  0: y = T(x' @ w); 1: y = T(T(x' @ w) + r) on the GEMV (eager's two roundings), T(x' @ w + r)
+//                    on cuBLASLt (beta = 1: one rounding)
 //
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
-// dimension K, transposed.
+// dimension K, transposed. A prologue runs first into the workspace (one kernel), cuBLASLt reads that.
 // Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and at most 24576 (x in 48 KB
 // of shared memory) and 16-byte aligned x and w,
-// the plugin runs its own kernel instead (one warp per output, 16-byte streaming loads of w; H200: llama-7b's fused
-// decode step's multiplies at 3.88 TB/s against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's
-// batch-1 step 4.21 ms against 4.47 with cuBLASLt, eighth session). TRTLLM_KIT_GEMV=0 (read when the plugin is created)
-// keeps cuBLASLt.
+// the plugin runs its own kernel instead, the prologue and epilogue inside it (one warp per output, 16-byte streaming
+// loads of w, the first ones issued before x is staged; H200: llama-7b's fused decode step's multiplies at 3.88 TB/s
+// against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's batch-1 step 4.21 ms against 4.47 with
+// cuBLASLt, eighth session). TRTLLM_KIT_GEMV=0 (read when the plugin is created) keeps cuBLASLt;
+// TRTLLM_KIT_GEMV_UNROLL=4|8|16 sets the loads of w in flight per lane (an A/B knob; default 8).
 // Each plugin object caches one cuBLASLt plan (descriptors + heuristic's algorithm) per (M, alignment);
 // enqueue only launches, on the given stream, into TensorRT's workspace: capturable in a CUDA graph
 // once a plan for that M exists (the runner's uncaptured warm-up step makes it).
@@ -103,86 +117,288 @@ uint32_t alignment_of(void const* p)
 // One row only: at 2-4 rows it ran 0-70% slower than cuBLASLt per weight (H200, tests/test_gemm_gpu.py, eighth session).
 constexpr int kGemvMaxRows = 1;
 constexpr int kGemvThreads = 256; // 8 warps, one output each
-constexpr int kGemvUnroll = 4;    // 16-byte loads of w in flight per thread
 
-// y (M x N) = x (M x K) . w^T, w (N x K) row-major, fp16 in and out, float accumulation. One warp per output n: its
-// lanes stream w's row n in 16-byte vectors (evict-first: read once per step) and multiply them by every row of x,
-// staged in shared memory (M x K halves); a warp-shuffle sum per row of x.
-template <int M>
-__global__ void gemv_out_x_in(__half const* __restrict__ w, __half const* __restrict__ x, __half* __restrict__ y,
-    int K, int N)
+enum Prologue : int32_t
+{
+    kNone = 0,
+    kRmsNorm = 1,
+    kSwiGlu = 2,
+};
+
+// What a multiply folds in: the op before it (Prologue), its scale and epsilon, and the residual added after it.
+struct Folds
+{
+    int32_t prologue = kNone;
+    float eps = 0.f;
+    int32_t epilogue = 0; // 1: + residual
+};
+
+__device__ __forceinline__ float silu(float v)
+{
+    return v / (1.f + __expf(-v));
+}
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ __forceinline__ float block_sum(float v, float* partial)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0)
+        partial[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float s = 0.f;
+    for (int i = 0; i < int(blockDim.x >> 5); ++i)
+        s += partial[i];
+    __syncthreads(); // partial may be reused
+    return s;
+}
+
+// x' (1 x K, fp16) into shared memory as 16-byte vectors: x itself, its RMSNorm, or SwiGLU of [gate | up].
+template <int PRO, typename G>
+__device__ __forceinline__ void stage_x(uint4* xs, __half const* __restrict__ x, G const* __restrict__ g, int kv,
+    float eps, float* partial)
+{
+    uint4 const* x4 = reinterpret_cast<uint4 const*>(x);
+    if (PRO == kSwiGlu)
+    {
+        for (int i = threadIdx.x; i < kv; i += blockDim.x)
+        {
+            uint4 const gv = x4[i], uv = x4[kv + i];
+            __half const* gh = reinterpret_cast<__half const*>(&gv);
+            __half const* uh = reinterpret_cast<__half const*>(&uv);
+            uint4 out;
+            __half* oh = reinterpret_cast<__half*>(&out);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                oh[j] = __float2half_rn(trtllm_kit::round_to<__half>(silu(__half2float(gh[j]))) * __half2float(uh[j]));
+            xs[i] = out;
+        }
+    }
+    else
+    {
+        float sum = 0.f;
+        for (int i = threadIdx.x; i < kv; i += blockDim.x)
+        {
+            uint4 const v = x4[i];
+            xs[i] = v;
+            if (PRO == kRmsNorm)
+            {
+                __half const* h = reinterpret_cast<__half const*>(&v);
+#pragma unroll
+                for (int j = 0; j < 8; ++j)
+                {
+                    float const f = __half2float(h[j]);
+                    sum += f * f;
+                }
+            }
+        }
+        if (PRO == kRmsNorm)
+        {
+            float const r = rsqrtf(block_sum(sum, partial) / float(kv * 8) + eps);
+            for (int i = threadIdx.x; i < kv; i += blockDim.x) // each thread rewrites the vectors it staged
+            {
+                uint4 v = xs[i];
+                __half* h = reinterpret_cast<__half*>(&v);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) // rounded to fp16 before the scale, as eager (rms_norm.cu)
+                    h[j] = __float2half_rn(trtllm_kit::round_to<__half>(__half2float(h[j]) * r)
+                        * trtllm_kit::to_f32(g[i * 8 + j]));
+                xs[i] = v;
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// y (1 x N) = x' (1 x K) . w^T (+ r), w (N x K) row-major, fp16 in and out, float accumulation. One warp per output
+// n: its lanes stream w's row n in 16-byte vectors (evict-first: read once per step), U in flight per lane, the first
+// U issued before x' is staged in shared memory (they do not depend on it); a warp-shuffle sum.
+template <int PRO, int EPI, int U, typename G>
+__global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __restrict__ w,
+    __half const* __restrict__ x, G const* __restrict__ g, __half const* __restrict__ r, __half* __restrict__ y, int K,
+    int N, float eps)
 {
     extern __shared__ uint4 xs[];
+    __shared__ float partial[kGemvThreads / 32];
     int const kv = K / 8; // 16-byte vectors per row
-    for (int i = threadIdx.x; i < M * kv; i += blockDim.x)
-        xs[i] = reinterpret_cast<uint4 const*>(x)[i];
-    __syncthreads();
     int const lane = threadIdx.x & 31;
     int const n = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (n >= N)
+    bool const active = n < N; // every warp stages x' (and syncs) before the idle ones leave
+    uint4 const* row = reinterpret_cast<uint4 const*>(w) + size_t(active ? n : 0) * kv;
+    uint4 wv[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+        wv[u] = active && lane + u * 32 < kv ? __ldcs(row + lane + u * 32) : make_uint4(0, 0, 0, 0);
+    stage_x<PRO, G>(xs, x, g, kv, eps, partial);
+    if (!active)
         return;
-    uint4 const* row = reinterpret_cast<uint4 const*>(w) + size_t(n) * kv;
-    float acc[M] = {};
-    for (int base = lane; base < kv; base += 32 * kGemvUnroll)
+    float acc = 0.f;
+    for (int base = lane; base < kv; base += 32 * U)
     {
-        uint4 wv[kGemvUnroll];
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u)
-            wv[u] = base + u * 32 < kv ? __ldcs(row + base + u * 32) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u)
+        for (int u = 0; u < U; ++u)
         {
             int const i = base + u * 32;
-            if (i >= kv)
-                break;
-            __half2 const* wh = reinterpret_cast<__half2 const*>(&wv[u]);
-#pragma unroll
-            for (int m = 0; m < M; ++m)
+            if (i < kv)
             {
-                uint4 const xv = xs[m * kv + i];
+                uint4 const xv = xs[i];
+                __half2 const* wh = reinterpret_cast<__half2 const*>(&wv[u]);
                 __half2 const* xh = reinterpret_cast<__half2 const*>(&xv);
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
                 {
                     float2 const a = __half22float2(wh[j]), b = __half22float2(xh[j]);
-                    acc[m] += a.x * b.x + a.y * b.y;
+                    acc += a.x * b.x + a.y * b.y;
                 }
             }
         }
+        int const next = base + 32 * U;
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            wv[u] = next + u * 32 < kv ? __ldcs(row + next + u * 32) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int m = 0; m < M; ++m)
-    {
-        float v = acc[m];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0)
-            y[size_t(m) * N + n] = __float2half_rn(v);
-    }
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0)
+        y[n] = EPI ? __float2half_rn(trtllm_kit::round_to<__half>(acc) + __half2float(r[n])) : __float2half_rn(acc);
 }
 
-template <int M>
-cudaError_t launch_gemv(void const* w, void const* x, void* y, int K, int N, cudaStream_t stream)
+template <int PRO, int EPI, int U, typename G>
+cudaError_t launch_gemv(void const* w, void const* x, void const* g, void const* r, void* y, int K, int N, float eps,
+    cudaStream_t stream)
 {
-    size_t const smem = size_t(M) * K * sizeof(__half); // x staged: within the 48 KB every kernel may take (gemv_fits)
+    size_t const smem = size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
     int const warps = kGemvThreads / 32;
-    gemv_out_x_in<M><<<(N + warps - 1) / warps, kGemvThreads, smem, stream>>>(static_cast<__half const*>(w),
-        static_cast<__half const*>(x), static_cast<__half*>(y), K, N);
+    gemv_out_x_in<PRO, EPI, U, G><<<(N + warps - 1) / warps, kGemvThreads, smem, stream>>>(
+        static_cast<__half const*>(w), static_cast<__half const*>(x), static_cast<G const*>(g),
+        static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
     return cudaGetLastError();
 }
 
-// Whether the GEMV takes this multiply: x (M x K halves) must fit the 48 KB of shared memory a kernel gets without
+template <int PRO, int EPI, typename G>
+cudaError_t gemv_unrolled(int unroll, void const* w, void const* x, void const* g, void const* r, void* y, int K,
+    int N, float eps, cudaStream_t stream)
+{
+    switch (unroll)
+    {
+    case 4: return launch_gemv<PRO, EPI, 4, G>(w, x, g, r, y, K, N, eps, stream);
+    case 16: return launch_gemv<PRO, EPI, 16, G>(w, x, g, r, y, K, N, eps, stream);
+    default: return launch_gemv<PRO, EPI, 8, G>(w, x, g, r, y, K, N, eps, stream);
+    }
+}
+
+template <int PRO, typename G>
+cudaError_t gemv_epilogue(Folds const& f, int unroll, void const* w, void const* x, void const* g, void const* r,
+    void* y, int K, int N, cudaStream_t stream)
+{
+    return f.epilogue ? gemv_unrolled<PRO, 1, G>(unroll, w, x, g, r, y, K, N, f.eps, stream)
+                      : gemv_unrolled<PRO, 0, G>(unroll, w, x, g, r, y, K, N, f.eps, stream);
+}
+
+// Whether the GEMV takes this multiply: x' (M x K halves) must fit the 48 KB of shared memory a kernel gets without
 // opting in (K <= 24576 at one row; larger K, e.g. a 70B model's 28672-wide down projection, runs cuBLASLt).
 bool gemv_fits(int64_t M, int64_t K)
 {
     return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && size_t(M) * size_t(K) * sizeof(__half) <= size_t(48) * 1024;
 }
 
-cudaError_t gemv(int64_t M, void const* w, void const* x, void* y, int64_t K, int64_t N, cudaStream_t stream)
+// The decode GEMV for one row; gType is the norm scale's type (prologue 1).
+cudaError_t gemv(Folds const& f, int unroll, nvinfer1::DataType gType, void const* w, void const* x, void const* g,
+    void const* r, void* y, int64_t K, int64_t N, cudaStream_t stream)
 {
-    static_assert(kGemvMaxRows == 1, "instantiate launch_gemv for each row count allowed");
-    return M == 1 ? launch_gemv<1>(w, x, y, int(K), int(N), stream) : cudaErrorInvalidValue;
+    static_assert(kGemvMaxRows == 1, "the GEMV kernel computes one row");
+    int const k = int(K), n = int(N);
+    switch (f.prologue)
+    {
+    case kRmsNorm:
+        return gType == nvinfer1::DataType::kFLOAT
+            ? gemv_epilogue<kRmsNorm, float>(f, unroll, w, x, g, r, y, k, n, stream)
+            : gType == nvinfer1::DataType::kHALF ? gemv_epilogue<kRmsNorm, __half>(f, unroll, w, x, g, r, y, k, n, stream)
+                                                 : cudaErrorInvalidValue;
+    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, unroll, w, x, g, r, y, k, n, stream);
+    default: return gemv_epilogue<kNone, __half>(f, unroll, w, x, g, r, y, k, n, stream);
+    }
+}
+
+// The prologue for cuBLASLt: x' (M x K of T) into out, one block per row (RMSNorm) or one element per thread (SwiGLU).
+template <typename T, typename G>
+__global__ void __launch_bounds__(256) norm_rows(T const* __restrict__ x, G const* __restrict__ g,
+    T* __restrict__ out, int K, float eps)
+{
+    __shared__ float partial[256 / 32];
+    T const* xr = x + int64_t(blockIdx.x) * K;
+    T* yr = out + int64_t(blockIdx.x) * K;
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x)
+    {
+        float const v = trtllm_kit::to_f32(xr[i]);
+        sum += v * v;
+    }
+    float const r = rsqrtf(block_sum(sum, partial) / float(K) + eps);
+    for (int i = threadIdx.x; i < K; i += blockDim.x)
+        yr[i] = trtllm_kit::from_f32<T>(trtllm_kit::round_to<T>(trtllm_kit::to_f32(xr[i]) * r) * trtllm_kit::to_f32(g[i]));
+}
+
+template <typename T>
+__global__ void swiglu_rows(T const* __restrict__ x, T* __restrict__ out, int64_t M, int K)
+{
+    int64_t const i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= M * K)
+        return;
+    int64_t const m = i / K, k = i - m * K;
+    T const* row = x + m * 2 * K;
+    float const s = trtllm_kit::round_to<T>(silu(trtllm_kit::to_f32(row[k])));
+    out[i] = trtllm_kit::from_f32<T>(s * trtllm_kit::to_f32(row[K + k]));
+}
+
+template <typename T>
+cudaError_t prologue_typed(Folds const& f, nvinfer1::DataType gType, void const* x, void const* g, void* out,
+    int64_t M, int K, cudaStream_t stream)
+{
+    if (f.prologue == kSwiGlu)
+    {
+        int64_t const blocks = (M * K + 255) / 256;
+        if (blocks > 0x7fffffff)
+            return cudaErrorInvalidValue;
+        swiglu_rows<T><<<unsigned(blocks), 256, 0, stream>>>(static_cast<T const*>(x), static_cast<T*>(out), M, K);
+        return cudaGetLastError();
+    }
+    if (M > 0x7fffffff)
+        return cudaErrorInvalidValue;
+    switch (gType)
+    {
+    case nvinfer1::DataType::kFLOAT:
+        norm_rows<T, float><<<unsigned(M), 256, 0, stream>>>(static_cast<T const*>(x), static_cast<float const*>(g),
+            static_cast<T*>(out), K, f.eps);
+        break;
+    case nvinfer1::DataType::kHALF:
+        norm_rows<T, __half><<<unsigned(M), 256, 0, stream>>>(static_cast<T const*>(x), static_cast<__half const*>(g),
+            static_cast<T*>(out), K, f.eps);
+        break;
+#if TRTLLM_KIT_HAS_BF16
+    case nvinfer1::DataType::kBF16:
+        norm_rows<T, __nv_bfloat16><<<unsigned(M), 256, 0, stream>>>(static_cast<T const*>(x),
+            static_cast<__nv_bfloat16 const*>(g), static_cast<T*>(out), K, f.eps);
+        break;
+#endif
+    default: return cudaErrorInvalidValue;
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t prologue(Folds const& f, nvinfer1::DataType type, nvinfer1::DataType gType, void const* x, void const* g,
+    void* out, int64_t M, int64_t K, cudaStream_t stream)
+{
+    switch (type)
+    {
+    case nvinfer1::DataType::kHALF: return prologue_typed<__half>(f, gType, x, g, out, M, int(K), stream);
+    case nvinfer1::DataType::kFLOAT: return prologue_typed<float>(f, gType, x, g, out, M, int(K), stream);
+#if TRTLLM_KIT_HAS_BF16
+    case nvinfer1::DataType::kBF16: return prologue_typed<__nv_bfloat16>(f, gType, x, g, out, M, int(K), stream);
+#endif
+    default: return cudaErrorInvalidValue;
+    }
 }
 
 class GemmPlan
@@ -261,10 +477,13 @@ public:
         return err;
     }
 
-    cublasStatus_t run(cublasLtHandle_t lt, void const* w, void const* x, void* y, void* workspace, cudaStream_t stream)
+    // y = x . op(w), plus c where c is not null (beta = 1: the residual epilogue; c laid out as y).
+    cublasStatus_t run(cublasLtHandle_t lt, void const* w, void const* x, void const* c, void* y, void* workspace,
+        cudaStream_t stream)
     {
-        float const one = 1.0f, zero = 0.0f;
-        return cublasLtMatmul(lt, mOp, &one, w, mA, x, mB, &zero, y, mD, y, mD, &mAlgo, workspace, mWorkspace, stream);
+        float const one = 1.0f, beta = c ? 1.0f : 0.0f;
+        return cublasLtMatmul(lt, mOp, &one, w, mA, x, mB, &beta, c ? c : y, mD, y, mD, &mAlgo, workspace, mWorkspace,
+            stream);
     }
 
 private:
@@ -274,13 +493,23 @@ private:
     size_t mWorkspace = 0;
 };
 
+// The fields as serialized (16 bytes).
+struct GemmFields
+{
+    int32_t layout = 0; // 0: w (K, N); 1: w (N, K)
+    Folds folds;
+};
+static_assert(sizeof(GemmFields) == 16, "GemmFields is serialized as 16 bytes");
+
 class GemmPlugin final : public nvinfer1::IPluginV2DynamicExt
 {
 public:
-    explicit GemmPlugin(int32_t layout) : mLayout(layout)
+    explicit GemmPlugin(GemmFields f) : mF(f)
     {
         char const* env = std::getenv("TRTLLM_KIT_GEMV");
         mGemv = !(env && std::strcmp(env, "0") == 0);
+        char const* unroll = std::getenv("TRTLLM_KIT_GEMV_UNROLL");
+        mUnroll = unroll ? std::atoi(unroll) : 8;
     }
     ~GemmPlugin() override { release(); }
 
@@ -290,8 +519,8 @@ public:
     int32_t getNbOutputs() const noexcept override { return 1; }
     int32_t initialize() noexcept override { return 0; }
     void terminate() noexcept override { release(); }
-    size_t getSerializationSize() const noexcept override { return sizeof(int32_t); }
-    void serialize(void* buffer) const noexcept override { std::memcpy(buffer, &mLayout, sizeof(int32_t)); }
+    size_t getSerializationSize() const noexcept override { return sizeof(GemmFields); }
+    void serialize(void* buffer) const noexcept override { std::memcpy(buffer, &mF, sizeof(GemmFields)); }
     void destroy() noexcept override { delete this; }
     void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
     char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
@@ -306,7 +535,7 @@ public:
     // IPluginV2DynamicExt
     nvinfer1::IPluginV2DynamicExt* clone() const noexcept override
     {
-        auto* p = new (std::nothrow) GemmPlugin(mLayout);
+        auto* p = new (std::nothrow) GemmPlugin(mF);
         if (p)
             p->setPluginNamespace(mNamespace.c_str());
         return p;
@@ -316,55 +545,64 @@ public:
         int32_t nbInputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
     {
         nvinfer1::DimsExprs out = inputs[0];
-        if (nbInputs == 2 && out.nbDims >= 1 && inputs[1].nbDims == 2)
-            out.d[out.nbDims - 1] = inputs[1].d[mLayout == 1 ? 0 : 1];
+        if (nbInputs >= 2 && out.nbDims >= 1 && inputs[1].nbDims == 2)
+            out.d[out.nbDims - 1] = inputs[1].d[mF.layout == 1 ? 0 : 1];
         return out;
     }
 
     bool supportsFormatCombination(
         int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
     {
-        if (nbInputs != 2 || nbOutputs != 1 || pos < 0 || pos > 2)
+        if (nbInputs != expectedInputs() || nbOutputs != 1 || pos < 0 || pos > nbInputs)
             return false;
         nvinfer1::PluginTensorDesc const& d = inOut[pos];
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
-        return pos == 0 ? trtllm_kit::float_type(d.type) : d.type == inOut[0].type;
+        if (pos == 0)
+            return trtllm_kit::float_type(d.type);
+        if (pos == scaleIndex())
+            return trtllm_kit::float_type(d.type); // the norm's scale in whatever float type it comes (8.6 widens)
+        return d.type == inOut[0].type;          // w, the residual, y: x's type
     }
 
     void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override
     {
         mConfigError.clear();
-        if (nbInputs != 2 || nbOutputs != 1)
-            mConfigError = "expected 2 inputs and 1 output";
+        if (nbInputs != expectedInputs() || nbOutputs != 1)
+            mConfigError = "expected " + std::to_string(expectedInputs()) + " inputs (prologue "
+                + std::to_string(mF.folds.prologue) + ", epilogue " + std::to_string(mF.folds.epilogue) + ") and 1 output";
         else if (in[0].desc.dims.nbDims < 1 || in[1].desc.dims.nbDims != 2)
             mConfigError = "x must have rank >= 1 and w rank 2";
         else
         {
             int32_t const k = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
-            int32_t const kw = in[1].desc.dims.d[mLayout == 1 ? 1 : 0];
-            if (k >= 0 && kw >= 0 && k != kw)
-                mConfigError = "x's last dim " + std::to_string(k) + " differs from w's " + (mLayout == 1 ? "columns " : "rows ")
-                    + std::to_string(kw);
+            int32_t const kw = in[1].desc.dims.d[mF.layout == 1 ? 1 : 0];
+            int32_t const want = mF.folds.prologue == kSwiGlu && kw >= 0 ? 2 * kw : kw;
+            if (k >= 0 && kw >= 0 && k != want)
+                mConfigError = "x's last dim " + std::to_string(k) + " is not " + (mF.folds.prologue == kSwiGlu ? "twice " : "")
+                    + "w's " + (mF.layout == 1 ? "columns " : "rows ") + std::to_string(kw);
+            int32_t const r = residualIndex();
+            if (mConfigError.empty() && r > 0 && in[r].desc.dims.nbDims != out[0].desc.dims.nbDims)
+                mConfigError = "the residual's rank differs from y's";
         }
         if (!mConfigError.empty())
             trtllm_kit::plugin_error(kGemmName, "%s", mConfigError.c_str());
     }
 
-    // cuBLASLt's workspace, plus room to stage x and y (at their largest) when TensorRT hands an address that
-    // is not 16-byte aligned (seen on an H200, TensorRT 8.6: the first block's multiplies after a fused region
-    // ran 5-50x slower than the others, on cuBLASLt's unaligned kernels).
+    // cuBLASLt's workspace, plus room for x' (the prologue's output, or x staged when TensorRT hands an address
+    // that is not 16-byte aligned: seen on an H200, TensorRT 8.6, the first block's multiplies after a fused region
+    // ran 5-50x slower than the others on cuBLASLt's unaligned kernels) and y staged, at their largest.
     size_t getWorkspaceSize(nvinfer1::PluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override
     {
         size_t staged = 0;
-        if (nbInputs == 2 && nbOutputs == 1)
+        if (nbInputs >= 2 && nbOutputs == 1)
             staged = round_up(bytes_of(inputs[0])) + round_up(bytes_of(outputs[0]));
         return kWorkspaceBytes + staged;
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
     {
         if (!mConfigError.empty())
@@ -374,25 +612,85 @@ public:
         }
         nvinfer1::Dims const& xd = inputDesc[0].dims;
         nvinfer1::Dims const& wd = inputDesc[1].dims;
-        int64_t const K = wd.d[mLayout == 1 ? 1 : 0], N = wd.d[mLayout == 1 ? 0 : 1];
+        int64_t const K = wd.d[mF.layout == 1 ? 1 : 0], N = wd.d[mF.layout == 1 ? 0 : 1];
+        int64_t const xK = mF.folds.prologue == kSwiGlu ? 2 * K : K;
         int64_t M = 1;
         for (int32_t i = 0; i + 1 < xd.nbDims; ++i)
             M *= xd.d[i];
-        if (xd.d[xd.nbDims - 1] != K)
+        if (xd.d[xd.nbDims - 1] != xK)
         {
-            trtllm_kit::plugin_error(kGemmName, "x's last dim %d differs from w's K %lld", int(xd.d[xd.nbDims - 1]), (long long) K);
+            trtllm_kit::plugin_error(kGemmName, "x's last dim %d is not %lld (w's K %lld)", int(xd.d[xd.nbDims - 1]),
+                (long long) xK, (long long) K);
             return 1;
         }
+        int32_t const ri = residualIndex(), gi = scaleIndex();
+        void const* res = ri > 0 ? inputs[ri] : nullptr;
+        if (ri > 0)
+        {
+            int64_t values = 1;
+            for (int32_t i = 0; i < inputDesc[ri].dims.nbDims; ++i)
+                values *= inputDesc[ri].dims.d[i];
+            if (values != M * N)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the residual holds %lld values, not y's %lld", (long long) values,
+                    (long long) (M * N));
+                return 1;
+            }
+        }
+        if (gi > 0)
+        {
+            int64_t values = 1;
+            for (int32_t i = 0; i < inputDesc[gi].dims.nbDims; ++i)
+                values *= inputDesc[gi].dims.d[i];
+            if (values != K)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the norm's scale holds %lld values, not K = %lld", (long long) values,
+                    (long long) K);
+                return 1;
+            }
+        }
+        nvinfer1::DataType const gType = gi > 0 ? inputDesc[gi].type : nvinfer1::DataType::kHALF;
+        void const* g = gi > 0 ? inputs[gi] : nullptr;
         if (M == 0 || N == 0)
             return 0;
         size_t const elem = inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2;
-        if (K == 0)
-            return cudaMemsetAsync(outputs[0], 0, size_t(M * N) * elem, stream) == cudaSuccess ? 0 : 1;
-        // Stage an unaligned x or y through the workspace (a copy of M x K or M x N elements, small beside w).
+        if (K == 0) // x' @ w is zero: y is the residual, or zeros
+            return (res ? cudaMemcpyAsync(outputs[0], res, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream)
+                        : cudaMemsetAsync(outputs[0], 0, size_t(M * N) * elem, stream))
+                    == cudaSuccess
+                ? 0
+                : 1;
         char* ws = static_cast<char*>(workspace);
         void const* x = inputs[0];
         void* y = outputs[0];
-        if (alignment_of(x) < kMinAlignment)
+        bool const stageY = alignment_of(y) < kMinAlignment;
+        if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K)
+            && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
+        {
+            cudaError_t const e = gemv(mF.folds, mUnroll, gType, inputs[1], x, g, res, y, K, N, stream);
+            if (e != cudaSuccess)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
+                    (long long) N, (long long) K, cudaGetErrorString(e));
+                return 1;
+            }
+            gGemvLaunches.fetch_add(1, std::memory_order_relaxed);
+            return 0; // writes y one element at a time: any alignment
+        }
+        // x' into the workspace: the prologue's output, or an unaligned x staged (M x K elements, small beside w)
+        if (mF.folds.prologue != kNone)
+        {
+            cudaError_t const e = prologue(mF.folds, inputDesc[0].type, gType, x, g, ws, M, K, stream);
+            if (e != cudaSuccess)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the prologue (%d) failed (M=%lld K=%lld): %s", int(mF.folds.prologue),
+                    (long long) M, (long long) K, cudaGetErrorString(e));
+                return 1;
+            }
+            x = ws;
+            ws += round_up(size_t(M * K) * elem);
+        }
+        else if (alignment_of(x) < kMinAlignment)
         {
             if (cudaMemcpyAsync(ws, x, size_t(M * K) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
             {
@@ -402,36 +700,13 @@ public:
             x = ws;
             ws += round_up(size_t(M * K) * elem);
         }
-        bool const stageY = alignment_of(y) < kMinAlignment;
         if (stageY)
         {
             y = ws;
             ws += round_up(size_t(M * N) * elem);
         }
-        auto copyOut = [&]() {
-            if (stageY
-                && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
-            {
-                trtllm_kit::plugin_error(kGemmName, "copying y out failed");
-                return 1;
-            }
-            return 0;
-        };
-        if (mGemv && mLayout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K)
-            && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
-        {
-            cudaError_t const e = gemv(M, inputs[1], x, y, K, N, stream);
-            if (e != cudaSuccess)
-            {
-                trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
-                    (long long) N, (long long) K, cudaGetErrorString(e));
-                return 1;
-            }
-            gGemvLaunches.fetch_add(1, std::memory_order_relaxed);
-            return copyOut();
-        }
         uint32_t align = alignment_of(x);
-        for (void const* p : {inputs[1], static_cast<void const*>(y), static_cast<void const*>(ws)})
+        for (void const* p : {inputs[1], static_cast<void const*>(y), static_cast<void const*>(ws), res ? res : x})
             align = std::min(align, alignment_of(p));
         GemmPlan* plan = nullptr;
         {
@@ -447,7 +722,7 @@ public:
             if (it == mPlans.end())
             {
                 auto fresh = new (std::nothrow) GemmPlan();
-                std::string const err = fresh ? fresh->make(mLt, inputDesc[0].type, M, N, K, align, mLayout) : "out of memory";
+                std::string const err = fresh ? fresh->make(mLt, inputDesc[0].type, M, N, K, align, mF.layout) : "out of memory";
                 if (!err.empty())
                 {
                     delete fresh;
@@ -459,18 +734,30 @@ public:
             }
             plan = it->second;
         }
-        cublasStatus_t const s = plan->run(mLt, inputs[1], x, y, ws, stream);
+        cublasStatus_t const s = plan->run(mLt, inputs[1], x, res, y, ws, stream);
         if (s != CUBLAS_STATUS_SUCCESS)
         {
             trtllm_kit::plugin_error(kGemmName, "cublasLtMatmul failed (M=%lld N=%lld K=%lld) with status %d", (long long) M, (long long) N,
                 (long long) K, int(s));
             return 1;
         }
-        return copyOut();
+        if (stageY
+            && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
+        {
+            trtllm_kit::plugin_error(kGemmName, "copying y out failed");
+            return 1;
+        }
+        (void) outputDesc;
+        return 0;
     }
 
 private:
     using Key = std::tuple<int64_t, uint32_t, int>;
+
+    // x, w, then the norm's scale (prologue 1), then the residual (epilogue 1).
+    int32_t expectedInputs() const { return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == 1); }
+    int32_t scaleIndex() const { return mF.folds.prologue == kRmsNorm ? 2 : -1; }
+    int32_t residualIndex() const { return mF.folds.epilogue == 1 ? expectedInputs() - 1 : -1; }
 
     void release() noexcept
     {
@@ -483,8 +770,9 @@ private:
         mLt = nullptr;
     }
 
-    int32_t mLayout = 0; // 0: w (K, N); 1: w (N, K)
-    bool mGemv = true;   // the decode GEMV where it applies (TRTLLM_KIT_GEMV=0: cuBLASLt only)
+    GemmFields mF;
+    bool mGemv = true; // the decode GEMV where it applies (TRTLLM_KIT_GEMV=0: cuBLASLt only)
+    int mUnroll = 8;   // loads of w in flight per lane in the GEMV (TRTLLM_KIT_GEMV_UNROLL)
     std::string mNamespace;
     std::string mConfigError;
     std::mutex mMutex;
@@ -492,12 +780,28 @@ private:
     std::map<Key, GemmPlan*> mPlans;
 };
 
+// Why a field set cannot make a plugin, or an empty string.
+std::string fields_error(GemmFields const& f)
+{
+    if (f.layout != 0 && f.layout != 1)
+        return "w_layout is " + std::to_string(f.layout) + ", expected 0 (K x N) or 1 (N x K)";
+    if (f.folds.prologue < kNone || f.folds.prologue > kSwiGlu)
+        return "prologue is " + std::to_string(f.folds.prologue) + ", expected 0 (none), 1 (RMSNorm) or 2 (SwiGLU)";
+    if (f.folds.epilogue != 0 && f.folds.epilogue != 1)
+        return "epilogue is " + std::to_string(f.folds.epilogue) + ", expected 0 (none) or 1 (residual add)";
+    if (!(f.folds.eps >= 0.f))
+        return "eps must be >= 0";
+    return "";
+}
+
 class GemmCreator final : public nvinfer1::IPluginCreator
 {
 public:
     GemmCreator()
     {
-        mFields.emplace_back("w_layout", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
+        for (char const* name : {"w_layout", "prologue", "epilogue"})
+            mFields.emplace_back(name, nullptr, nvinfer1::PluginFieldType::kINT32, 1);
+        mFields.emplace_back("eps", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
         mFieldCollection.nbFields = int32_t(mFields.size());
         mFieldCollection.fields = mFields.data();
     }
@@ -508,43 +812,59 @@ public:
 
     nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override
     {
-        int32_t layout = 0;
+        GemmFields f;
         for (int32_t i = 0; fc && i < fc->nbFields; ++i)
         {
-            nvinfer1::PluginField const& f = fc->fields[i];
-            if (f.name && std::strcmp(f.name, "w_layout") == 0 && f.type == nvinfer1::PluginFieldType::kINT32
-                && f.length == 1 && f.data)
-                layout = *static_cast<int32_t const*>(f.data);
+            nvinfer1::PluginField const& p = fc->fields[i];
+            if (!p.name || !p.data || p.length != 1)
+                continue;
+            if (p.type == nvinfer1::PluginFieldType::kINT32)
+            {
+                int32_t const v = *static_cast<int32_t const*>(p.data);
+                if (std::strcmp(p.name, "w_layout") == 0)
+                    f.layout = v;
+                else if (std::strcmp(p.name, "prologue") == 0)
+                    f.folds.prologue = v;
+                else if (std::strcmp(p.name, "epilogue") == 0)
+                    f.folds.epilogue = v;
+            }
+            else if (p.type == nvinfer1::PluginFieldType::kFLOAT32 && std::strcmp(p.name, "eps") == 0)
+                f.folds.eps = *static_cast<float const*>(p.data);
         }
-        if (layout != 0 && layout != 1)
+        std::string const err = fields_error(f);
+        if (!err.empty())
         {
-            trtllm_kit::plugin_error(kGemmName, "%s: w_layout is %d, expected 0 (K x N) or 1 (N x K)", name ? name : "", int(layout));
+            trtllm_kit::plugin_error(kGemmName, "%s: %s", name ? name : "", err.c_str());
             return nullptr;
         }
-        return make(layout);
+        return make(f);
     }
 
     nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
     {
-        int32_t layout = 0; // engines from before the field serialized nothing
-        if (length == sizeof(int32_t))
-            std::memcpy(&layout, data, sizeof(int32_t));
-        if ((length != 0 && length != sizeof(int32_t)) || (layout != 0 && layout != 1))
+        GemmFields f; // engines from before the folds serialized w_layout only (4 bytes), or nothing (0 bytes)
+        if (length == sizeof(GemmFields))
+            std::memcpy(&f, data, sizeof(GemmFields));
+        else if (length == sizeof(int32_t))
+            std::memcpy(&f.layout, data, sizeof(int32_t));
+        std::string err = length != 0 && length != sizeof(int32_t) && length != sizeof(GemmFields)
+            ? "serialized plugin has " + std::to_string(length) + " bytes, expected 16, 4 or 0"
+            : fields_error(f);
+        if (!err.empty())
         {
-            trtllm_kit::plugin_error(kGemmName, "%s: serialized plugin has %zu bytes (w_layout %d), expected 4 (0 or 1)",
-                name ? name : "", length, int(layout));
+            trtllm_kit::plugin_error(kGemmName, "%s: %s", name ? name : "", err.c_str());
             return nullptr;
         }
-        return make(layout);
+        return make(f);
     }
 
     void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
     char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
 
 private:
-    nvinfer1::IPluginV2* make(int32_t layout) const noexcept
+    nvinfer1::IPluginV2* make(GemmFields f) const noexcept
     {
-        auto* p = new (std::nothrow) GemmPlugin(layout);
+        auto* p = new (std::nothrow) GemmPlugin(f);
         if (p)
             p->setPluginNamespace(mNamespace.c_str());
         return p;

@@ -9,7 +9,13 @@
 // Outputs:
 //   0 q      T  (B, nh, S, hd)    rotated, then multiplied by scale (1/sqrt(hd) in the export)
 //   1 k      T  (B, nkv, S, hd)   rotated
-// Fields: num_heads, num_kv_heads, head_dim (int32), scale (float32).
+// Fields: num_heads, num_kv_heads, head_dim (int32), scale (float32), fused_qkv (int32, 0 when absent; serialized
+// as 20 bytes, engines from before it 16).
+// With fused_qkv 1 the projections come as one tensor and v is split off too (the slices and v's transpose were
+// three copy kernels per block; H200, llama-7b at batch 1, eighth session):
+//   0 qkv    T  (B, S, (nh + 2 nkv) * hd)   [q | k | v], the fused q/k/v multiply's output
+//   1 cos, 2 sin                            as above
+//   outputs q, k as above, and 2 v T (B, nkv, S, hd), not rotated
 //
 // As transformers' apply_rotary_pos_emb, with every intermediate rounded to T as eager stores it:
 //   y = T(T(x * cos) + T(rotate_half(x) * sin)), rotate_half(x) = concat(-x[hd/2:], x[:hd/2]); q = T(y * T(scale)).
@@ -44,10 +50,20 @@ constexpr char const* kRopeName = "TrtllmKitRotary";
 constexpr char const* kRopeVersion = "1";
 constexpr int kThreads = 128;
 
+// Where a block's q, k (and v) rows are read: a base pointer and the stride of one (batch, position) row each.
+template <typename T>
+struct RopeSources
+{
+    T const* q;
+    T const* k;
+    T const* v; // null unless fused_qkv
+    int64_t sq, sk, sv;
+};
+
 template <typename T, typename C>
-__global__ void __launch_bounds__(kThreads) rotary_kernel(T const* __restrict__ q_in, T const* __restrict__ k_in,
-    C const* __restrict__ cos, C const* __restrict__ sin, T* __restrict__ q_out, T* __restrict__ k_out, int S,
-    int nh, int nkv, int hd, float scale)
+__global__ void __launch_bounds__(kThreads) rotary_kernel(RopeSources<T> src, C const* __restrict__ cos,
+    C const* __restrict__ sin, T* __restrict__ q_out, T* __restrict__ k_out, T* __restrict__ v_out, int S, int nh,
+    int nkv, int hd, float scale)
 {
     int64_t const row = blockIdx.x; // b * S + s
     int64_t const b = row / S;
@@ -59,14 +75,24 @@ __global__ void __launch_bounds__(kThreads) rotary_kernel(T const* __restrict__ 
     // one element pair per thread; blockIdx.y spreads a row over blocks (a decode step at batch 1 is one row: a
     // single block ran 32 iterations per thread on one SM, 14 us per layer on an H200)
     int const i = blockIdx.y * kThreads + threadIdx.x;
-    if (i < (nh + nkv) * half)
+    int const heads = nh + nkv + (src.v ? nkv : 0);
+    if (i < nh * half + (heads - nh) * half)
     {
         int const head = i / half;
         int const d = i - head * half;
         bool const is_q = head < nh;
+        if (head >= nh + nkv) // v: split off, heads first, not rotated
+        {
+            int const h = head - nh - nkv;
+            T const* x = src.v + row * src.sv + int64_t(h) * hd;
+            T* y = v_out + ((b * nkv + h) * S + s) * hd;
+            y[d] = x[d];
+            y[d + half] = x[d + half];
+            return;
+        }
         int const h = is_q ? head : head - nh;
         int const n = is_q ? nh : nkv;
-        T const* x = (is_q ? q_in : k_in) + (row * n + h) * hd;
+        T const* x = (is_q ? src.q + row * src.sq : src.k + row * src.sk) + int64_t(h) * hd;
         T* y = (is_q ? q_out : k_out) + ((b * n + h) * S + s) * hd;
         float const x1 = to_f32(x[d]);
         float const x2 = to_f32(x[d + half]);
@@ -82,28 +108,45 @@ __global__ void __launch_bounds__(kThreads) rotary_kernel(T const* __restrict__ 
     }
 }
 
-template <typename T, typename C>
-cudaError_t launch_typed(void const* const* in, void* const* out, int64_t rows, int S, int nh, int nkv, int hd,
-    float scale, cudaStream_t stream)
+// Pairs of elements one kernel handles per (batch, position) row: q and k heads, and v's with fused_qkv.
+int64_t row_pairs(int nh, int nkv, int hd, bool fused)
 {
-    dim3 const grid(static_cast<unsigned>(rows), static_cast<unsigned>(((nh + nkv) * (hd / 2) + kThreads - 1) / kThreads));
-    rotary_kernel<T, C><<<grid, kThreads, 0, stream>>>(static_cast<T const*>(in[0]),
-        static_cast<T const*>(in[1]), static_cast<C const*>(in[2]), static_cast<C const*>(in[3]),
-        static_cast<T*>(out[0]), static_cast<T*>(out[1]), S, nh, nkv, hd, scale);
+    return int64_t(nh + nkv + (fused ? nkv : 0)) * (hd / 2);
+}
+
+template <typename T, typename C>
+cudaError_t launch_typed(void const* const* in, void* const* out, bool fused, int64_t rows, int S, int nh, int nkv,
+    int hd, float scale, cudaStream_t stream)
+{
+    dim3 const grid(static_cast<unsigned>(rows), static_cast<unsigned>((row_pairs(nh, nkv, hd, fused) + kThreads - 1) / kThreads));
+    RopeSources<T> src{};
+    int64_t const q_width = int64_t(nh) * hd, kv_width = int64_t(nkv) * hd;
+    if (fused)
+    {
+        T const* qkv = static_cast<T const*>(in[0]);
+        int64_t const stride = q_width + 2 * kv_width;
+        src = RopeSources<T>{qkv, qkv + q_width, qkv + q_width + kv_width, stride, stride, stride};
+    }
+    else
+        src = RopeSources<T>{static_cast<T const*>(in[0]), static_cast<T const*>(in[1]), nullptr, q_width, kv_width, 0};
+    int const t = fused ? 1 : 2; // where the tables are
+    rotary_kernel<T, C><<<grid, kThreads, 0, stream>>>(src, static_cast<C const*>(in[t]), static_cast<C const*>(in[t + 1]),
+        static_cast<T*>(out[0]), static_cast<T*>(out[1]), fused ? static_cast<T*>(out[2]) : nullptr, S, nh, nkv, hd,
+        scale);
     return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const* out, int64_t rows, int S, int nh,
-    int nkv, int hd, float scale, cudaStream_t stream)
+cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const* out, bool fused, int64_t rows, int S,
+    int nh, int nkv, int hd, float scale, cudaStream_t stream)
 {
     switch (cType)
     {
-    case nvinfer1::DataType::kHALF: return launch_typed<T, __half>(in, out, rows, S, nh, nkv, hd, scale, stream);
-    case nvinfer1::DataType::kFLOAT: return launch_typed<T, float>(in, out, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kHALF: return launch_typed<T, __half>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kFLOAT: return launch_typed<T, float>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
 #if TRTLLM_KIT_HAS_BF16
     case nvinfer1::DataType::kBF16:
-        return launch_typed<T, __nv_bfloat16>(in, out, rows, S, nh, nkv, hd, scale, stream);
+        return launch_typed<T, __nv_bfloat16>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
 #endif
     default: return cudaErrorInvalidValue;
     }
@@ -115,7 +158,10 @@ struct RopeFields
     int32_t num_kv_heads;
     int32_t head_dim;
     float scale;
+    int32_t fused_qkv; // serialized from the fifth field on: engines from before it have 16 bytes (0)
 };
+constexpr size_t kOldFieldBytes = 16;
+static_assert(sizeof(RopeFields) == 20, "RopeFields is serialized as 20 bytes");
 
 class RotaryPlugin final : public nvinfer1::IPluginV2DynamicExt
 {
@@ -128,7 +174,7 @@ public:
     // IPluginV2
     char const* getPluginType() const noexcept override { return kRopeName; }
     char const* getPluginVersion() const noexcept override { return kRopeVersion; }
-    int32_t getNbOutputs() const noexcept override { return 2; }
+    int32_t getNbOutputs() const noexcept override { return mF.fused_qkv ? 3 : 2; }
     int32_t initialize() noexcept override { return 0; }
     void terminate() noexcept override {}
     size_t getSerializationSize() const noexcept override { return sizeof(RopeFields); }
@@ -159,7 +205,7 @@ public:
         nvinfer1::DimsExprs out;
         out.nbDims = 4;
         out.d[0] = inputs[0].d[0];
-        out.d[1] = exprBuilder.constant(outputIndex == 0 ? mF.num_heads : mF.num_kv_heads);
+        out.d[1] = exprBuilder.constant(outputIndex == 0 ? mF.num_heads : mF.num_kv_heads); // k and v: nkv
         out.d[2] = inputs[0].d[1];
         out.d[3] = exprBuilder.constant(mF.head_dim);
         return out;
@@ -168,18 +214,19 @@ public:
     bool supportsFormatCombination(
         int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
     {
-        if (nbInputs != 4 || nbOutputs != 2 || pos < 0 || pos > 5)
+        if (nbInputs != inputs() || nbOutputs != getNbOutputs() || pos < 0 || pos >= nbInputs + nbOutputs)
             return false;
         nvinfer1::PluginTensorDesc const& d = inOut[pos];
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
-        switch (pos)
-        {
-        case 0: return float_type(d.type);
-        case 2: return float_type(d.type); // the tables in whatever float type they come (8.6 widens constants)
-        case 3: return d.type == inOut[2].type;
-        default: return d.type == inOut[0].type; // k_lin and both outputs: q's type
-        }
+        int const table = mF.fused_qkv ? 1 : 2; // cos; sin follows it
+        if (pos == 0)
+            return float_type(d.type);
+        if (pos == table)
+            return float_type(d.type); // the tables in whatever float type they come (8.6 widens constants)
+        if (pos == table + 1)
+            return d.type == inOut[table].type;
+        return d.type == inOut[0].type; // k_lin and the outputs: q's type
     }
 
     void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -187,20 +234,24 @@ public:
     {
         mConfigError.clear();
         auto last = [](nvinfer1::Dims const& d) { return d.nbDims > 0 ? d.d[d.nbDims - 1] : int64_t(-2); };
-        if (nbInputs != 4 || nbOutputs != 2)
-            mConfigError = "expected 4 inputs and 2 outputs";
+        int const t = mF.fused_qkv ? 1 : 2; // cos, then sin
+        if (nbInputs != inputs() || nbOutputs != getNbOutputs())
+            mConfigError = mF.fused_qkv ? "expected 3 inputs (qkv, cos, sin) and 3 outputs" : "expected 4 inputs and 2 outputs";
         else if (mF.head_dim <= 0 || mF.head_dim % 2 || mF.num_heads <= 0 || mF.num_kv_heads <= 0)
             mConfigError = "head_dim must be even and > 0, num_heads and num_kv_heads > 0";
-        else if (in[0].desc.dims.nbDims != 3 || in[1].desc.dims.nbDims != 3)
-            mConfigError = "q and k must be (batch, seq, heads * head_dim)";
-        else if (in[2].desc.dims.nbDims != 4 || in[3].desc.dims.nbDims != 4)
+        else if (in[0].desc.dims.nbDims != 3 || (!mF.fused_qkv && in[1].desc.dims.nbDims != 3))
+            mConfigError = mF.fused_qkv ? "qkv must be (batch, seq, (num_heads + 2 num_kv_heads) * head_dim)"
+                                        : "q and k must be (batch, seq, heads * head_dim)";
+        else if (in[t].desc.dims.nbDims != 4 || in[t + 1].desc.dims.nbDims != 4)
             mConfigError = "cos and sin must be (batch, 1, seq, head_dim)";
         else
         {
-            int64_t const q = last(in[0].desc.dims), k = last(in[1].desc.dims), c = last(in[2].desc.dims),
-                          s = last(in[3].desc.dims);
-            if (q >= 0 && q != int64_t(mF.num_heads) * mF.head_dim)
-                mConfigError = "q's last axis is " + std::to_string(q) + ", not num_heads * head_dim";
+            int64_t const q = last(in[0].desc.dims), k = mF.fused_qkv ? -1 : last(in[1].desc.dims),
+                          c = last(in[t].desc.dims), s = last(in[t + 1].desc.dims);
+            int64_t const q_want = int64_t(mF.num_heads + (mF.fused_qkv ? 2 * mF.num_kv_heads : 0)) * mF.head_dim;
+            if (q >= 0 && q != q_want)
+                mConfigError = std::string(mF.fused_qkv ? "qkv" : "q") + "'s last axis is " + std::to_string(q) + ", not "
+                    + std::to_string(q_want) + (mF.fused_qkv ? " ((num_heads + 2 num_kv_heads) * head_dim)" : " (num_heads * head_dim)");
             else if (k >= 0 && k != int64_t(mF.num_kv_heads) * mF.head_dim)
                 mConfigError = "k's last axis is " + std::to_string(k) + ", not num_kv_heads * head_dim";
             else if ((c >= 0 && c != mF.head_dim) || (s >= 0 && s != mF.head_dim))
@@ -230,7 +281,8 @@ public:
             return 0;
         // the tables are read as one row per (batch, position): a feed whose position_ids do not match input_ids'
         // batch and length (which the exported ops would broadcast) must not be read past their end
-        for (int32_t t = 2; t <= 3; ++t)
+        int32_t const first = mF.fused_qkv ? 1 : 2;
+        for (int32_t t = first; t <= first + 1; ++t)
         {
             int64_t values = 1;
             for (int32_t i = 0; i < inputDesc[t].dims.nbDims; ++i)
@@ -238,12 +290,13 @@ public:
             if (values != rows * mF.head_dim || inputDesc[t].dims.d[0] != B || inputDesc[t].dims.d[2] != S)
             {
                 trtllm_kit::plugin_error(kRopeName, "%s holds %lld values, not batch x seq x head_dim = %lld "
-                    "(position_ids must have input_ids' shape)", t == 2 ? "cos" : "sin", (long long) values,
+                    "(position_ids must have input_ids' shape)", t == first ? "cos" : "sin", (long long) values,
                     (long long) (rows * mF.head_dim));
                 return 1;
             }
         }
-        int64_t const chunks = (int64_t(mF.num_heads + mF.num_kv_heads) * (mF.head_dim / 2) + kThreads - 1) / kThreads;
+        bool const fused = mF.fused_qkv != 0;
+        int64_t const chunks = (row_pairs(mF.num_heads, mF.num_kv_heads, mF.head_dim, fused) + kThreads - 1) / kThreads;
         if (rows > 0x7fffffff || S > 0x7fffffff || chunks > 65535)
         {
             trtllm_kit::plugin_error(kRopeName, "%lld rows of %lld blocks exceed the grid", (long long) rows,
@@ -255,16 +308,16 @@ public:
         switch (inputDesc[0].type)
         {
         case nvinfer1::DataType::kHALF:
-            e = launch<__half>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+            e = launch<__half>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
                 mF.head_dim, mF.scale, stream);
             break;
         case nvinfer1::DataType::kFLOAT:
-            e = launch<float>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+            e = launch<float>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
                 mF.head_dim, mF.scale, stream);
             break;
 #if TRTLLM_KIT_HAS_BF16
         case nvinfer1::DataType::kBF16:
-            e = launch<__nv_bfloat16>(inputDesc[2].type, inputs, outputs, rows, s, mF.num_heads, mF.num_kv_heads,
+            e = launch<__nv_bfloat16>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
                 mF.head_dim, mF.scale, stream);
             break;
 #endif
@@ -280,6 +333,8 @@ public:
     }
 
 private:
+    int32_t inputs() const { return mF.fused_qkv ? 3 : 4; }
+
     RopeFields mF;
     std::string mNamespace;
     std::string mConfigError;
@@ -293,6 +348,7 @@ public:
         for (char const* f : {"num_heads", "num_kv_heads", "head_dim"})
             mFields.emplace_back(f, nullptr, nvinfer1::PluginFieldType::kINT32, 1);
         mFields.emplace_back("scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
+        mFields.emplace_back("fused_qkv", nullptr, nvinfer1::PluginFieldType::kINT32, 1);
         mFieldCollection.nbFields = int32_t(mFields.size());
         mFieldCollection.fields = mFields.data();
     }
@@ -303,7 +359,7 @@ public:
 
     nvinfer1::IPluginV2* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc) noexcept override
     {
-        RopeFields f{-1, -1, -1, 0.f};
+        RopeFields f{-1, -1, -1, 0.f, 0};
         bool scaled = false;
         for (int32_t i = 0; fc && i < fc->nbFields; ++i)
         {
@@ -319,6 +375,8 @@ public:
                     f.num_kv_heads = v;
                 else if (std::strcmp(p.name, "head_dim") == 0)
                     f.head_dim = v;
+                else if (std::strcmp(p.name, "fused_qkv") == 0)
+                    f.fused_qkv = v;
             }
             else if (p.type == nvinfer1::PluginFieldType::kFLOAT32 && std::strcmp(p.name, "scale") == 0)
             {
@@ -326,10 +384,11 @@ public:
                 scaled = true;
             }
         }
-        if (f.num_heads <= 0 || f.num_kv_heads <= 0 || f.head_dim <= 0 || f.head_dim % 2 || !scaled)
+        if (f.num_heads <= 0 || f.num_kv_heads <= 0 || f.head_dim <= 0 || f.head_dim % 2 || !scaled
+            || (f.fused_qkv != 0 && f.fused_qkv != 1))
         {
             trtllm_kit::plugin_error(kRopeName,
-                "%s: fields num_heads, num_kv_heads (> 0), head_dim (even, > 0) and scale are required",
+                "%s: fields num_heads, num_kv_heads (> 0), head_dim (even, > 0) and scale are required, fused_qkv 0 or 1",
                 name ? name : "");
             return nullptr;
         }
@@ -338,14 +397,14 @@ public:
 
     nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
     {
-        if (!data || length != sizeof(RopeFields))
+        if (!data || (length != sizeof(RopeFields) && length != kOldFieldBytes))
         {
-            trtllm_kit::plugin_error(kRopeName, "%s: serialized plugin has %zu bytes, expected %zu", name ? name : "",
-                length, sizeof(RopeFields));
+            trtllm_kit::plugin_error(kRopeName, "%s: serialized plugin has %zu bytes, expected %zu (or %zu)",
+                name ? name : "", length, sizeof(RopeFields), kOldFieldBytes);
             return nullptr;
         }
-        RopeFields f;
-        std::memcpy(&f, data, sizeof(RopeFields));
+        RopeFields f{-1, -1, -1, 0.f, 0};
+        std::memcpy(&f, data, length);
         return make(f);
     }
 

@@ -1,0 +1,260 @@
+"""The small ops between the weight multiplies, folded into the plugins beside them (plugin KV layout, GEMM plugin).
+
+At batch-1 decode a llama-7b step ran 0.8 ms of its 4.2 outside the multiplies (H200, TensorRT 8.6, eighth session),
+about 10 small kernels per block at 2-5 us each: two RMSNorms, two residual adds, SwiGLU's product, the q/k slices of
+the fused q/k/v multiply and v's transpose. After the GEMM rewrite (``gemm.rewire_gemms``) this pass makes:
+
+- an RMSNorm plugin layer read only by multiplies: each multiply's prologue (``prologue="rms_norm"``);
+- ``down(T(silu(gate)) * up)`` with gate and up the two halves of one fused multiply's output: the down multiply's
+  prologue (``"swiglu"``), reading that output whole;
+- a multiply whose only reader is the block's residual add (``Anchors.attn_res``/``mlp_res``): its epilogue;
+- the rotary plugin reading the fused q/k/v output's q and k slices, and the attention plugin its v (slice,
+  reshape, transpose): one rotary layer reading the fused output whole and writing q, k and v (``fused_qkv``).
+
+The replaced layers are left unread (TensorRT drops them). ``TRTLLM_KIT_FOLD=0`` builds without this pass (an A/B
+knob, recorded as ``builder_settings.op_folding``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, pin_to_activations
+from trtllm_kit.export.io_spec import Anchors
+
+log = logging.getLogger(__name__)
+
+def fold_choice(gemm: str) -> str:
+    """Whether a build folds the small ops into the plugins (``"on"``/``"off"``): on with the GEMM plugin unless
+    ``TRTLLM_KIT_FOLD=0``.
+
+    Raises:
+        ToolkitError: an A/B knob holds a value it does not know (``weights.check_knobs``).
+    """
+    from trtllm_kit.engine.weights import FOLD_ENV, check_knobs
+
+    check_knobs()
+    return "on" if gemm == "plugin" and os.environ.get(FOLD_ENV, "1") == "1" else "off"
+
+
+class _Rewrite:
+    """New tensors standing for old ones: the readers the index knew move at once (``NetworkIndex.redirect``); the
+    layers this pass adds read through ``current`` and are re-pointed by ``settle`` (a later fold may replace what an
+    earlier one read: the fused multiplies come last in the network's layer order)."""
+
+    def __init__(self, ctx: NetworkContext):
+        self.ctx = ctx
+        self.index = NetworkIndex(ctx.network)
+        self.new: dict[str, object] = {}  # old tensor name -> new tensor
+        self.added: list = []
+        self.live = self._live()
+
+    def _live(self) -> set[str]:
+        """Names of the layers an output depends on (the rewrites before this one leave replaced layers in the
+        network, still reading their inputs, but unread)."""
+        index, live = self.index, set()
+        stack = list(index.outputs.values())
+        while stack:
+            layer = index.producers.get(stack.pop().name)
+            if layer is None or layer.name in live:
+                continue
+            live.add(layer.name)
+            stack += [t for t in (layer.get_input(j) for j in range(layer.num_inputs)) if t is not None]
+        return live
+
+    def readers(self, t) -> list:
+        """The live layers that read ``t`` when the pass began: ``[(layer, input index)]``."""
+        return [(r, j) for r, j in self.index.consumers.get(t.name, []) if r.name in self.live]
+
+    def current(self, t):
+        while t is not None and t.name in self.new:
+            t = self.new[t.name]
+        return t
+
+    def replace(self, old, new) -> None:
+        index = self.index
+        if old.name in index.outputs:
+            dtype = old.dtype
+            index.replace_output(old, new, old.name)
+            if not self.ctx.strongly_typed:
+                new.dtype = dtype
+            return
+        self.new[old.name] = new
+        index.redirect(old, new)
+
+    def settle(self) -> None:
+        for layer in self.added:
+            for j in range(layer.num_inputs):
+                t = layer.get_input(j)
+                cur = self.current(t)
+                if cur is not t:
+                    layer.set_input(j, cur)
+
+
+def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
+    """Fold norms, SwiGLU products and residual adds into the GEMM plugin layers ``gemms`` (``(layer, w_layout)``
+    from ``gemm.rewire_gemms``), each replaced by one layer with its prologue and epilogue (``plugin.add_gemm``).
+
+    Returns:
+        How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n}``.
+
+    Raises:
+        PluginUnavailable: the GEMM plugin is not loaded.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    trt, network = ctx.trt, ctx.network
+    rw = _Rewrite(ctx)
+    index = rw.index
+    names = {layer.name for layer, _ in gemms}
+    residual_names = {a for i in range(ctx.spec.num_layers) for a in (Anchors.attn_res(i), Anchors.mlp_res(i))}
+    counts = {"rms_norm": 0, "swiglu": 0, "residual": 0}
+    for layer, w_layout in gemms:
+        x, w = rw.current(layer.get_input(0)), layer.get_input(1)
+        prologue, scale = "none", None
+        norm = index.producers.get(x.name)
+        if (norm is not None and norm.name.startswith("rms_norm.") and x.name not in index.outputs
+                and all(r.name in names and j == 0 for r, j in rw.readers(x))):
+            prologue, x, scale = "rms_norm", rw.current(norm.get_input(0)), norm.get_input(1)
+        else:
+            whole = _swiglu_input(trt, index, x, w, w_layout)
+            if whole is not None:
+                prologue, x = "swiglu", rw.current(whole)
+        out = layer.get_output(0)
+        readers = rw.readers(out)
+        add, residual = None, None
+        if out.name not in index.outputs and len(readers) == 1:
+            r, j = readers[0]
+            if r.type == trt.LayerType.ELEMENTWISE and r.get_output(0).name in residual_names:
+                r.__class__ = trt.IElementWiseLayer
+                if r.op == trt.ElementWiseOperation.SUM:
+                    add, residual = r, rw.current(r.get_input(1 - j))
+        if prologue == "none" and add is None:
+            continue
+        new = P.add_gemm(trt, network, x, w, name=f"{layer.name}.folded", w_layout=w_layout, prologue=prologue,
+                         scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual)
+        if not ctx.strongly_typed:  # as rewire_gemms: in the weight's type
+            new.precision = w.dtype
+            new.set_output_type(0, w.dtype)
+            ctx.precision_constraints = True
+        rw.added.append(new)
+        rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
+        if prologue != "none":
+            counts[prologue] += 1
+        counts["residual"] += add is not None
+    rw.settle()
+    return counts
+
+
+def _slice_of(trt, index, t, name_suffix: str):
+    """(sliced tensor, start of the last axis) when ``t`` is one output slice of a fused multiply (``fused.slice.``
+    + a weight name ending in ``name_suffix``), else None."""
+    layer = index.producers.get(t.name)
+    if layer is None or layer.type != trt.LayerType.SLICE or not layer.name.startswith("fused.slice."):
+        return None
+    if not layer.name.endswith(name_suffix):
+        return None
+    layer.__class__ = trt.ISliceLayer
+    start = tuple(layer.start)
+    if any(start[:-1]) or len(tuple(layer.stride)) != len(start) or any(s != 1 for s in layer.stride):
+        return None
+    return layer.get_input(0), start[-1]
+
+
+def _swiglu_input(trt, index, x, w, w_layout: int):
+    """The fused gate/up output ``[gate | up]`` (..., 2K) when ``x = gate * sigmoid(gate) * up`` (the exporter's SiLU,
+    ``export/graph.py``) with gate and up its two halves, and ``w`` takes K inputs; else None."""
+    def made(t, kind):
+        layer = index.producers.get(t.name) if t is not None else None
+        return layer if layer is not None and layer.type == kind else None
+
+    outer = made(x, trt.LayerType.ELEMENTWISE)
+    if outer is None:
+        return None
+    outer.__class__ = trt.IElementWiseLayer
+    if outer.op != trt.ElementWiseOperation.PROD:
+        return None
+    for act_j in (0, 1):
+        inner = made(outer.get_input(act_j), trt.LayerType.ELEMENTWISE)
+        if inner is None:
+            continue
+        inner.__class__ = trt.IElementWiseLayer
+        if inner.op != trt.ElementWiseOperation.PROD:
+            continue
+        for gate_j in (0, 1):
+            gate = inner.get_input(gate_j)
+            sig = made(inner.get_input(1 - gate_j), trt.LayerType.ACTIVATION)
+            if sig is None:
+                continue
+            sig.__class__ = trt.IActivationLayer
+            if sig.type != trt.ActivationType.SIGMOID or sig.get_input(0).name != gate.name:
+                continue
+            g = _slice_of(trt, index, gate, "mlp.gate_proj.weight")
+            u = _slice_of(trt, index, outer.get_input(1 - act_j), "mlp.up_proj.weight")
+            if g is None or u is None or g[0].name != u[0].name:
+                return None
+            whole = g[0]
+            try:
+                width = whole.shape[-1]
+            except RuntimeError:  # TensorRT could not say
+                return None
+            K = w.shape[1 if w_layout == 1 else 0]
+            if width < 0 or width != 2 * K or g[1] != 0 or u[1] != K:
+                return None
+            return whole
+    return None
+
+
+def fold_rotary_qkv(ctx: NetworkContext) -> int:
+    """Each block whose rotary plugin (``rotary.i``) reads the q and k slices of one fused q/k/v multiply, and whose
+    attention plugin (``kv_attention.i``) reads v as that output's last slice through the exporter's reshape and
+    transpose (``Anchors.v_new``), gets one rotary layer reading the fused output whole and writing q, k and v
+    (``plugin.add_rotary`` with ``k_lin=None``).
+
+    Returns:
+        How many blocks were folded.
+
+    Raises:
+        ToolkitError: the plugin rejected a block's fields.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    trt, network = ctx.trt, ctx.network
+    index = NetworkIndex(network)
+    layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    done = 0
+    for i, L in enumerate(ctx.spec.layers):
+        rope, attn = layers.get(f"rotary.{i}"), layers.get(f"kv_attention.{i}")
+        if rope is None or attn is None or rope.num_inputs != 4:
+            continue
+        q = _slice_of(trt, index, rope.get_input(0), "self_attn.q_proj.weight")
+        k = _slice_of(trt, index, rope.get_input(1), "self_attn.k_proj.weight")
+        v_new = attn.get_input(2)
+        v = None
+        if v_new.name == Anchors.v_new(i) and len(v_new.shape) == 4 and v_new.shape[1] == L.n_kv_heads \
+                and v_new.shape[3] == L.head_dim:
+            t = v_new
+            for _ in range(2):  # the exporter's Reshape and Transpose (export/graph.py heads())
+                shuffle = index.producers.get(t.name)
+                if shuffle is None or shuffle.type != trt.LayerType.SHUFFLE:
+                    break
+                t = shuffle.get_input(0)
+            v = _slice_of(trt, index, t, "self_attn.v_proj.weight")
+        if q is None or k is None or v is None or len({q[0].name, k[0].name, v[0].name}) != 1:
+            continue
+        qw, kvw = L.n_heads * L.head_dim, L.n_kv_heads * L.head_dim
+        whole = q[0]
+        if (q[1], k[1], v[1]) != (0, qw, qw + kvw) or whole.shape[-1] != qw + 2 * kvw:
+            continue
+        if rope.name not in ctx.rope_scales:
+            continue
+        scale = ctx.rope_scales[rope.name]
+        layer = P.add_rotary(trt, network, whole, None, rope.get_input(2), rope.get_input(3), L.n_heads,
+                             L.n_kv_heads, L.head_dim, scale, name=f"rotary.{i}.qkv")
+        pin_to_activations(ctx, layer)
+        for o in range(2):
+            index.redirect(rope.get_output(o), layer.get_output(o))
+        attn.set_input(2, layer.get_output(2))
+        done += 1
+    return done
