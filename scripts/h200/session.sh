@@ -96,6 +96,8 @@
 #   day16                 2026-11-30 (ninth session): the small ops folded into the plugins: GPU 0 the kernel tests and
 #                         the tiny plugin engines vs eager; GPU 1 the three 7B plugin engines, llama-7b with the GEMV at
 #                         4 and 16 loads in flight per lane (same engine, batch 1)
+#   day17                 the same session's second lease (one H200): the GEMV at 4 loads per lane, PDL launches; tests
+#                         and the three 7B engines, llama-7b with PDL off (same engine, batch 1)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -326,9 +328,23 @@ case "${1:-status}" in
     G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -s -p no:cacheprovider"
     bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_rotary_gpu.py tests/test_norm_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]' tests/test_check_gpu.py"
+    bash "$0" day16t ;;
+  day16t)  # day16's GPU 1 part (restarted alone after the first try's builds failed: a replaced output's name repeated)
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"; E=/root/work/engines/plugin-winputs-gemmplugin
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 flock /root/gpu1.lock python3 scripts/profile_layers.py $E/llama-7b --batch 1 --json $LOGS/profile-b1.json && for u in 4 16; do CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_GEMV_UNROLL=\$u $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/u\$u; done"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
+  day17)  # the same session's second lease (one H200): the GEMV at 4 loads per lane and PDL launches (decode GEMV,
+    # rotary, attention). The kernel and tiny-engine tests hold the GPU's lock shared, as the builds do; every timing
+    # waits for it alone. llama-7b's breakdown with PDL off after (same engine).
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu0.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    bg g "flock -s /root/gpu0.lock $P -n 4 tests/test_gemm_gpu.py::test_gemm_folds_match_eager_math tests/test_gemm_gpu.py::test_chained_folded_gemvs_wait_for_each_other tests/test_gemm_gpu.py::test_gemm_out_x_in_and_its_decode_gemv tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg b "sleep 5; $B --models llama-7b $G --breakdown llama-7b --out $R/b && TRTLLM_KIT_PDL=0 $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/nopdl"
+    bg d "sleep 5; $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "sleep 5; $B --models llama-7b-llmpruner $G --out $R/f" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

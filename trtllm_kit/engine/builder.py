@@ -280,7 +280,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 settings["weight_layout"] = weight_layout
             if ctx.gemm == "plugin":
                 settings["op_folding"] = fold_choice(ctx.gemm)
-                settings["folded_ops"] = dict(ctx.folds)
+                settings.update({f"folded_{k}": v for k, v in ctx.folds.items()})  # how many of each (folds.py)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))
             if monitor is not None:

@@ -16,6 +16,7 @@ toolkit's ``TrtllmKitKVCacheAttention`` plugin (TensorRT 8.6 to 10.x; compiled w
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -633,6 +634,9 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
+_replaced = itertools.count()
+
+
 class NetworkIndex:
     """One walk over a parsed network: its inputs, outputs and tensors by name, who produces and who reads
     each tensor; and the two rewrites the layouts make with it."""
@@ -661,6 +665,6 @@ class NetworkIndex:
         """``new`` becomes the network output ``name`` in place of ``old`` (whose readers move to ``new``)."""
         self.redirect(old, new)
         self.network.unmark_output(old)
-        old.name = f"{name}.replaced"
+        old.name = f"{name}.replaced.{next(_replaced)}"  # names must stay distinct: an output may be replaced twice
         new.name = name
         self.network.mark_output(new)

@@ -71,12 +71,13 @@ FUSE_ENV, LAYOUT_ENV, GEMV_ENV, FOLD_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_L
 _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
           FOLD_ENV: {"1": "on", "0": "off"},  # folds.py: the small ops folded into the plugins
           # read by the GEMM plugin when an engine is loaded: its decode GEMV, and the loads in flight per lane in it
-          GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"}}
+          GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"},
+          "TRTLLM_KIT_PDL": {"1": "on", "0": "off"}}  # and the decode kernels' programmatic dependent launch
 
 
 def check_knobs() -> None:
     """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_FOLD``,
-    ``TRTLLM_KIT_GEMV``, ``TRTLLM_KIT_GEMV_UNROLL``) hold a value they know, or are unset: checked before any work by
+    ``TRTLLM_KIT_GEMV``, ``TRTLLM_KIT_GEMV_UNROLL``, ``TRTLLM_KIT_PDL``) hold a value they know, or are unset: checked before any work by
     ``trtllm-kit build``, ``run``/``bench`` and the TensorRT runner.
 
     Raises:

@@ -35,7 +35,10 @@
 // loads of w, the first ones issued before x is staged; H200: llama-7b's fused decode step's multiplies at 3.88 TB/s
 // against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's batch-1 step 4.21 ms against 4.47 with
 // cuBLASLt, eighth session). TRTLLM_KIT_GEMV=0 (read when the plugin is created) keeps cuBLASLt;
-// TRTLLM_KIT_GEMV_UNROLL=4|8|16 sets the loads of w in flight per lane (an A/B knob; default 8).
+// TRTLLM_KIT_GEMV_UNROLL=4|8|16 sets the loads of w in flight per lane (an A/B knob; default 4: llama-7b's batch-1
+// step on an H200 took 3.96 / 4.10 / 4.40 ms GPU time at 4 / 8 / 16, ninth session). On Hopper and later the GEMV
+// is launched with programmatic dependent launch (PDL): it starts streaming w while the kernel before it finishes,
+// and waits for it before reading x (TRTLLM_KIT_PDL=0: plain launches).
 // Each plugin object caches one cuBLASLt plan (descriptors + heuristic's algorithm) per (M, alignment);
 // enqueue only launches, on the given stream, into TensorRT's workspace: capturable in a CUDA graph
 // once a plan for that M exists (the runner's uncaptured warm-up step makes it).
@@ -225,10 +228,12 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
     int const n = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     bool const active = n < N; // every warp stages x' (and syncs) before the idle ones leave
     uint4 const* row = reinterpret_cast<uint4 const*>(w) + size_t(active ? n : 0) * kv;
+    trtllm_kit::allow_dependents(); // the next multiply may start streaming its weights (launched with PDL)
     uint4 wv[U];
 #pragma unroll
     for (int u = 0; u < U; ++u)
         wv[u] = active && lane + u * 32 < kv ? __ldcs(row + lane + u * 32) : make_uint4(0, 0, 0, 0);
+    trtllm_kit::wait_for_predecessor(); // x, g and r may come from the kernel before; y may be read by it
     stage_x<PRO, G>(xs, x, g, kv, eps, partial);
     if (!active)
         return;
@@ -264,36 +269,45 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
         y[n] = EPI ? __float2half_rn(trtllm_kit::round_to<__half>(acc) + __half2float(r[n])) : __float2half_rn(acc);
 }
 
+// pdl: launched with programmatic stream serialization (PDL), so that its blocks start, and issue their first
+// weight loads, while the kernel before it finishes (that kernel's allow_dependents()); the kernel waits for it before
+// touching x, g, r or y.
 template <int PRO, int EPI, int U, typename G>
-cudaError_t launch_gemv(void const* w, void const* x, void const* g, void const* r, void* y, int K, int N, float eps,
-    cudaStream_t stream)
+cudaError_t launch_gemv(bool pdl, void const* w, void const* x, void const* g, void const* r, void* y, int K, int N,
+    float eps, cudaStream_t stream)
 {
     size_t const smem = size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
     int const warps = kGemvThreads / 32;
-    gemv_out_x_in<PRO, EPI, U, G><<<(N + warps - 1) / warps, kGemvThreads, smem, stream>>>(
-        static_cast<__half const*>(w), static_cast<__half const*>(x), static_cast<G const*>(g),
-        static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
-    return cudaGetLastError();
+    return trtllm_kit::launch_kernel(pdl, gemv_out_x_in<PRO, EPI, U, G>, dim3((N + warps - 1) / warps),
+        dim3(kGemvThreads), smem, stream, static_cast<__half const*>(w), static_cast<__half const*>(x),
+        static_cast<G const*>(g), static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
 }
 
-template <int PRO, int EPI, typename G>
-cudaError_t gemv_unrolled(int unroll, void const* w, void const* x, void const* g, void const* r, void* y, int K,
-    int N, float eps, cudaStream_t stream)
+// How the decode GEMV is launched: the loads of w in flight per lane, and with PDL or not.
+struct GemvLaunch
 {
-    switch (unroll)
+    int unroll = 4;
+    bool pdl = false;
+};
+
+template <int PRO, int EPI, typename G>
+cudaError_t gemv_unrolled(GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r, void* y,
+    int K, int N, float eps, cudaStream_t stream)
+{
+    switch (l.unroll)
     {
-    case 4: return launch_gemv<PRO, EPI, 4, G>(w, x, g, r, y, K, N, eps, stream);
-    case 16: return launch_gemv<PRO, EPI, 16, G>(w, x, g, r, y, K, N, eps, stream);
-    default: return launch_gemv<PRO, EPI, 8, G>(w, x, g, r, y, K, N, eps, stream);
+    case 8: return launch_gemv<PRO, EPI, 8, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+    case 16: return launch_gemv<PRO, EPI, 16, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+    default: return launch_gemv<PRO, EPI, 4, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
     }
 }
 
 template <int PRO, typename G>
-cudaError_t gemv_epilogue(Folds const& f, int unroll, void const* w, void const* x, void const* g, void const* r,
-    void* y, int K, int N, cudaStream_t stream)
+cudaError_t gemv_epilogue(Folds const& f, GemvLaunch const& l, void const* w, void const* x, void const* g,
+    void const* r, void* y, int K, int N, cudaStream_t stream)
 {
-    return f.epilogue ? gemv_unrolled<PRO, 1, G>(unroll, w, x, g, r, y, K, N, f.eps, stream)
-                      : gemv_unrolled<PRO, 0, G>(unroll, w, x, g, r, y, K, N, f.eps, stream);
+    return f.epilogue ? gemv_unrolled<PRO, 1, G>(l, w, x, g, r, y, K, N, f.eps, stream)
+                      : gemv_unrolled<PRO, 0, G>(l, w, x, g, r, y, K, N, f.eps, stream);
 }
 
 // Whether the GEMV takes this multiply: x' (M x K halves) must fit the 48 KB of shared memory a kernel gets without
@@ -304,7 +318,7 @@ bool gemv_fits(int64_t M, int64_t K)
 }
 
 // The decode GEMV for one row; gType is the norm scale's type (prologue 1).
-cudaError_t gemv(Folds const& f, int unroll, nvinfer1::DataType gType, void const* w, void const* x, void const* g,
+cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gType, void const* w, void const* x, void const* g,
     void const* r, void* y, int64_t K, int64_t N, cudaStream_t stream)
 {
     static_assert(kGemvMaxRows == 1, "the GEMV kernel computes one row");
@@ -313,11 +327,11 @@ cudaError_t gemv(Folds const& f, int unroll, nvinfer1::DataType gType, void cons
     {
     case kRmsNorm:
         return gType == nvinfer1::DataType::kFLOAT
-            ? gemv_epilogue<kRmsNorm, float>(f, unroll, w, x, g, r, y, k, n, stream)
-            : gType == nvinfer1::DataType::kHALF ? gemv_epilogue<kRmsNorm, __half>(f, unroll, w, x, g, r, y, k, n, stream)
+            ? gemv_epilogue<kRmsNorm, float>(f, launch, w, x, g, r, y, k, n, stream)
+            : gType == nvinfer1::DataType::kHALF ? gemv_epilogue<kRmsNorm, __half>(f, launch, w, x, g, r, y, k, n, stream)
                                                  : cudaErrorInvalidValue;
-    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, unroll, w, x, g, r, y, k, n, stream);
-    default: return gemv_epilogue<kNone, __half>(f, unroll, w, x, g, r, y, k, n, stream);
+    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, launch, w, x, g, r, y, k, n, stream);
+    default: return gemv_epilogue<kNone, __half>(f, launch, w, x, g, r, y, k, n, stream);
     }
 }
 
@@ -509,7 +523,8 @@ public:
         char const* env = std::getenv("TRTLLM_KIT_GEMV");
         mGemv = !(env && std::strcmp(env, "0") == 0);
         char const* unroll = std::getenv("TRTLLM_KIT_GEMV_UNROLL");
-        mUnroll = unroll ? std::atoi(unroll) : 8;
+        mLaunch.unroll = unroll ? std::atoi(unroll) : 4;
+        mLaunch.pdl = trtllm_kit::pdl_enabled();
     }
     ~GemmPlugin() override { release(); }
 
@@ -667,7 +682,7 @@ public:
         if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K)
             && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
         {
-            cudaError_t const e = gemv(mF.folds, mUnroll, gType, inputs[1], x, g, res, y, K, N, stream);
+            cudaError_t const e = gemv(mF.folds, mLaunch, gType, inputs[1], x, g, res, y, K, N, stream);
             if (e != cudaSuccess)
             {
                 trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
@@ -772,7 +787,7 @@ private:
 
     GemmFields mF;
     bool mGemv = true; // the decode GEMV where it applies (TRTLLM_KIT_GEMV=0: cuBLASLt only)
-    int mUnroll = 8;   // loads of w in flight per lane in the GEMV (TRTLLM_KIT_GEMV_UNROLL)
+    GemvLaunch mLaunch; // the GEMV's loads in flight per lane (TRTLLM_KIT_GEMV_UNROLL) and PDL (TRTLLM_KIT_PDL)
     std::string mNamespace;
     std::string mConfigError;
     std::mutex mMutex;

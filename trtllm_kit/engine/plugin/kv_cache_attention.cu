@@ -159,6 +159,8 @@ template <typename T, int VEC, int CPL, int GT>
 __global__ void __launch_bounds__(kThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     decode_attention_kernel(AttnParams p, int lpr, int chunk_len)
 {
+    trtllm_kit::wait_for_predecessor(); // launched with PDL where it is on: q/k/v come from the kernel before
+    trtllm_kit::allow_dependents();     // the next multiply may start streaming its weights meanwhile
     using V = typename Chunk<VEC>::type;
     constexpr int E = VEC / sizeof(T); // elements per chunk
     // K/V rows in flight per lane group (memory parallelism), fewer when 8 heads' state fills registers.
@@ -675,8 +677,8 @@ cudaError_t launch_decode_impl(AttnParams const& p, int lpr, cudaStream_t stream
     chunk_len = chunk_len >= p.M ? p.M : (chunk_len / 32) * 32;
     size_t const smem = size_t(GT * chunk_len + fixed) * sizeof(float);
     dim3 const grid(unsigned(p.B) * unsigned(p.nkv), unsigned((p.group + GT - 1) / GT));
-    decode_attention_kernel<T, VEC, CPL, GT><<<grid, kThreads, smem, stream>>>(p, lpr, chunk_len);
-    return cudaGetLastError();
+    return trtllm_kit::launch_kernel(trtllm_kit::pdl_enabled(), decode_attention_kernel<T, VEC, CPL, GT>, grid,
+        dim3(kThreads), smem, stream, p, lpr, chunk_len);
 }
 
 template <typename T, int VEC, int CPL>

@@ -6,9 +6,13 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
 
 // bf16 tensors exist from TensorRT 9 on.
 #if NV_TENSORRT_MAJOR >= 9
@@ -63,6 +67,66 @@ __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2hal
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 #endif
+
+// Programmatic dependent launch (Hopper and later; no-ops elsewhere). A kernel launched with the programmatic
+// stream serialization attribute may start while the kernel before it on the stream still runs, once every block of
+// that one has called allow_dependents(); it must wait_for_predecessor() before it reads what the predecessor wrote
+// or writes anything (the wait returns when the predecessor has finished and its writes are visible).
+__device__ __forceinline__ void allow_dependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_predecessor()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Whether this process launches the toolkit's decode kernels with PDL: the first device asked about is Hopper or
+// later (compute capability >= 9.0) and TRTLLM_KIT_PDL is not 0 (an A/B knob); decided once per process.
+inline bool pdl_enabled()
+{
+    static bool const enabled = [] {
+        char const* env = std::getenv("TRTLLM_KIT_PDL");
+        if (env && std::strcmp(env, "0") == 0)
+            return false;
+        int device = 0, major = 0;
+        return cudaGetDevice(&device) == cudaSuccess
+            && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+    }();
+    return enabled;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization where pdl is true (the
+// kernel must then call wait_for_predecessor() before it touches anything the kernel before it reads or writes).
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+    Args&&... args)
+{
+#if CUDART_VERSION >= 11080
+    if (pdl)
+    {
+        cudaLaunchConfig_t config{};
+        config.gridDim = grid;
+        config.blockDim = block;
+        config.dynamicSmemBytes = smem;
+        config.stream = stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        config.attrs = attr;
+        config.numAttrs = 1;
+        return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+    }
+#endif
+    (void) pdl;
+    kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+    return cudaGetLastError();
+}
 
 // v rounded to T and back: what storing an intermediate result in T does (eager's per-op rounding).
 template <typename T>

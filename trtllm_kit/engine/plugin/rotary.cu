@@ -65,6 +65,8 @@ __global__ void __launch_bounds__(kThreads) rotary_kernel(RopeSources<T> src, C 
     C const* __restrict__ sin, T* __restrict__ q_out, T* __restrict__ k_out, T* __restrict__ v_out, int S, int nh,
     int nkv, int hd, float scale)
 {
+    trtllm_kit::wait_for_predecessor(); // launched with PDL where it is on: the projections come from the kernel before
+    trtllm_kit::allow_dependents();
     int64_t const row = blockIdx.x; // b * S + s
     int64_t const b = row / S;
     int64_t const s = row % S;
@@ -130,10 +132,9 @@ cudaError_t launch_typed(void const* const* in, void* const* out, bool fused, in
     else
         src = RopeSources<T>{static_cast<T const*>(in[0]), static_cast<T const*>(in[1]), nullptr, q_width, kv_width, 0};
     int const t = fused ? 1 : 2; // where the tables are
-    rotary_kernel<T, C><<<grid, kThreads, 0, stream>>>(src, static_cast<C const*>(in[t]), static_cast<C const*>(in[t + 1]),
-        static_cast<T*>(out[0]), static_cast<T*>(out[1]), fused ? static_cast<T*>(out[2]) : nullptr, S, nh, nkv, hd,
-        scale);
-    return cudaGetLastError();
+    return trtllm_kit::launch_kernel(trtllm_kit::pdl_enabled(), rotary_kernel<T, C>, grid, dim3(kThreads), 0, stream, src,
+        static_cast<C const*>(in[t]), static_cast<C const*>(in[t + 1]), static_cast<T*>(out[0]), static_cast<T*>(out[1]),
+        fused ? static_cast<T*>(out[2]) : nullptr, S, nh, nkv, hd, scale);
 }
 
 template <typename T>
