@@ -769,6 +769,25 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
     assert not out.exists()
 
 
+@pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
+                                              ("TRTLLM_KIT_PDL", "on", "1, 0")])
+def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
+    """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
+    plugin would have read it silently as a default); folding is on only with the GEMM plugin, off with
+    TRTLLM_KIT_FOLD=0."""
+    from trtllm_kit.engine.folds import fold_choice
+
+    assert (fold_choice("plugin"), fold_choice("trt")) == ("on", "off")
+    monkeypatch.setenv("TRTLLM_KIT_FOLD", "0")
+    assert fold_choice("plugin") == "off"
+    monkeypatch.delenv("TRTLLM_KIT_FOLD")
+    monkeypatch.setenv(env, value)
+    out = tmp_path / "e"
+    assert_one_line_error(cli("build", str(tiny_exports["tiny-llama"]), "--out", str(out)),
+                          f"{env}={value} is not one of {listed}")
+    assert not out.exists()
+
+
 # Inputs of ONNX ops that define an output's shape: a runtime value reaching one makes TensorRT 8.6 treat the
 # engine input it came from as a shape tensor, read from host memory (seen on an H200 with write_indices).
 SHAPE_OPERANDS = {"Range": (0, 1, 2), "Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 3, 4), "Tile": (1,),
