@@ -711,6 +711,72 @@ def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, monkey
             assert prologue is None, w  # q/k/v, gate/up (their norms are exported ops here) and the head
 
 
+def _fold_network(trt, extra_reader: bool, bias_shape):
+    """x -> "rms_norm.n" (a two-input stand-in layer, as the norm plugin reads x and its scale) -> two GEMM stand-ins
+    (a, b), b's output + r named as a block's residual add; ``extra_reader`` adds a non-GEMM reader of the norm;
+    ``bias_shape`` makes r that shape (broadcast) instead of b's."""
+    from trtllm_kit.export.io_spec import Anchors
+
+    network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = network.add_input("x", trt.float16, (-1, -1, 8))
+    scale = network.add_input("scale", trt.float16, (1, 1, 8))
+    norm = network.add_elementwise(x, scale, trt.ElementWiseOperation.PROD)
+    norm.name = "rms_norm.n"
+    gemms = []
+    for name in ("a", "b"):
+        w = network.add_input(f"{name}.weight", trt.float16, (8, 8))
+        layer = network.add_einsum([norm.get_output(0), w], "bsk,nk->bsn")
+        layer.name = f"gemm.{name}"
+        gemms.append((layer, 1))
+    r = network.add_input("r", trt.float16, bias_shape or (-1, -1, 8))
+    add = network.add_elementwise(gemms[1][0].get_output(0), r, trt.ElementWiseOperation.SUM)
+    add.get_output(0).name = Anchors.attn_res(0)
+    outs = [gemms[0][0].get_output(0), add.get_output(0)]
+    if extra_reader:
+        outs.append(network.add_identity(norm.get_output(0)).get_output(0))
+    for i, t in enumerate(outs):
+        t.name = t.name if i == 1 else f"out{i}"
+        network.mark_output(t)
+    return network, gemms
+
+
+@pytest.mark.parametrize("extra_reader,bias_shape", [(False, None), (True, None), (False, (1, 1, 8))],
+                         ids=["folds", "norm-read-elsewhere", "broadcast-add"])
+def test_the_fold_pass_leaves_what_it_cannot_fold(extra_reader, bias_shape, monkeypatch):
+    """An RMSNorm folds into the multiplies only when they are its every reader (another reader would still need
+    it), and a residual add only when both operands have one shape (the plugin does not broadcast). The layers are
+    stand-ins (the plugins need full TensorRT); what is tested is what the pass decides."""
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.folds import fold_into_gemms
+    from trtllm_kit.engine.kv_layouts import NetworkContext
+
+    calls = []
+
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None):
+        calls.append((name, x.name, prologue, residual.name if residual is not None else None))
+        layer = network.add_einsum([x, w], "bsk,nk->bsn")
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_gemm", stand_in)
+    network, gemms = _fold_network(trt, extra_reader, bias_shape)
+    spec, _ = load_model("tiny-llama")
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin")
+    counts = fold_into_gemms(ctx, gemms)
+    folded = {c[0]: c[1:] for c in calls}
+    if not extra_reader:
+        assert counts["rms_norm"] == 2 and folded["gemm.a.folded"] == ("x", "rms_norm", None)
+    else:
+        assert counts["rms_norm"] == 0 and "gemm.a.folded" not in folded
+    if bias_shape is None:
+        assert counts["residual"] == 1 and folded["gemm.b.folded"][2] == "r"
+    else:
+        assert counts["residual"] == 0 and folded.get("gemm.b.folded", (None, None, None))[2] is None
+
+
 @pytest.mark.parametrize("fuse", ["0", "1"])
 def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_path, monkeypatch):
     """The whole build with the weights stored out x in (the GEMM plugin's default; TRTLLM_KIT_GEMM_LAYOUT=out_x_in
@@ -738,6 +804,31 @@ def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_p
         else:
             want = np.concatenate([np.asarray(original[m]).T for m in members], axis=0)
         assert list(stored[key].shape) == shape == list(want.shape) and np.array_equal(stored[key], want), key
+
+
+def test_reuse_compares_the_op_folding(engines, monkeypatch):
+    """An engine built with the GEMM plugin folded the small ops into it or not (``builder_settings.op_folding``;
+    TRTLLM_KIT_FOLD=0 at build time: not); a build that would do otherwise does not reuse it. Engines from before the
+    setting read as not folded."""
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.manifest import PluginRecord
+
+    m = engines[("tiny-llama", "inplace")].manifest
+    record = PluginRecord(file="lib.so", sha256="0" * 64, source_sha256=P.source_sha256(gemm=True), name="A",
+                          version="1", gemm="TrtllmKitGemm", norm="TrtllmKitRMSNorm", rope="TrtllmKitRotary",
+                          links=["/x/libcublasLt.so.13"])
+    asked = m.build.model_copy(update={"kv_mode": "plugin", "gemm": "plugin"})
+    folded = m.model_copy(update={"build": asked, "builder_settings": {**m.builder_settings, "op_folding": "on"},
+                                  "kv_layout": m.kv_layout.model_copy(update={"name": "plugin", "plugin": record})})
+    same = (folded.flavor, folded.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
+    monkeypatch.delenv("TRTLLM_KIT_FOLD", raising=False)
+    assert folded.gemm_used == "plugin" and folded.differences(asked, *same) == []
+    monkeypatch.setenv("TRTLLM_KIT_FOLD", "0")
+    assert folded.differences(asked, *same) == ["op_folding on -> off"]
+    older = folded.model_copy(update={"builder_settings": {}})
+    assert older.differences(asked, *same) == []
+    monkeypatch.delenv("TRTLLM_KIT_FOLD")
+    assert older.differences(asked, *same) == ["op_folding off -> on"]
 
 
 def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, monkeypatch):
@@ -777,6 +868,7 @@ def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_pat
     TRTLLM_KIT_FOLD=0."""
     from trtllm_kit.engine.folds import fold_choice
 
+    monkeypatch.delenv("TRTLLM_KIT_FOLD", raising=False)
     assert (fold_choice("plugin"), fold_choice("trt")) == ("on", "off")
     monkeypatch.setenv("TRTLLM_KIT_FOLD", "0")
     assert fold_choice("plugin") == "off"

@@ -1,5 +1,7 @@
 """GPU tests: run on the device machine (`pytest -m gpu`); skipped where CUDA is missing."""
 
+import os
+
 import pytest
 import torch
 
@@ -115,6 +117,8 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
             groups = {"on": 2, "qkv": 1, "off": 0}[eng.manifest.weight_choices()[0]]  # q+k+v, gate+up
             assert sum(FUSED_SEP in k for k in tensors) == groups * art.spec.num_layers
             settings = eng.manifest.builder_settings
+            if eng.manifest.gemm_used == "plugin":  # folding is the GEMM plugin's default (TRTLLM_KIT_FOLD unset)
+                assert settings.get("op_folding") == ("off" if os.environ.get("TRTLLM_KIT_FOLD") == "0" else "on")
             if settings.get("op_folding") == "on" and groups == 2:  # every block's small ops into the plugins
                 L = art.spec.num_layers
                 folded = {k[len("folded_"):]: v for k, v in settings.items() if k.startswith("folded_")}

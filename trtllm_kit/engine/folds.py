@@ -73,15 +73,11 @@ class _Rewrite:
         return t
 
     def replace(self, old, new) -> None:
-        index = self.index
-        if old.name in index.outputs:
-            dtype = old.dtype
-            index.replace_output(old, new, old.name)
-            if not self.ctx.strongly_typed:
-                new.dtype = dtype
-            return
-        self.new[old.name] = new
-        index.redirect(old, new)
+        from trtllm_kit.engine.gemm import replace_network_output
+
+        if not replace_network_output(self.ctx, self.index, old, new):
+            self.index.redirect(old, new)
+        self.new[old.name] = new  # (an output's old tensor is renamed: layers added before read it by that name)
 
     def settle(self) -> None:
         for layer in self.added:
@@ -94,14 +90,23 @@ class _Rewrite:
 
 def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     """Fold norms, SwiGLU products and residual adds into the GEMM plugin layers ``gemms`` (``(layer, w_layout)``
-    from ``gemm.rewire_gemms``), each replaced by one layer with its prologue and epilogue (``plugin.add_gemm``).
+    from ``gemm.rewire_gemms``): each that has something to fold is replaced by one layer with its prologue and
+    epilogue (``plugin.add_gemm``), the others stay as they are.
+
+    What folds: an RMSNorm plugin layer (``rms_norm.*``, ``kv_layouts.rewire_norms``) whose every live reader is one
+    of ``gemms`` (as x); SwiGLU over the two halves of one fused gate/up multiply (``_swiglu_input``); a block's
+    residual add (``Anchors.attn_res``/``mlp_res``, a sum of two tensors of one shape) that is the multiply's only
+    reader (so not past a bias add).
 
     Returns:
         How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n}``.
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.
+        ToolkitError: the plugin rejected the fields (a negative eps).
     """
+    from trtllm_kit.engine.gemm import pin_to_weight_type
+
     from trtllm_kit.engine import plugin as P
 
     trt, network = ctx.trt, ctx.network
@@ -114,8 +119,8 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         x, w = rw.current(layer.get_input(0)), layer.get_input(1)
         prologue, scale = "none", None
         norm = index.producers.get(x.name)
-        if (norm is not None and norm.name.startswith("rms_norm.") and x.name not in index.outputs
-                and all(r.name in names and j == 0 for r, j in rw.readers(x))):
+        if (norm is not None and norm.name.startswith("rms_norm.") and norm.num_inputs == 2
+                and x.name not in index.outputs and all(r.name in names and j == 0 for r, j in rw.readers(x))):
             prologue, x, scale = "rms_norm", rw.current(norm.get_input(0)), norm.get_input(1)
         else:
             whole = _swiglu_input(trt, index, x, w, w_layout)
@@ -128,16 +133,14 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
             r, j = readers[0]
             if r.type == trt.LayerType.ELEMENTWISE and r.get_output(0).name in residual_names:
                 r.__class__ = trt.IElementWiseLayer
-                if r.op == trt.ElementWiseOperation.SUM:
-                    add, residual = r, rw.current(r.get_input(1 - j))
+                other = rw.current(r.get_input(1 - j))
+                if r.op == trt.ElementWiseOperation.SUM and _same_shape(other, out):  # no broadcast in the plugin
+                    add, residual = r, other
         if prologue == "none" and add is None:
             continue
         new = P.add_gemm(trt, network, x, w, name=f"{layer.name}.folded", w_layout=w_layout, prologue=prologue,
                          scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual)
-        if not ctx.strongly_typed:  # as rewire_gemms: in the weight's type
-            new.precision = w.dtype
-            new.set_output_type(0, w.dtype)
-            ctx.precision_constraints = True
+        pin_to_weight_type(ctx, new, w)
         rw.added.append(new)
         rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
         if prologue != "none":
@@ -145,6 +148,14 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         counts["residual"] += add is not None
     rw.settle()
     return counts
+
+
+def _same_shape(a, b) -> bool:
+    """Whether two tensors have one shape as far as the network knows (dynamic axes: both dynamic)."""
+    try:
+        return tuple(a.shape) == tuple(b.shape)
+    except RuntimeError:  # TensorRT could not say
+        return False
 
 
 def _slice_of(trt, index, t, name_suffix: str):
@@ -223,6 +234,7 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
     trt, network = ctx.trt, ctx.network
     index = NetworkIndex(network)
     layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    exported = _exported_heads(ctx.onnx_path, ctx.spec.num_layers) if ctx.onnx_path is not None else set()
     done = 0
     for i, L in enumerate(ctx.spec.layers):
         rope, attn = layers.get(f"rotary.{i}"), layers.get(f"kv_attention.{i}")
@@ -230,22 +242,17 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
             continue
         q = _slice_of(trt, index, rope.get_input(0), "self_attn.q_proj.weight")
         k = _slice_of(trt, index, rope.get_input(1), "self_attn.k_proj.weight")
-        v_new = attn.get_input(2)
-        v = None
-        if v_new.name == Anchors.v_new(i) and len(v_new.shape) == 4 and v_new.shape[1] == L.n_kv_heads \
-                and v_new.shape[3] == L.head_dim:
-            t = v_new
-            for _ in range(2):  # the exporter's Reshape and Transpose (export/graph.py heads())
-                shuffle = index.producers.get(t.name)
-                if shuffle is None or shuffle.type != trt.LayerType.SHUFFLE:
-                    break
-                t = shuffle.get_input(0)
-            v = _slice_of(trt, index, t, "self_attn.v_proj.weight")
+        v_lin = _heads_input(trt, index, attn.get_input(2), i, exported)
+        v = _slice_of(trt, index, v_lin, "self_attn.v_proj.weight") if v_lin is not None else None
         if q is None or k is None or v is None or len({q[0].name, k[0].name, v[0].name}) != 1:
             continue
         qw, kvw = L.n_heads * L.head_dim, L.n_kv_heads * L.head_dim
         whole = q[0]
-        if (q[1], k[1], v[1]) != (0, qw, qw + kvw) or whole.shape[-1] != qw + 2 * kvw:
+        try:
+            width = whole.shape[-1]
+        except RuntimeError:  # TensorRT could not say
+            continue
+        if (q[1], k[1], v[1]) != (0, qw, qw + kvw) or width != qw + 2 * kvw:
             continue
         if rope.name not in ctx.rope_scales:
             continue
@@ -258,3 +265,38 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
         attn.set_input(2, layer.get_output(2))
         done += 1
     return done
+
+
+def _heads_input(trt, index, v_new, i: int, exported: set[int]):
+    """The (B, S, nkv * hd) tensor that block ``i``'s ``v_new`` (B, nkv, S, hd) was made from, when the export made it
+    with ``heads()`` (a Reshape to (B, S, nkv, hd) then a Transpose (0, 2, 1, 3): ``exported``, from
+    ``_exported_heads``) and the parser wrote that as one or two Shuffle layers (TensorRT 8.6 writes a transpose that
+    only moves a 1-long axis, nkv = 1, as a reshape); else None."""
+    if v_new.name != Anchors.v_new(i) or i not in exported:
+        return None
+    t = v_new
+    for _ in range(2):
+        shuffle = index.producers.get(t.name)
+        if shuffle is None or shuffle.type != trt.LayerType.SHUFFLE:
+            break
+        t = shuffle.get_input(0)
+    return t if t is not v_new else None
+
+
+def _exported_heads(onnx_path, num_layers: int) -> set[int]:
+    """The blocks whose ``v_new`` the export made as ``Transpose(Reshape(v_lin), perm=[0, 2, 1, 3])``
+    (``export/graph.py`` ``heads()``), read from the graph (its weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for i in range(num_layers):
+        transpose = producers.get(Anchors.v_new(i))
+        if transpose is None or transpose.op_type != "Transpose":
+            continue
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
+        reshape = producers.get(transpose.input[0])
+        if perm == [0, 2, 1, 3] and reshape is not None and reshape.op_type == "Reshape":
+            found.add(i)
+    return found

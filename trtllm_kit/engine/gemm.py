@@ -122,21 +122,32 @@ def rewire_gemms(ctx: NetworkContext, weight_names: set[str], made: list | None 
         x = layer.get_input(0)  # read now: an earlier rewire may have redirected it (chained multiplies: x @ A @ B)
         old = layer.get_output(0)
         gemm = P.add_gemm(trt, network, x, w, name=f"gemm.{layer.name}", w_layout=w_layout)
-        if not ctx.strongly_typed:  # 8.6: run it in the weight's type, so the bound weights are read as they are
-            gemm.precision = w.dtype
-            gemm.set_output_type(0, w.dtype)
-            ctx.precision_constraints = True
-        new = gemm.get_output(0)
+        pin_to_weight_type(ctx, gemm, w)
         if made is not None:
             made.append((gemm, w_layout))
-        if old.name in index.outputs:
-            dtype = old.dtype
-            index.replace_output(old, new, old.name)
-            if not ctx.strongly_typed:
-                new.dtype = dtype
-        else:
-            index.redirect(old, new)
+        if not replace_network_output(ctx, index, old, gemm.get_output(0)):
+            index.redirect(old, gemm.get_output(0))
     return len(found)
+
+
+def pin_to_weight_type(ctx: NetworkContext, gemm, w) -> None:
+    """TensorRT 8.6 (no strong typing): run a ``TrtllmKitGemm`` layer and its output in the weight's type, so the
+    bound weights are read as they are; a no-op for strongly typed networks."""
+    if not ctx.strongly_typed:
+        gemm.precision = w.dtype
+        gemm.set_output_type(0, w.dtype)
+        ctx.precision_constraints = True
+
+
+def replace_network_output(ctx: NetworkContext, index: NetworkIndex, old, new) -> bool:
+    """When ``old`` is a network output, ``new`` takes its place, name and (8.6) type, and True; else False."""
+    if old.name not in index.outputs:
+        return False
+    dtype = old.dtype
+    index.replace_output(old, new, old.name)
+    if not ctx.strongly_typed:
+        new.dtype = dtype
+    return True
 
 
 def matmuls_by_weight(trt, network, weight_names: set[str], index: "NetworkIndex | None" = None) -> list[tuple]:

@@ -16,7 +16,6 @@ toolkit's ``TrtllmKitKVCacheAttention`` plugin (TensorRT 8.6 to 10.x; compiled w
 
 from __future__ import annotations
 
-import itertools
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -634,9 +633,6 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-_replaced = itertools.count()
-
-
 class NetworkIndex:
     """One walk over a parsed network: its inputs, outputs and tensors by name, who produces and who reads
     each tensor; and the two rewrites the layouts make with it."""
@@ -665,6 +661,9 @@ class NetworkIndex:
         """``new`` becomes the network output ``name`` in place of ``old`` (whose readers move to ``new``)."""
         self.redirect(old, new)
         self.network.unmark_output(old)
-        old.name = f"{name}.replaced.{next(_replaced)}"  # names must stay distinct: an output may be replaced twice
+        taken = {self.network.get_layer(li).get_output(o).name for li in range(self.network.num_layers)
+                 for o in range(self.network.get_layer(li).num_outputs)}
+        old.name = next(f"{name}.replaced{'' if k == 0 else f'.{k}'}" for k in range(len(taken) + 1)
+                        if f"{name}.replaced{'' if k == 0 else f'.{k}'}" not in taken)  # an output may be replaced twice
         new.name = name
         self.network.mark_output(new)

@@ -571,7 +571,8 @@ def add_rotary(trt_module, network, q_lin, k_lin, cos, sin, num_heads: int, num_
 
     Returns:
         The layer; output 0 is q (B, num_heads, S, head_dim), output 1 k (B, num_kv_heads, S, head_dim), both of
-        q_lin's type: ``T(T(x * cos) + T(rotate_half(x) * sin))``, q then ``T(q * T(scale))``.
+        q_lin's type: ``T(T(x * cos) + T(rotate_half(x) * sin))``, q then ``T(q * T(scale))``; with ``k_lin`` None
+        also output 2, v (B, num_kv_heads, S, head_dim), q_lin's last part as it is.
 
     Raises:
         PluginUnavailable: the plugin is not loaded.

@@ -29,8 +29,8 @@
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
 // dimension K, transposed. A prologue runs first into the workspace (one kernel), cuBLASLt reads that.
-// Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and at most 24576 (x in 48 KB
-// of shared memory) and 16-byte aligned x and w,
+// Decode GEMV: with w_layout 1, fp16, one row (M = 1: batch-1 decode), K a multiple of 8 and at most 24560 (x in 48 KB
+// of shared memory), 16-byte aligned x and w, and a norm scale (prologue 1) in half or float,
 // the plugin runs its own kernel instead, the prologue and epilogue inside it (one warp per output, 16-byte streaming
 // loads of w, the first ones issued before x is staged; H200: llama-7b's fused decode step's multiplies at 3.88 TB/s
 // against cuBLAS's 3.60, scripts/h200/gemv_probe.cu; the llama-7b engine's batch-1 step 4.21 ms against 4.47 with
@@ -310,11 +310,14 @@ cudaError_t gemv_epilogue(Folds const& f, GemvLaunch const& l, void const* w, vo
                       : gemv_unrolled<PRO, 0, G>(l, w, x, g, r, y, K, N, f.eps, stream);
 }
 
-// Whether the GEMV takes this multiply: x' (M x K halves) must fit the 48 KB of shared memory a kernel gets without
-// opting in (K <= 24576 at one row; larger K, e.g. a 70B model's 28672-wide down projection, runs cuBLASLt).
+// Whether the GEMV takes this multiply: x' (M x K halves) and the kernel's own reduction buffer must fit the 48 KB of
+// shared memory a kernel gets without opting in (K <= 24560 at one row; larger K, e.g. a 70B model's 28672-wide down
+// projection, runs cuBLASLt).
 bool gemv_fits(int64_t M, int64_t K)
 {
-    return M >= 1 && M <= kGemvMaxRows && K % 8 == 0 && size_t(M) * size_t(K) * sizeof(__half) <= size_t(48) * 1024;
+    size_t const own = sizeof(float) * (kGemvThreads / 32); // gemv_out_x_in's static `partial`
+    return M >= 1 && M <= kGemvMaxRows && K % 8 == 0
+        && size_t(M) * size_t(K) * sizeof(__half) + own <= size_t(48) * 1024;
 }
 
 // The decode GEMV for one row; gType is the norm scale's type (prologue 1).
@@ -598,8 +601,14 @@ public:
                 mConfigError = "x's last dim " + std::to_string(k) + " is not " + (mF.folds.prologue == kSwiGlu ? "twice " : "")
                     + "w's " + (mF.layout == 1 ? "columns " : "rows ") + std::to_string(kw);
             int32_t const r = residualIndex();
-            if (mConfigError.empty() && r > 0 && in[r].desc.dims.nbDims != out[0].desc.dims.nbDims)
+            nvinfer1::Dims const& rd = r > 0 ? in[r].desc.dims : out[0].desc.dims;
+            nvinfer1::Dims const& yd = out[0].desc.dims;
+            if (mConfigError.empty() && rd.nbDims != yd.nbDims)
                 mConfigError = "the residual's rank differs from y's";
+            for (int32_t i = 0; mConfigError.empty() && i < yd.nbDims; ++i)
+                if (rd.d[i] >= 0 && yd.d[i] >= 0 && rd.d[i] != yd.d[i]) // no broadcast
+                    mConfigError = "the residual's axis " + std::to_string(i) + " is " + std::to_string(rd.d[i])
+                        + ", y's " + std::to_string(yd.d[i]);
         }
         if (!mConfigError.empty())
             trtllm_kit::plugin_error(kGemmName, "%s", mConfigError.c_str());
@@ -642,9 +651,7 @@ public:
         void const* res = ri > 0 ? inputs[ri] : nullptr;
         if (ri > 0)
         {
-            int64_t values = 1;
-            for (int32_t i = 0; i < inputDesc[ri].dims.nbDims; ++i)
-                values *= inputDesc[ri].dims.d[i];
+            int64_t const values = trtllm_kit::volume(inputDesc[ri].dims);
             if (values != M * N)
             {
                 trtllm_kit::plugin_error(kGemmName, "the residual holds %lld values, not y's %lld", (long long) values,
@@ -654,9 +661,7 @@ public:
         }
         if (gi > 0)
         {
-            int64_t values = 1;
-            for (int32_t i = 0; i < inputDesc[gi].dims.nbDims; ++i)
-                values *= inputDesc[gi].dims.d[i];
+            int64_t const values = trtllm_kit::volume(inputDesc[gi].dims);
             if (values != K)
             {
                 trtllm_kit::plugin_error(kGemmName, "the norm's scale holds %lld values, not K = %lld", (long long) values,
@@ -679,7 +684,8 @@ public:
         void const* x = inputs[0];
         void* y = outputs[0];
         bool const stageY = alignment_of(y) < kMinAlignment;
-        if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K)
+        bool const gemvScale = gi < 0 || gType == nvinfer1::DataType::kHALF || gType == nvinfer1::DataType::kFLOAT;
+        if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K) && gemvScale
             && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
         {
             cudaError_t const e = gemv(mF.folds, mLaunch, gType, inputs[1], x, g, res, y, K, N, stream);
@@ -698,8 +704,8 @@ public:
             cudaError_t const e = prologue(mF.folds, inputDesc[0].type, gType, x, g, ws, M, K, stream);
             if (e != cudaSuccess)
             {
-                trtllm_kit::plugin_error(kGemmName, "the prologue (%d) failed (M=%lld K=%lld): %s", int(mF.folds.prologue),
-                    (long long) M, (long long) K, cudaGetErrorString(e));
+                trtllm_kit::plugin_error(kGemmName, "the %s prologue failed (M=%lld K=%lld): %s",
+                    mF.folds.prologue == kSwiGlu ? "SwiGLU" : "RMSNorm", (long long) M, (long long) K, cudaGetErrorString(e));
                 return 1;
             }
             x = ws;

@@ -86,6 +86,15 @@ __device__ __forceinline__ void wait_for_predecessor()
 #endif
 }
 
+// Elements of a tensor at the dims TensorRT gives (0 when an axis is unknown, < 0).
+inline int64_t volume(nvinfer1::Dims const& d)
+{
+    int64_t n = 1;
+    for (int32_t i = 0; i < d.nbDims; ++i)
+        n *= d.d[i] > 0 ? int64_t(d.d[i]) : int64_t(0);
+    return n;
+}
+
 // Whether this process launches the toolkit's decode kernels with PDL: the first device asked about is Hopper or
 // later (compute capability >= 9.0) and TRTLLM_KIT_PDL is not 0 (an A/B knob); decided once per process.
 inline bool pdl_enabled()
@@ -120,7 +129,9 @@ cudaError_t launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 b
         attr[0].val.programmaticStreamSerializationAllowed = 1;
         config.attrs = attr;
         config.numAttrs = 1;
-        return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+        if (cudaLaunchKernelEx(&config, kernel, args...) == cudaSuccess)
+            return cudaSuccess;
+        (void) cudaGetLastError(); // refused (a driver or capture without PDL): launch it plainly
     }
 #endif
     (void) pdl;

@@ -285,9 +285,7 @@ public:
         int32_t const first = mF.fused_qkv ? 1 : 2;
         for (int32_t t = first; t <= first + 1; ++t)
         {
-            int64_t values = 1;
-            for (int32_t i = 0; i < inputDesc[t].dims.nbDims; ++i)
-                values *= inputDesc[t].dims.d[i];
+            int64_t const values = trtllm_kit::volume(inputDesc[t].dims);
             if (values != rows * mF.head_dim || inputDesc[t].dims.d[0] != B || inputDesc[t].dims.d[2] != S)
             {
                 trtllm_kit::plugin_error(kRopeName, "%s holds %lld values, not batch x seq x head_dim = %lld "
@@ -385,15 +383,12 @@ public:
                 scaled = true;
             }
         }
-        if (f.num_heads <= 0 || f.num_kv_heads <= 0 || f.head_dim <= 0 || f.head_dim % 2 || !scaled
-            || (f.fused_qkv != 0 && f.fused_qkv != 1))
+        if (!scaled)
         {
-            trtllm_kit::plugin_error(kRopeName,
-                "%s: fields num_heads, num_kv_heads (> 0), head_dim (even, > 0) and scale are required, fused_qkv 0 or 1",
-                name ? name : "");
+            trtllm_kit::plugin_error(kRopeName, "%s: field scale is required", name ? name : "");
             return nullptr;
         }
-        return make(f);
+        return checked(name, f);
     }
 
     nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
@@ -406,13 +401,27 @@ public:
         }
         RopeFields f{-1, -1, -1, 0.f, 0};
         std::memcpy(&f, data, length);
-        return make(f);
+        return checked(name, f);
     }
 
     void setPluginNamespace(char const* ns) noexcept override { mNamespace = ns ? ns : ""; }
     char const* getPluginNamespace() const noexcept override { return mNamespace.c_str(); }
 
 private:
+    // A plugin for valid fields (from the network or a serialized engine), else one error line and null.
+    nvinfer1::IPluginV2* checked(char const* name, RopeFields f) const noexcept
+    {
+        if (f.num_heads <= 0 || f.num_kv_heads <= 0 || f.head_dim <= 0 || f.head_dim % 2
+            || (f.fused_qkv != 0 && f.fused_qkv != 1))
+        {
+            trtllm_kit::plugin_error(kRopeName,
+                "%s: num_heads %d, num_kv_heads %d (both > 0), head_dim %d (even, > 0), fused_qkv %d (0 or 1)",
+                name ? name : "", int(f.num_heads), int(f.num_kv_heads), int(f.head_dim), int(f.fused_qkv));
+            return nullptr;
+        }
+        return make(f);
+    }
+
     nvinfer1::IPluginV2* make(RopeFields f) const noexcept
     {
         auto* p = new (std::nothrow) RotaryPlugin(f);
