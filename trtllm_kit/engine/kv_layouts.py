@@ -463,9 +463,10 @@ def rewire_rotary(ctx: NetworkContext, index: NetworkIndex, i: int, found: tuple
         raise ToolkitError(f"the parsed network has no tensor {missing[0]}", "build with --rope trt")
     L = ctx.spec.layers[i]
     q_lin, k_lin, cos, sin = (tensors[n] for n in names)
+    name = f"rotary.{i}"
     layer = P.add_rotary(ctx.trt, ctx.network, q_lin, k_lin, cos, sin, L.n_heads, L.n_kv_heads, L.head_dim,
-                         scale, name=f"rotary.{i}")
-    ctx.rope_scales[layer.name] = scale
+                         scale, name=name)
+    ctx.rope_scales[name] = scale
     pin_to_activations(ctx, layer)
     return layer.get_output(0), layer.get_output(1)
 
