@@ -11,7 +11,6 @@ from pathlib import Path
 
 from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
-from trtllm_kit.engine.folds import fold_choice
 from trtllm_kit.engine.gemm import CONFLICT_HINTS, plugin_option_conflicts, resolve_gemm
 from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavailable, resolve_kv_layout, resolve_norm,
                                           resolve_rope)
@@ -278,8 +277,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 settings["weight_fusion"] = fusion
                 settings["fused_weight_groups"] = fused
                 settings["weight_layout"] = weight_layout
-            if ctx.gemm == "plugin":
-                settings["op_folding"] = fold_choice(ctx.gemm)
+            if ctx.gemm == "plugin":  # (the GEMM plugin multiplies something: finish_network folded, or was told not to)
+                settings["op_folding"] = "on" if ctx.folds else "off"
                 settings.update({f"folded_{k}": v for k, v in ctx.folds.items()})  # how many of each (folds.py)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))

@@ -17,13 +17,9 @@ knob, recorded as ``builder_settings.op_folding``).
 
 from __future__ import annotations
 
-import logging
-import os
-
 from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, pin_to_activations
 from trtllm_kit.export.io_spec import Anchors
 
-log = logging.getLogger(__name__)
 
 def fold_choice(gemm: str) -> str:
     """Whether a build folds the small ops into the plugins (``"on"``/``"off"``): on with the GEMM plugin unless
@@ -32,10 +28,9 @@ def fold_choice(gemm: str) -> str:
     Raises:
         ToolkitError: an A/B knob holds a value it does not know (``weights.check_knobs``).
     """
-    from trtllm_kit.engine.weights import FOLD_ENV, check_knobs
+    from trtllm_kit.engine.weights import FOLD_ENV, knob
 
-    check_knobs()
-    return "on" if gemm == "plugin" and os.environ.get(FOLD_ENV, "1") == "1" else "off"
+    return knob(FOLD_ENV, "on") if gemm == "plugin" else "off"
 
 
 class _Rewrite:
@@ -105,9 +100,8 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         PluginUnavailable: the GEMM plugin is not loaded.
         ToolkitError: the plugin rejected the fields (a negative eps).
     """
-    from trtllm_kit.engine.gemm import pin_to_weight_type
-
     from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.gemm import pin_to_weight_type
 
     trt, network = ctx.trt, ctx.network
     rw = _Rewrite(ctx)
@@ -158,6 +152,15 @@ def _same_shape(a, b) -> bool:
         return False
 
 
+def _last_axis(t) -> int | None:
+    """The length of ``t``'s last axis where the network knows it (None when dynamic or unknown)."""
+    try:
+        n = t.shape[-1]
+    except RuntimeError:  # TensorRT could not say
+        return None
+    return n if n >= 0 else None
+
+
 def _slice_of(trt, index, t, name_suffix: str):
     """(sliced tensor, start of the last axis) when ``t`` is one output slice of a fused multiply (``fused.slice.``
     + a weight name ending in ``name_suffix``), else None."""
@@ -205,15 +208,10 @@ def _swiglu_input(trt, index, x, w, w_layout: int):
             u = _slice_of(trt, index, outer.get_input(1 - act_j), "mlp.up_proj.weight")
             if g is None or u is None or g[0].name != u[0].name:
                 return None
-            whole = g[0]
-            try:
-                width = whole.shape[-1]
-            except RuntimeError:  # TensorRT could not say
-                return None
             K = w.shape[1 if w_layout == 1 else 0]
-            if width < 0 or width != 2 * K or g[1] != 0 or u[1] != K:
+            if _last_axis(g[0]) != 2 * K or g[1] != 0 or u[1] != K:
                 return None
-            return whole
+            return g[0]
     return None
 
 
@@ -247,16 +245,9 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
         if q is None or k is None or v is None or len({q[0].name, k[0].name, v[0].name}) != 1:
             continue
         qw, kvw = L.n_heads * L.head_dim, L.n_kv_heads * L.head_dim
-        whole = q[0]
-        try:
-            width = whole.shape[-1]
-        except RuntimeError:  # TensorRT could not say
+        whole, scale = q[0], ctx.rope_scales.get(rope.name)
+        if (q[1], k[1], v[1]) != (0, qw, qw + kvw) or _last_axis(whole) != qw + 2 * kvw or scale is None:
             continue
-        if (q[1], k[1], v[1]) != (0, qw, qw + kvw) or width != qw + 2 * kvw:
-            continue
-        if rope.name not in ctx.rope_scales:
-            continue
-        scale = ctx.rope_scales[rope.name]
         layer = P.add_rotary(trt, network, whole, None, rope.get_input(2), rope.get_input(3), L.n_heads,
                              L.n_kv_heads, L.head_dim, scale, name=f"rotary.{i}.qkv")
         pin_to_activations(ctx, layer)

@@ -664,7 +664,10 @@ class NetworkIndex:
         self.network.unmark_output(old)
         taken = {self.network.get_layer(li).get_output(o).name for li in range(self.network.num_layers)
                  for o in range(self.network.get_layer(li).num_outputs)}
-        old.name = next(f"{name}.replaced{'' if k == 0 else f'.{k}'}" for k in range(len(taken) + 1)
-                        if f"{name}.replaced{'' if k == 0 else f'.{k}'}" not in taken)  # an output may be replaced twice
+        renamed, k = f"{name}.replaced", 0
+        while renamed in taken:  # an output may be replaced twice (the LM head: its GEMM, then its folded norm)
+            k += 1
+            renamed = f"{name}.replaced.{k}"
+        old.name = renamed
         new.name = name
         self.network.mark_output(new)

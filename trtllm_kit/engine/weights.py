@@ -100,13 +100,21 @@ def weight_input_choices(gemm: str) -> tuple[str, str]:
     Raises:
         ToolkitError: another value of any knob (``check_knobs``).
     """
+    plugin = gemm == "plugin"
+    return knob(FUSE_ENV, "on" if plugin else "off"), knob(LAYOUT_ENV, "out_x_in" if plugin else "in_x_out")
+
+
+def knob(env: str, default: str) -> str:
+    """The setting an A/B knob's value names (``_KNOBS``), or ``default`` when the variable is unset.
+
+    Raises:
+        ToolkitError: any knob holds a value it does not know (``check_knobs``).
+    """
     import os
 
     check_knobs()
-    default = {FUSE_ENV: "on" if gemm == "plugin" else "off",
-               LAYOUT_ENV: "out_x_in" if gemm == "plugin" else "in_x_out"}
-    chosen = {env: _KNOBS[env][os.environ[env]] if env in os.environ else default[env] for env in default}
-    return chosen[FUSE_ENV], chosen[LAYOUT_ENV]
+    value = os.environ.get(env)
+    return _KNOBS[env][value] if value is not None else default
 
 
 def is_weight_matrix(name: str, shape) -> bool:

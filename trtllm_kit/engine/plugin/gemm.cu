@@ -626,7 +626,7 @@ public:
         return kWorkspaceBytes + staged;
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
     {
         if (!mConfigError.empty())
@@ -768,7 +768,6 @@ public:
             trtllm_kit::plugin_error(kGemmName, "copying y out failed");
             return 1;
         }
-        (void) outputDesc;
         return 0;
     }
 

@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) rotary_kernel(RopeSources<T> src, C 
     // single block ran 32 iterations per thread on one SM, 14 us per layer on an H200)
     int const i = blockIdx.y * kThreads + threadIdx.x;
     int const heads = nh + nkv + (src.v ? nkv : 0);
-    if (i < nh * half + (heads - nh) * half)
+    if (i < heads * half)
     {
         int const head = i / half;
         int const d = i - head * half;
@@ -220,7 +220,7 @@ public:
         nvinfer1::PluginTensorDesc const& d = inOut[pos];
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
-        int const table = mF.fused_qkv ? 1 : 2; // cos; sin follows it
+        int const table = tableIndex();
         if (pos == 0)
             return float_type(d.type);
         if (pos == table)
@@ -235,7 +235,7 @@ public:
     {
         mConfigError.clear();
         auto last = [](nvinfer1::Dims const& d) { return d.nbDims > 0 ? d.d[d.nbDims - 1] : int64_t(-2); };
-        int const t = mF.fused_qkv ? 1 : 2; // cos, then sin
+        int const t = tableIndex();
         if (nbInputs != inputs() || nbOutputs != getNbOutputs())
             mConfigError = mF.fused_qkv ? "expected 3 inputs (qkv, cos, sin) and 3 outputs" : "expected 4 inputs and 2 outputs";
         else if (mF.head_dim <= 0 || mF.head_dim % 2 || mF.num_heads <= 0 || mF.num_kv_heads <= 0)
@@ -282,7 +282,7 @@ public:
             return 0;
         // the tables are read as one row per (batch, position): a feed whose position_ids do not match input_ids'
         // batch and length (which the exported ops would broadcast) must not be read past their end
-        int32_t const first = mF.fused_qkv ? 1 : 2;
+        int32_t const first = tableIndex();
         for (int32_t t = first; t <= first + 1; ++t)
         {
             int64_t const values = trtllm_kit::volume(inputDesc[t].dims);
@@ -333,6 +333,7 @@ public:
 
 private:
     int32_t inputs() const { return mF.fused_qkv ? 3 : 4; }
+    int32_t tableIndex() const { return mF.fused_qkv ? 1 : 2; } // cos's input; sin's follows it
 
     RopeFields mF;
     std::string mNamespace;
