@@ -646,13 +646,17 @@ def test_the_gemm_rewrite_reads_weights_stored_out_x_in(tiny_exports):
     assert np.array_equal(arrays["model.embed_tokens.weight"], np.asarray(original["model.embed_tokens.weight"]))
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
-def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, monkeypatch):
+@pytest.mark.parametrize("name,extra_reader", [("tiny-llama", False), ("tiny-llama-width", False),
+                                               ("tiny-llama", True)])
+def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, extra_reader, monkeypatch):
     """``folds.fold_into_gemms`` on a parsed export with the weights fused and stored out x in, the GEMM layers stood
     in for by Einsum layers (the plugin needs nvcc and full TensorRT; what is tested is which ops it finds):
-    every block's SwiGLU product goes into its down multiply, which reads the fused gate/up output whole, and both
-    residual adds into the multiplies before them unless a bias add sits between (tiny-llama-width's o and down);
-    the q/k/v and gate/up multiplies keep their inputs (no RMSNorm plugin here) and nothing else is folded. The tokens of folded engines are checked on the GPU machine."""
+    every block's SwiGLU product goes into its fused gate/up multiply (its epilogue), whose output the down multiply
+    reads as x, and both residual adds into the multiplies before them unless a bias add sits between
+    (tiny-llama-width's o and down); the q/k/v and gate/up multiplies keep their inputs (no RMSNorm plugin here) and
+    nothing else is folded. ``extra_reader``: block 0's SwiGLU output is also a network output, so its gate/up
+    multiply must keep writing [gate | up] and block 0's down multiply takes SwiGLU as its prologue instead. The
+    tokens of folded engines are checked on the GPU machine."""
     from trtllm_kit.engine import plugin as P
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
@@ -666,9 +670,14 @@ def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, monkey
     trt = flavor.trt
     calls = []
 
-    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None):
-        calls.append((name, x.name, w.name, prologue, residual.name if residual is not None else None))
-        # a layer reading x and w as the plugin does, its output (..., N) (SwiGLU's halves are not multiplied here)
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None,
+                 swiglu=False):
+        calls.append((name, x.name, w.name, prologue, residual.name if residual is not None else None, swiglu))
+        # a layer reading x and w as the plugin does, its output (..., N), (..., N / 2) with swiglu (the first half
+        # of w's rows; SwiGLU's halves are not multiplied here)
+        if swiglu:
+            n, k = w.shape
+            w = network.add_slice(w, (0, 0), (n // 2, k), (1, 1)).get_output(0)
         layer = network.add_einsum([x, w], "bsk,nk->bsn" if prologue != "swiglu" else "bsj,nk->bsn")
         layer.name = name
         return layer
@@ -684,31 +693,52 @@ def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, monkey
     gemms = []
     n = rewire_gemms(ctx, set(arrays), gemms)
     assert n == len(gemms) == 4 * spec.num_layers + (0 if spec.tie_word_embeddings else 1)
+    if extra_reader:
+        down0 = next(layer for layer, _ in gemms if layer.get_input(1).name == "model.layers.0.mlp.down_proj.weight")
+        network.mark_output(down0.get_input(0))
     calls.clear()
     counts = fold_into_gemms(ctx, gemms)
     L = spec.num_layers
     adds = sum((not b.o_bias) + (not b.down_bias) for b in spec.layers)  # a bias add between: not folded
     assert counts == {"rms_norm": 0, "swiglu": L, "residual": adds}, counts
     folded = {c[0]: c for c in calls}
-    assert len(folded) == L + sum(not b.o_bias for b in spec.layers)  # down (SwiGLU, + residual), o + residual
+    # gate/up (SwiGLU), down + residual, o + residual
+    assert len(folded) == L - extra_reader + sum(not b.o_bias for b in spec.layers) + sum(
+        not b.down_bias for b in spec.layers)
     index = NetworkIndex(network)
     made = {index.producers[t].name: t for t in index.tensors if index.producers[t].name.endswith(".folded")}
     o_out = {}  # block -> the folded o multiply's output
-    for layer, _ in gemms:
+    gate_up_out = {}  # block -> the folded gate/up multiply's output
+    for layer, _ in sorted(gemms, key=lambda g: "down_proj" in g[0].get_input(1).name):  # down last
         w = layer.get_input(1).name
-        _, x, _, prologue, residual = folded.get(f"{layer.name}.folded", (None,) * 5)
+        _, x, _, prologue, residual, swiglu = folded.get(f"{layer.name}.folded", (None,) * 6)
         block = int(w.split(".")[2]) if w.startswith("model.layers.") else None
         if "o_proj" in w:
             assert prologue == ("none" if not spec.layers[block].o_bias else None), w
             if prologue is not None:
-                assert residual is not None, w
+                assert residual is not None and not swiglu, w
                 o_out[block] = made[f"{layer.name}.folded"]
+        elif "up_proj" in w and extra_reader and block == 0:
+            assert prologue is None, w  # not folded: its [gate | up] output still read by the SwiGLU ops
+            gate_up_out[block] = layer.get_output(0).name
+        elif "up_proj" in w:  # the fused gate/up multiply: SwiGLU after it, half as many outputs
+            assert prologue == "none" and swiglu and residual is None, w
+            out = made[f"{layer.name}.folded"]
+            gate_up_out[block] = out
+            assert index.tensors[out].shape[-1] == layer.get_output(0).shape[-1] // 2, w
         elif "down_proj" in w:
-            assert prologue == "swiglu" and index.producers[x].get_input(1).name.endswith("up_proj.weight"), x
-            if not spec.layers[block].down_bias:  # the residual stream after attention: o's output
-                assert residual == o_out.get(block, Anchors.attn_res(block)), (w, residual)
+            if spec.layers[block].down_bias:  # nothing of its own to fold: the original layer, re-pointed
+                assert prologue is None and layer.get_input(0).name == gate_up_out[block], w
+                continue
+            down = index.producers[made[f"{layer.name}.folded"]]  # re-pointed once gate/up was folded (settle)
+            if extra_reader and block == 0:  # SwiGLU as its prologue, reading [gate | up] whole
+                assert prologue == "swiglu" and x == gate_up_out[block], (w, x)
+            else:
+                assert prologue == "none" and down.get_input(0).name == gate_up_out[block] and not swiglu, (w, x)
+            # the residual stream after attention: o's output
+            assert residual == o_out.get(block, Anchors.attn_res(block)), (w, residual)
         else:
-            assert prologue is None, w  # q/k/v, gate/up (their norms are exported ops here) and the head
+            assert prologue is None, w  # q/k/v (its norm is an exported op here) and the head
 
 
 def _fold_network(trt, extra_reader: bool, bias_shape):
@@ -755,7 +785,8 @@ def test_the_fold_pass_leaves_what_it_cannot_fold(extra_reader, bias_shape, monk
 
     calls = []
 
-    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None):
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None,
+                 swiglu=False):
         calls.append((name, x.name, prologue, residual.name if residual is not None else None))
         layer = network.add_einsum([x, w], "bsk,nk->bsn")
         layer.name = name

@@ -5,8 +5,12 @@ about 10 small kernels per block at 2-5 us each: two RMSNorms, two residual adds
 the fused q/k/v multiply and v's transpose. After the GEMM rewrite (``gemm.rewire_gemms``) this pass makes:
 
 - an RMSNorm plugin layer read only by multiplies: each multiply's prologue (``prologue="rms_norm"``);
-- ``down(T(silu(gate)) * up)`` with gate and up the two halves of one fused multiply's output: the down multiply's
-  prologue (``"swiglu"``), reading that output whole;
+- ``down(T(silu(gate)) * up)`` with gate and up the two halves of one fused multiply's output: that multiply's
+  epilogue (``swiglu=True``: it writes ``silu(gate) * up``, half as wide), read by the down multiply as x; where the
+  SwiGLU ops or the fused output have other readers, the down multiply's prologue (``"swiglu"``, reading the fused
+  output whole) instead. As the down multiply's prologue each batch-1 GEMV block recomputed SwiGLU over all of its
+  inputs: llama-7b's multiplies took 3.79 ms a step against 3.42 as the gate/up epilogue (H200,
+  ``scripts/h200/decode_step_probe.cu``);
 - a multiply whose only reader is the block's residual add (``Anchors.attn_res``/``mlp_res``): its epilogue;
 - the rotary plugin reading the fused q/k/v output's q and k slices, and the attention plugin its v (slice,
   reshape, transpose): one rotary layer reading the fused output whole and writing q, k and v (``fused_qkv``).
@@ -16,6 +20,8 @@ knob, recorded as ``builder_settings.op_folding``).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, pin_to_activations
 from trtllm_kit.export.io_spec import Anchors
@@ -89,9 +95,10 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     epilogue (``plugin.add_gemm``), the others stay as they are.
 
     What folds: an RMSNorm plugin layer (``rms_norm.*``, ``kv_layouts.rewire_norms``) whose every live reader is one
-    of ``gemms`` (as x); SwiGLU over the two halves of one fused gate/up multiply (``_swiglu_input``); a block's
-    residual add (``Anchors.attn_res``/``mlp_res``, a sum of two tensors of one shape) that is the multiply's only
-    reader (so not past a bias add).
+    of ``gemms`` (as x); SwiGLU over the two halves of one fused gate/up multiply (``_swiglu_chain``): into that
+    multiply's epilogue where the SwiGLU ops and the fused output have no other readers, else into the down
+    multiply's prologue; a block's residual add (``Anchors.attn_res``/``mlp_res``, a sum of two tensors of one shape)
+    that is the multiply's only reader (so not past a bias add).
 
     Returns:
         How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n}``.
@@ -109,6 +116,16 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     names = {layer.name for layer, _ in gemms}
     residual_names = {a for i in range(ctx.spec.num_layers) for a in (Anchors.attn_res(i), Anchors.mlp_res(i))}
     counts = {"rms_norm": 0, "swiglu": 0, "residual": 0}
+    # SwiGLU into the gate/up multiply's epilogue: that layer's name -> the tensor its new output stands for (the
+    # down multiply's x); the down multiplies that then keep x as it is
+    swiglu_after: dict[str, object] = {}
+    plain_down: set[str] = set()
+    for layer, w_layout in gemms:
+        chain = _swiglu_chain(trt, index, layer.get_input(0), layer.get_input(1), w_layout)
+        producer = index.producers.get(chain.whole.name) if chain is not None else None
+        if producer is not None and producer.name in names and _only_swiglu_reads(trt, rw, chain, layer):
+            swiglu_after[producer.name] = chain.x
+            plain_down.add(layer.name)
     for layer, w_layout in gemms:
         x, w = rw.current(layer.get_input(0)), layer.get_input(1)
         prologue, scale = "none", None
@@ -116,29 +133,33 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         if (norm is not None and norm.name.startswith("rms_norm.") and norm.num_inputs == 2
                 and x.name not in index.outputs and all(r.name in names and j == 0 for r, j in rw.readers(x))):
             prologue, x, scale = "rms_norm", rw.current(norm.get_input(0)), norm.get_input(1)
-        else:
-            whole = _swiglu_input(trt, index, x, w, w_layout)
-            if whole is not None:
-                prologue, x = "swiglu", rw.current(whole)
+        elif layer.name not in plain_down:
+            chain = _swiglu_chain(trt, index, x, w, w_layout)
+            if chain is not None:
+                prologue, x = "swiglu", rw.current(chain.whole)
         out = layer.get_output(0)
         readers = rw.readers(out)
         add, residual = None, None
-        if out.name not in index.outputs and len(readers) == 1:
+        swiglu = layer.name in swiglu_after
+        if swiglu:
+            out = swiglu_after[layer.name]  # the new output is silu(gate) * up
+        elif out.name not in index.outputs and len(readers) == 1:
             r, j = readers[0]
             if r.type == trt.LayerType.ELEMENTWISE and r.get_output(0).name in residual_names:
                 r.__class__ = trt.IElementWiseLayer
                 other = rw.current(r.get_input(1 - j))
                 if r.op == trt.ElementWiseOperation.SUM and _same_shape(other, out):  # no broadcast in the plugin
                     add, residual = r, other
-        if prologue == "none" and add is None:
+        if prologue == "none" and add is None and not swiglu:
             continue
         new = P.add_gemm(trt, network, x, w, name=f"{layer.name}.folded", w_layout=w_layout, prologue=prologue,
-                         scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual)
+                         scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual, swiglu=swiglu)
         pin_to_weight_type(ctx, new, w)
         rw.added.append(new)
         rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
         if prologue != "none":
             counts[prologue] += 1
+        counts["swiglu"] += swiglu
         counts["residual"] += add is not None
     rw.settle()
     return counts
@@ -176,12 +197,35 @@ def _slice_of(trt, index, t, name_suffix: str):
     return layer.get_input(0), start[-1]
 
 
-def _swiglu_input(trt, index, x, w, w_layout: int):
-    """The fused gate/up output ``[gate | up]`` (..., 2K) when ``x = gate * sigmoid(gate) * up`` (the exporter's SiLU,
-    ``export/graph.py``) with gate and up its two halves, and ``w`` takes K inputs; else None."""
+class _SwiGlu(NamedTuple):
+    """``x = gate * sigmoid(gate) * up`` over the halves of one fused output ``whole``: the tensors and layers."""
+
+    x: object
+    whole: object
+    gate: object
+    up: object
+    layers: tuple  # the slices, the sigmoid and the two products
+
+
+def _only_swiglu_reads(trt, rw: _Rewrite, chain: _SwiGlu, down) -> bool:
+    """Whether the fused output, the slices and the SwiGLU ops are read only by each other (and by Shape layers: the
+    slices' sizes) and x by ``down`` alone: then nothing else needs them once the gate/up multiply applies SwiGLU."""
+    own, shape = {layer.name for layer in chain.layers}, trt.LayerType.SHAPE
+    for t in (chain.whole, chain.gate, chain.up) + tuple(layer.get_output(0) for layer in chain.layers[2:4]):
+        others = [r for r, _ in rw.readers(t) if r.name not in own and r.type != shape]
+        if t.name in rw.index.outputs or others:
+            return False
+    return chain.x.name not in rw.index.outputs and all(r.name == down.name for r, _ in rw.readers(chain.x))
+
+
+def _swiglu_chain(trt, index, x, w, w_layout: int) -> _SwiGlu | None:
+    """The SwiGLU ops making ``x`` when ``x = gate * sigmoid(gate) * up`` (the exporter's SiLU, ``export/graph.py``)
+    with gate and up the two halves of one fused gate/up output ``[gate | up]`` (..., 2K), and ``w`` takes K inputs;
+    else None."""
     def made(t, kind):
         layer = index.producers.get(t.name) if t is not None else None
-        return layer if layer is not None and layer.type == kind else None
+        # ILayer's own type: a layer cast to its subclass before (an IActivationLayer's .type is its ActivationType)
+        return layer if layer is not None and trt.ILayer.type.__get__(layer) == kind else None
 
     outer = made(x, trt.LayerType.ELEMENTWISE)
     if outer is None:
@@ -204,14 +248,16 @@ def _swiglu_input(trt, index, x, w, w_layout: int):
             sig.__class__ = trt.IActivationLayer
             if sig.type != trt.ActivationType.SIGMOID or sig.get_input(0).name != gate.name:
                 continue
+            up = outer.get_input(1 - act_j)
             g = _slice_of(trt, index, gate, "mlp.gate_proj.weight")
-            u = _slice_of(trt, index, outer.get_input(1 - act_j), "mlp.up_proj.weight")
+            u = _slice_of(trt, index, up, "mlp.up_proj.weight")
             if g is None or u is None or g[0].name != u[0].name:
                 return None
             K = w.shape[1 if w_layout == 1 else 0]
             if _last_axis(g[0]) != 2 * K or g[1] != 0 or u[1] != K:
                 return None
-            return g[0]
+            slices = (index.producers[gate.name], index.producers[up.name])
+            return _SwiGlu(x, g[0], gate, up, slices + (sig, inner, outer))
     return None
 
 

@@ -35,7 +35,9 @@ NORM_SOURCE = Path(__file__).with_name("rms_norm.cu")
 ROPE_NAME = "TrtllmKitRotary"
 ROPE_VERSION = "1"
 ROPE_SOURCE = Path(__file__).with_name("rotary.cu")
-HEADERS = (Path(__file__).with_name("plugin_common.cuh"),)  # included by the sources: part of their hash
+# Included by the sources: part of their hash. The kernels' headers have no TensorRT dependency (the probes use them).
+HEADERS = tuple(Path(__file__).with_name(n) for n in ("plugin_common.cuh", "kernel_common.cuh", "gemv.cuh",
+                                                     "decode_attention.cuh", "rotary_kernel.cuh"))
 GEMM_NAME = "TrtllmKitGemm"
 GEMM_VERSION = "1"
 GEMM_SOURCE = Path(__file__).with_name("gemm.cu")
@@ -461,7 +463,7 @@ GEMM_PROLOGUES = {"none": 0, "rms_norm": 1, "swiglu": 2}  # the op before the mu
 
 
 def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: str = "none", scale=None,
-             eps: float = 0.0, residual=None):
+             eps: float = 0.0, residual=None, swiglu: bool = False):
     """Add one ``TrtllmKitGemm`` layer: ``y = x' @ w`` (``w_layout`` 0) or ``y = x' @ w.T`` (1), float32 accumulation;
     cuBLASLt, or at batch-1 decode (fp16, one row, ``w_layout`` 1, K a multiple of 8) the plugin's own GEMV.
 
@@ -479,14 +481,16 @@ def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: 
         eps: the RMSNorm's epsilon (the model's ``rms_norm_eps``).
         residual: (..., N) of x's type, added to the product (``T(T(x' @ w) + residual)``; one rounding on cuBLASLt),
             or None.
+        swiglu: the fused gate/up multiply's SwiGLU after it: w's N outputs are ``[gate | up]`` and y is
+            ``T(T(silu(gate)) * up)``, (..., N / 2). Not with ``residual``.
 
     Returns:
-        The layer; output 0 is (..., N) of x's type.
+        The layer; output 0 is (..., N) of x's type, (..., N / 2) with ``swiglu``.
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.
-        ValueError: a ``w_layout`` other than 0 or 1, an unknown prologue, or ``scale`` given without
-            ``prologue="rms_norm"`` (or missing with it).
+        ValueError: a ``w_layout`` other than 0 or 1, an unknown prologue, ``scale`` given without
+            ``prologue="rms_norm"`` (or missing with it), or ``swiglu`` with a ``residual``.
         ToolkitError: the plugin rejected the fields (a negative eps).
     """
     import numpy as np
@@ -498,11 +502,14 @@ def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: 
         raise ValueError(f"prologue is {prologue!r}, expected one of {', '.join(GEMM_PROLOGUES)}")
     if (scale is not None) != (prologue == "rms_norm"):
         raise ValueError("scale goes with prologue='rms_norm' and only with it")
+    if swiglu and residual is not None:
+        raise ValueError("one epilogue per multiply: swiglu or a residual")
     creator = trt.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"the {GEMM_NAME} plugin is not loaded (load_plugin(..., gemm=True) first)",
                                 GEMM_FALLBACK)
-    values = [np.array([v], dtype=np.int32) for v in (w_layout, GEMM_PROLOGUES[prologue], residual is not None)]
+    epilogue = 2 if swiglu else int(residual is not None)
+    values = [np.array([v], dtype=np.int32) for v in (w_layout, GEMM_PROLOGUES[prologue], epilogue)]
     values.append(np.array([eps], dtype=np.float32))
     kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32]
     fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in

@@ -16,7 +16,7 @@
 //   2 g   G  K values   prologue 1 only: the RMSNorm's scale (G any float type: TensorRT 8.6 widens fp16 constants)
 //   2|3 r T  (..., N)   epilogue 1 only: the residual, x's leading dims (input 3 when prologue is 1)
 // Output:
-//   0 y   T  (..., N)   float32 accumulation, rounded to T
+//   0 y   T  (..., N)   float32 accumulation, rounded to T; (..., N / 2) with epilogue 2
 // Fields (serialized as 16 bytes; engines from before them: 4 bytes, w_layout only, or 0 bytes, read as 0):
 //   w_layout  int32  0 or 1, as above
 //   prologue  int32  0: x as given; 1: RMSNorm of x, as transformers' LlamaRMSNorm (rms_norm.cu):
@@ -24,7 +24,12 @@
 //                    x' = T(T(silu(gate)) * up)
 //   eps       float  prologue 1's epsilon
 //   epilogue  int32  0: y = T(x' @ w); 1: y = T(T(x' @ w) + r) on the GEMV (eager's two roundings), T(x' @ w + r)
-//                    on cuBLASLt (beta = 1: one rounding)
+//                    on cuBLASLt (beta = 1: one rounding); 2: SwiGLU of the fused gate/up multiply, w's N outputs
+//                    [gate | up]: y = T(T(silu(gate)) * up), gate = T(x' @ w)[..., :N/2], up the rest (on cuBLASLt
+//                    the product goes to the workspace and one kernel applies it). Why: as the down multiply's
+//                    prologue every GEMV block recomputed SwiGLU over all 11008 inputs before its first multiply-add
+//                    (H200, llama-7b's batch-1 step: 3.79 ms of multiplies against 3.42 with it here,
+//                    scripts/h200/decode_step_probe.cu, tenth session)
 //
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
@@ -49,6 +54,7 @@
 #pragma nv_diag_suppress 997
 
 #include "plugin_common.cuh"
+#include "gemv.cuh"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -117,208 +123,19 @@ uint32_t alignment_of(void const* p)
     return align;
 }
 
-// One row only: at 2-4 rows it ran 0-70% slower than cuBLASLt per weight (H200, tests/test_gemm_gpu.py, eighth session).
-constexpr int kGemvMaxRows = 1;
-constexpr int kGemvThreads = 256; // 8 warps, one output each
-
-enum Prologue : int32_t
-{
-    kNone = 0,
-    kRmsNorm = 1,
-    kSwiGlu = 2,
-};
-
-// What a multiply folds in: the op before it (Prologue), its scale and epsilon, and the residual added after it.
-struct Folds
-{
-    int32_t prologue = kNone;
-    float eps = 0.f;
-    int32_t epilogue = 0; // 1: + residual
-};
-
-__device__ __forceinline__ float silu(float v)
-{
-    return v / (1.f + __expf(-v));
-}
-
-// Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-__device__ __forceinline__ float block_sum(float v, float* partial)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    if ((threadIdx.x & 31) == 0)
-        partial[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float s = 0.f;
-    for (int i = 0; i < int(blockDim.x >> 5); ++i)
-        s += partial[i];
-    __syncthreads(); // partial may be reused
-    return s;
-}
-
-// x' (1 x K, fp16) into shared memory as 16-byte vectors: x itself, its RMSNorm, or SwiGLU of [gate | up].
-template <int PRO, typename G>
-__device__ __forceinline__ void stage_x(uint4* xs, __half const* __restrict__ x, G const* __restrict__ g, int kv,
-    float eps, float* partial)
-{
-    uint4 const* x4 = reinterpret_cast<uint4 const*>(x);
-    if (PRO == kSwiGlu)
-    {
-        for (int i = threadIdx.x; i < kv; i += blockDim.x)
-        {
-            uint4 const gv = x4[i], uv = x4[kv + i];
-            __half const* gh = reinterpret_cast<__half const*>(&gv);
-            __half const* uh = reinterpret_cast<__half const*>(&uv);
-            uint4 out;
-            __half* oh = reinterpret_cast<__half*>(&out);
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-                oh[j] = __float2half_rn(trtllm_kit::round_to<__half>(silu(__half2float(gh[j]))) * __half2float(uh[j]));
-            xs[i] = out;
-        }
-    }
-    else
-    {
-        float sum = 0.f;
-        for (int i = threadIdx.x; i < kv; i += blockDim.x)
-        {
-            uint4 const v = x4[i];
-            xs[i] = v;
-            if (PRO == kRmsNorm)
-            {
-                __half const* h = reinterpret_cast<__half const*>(&v);
-#pragma unroll
-                for (int j = 0; j < 8; ++j)
-                {
-                    float const f = __half2float(h[j]);
-                    sum += f * f;
-                }
-            }
-        }
-        if (PRO == kRmsNorm)
-        {
-            float const r = rsqrtf(block_sum(sum, partial) / float(kv * 8) + eps);
-            for (int i = threadIdx.x; i < kv; i += blockDim.x) // each thread rewrites the vectors it staged
-            {
-                uint4 v = xs[i];
-                __half* h = reinterpret_cast<__half*>(&v);
-#pragma unroll
-                for (int j = 0; j < 8; ++j) // rounded to fp16 before the scale, as eager (rms_norm.cu)
-                    h[j] = __float2half_rn(trtllm_kit::round_to<__half>(__half2float(h[j]) * r)
-                        * trtllm_kit::to_f32(g[i * 8 + j]));
-                xs[i] = v;
-            }
-        }
-    }
-    __syncthreads();
-}
-
-// y (1 x N) = x' (1 x K) . w^T (+ r), w (N x K) row-major, fp16 in and out, float accumulation. One warp per output
-// n: its lanes stream w's row n in 16-byte vectors (evict-first: read once per step), U in flight per lane, the first
-// U issued before x' is staged in shared memory (they do not depend on it); a warp-shuffle sum.
-template <int PRO, int EPI, int U, typename G>
-__global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __restrict__ w,
-    __half const* __restrict__ x, G const* __restrict__ g, __half const* __restrict__ r, __half* __restrict__ y, int K,
-    int N, float eps)
-{
-    extern __shared__ uint4 xs[];
-    __shared__ float partial[kGemvThreads / 32];
-    int const kv = K / 8; // 16-byte vectors per row
-    int const lane = threadIdx.x & 31;
-    int const n = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    bool const active = n < N; // every warp stages x' (and syncs) before the idle ones leave
-    uint4 const* row = reinterpret_cast<uint4 const*>(w) + size_t(active ? n : 0) * kv;
-    trtllm_kit::allow_dependents(); // the next multiply may start streaming its weights (launched with PDL)
-    uint4 wv[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-        wv[u] = active && lane + u * 32 < kv ? __ldcs(row + lane + u * 32) : make_uint4(0, 0, 0, 0);
-    trtllm_kit::wait_for_predecessor(); // x, g and r may come from the kernel before; y may be read by it
-    stage_x<PRO, G>(xs, x, g, kv, eps, partial);
-    if (!active)
-        return;
-    float acc = 0.f;
-    for (int base = lane; base < kv; base += 32 * U)
-    {
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-        {
-            int const i = base + u * 32;
-            if (i < kv)
-            {
-                uint4 const xv = xs[i];
-                __half2 const* wh = reinterpret_cast<__half2 const*>(&wv[u]);
-                __half2 const* xh = reinterpret_cast<__half2 const*>(&xv);
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-                {
-                    float2 const a = __half22float2(wh[j]), b = __half22float2(xh[j]);
-                    acc += a.x * b.x + a.y * b.y;
-                }
-            }
-        }
-        int const next = base + 32 * U;
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-            wv[u] = next + u * 32 < kv ? __ldcs(row + next + u * 32) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (lane == 0)
-        y[n] = EPI ? __float2half_rn(trtllm_kit::round_to<__half>(acc) + __half2float(r[n])) : __float2half_rn(acc);
-}
-
-// pdl: launched with programmatic stream serialization (PDL), so that its blocks start, and issue their first
-// weight loads, while the kernel before it finishes (that kernel's allow_dependents()); the kernel waits for it before
-// touching x, g, r or y.
-template <int PRO, int EPI, int U, typename G>
-cudaError_t launch_gemv(bool pdl, void const* w, void const* x, void const* g, void const* r, void* y, int K, int N,
-    float eps, cudaStream_t stream)
-{
-    size_t const smem = size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
-    int const warps = kGemvThreads / 32;
-    return trtllm_kit::launch_kernel(pdl, gemv_out_x_in<PRO, EPI, U, G>, dim3((N + warps - 1) / warps),
-        dim3(kGemvThreads), smem, stream, static_cast<__half const*>(w), static_cast<__half const*>(x),
-        static_cast<G const*>(g), static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
-}
-
-// How the decode GEMV is launched: the loads of w in flight per lane, and with PDL or not.
-struct GemvLaunch
-{
-    int unroll = 4;
-    bool pdl = false;
-};
-
-template <int PRO, int EPI, typename G>
-cudaError_t gemv_unrolled(GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r, void* y,
-    int K, int N, float eps, cudaStream_t stream)
-{
-    switch (l.unroll)
-    {
-    case 8: return launch_gemv<PRO, EPI, 8, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    case 16: return launch_gemv<PRO, EPI, 16, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    default: return launch_gemv<PRO, EPI, 4, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    }
-}
-
-template <int PRO, typename G>
-cudaError_t gemv_epilogue(Folds const& f, GemvLaunch const& l, void const* w, void const* x, void const* g,
-    void const* r, void* y, int K, int N, cudaStream_t stream)
-{
-    return f.epilogue ? gemv_unrolled<PRO, 1, G>(l, w, x, g, r, y, K, N, f.eps, stream)
-                      : gemv_unrolled<PRO, 0, G>(l, w, x, g, r, y, K, N, f.eps, stream);
-}
-
-// Whether the GEMV takes this multiply: x' (M x K halves) and the kernel's own reduction buffer must fit the 48 KB of
-// shared memory a kernel gets without opting in (K <= 24560 at one row; larger K, e.g. a 70B model's 28672-wide down
-// projection, runs cuBLASLt).
-bool gemv_fits(int64_t M, int64_t K)
-{
-    size_t const own = sizeof(float) * (kGemvThreads / 32); // gemv_out_x_in's static `partial`
-    return M >= 1 && M <= kGemvMaxRows && K % 8 == 0
-        && size_t(M) * size_t(K) * sizeof(__half) + own <= size_t(48) * 1024;
-}
+using trtllm_kit::Folds;
+using trtllm_kit::GemvLaunch;
+using trtllm_kit::kGemvMaxRows;
+using trtllm_kit::kNone;
+using trtllm_kit::kPlain;
+using trtllm_kit::kResidual;
+using trtllm_kit::kSwiGluPair;
+using trtllm_kit::kRmsNorm;
+using trtllm_kit::kSwiGlu;
+using trtllm_kit::block_sum;
+using trtllm_kit::gemv_epilogue;
+using trtllm_kit::gemv_fits;
+using trtllm_kit::silu;
 
 // The decode GEMV for one row; gType is the norm scale's type (prologue 1).
 cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gType, void const* w, void const* x, void const* g,
@@ -560,11 +377,16 @@ public:
     }
 
     nvinfer1::DimsExprs getOutputDimensions(int32_t /*outputIndex*/, nvinfer1::DimsExprs const* inputs,
-        int32_t nbInputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
+        int32_t nbInputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override
     {
         nvinfer1::DimsExprs out = inputs[0];
         if (nbInputs >= 2 && out.nbDims >= 1 && inputs[1].nbDims == 2)
-            out.d[out.nbDims - 1] = inputs[1].d[mF.layout == 1 ? 0 : 1];
+        {
+            nvinfer1::IDimensionExpr const* n = inputs[1].d[mF.layout == 1 ? 0 : 1];
+            if (mF.folds.epilogue == kSwiGluPair) // [gate | up] -> silu(gate) * up
+                n = exprBuilder.operation(nvinfer1::DimensionOperation::kFLOOR_DIV, *n, *exprBuilder.constant(2));
+            out.d[out.nbDims - 1] = n;
+        }
         return out;
     }
 
@@ -596,8 +418,11 @@ public:
         {
             int32_t const k = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
             int32_t const kw = in[1].desc.dims.d[mF.layout == 1 ? 1 : 0];
+            int32_t const nw = in[1].desc.dims.d[mF.layout == 1 ? 0 : 1];
+            if (mF.folds.epilogue == kSwiGluPair && nw >= 0 && nw % 2 != 0)
+                mConfigError = "the SwiGLU epilogue needs w's [gate | up] outputs, an even count; w has " + std::to_string(nw);
             int32_t const want = mF.folds.prologue == kSwiGlu && kw >= 0 ? 2 * kw : kw;
-            if (k >= 0 && kw >= 0 && k != want)
+            if (mConfigError.empty() && k >= 0 && kw >= 0 && k != want)
                 mConfigError = "x's last dim " + std::to_string(k) + " is not " + (mF.folds.prologue == kSwiGlu ? "twice " : "")
                     + "w's " + (mF.layout == 1 ? "columns " : "rows ") + std::to_string(kw);
             int32_t const r = residualIndex();
@@ -621,8 +446,9 @@ public:
         nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override
     {
         size_t staged = 0;
-        if (nbInputs >= 2 && nbOutputs == 1)
-            staged = round_up(bytes_of(inputs[0])) + round_up(bytes_of(outputs[0]));
+        if (nbInputs >= 2 && nbOutputs == 1) // y staged: the whole [gate | up] product with epilogue 2
+            staged = round_up(bytes_of(inputs[0]))
+                + round_up(bytes_of(outputs[0]) * (mF.folds.epilogue == kSwiGluPair ? 2 : 1));
         return kWorkspaceBytes + staged;
     }
 
@@ -637,6 +463,8 @@ public:
         nvinfer1::Dims const& xd = inputDesc[0].dims;
         nvinfer1::Dims const& wd = inputDesc[1].dims;
         int64_t const K = wd.d[mF.layout == 1 ? 1 : 0], N = wd.d[mF.layout == 1 ? 0 : 1];
+        bool const swiglu = mF.folds.epilogue == kSwiGluPair;
+        int64_t const Ny = swiglu ? N / 2 : N; // y's last dim
         int64_t const xK = mF.folds.prologue == kSwiGlu ? 2 * K : K;
         int64_t M = 1;
         for (int32_t i = 0; i + 1 < xd.nbDims; ++i)
@@ -671,12 +499,12 @@ public:
         }
         nvinfer1::DataType const gType = gi > 0 ? inputDesc[gi].type : nvinfer1::DataType::kHALF;
         void const* g = gi > 0 ? inputs[gi] : nullptr;
-        if (M == 0 || N == 0)
+        if (M == 0 || Ny == 0)
             return 0;
         size_t const elem = inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2;
-        if (K == 0) // x' @ w is zero: y is the residual, or zeros
+        if (K == 0) // x' @ w is zero: y is the residual, or zeros (silu(0) * 0 with epilogue 2)
             return (res ? cudaMemcpyAsync(outputs[0], res, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream)
-                        : cudaMemsetAsync(outputs[0], 0, size_t(M * N) * elem, stream))
+                        : cudaMemsetAsync(outputs[0], 0, size_t(M * Ny) * elem, stream))
                     == cudaSuccess
                 ? 0
                 : 1;
@@ -688,7 +516,7 @@ public:
         if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K) && gemvScale
             && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
         {
-            cudaError_t const e = gemv(mF.folds, mLaunch, gType, inputs[1], x, g, res, y, K, N, stream);
+            cudaError_t const e = gemv(mF.folds, mLaunch, gType, inputs[1], x, g, res, y, K, Ny, stream);
             if (e != cudaSuccess)
             {
                 trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
@@ -721,7 +549,7 @@ public:
             x = ws;
             ws += round_up(size_t(M * K) * elem);
         }
-        if (stageY)
+        if (stageY || swiglu) // epilogue 2: [gate | up] first, then silu(gate) * up into y
         {
             y = ws;
             ws += round_up(size_t(M * N) * elem);
@@ -762,7 +590,18 @@ public:
                 (long long) K, int(s));
             return 1;
         }
-        if (stageY
+        if (swiglu)
+        {
+            Folds const f{kSwiGlu, 0.f, kPlain};
+            cudaError_t const e = prologue(f, inputDesc[0].type, gType, y, nullptr, outputs[0], M, Ny, stream);
+            if (e != cudaSuccess)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the SwiGLU epilogue failed (M=%lld N=%lld): %s", (long long) M,
+                    (long long) N, cudaGetErrorString(e));
+                return 1;
+            }
+        }
+        else if (stageY
             && cudaMemcpyAsync(outputs[0], y, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream) != cudaSuccess)
         {
             trtllm_kit::plugin_error(kGemmName, "copying y out failed");
@@ -775,9 +614,9 @@ private:
     using Key = std::tuple<int64_t, uint32_t, int>;
 
     // x, w, then the norm's scale (prologue 1), then the residual (epilogue 1).
-    int32_t expectedInputs() const { return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == 1); }
+    int32_t expectedInputs() const { return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == kResidual); }
     int32_t scaleIndex() const { return mF.folds.prologue == kRmsNorm ? 2 : -1; }
-    int32_t residualIndex() const { return mF.folds.epilogue == 1 ? expectedInputs() - 1 : -1; }
+    int32_t residualIndex() const { return mF.folds.epilogue == kResidual ? expectedInputs() - 1 : -1; }
 
     void release() noexcept
     {
@@ -807,8 +646,9 @@ std::string fields_error(GemmFields const& f)
         return "w_layout is " + std::to_string(f.layout) + ", expected 0 (K x N) or 1 (N x K)";
     if (f.folds.prologue < kNone || f.folds.prologue > kSwiGlu)
         return "prologue is " + std::to_string(f.folds.prologue) + ", expected 0 (none), 1 (RMSNorm) or 2 (SwiGLU)";
-    if (f.folds.epilogue != 0 && f.folds.epilogue != 1)
-        return "epilogue is " + std::to_string(f.folds.epilogue) + ", expected 0 (none) or 1 (residual add)";
+    if (f.folds.epilogue < kPlain || f.folds.epilogue > kSwiGluPair)
+        return "epilogue is " + std::to_string(f.folds.epilogue)
+            + ", expected 0 (none), 1 (residual add) or 2 (SwiGLU of [gate | up])";
     if (!(f.folds.eps >= 0.f))
         return "eps must be >= 0";
     return "";

@@ -18,10 +18,15 @@
 // query head h uses kv head h / (nh / nkv). Shapes are read from the tensor descriptors at every
 // enqueue: each layer of a width-pruned model has its own nh, nkv, hd.
 //
-// Kernels (all on the given stream; no allocation, no synchronisation: capturable in a CUDA graph):
-//   decode_attention_kernel   S == 1: one block per (b, kv head) that also writes the new row, and
-//                             handles all query heads of the group at once, so each cached K/V byte is
-//                             read once per step.
+// Kernels (all on the given stream, no synchronisation: capturable in a CUDA graph):
+//   decode_attention_kernel   S == 1 (decode_attention.cuh): blocks per (b, kv head) that also write the new row,
+//                             each handling all query heads of the group at once, so each cached K/V byte is read
+//                             once per step. When B * kv heads leaves multiprocessors idle (batch 1), each (b, kv
+//                             head) splits its keys over several blocks and the last one to finish merges their
+//                             partial softmax sums (split-KV; TRTLLM_KIT_SPLIT_KV=N forces N blocks, 1 turns it off).
+//                             The partials and the blocks' tickets live in a buffer the plugin allocates at its
+//                             first split decode outside a stream capture (the runner's uncaptured warm-up step);
+//                             a captured step with no buffer yet runs unsplit.
 //   append_kv_kernel          S > 1: writes the S new rows into the cache.
 //   prefill_attention_kernel  S > 1: flash-style tiles (64 query rows x 64 keys), online softmax.
 // Keys and values are always read from the OUTPUT cache, after this step's rows are written. Loads
@@ -36,6 +41,7 @@
 #pragma nv_diag_suppress 997
 
 #include "plugin_common.cuh"
+#include "decode_attention.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -45,6 +51,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -59,385 +66,12 @@ constexpr char const* kPluginName = "TrtllmKitKVCacheAttention";
 constexpr char const* kPluginVersion = "1";
 constexpr int32_t kNbInputs = 7;
 constexpr int32_t kNbOutputs = 3;
-constexpr int32_t kMaxHeadDim = 256;
 
-// ------------------------------------------------------------------------------------------------
-// Device helpers
-// ------------------------------------------------------------------------------------------------
-
-// Two consecutive elements (hd is even, so an even element offset is aligned for this load).
-template <typename T>
-__device__ __forceinline__ float2 load2(T const* p);
-template <>
-__device__ __forceinline__ float2 load2<float>(float const* p) { return *reinterpret_cast<float2 const*>(p); }
-template <>
-__device__ __forceinline__ float2 load2<__half>(__half const* p)
-{
-    return __half22float2(*reinterpret_cast<__half2 const*>(p));
-}
-#if TRTLLM_KIT_HAS_BF16
-template <>
-__device__ __forceinline__ float2 load2<__nv_bfloat16>(__nv_bfloat16 const* p)
-{
-    return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 const*>(p));
-}
-#endif
-
-// A chunk of a K/V row as one memory transaction per lane: 16 bytes on the fast path, else one
-// element pair (4 or 8 bytes), which every even head dim allows.
-template <int BYTES>
-struct Chunk;
-template <>
-struct Chunk<16> { using type = uint4; };
-template <>
-struct Chunk<8> { using type = uint2; };
-template <>
-struct Chunk<4> { using type = uint32_t; };
-
-template <typename T, int BYTES>
-__device__ __forceinline__ void chunk_to_float(typename Chunk<BYTES>::type const& c, float (&f)[BYTES / sizeof(T)])
-{
-    T const* e = reinterpret_cast<T const*>(&c);
-#pragma unroll
-    for (int i = 0; i < int(BYTES / sizeof(T)); ++i)
-        f[i] = trtllm_kit::to_f32<T>(e[i]);
-}
-
-template <int BYTES>
-__device__ __forceinline__ typename Chunk<BYTES>::type zero_chunk()
-{
-    return typename Chunk<BYTES>::type{};
-}
-
-__device__ __forceinline__ float warp_max(float x)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1)
-        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
-    return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x)
-{
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1)
-        x += __shfl_xor_sync(0xffffffffu, x, off);
-    return x;
-}
-
-struct AttnParams
-{
-    void const* q;           // (B, nh, S, hd)
-    void const* k;           // (B, nkv, S, hd)
-    void const* v;           // (B, nkv, S, hd)
-    void* k_cache;           // (B, nkv, M, hd) the OUTPUT cache: read after this step's rows are written
-    void* v_cache;           // (B, nkv, M, hd)
-    int32_t const* write_idx; // (B,)
-    int32_t const* mask;     // (B, M)
-    void* out;               // (B, nh, S, hd)
-    int B, nh, nkv, S, M, hd;
-    int group;               // nh / nkv query heads per kv head
-};
-
-// ------------------------------------------------------------------------------------------------
-// Decode (S == 1)
-// ------------------------------------------------------------------------------------------------
-
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kDecodeSmemBudget = 40 * 1024; // stays under the 48 KB that needs no opt-in
-
-// Grid (B * nkv, ceil(group / GT)); block kThreads. Block (b, kvh, pass) handles query heads
-// g0 .. g0 + GT of kv head kvh. Groups of `lpr` lanes (a power of two) hold one K/V row, CPL chunks of
-// VEC bytes per lane; a warp covers 32 / lpr rows at a time and warps stride over key positions.
-// Keys are processed in chunks of `chunk_len` positions whose scores live in shared memory (online
-// softmax across chunks, so shared memory does not grow with M; the valid length is device data, so
-// the buffer is sized from M, capped). The V accumulators stay in registers for all chunks and are
-// summed across warps once at the end. Minimum blocks per SM: as many as the registers allow without
-// spilling (8 heads of accumulators need ~230 registers).
-template <typename T, int VEC, int CPL, int GT>
-__global__ void __launch_bounds__(kThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
-    decode_attention_kernel(AttnParams p, int lpr, int chunk_len)
-{
-    trtllm_kit::wait_for_predecessor(); // launched with PDL where it is on: q/k/v come from the kernel before
-    trtllm_kit::allow_dependents();     // the next multiply may start streaming its weights meanwhile
-    using V = typename Chunk<VEC>::type;
-    constexpr int E = VEC / sizeof(T); // elements per chunk
-    // K/V rows in flight per lane group (memory parallelism), fewer when 8 heads' state fills registers.
-    constexpr int kUnroll = GT >= 8 ? 2 : 4;
-
-    int const b = blockIdx.x / p.nkv;
-    int const kvh = blockIdx.x % p.nkv;
-    int const g0 = blockIdx.y * GT;
-    int const ng = min(GT, p.group - g0); // heads of this pass that exist
-    int const warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int const rpw = 32 / lpr;           // rows per warp per step
-    int const rg = lane / lpr, sub = lane % lpr;
-    int const chunks = p.hd / E;        // chunks per row
-
-    extern __shared__ float smem[];
-    float* s_score = smem;                       // (GT, chunk_len) scores, then probabilities
-    float* s_out = s_score + GT * chunk_len;     // (GT, hd) output accumulated across warps
-    float* s_red = s_out + GT * p.hd;            // (2, kWarps, GT) block reductions
-    float* s_inv = s_red + 2 * kWarps * GT;      // (GT,) 1 / softmax denominator
-
-    size_t const bh = size_t(b) * p.nkv + kvh;
-    T* kc = static_cast<T*>(p.k_cache) + bh * p.M * p.hd; // (M, hd)
-    T* vc = static_cast<T*>(p.v_cache) + bh * p.M * p.hd; // (M, hd)
-    int32_t const* mrow = p.mask + size_t(b) * p.M;        // (M,)
-    int const w = p.write_idx[b];
-
-    // 1. Append this step's row. Every head pass writes the same bytes, so no pass can read the row
-    // before it is there; __syncthreads makes the block's own global writes visible to its reads.
-    if (w >= 0 && w < p.M)
-    {
-        V const* kn = reinterpret_cast<V const*>(static_cast<T const*>(p.k) + bh * p.hd);
-        V const* vn = reinterpret_cast<V const*>(static_cast<T const*>(p.v) + bh * p.hd);
-        V* kd = reinterpret_cast<V*>(kc + size_t(w) * p.hd);
-        V* vd = reinterpret_cast<V*>(vc + size_t(w) * p.hd);
-        for (int c = threadIdx.x; c < chunks; c += kThreads)
-        {
-            kd[c] = kn[c];
-            vd[c] = vn[c];
-        }
-    }
-    __syncthreads();
-
-    // Keys [0, n) precede or are the query position (w clamped: any int32 is harmless, e.g. the
-    // uninitialised inputs TensorRT times plugins with).
-    int const n = min(max(w, -1), p.M - 1) + 1;
-
-    // This lane's chunks of the GT query rows, kept packed (converted on the fly) to save registers.
-    V qv[GT][CPL];
-#pragma unroll
-    for (int g = 0; g < GT; ++g)
-    {
-        T const* qrow = static_cast<T const*>(p.q) + (size_t(b) * p.nh + kvh * p.group + g0 + g) * p.hd;
-#pragma unroll
-        for (int c = 0; c < CPL; ++c)
-        {
-            int const ci = sub + c * lpr;
-            qv[g][c] = (g < ng && ci < chunks) ? reinterpret_cast<V const*>(qrow)[ci] : zero_chunk<VEC>();
-        }
-    }
-
-    float acc[GT][CPL][E];
-    float m_run[GT], l_run[GT];
-#pragma unroll
-    for (int g = 0; g < GT; ++g)
-    {
-        m_run[g] = -INFINITY;
-        l_run[g] = 0.f;
-#pragma unroll
-        for (int c = 0; c < CPL; ++c)
-#pragma unroll
-            for (int e = 0; e < E; ++e)
-                acc[g][c][e] = 0.f;
-    }
-
-    int const rows_per_step = kWarps * rpw * kUnroll;
-    for (int c0 = 0; c0 < n; c0 += chunk_len)
-    {
-        int const len = min(chunk_len, n - c0);
-
-        // 2. Scores: lane group dot products, reduced with shuffles over its lpr lanes. The loop
-        // bound is uniform per warp so that every lane reaches every shuffle.
-        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
-        {
-            V kv[kUnroll][CPL];
-            bool ok[kUnroll];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-            {
-                int const t = base + u * rpw + rg;
-                ok[u] = t < len && mrow[c0 + t] != 0; // masked rows are never loaded
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    int const ci = sub + c * lpr;
-                    kv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(kc + size_t(c0 + t) * p.hd)[ci]
-                                                      : zero_chunk<VEC>();
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-            {
-                float dot[GT];
-#pragma unroll
-                for (int g = 0; g < GT; ++g)
-                    dot[g] = 0.f;
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    float kf[E];
-                    chunk_to_float<T, VEC>(kv[u][c], kf);
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                    {
-                        float qf[E];
-                        chunk_to_float<T, VEC>(qv[g][c], qf);
-#pragma unroll
-                        for (int e = 0; e < E; ++e)
-                            dot[g] = fmaf(qf[e], kf[e], dot[g]);
-                    }
-                }
-#pragma unroll
-                for (int g = 0; g < GT; ++g)
-                    for (int off = lpr >> 1; off > 0; off >>= 1)
-                        dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
-                int const t = base + u * rpw + rg;
-                if (sub == 0 && t < len)
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                        s_score[g * chunk_len + t] = ok[u] ? dot[g] : -INFINITY;
-            }
-        }
-        __syncthreads();
-
-        // 3. Softmax statistics of this chunk, merged into the running max / denominator.
-        float mx[GT];
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-            mx[g] = -INFINITY;
-        for (int t = threadIdx.x; t < len; t += kThreads)
-#pragma unroll
-            for (int g = 0; g < GT; ++g)
-                mx[g] = fmaxf(mx[g], s_score[g * chunk_len + t]);
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            mx[g] = warp_max(mx[g]);
-            if (lane == 0)
-                s_red[warp * GT + g] = mx[g];
-        }
-        __syncthreads();
-        float alpha[GT], sum[GT];
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            float m_new = m_run[g];
-#pragma unroll
-            for (int i = 0; i < kWarps; ++i)
-                m_new = fmaxf(m_new, s_red[i * GT + g]);
-            // All keys so far masked: keep alpha finite (the accumulators are still zero).
-            alpha[g] = m_new == -INFINITY ? 1.f : __expf(m_run[g] - m_new);
-            m_run[g] = m_new;
-            sum[g] = 0.f;
-        }
-        for (int t = threadIdx.x; t < len; t += kThreads)
-#pragma unroll
-            for (int g = 0; g < GT; ++g)
-            {
-                float const s = s_score[g * chunk_len + t];
-                float const pr = s == -INFINITY ? 0.f : __expf(s - m_run[g]);
-                s_score[g * chunk_len + t] = pr;
-                sum[g] += pr;
-            }
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            sum[g] = warp_sum(sum[g]);
-            if (lane == 0)
-                s_red[(kWarps + warp) * GT + g] = sum[g];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            float tot = 0.f;
-#pragma unroll
-            for (int i = 0; i < kWarps; ++i)
-                tot += s_red[(kWarps + i) * GT + g];
-            l_run[g] = l_run[g] * alpha[g] + tot;
-#pragma unroll
-            for (int c = 0; c < CPL; ++c)
-#pragma unroll
-                for (int e = 0; e < E; ++e)
-                    acc[g][c][e] *= alpha[g];
-        }
-
-        // 4. acc += p * V over the same row mapping as the scores; masked rows are skipped (their
-        // slots may hold garbage, and 0 * NaN would poison the sum).
-        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
-        {
-            V vv[kUnroll][CPL];
-            bool ok[kUnroll];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-            {
-                int const t = base + u * rpw + rg;
-                ok[u] = t < len && mrow[c0 + t] != 0;
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    int const ci = sub + c * lpr;
-                    vv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(vc + size_t(c0 + t) * p.hd)[ci]
-                                                      : zero_chunk<VEC>();
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-            {
-                if (!ok[u])
-                    continue;
-                int const t = base + u * rpw + rg;
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    float vf[E];
-                    chunk_to_float<T, VEC>(vv[u][c], vf);
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                    {
-                        float const pr = s_score[g * chunk_len + t];
-#pragma unroll
-                        for (int e = 0; e < E; ++e)
-                            acc[g][c][e] = fmaf(pr, vf[e], acc[g][c][e]);
-                    }
-                }
-            }
-        }
-        __syncthreads(); // s_score is rewritten by the next chunk
-    }
-
-    // 5. Sum the accumulators: across the row groups of a warp with shuffles, then across warps in
-    // a fixed order through shared memory (deterministic, unlike atomics).
-#pragma unroll
-    for (int g = 0; g < GT; ++g)
-#pragma unroll
-        for (int c = 0; c < CPL; ++c)
-#pragma unroll
-            for (int e = 0; e < E; ++e)
-                for (int off = lpr; off < 32; off <<= 1)
-                    acc[g][c][e] += __shfl_xor_sync(0xffffffffu, acc[g][c][e], off);
-    if (threadIdx.x == 0)
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-            s_inv[g] = l_run[g] > 0.f ? 1.f / l_run[g] : 0.f; // no valid key: output zeros
-    for (int i = 0; i < kWarps; ++i)
-    {
-        if (warp == i && rg == 0)
-#pragma unroll
-            for (int c = 0; c < CPL; ++c)
-            {
-                int const ci = sub + c * lpr;
-                if (ci < chunks)
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-#pragma unroll
-                        for (int e = 0; e < E; ++e)
-                        {
-                            float* o = &s_out[g * p.hd + ci * E + e];
-                            *o = (i == 0 ? 0.f : *o) + acc[g][c][e];
-                        }
-            }
-        __syncthreads();
-    }
-
-    T* out = static_cast<T*>(p.out) + (size_t(b) * p.nh + kvh * p.group + g0) * p.hd; // (ng, hd)
-    for (int i = threadIdx.x; i < ng * p.hd; i += kThreads)
-        out[i] = trtllm_kit::from_f32<T>(s_out[i] * s_inv[i / p.hd]);
-}
+using trtllm_kit::AttnParams;
+using trtllm_kit::DecodeSplit;
+using trtllm_kit::kMaxHeadDim;
+using trtllm_kit::launch_decode;
+using trtllm_kit::load2;
 
 // ------------------------------------------------------------------------------------------------
 // Prefill (S > 1)
@@ -659,64 +293,6 @@ __global__ void __launch_bounds__(256) prefill_attention_kernel(AttnParams p)
 // Host-side launch
 // ------------------------------------------------------------------------------------------------
 
-int next_pow2(int x)
-{
-    int p = 1;
-    while (p < x)
-        p <<= 1;
-    return p;
-}
-
-template <typename T, int VEC, int CPL, int GT>
-cudaError_t launch_decode_impl(AttnParams const& p, int lpr, cudaStream_t stream)
-{
-    // Score buffer sized from M (the valid length is only known on the device), capped so that the
-    // whole block stays within the budget; longer caches run in several chunks.
-    int const fixed = GT * p.hd + 2 * kWarps * GT + GT;
-    int chunk_len = (kDecodeSmemBudget / int(sizeof(float)) - fixed) / GT;
-    chunk_len = chunk_len >= p.M ? p.M : (chunk_len / 32) * 32;
-    size_t const smem = size_t(GT * chunk_len + fixed) * sizeof(float);
-    dim3 const grid(unsigned(p.B) * unsigned(p.nkv), unsigned((p.group + GT - 1) / GT));
-    return trtllm_kit::launch_kernel(trtllm_kit::pdl_enabled(), decode_attention_kernel<T, VEC, CPL, GT>, grid,
-        dim3(kThreads), smem, stream, p, lpr, chunk_len);
-}
-
-template <typename T, int VEC, int CPL>
-cudaError_t launch_decode_gt(AttnParams const& p, int lpr, cudaStream_t stream)
-{
-    // At most 8 query heads per pass bounds the registers; larger groups re-read K/V per pass
-    // (from L2, as the passes of a (b, kv head) run together).
-    int const gt = p.group >= 8 ? 8 : next_pow2(p.group);
-    switch (gt)
-    {
-    case 1: return launch_decode_impl<T, VEC, CPL, 1>(p, lpr, stream);
-    case 2: return launch_decode_impl<T, VEC, CPL, 2>(p, lpr, stream);
-    case 4: return launch_decode_impl<T, VEC, CPL, 4>(p, lpr, stream);
-    default: return launch_decode_impl<T, VEC, CPL, 8>(p, lpr, stream);
-    }
-}
-
-template <typename T>
-cudaError_t launch_decode(AttnParams const& p, cudaStream_t stream)
-{
-    int const row_bytes = p.hd * int(sizeof(T));
-    if (row_bytes % 16 == 0)
-    {
-        // Fast path (hd a multiple of 8 for 2-byte types, of 4 for float): 16-byte chunks.
-        int const chunks = row_bytes / 16;
-        int const lpr = chunks >= 32 ? 32 : next_pow2(chunks);
-        if (chunks <= 32)
-            return launch_decode_gt<T, 16, 1>(p, lpr, stream);
-        if constexpr (sizeof(T) == 4) // float rows of up to 1 KB: two chunks per lane
-            return launch_decode_gt<T, 16, 2>(p, lpr, stream);
-        return cudaErrorInvalidValue;
-    }
-    // Any other even hd: element pairs, hd / 2 <= 128 chunks, up to 4 per lane.
-    int const chunks = p.hd / 2;
-    int const lpr = chunks >= 32 ? 32 : next_pow2(chunks);
-    return launch_decode_gt<T, 2 * sizeof(T), 4>(p, lpr, stream);
-}
-
 template <typename T>
 cudaError_t launch_prefill(AttnParams const& p, cudaStream_t stream)
 {
@@ -743,9 +319,9 @@ cudaError_t launch_prefill(AttnParams const& p, cudaStream_t stream)
 }
 
 template <typename T>
-cudaError_t launch_attention(AttnParams const& p, cudaStream_t stream)
+cudaError_t launch_attention(AttnParams const& p, DecodeSplit const& split, cudaStream_t stream)
 {
-    return p.S == 1 ? launch_decode<T>(p, stream) : launch_prefill<T>(p, stream);
+    return p.S == 1 ? launch_decode<T>(p, split, stream) : launch_prefill<T>(p, stream);
 }
 
 size_t element_size(nvinfer1::DataType t)
@@ -765,7 +341,12 @@ public:
         , mNumKVHeads(numKVHeads)
         , mHeadDim(headDim)
     {
+        char const* env = std::getenv("TRTLLM_KIT_SPLIT_KV");
+        mSplitKnob = env ? std::atoi(env) : 0;
     }
+    ~KVCacheAttentionPlugin() override { releaseSplit(); }
+    KVCacheAttentionPlugin(KVCacheAttentionPlugin const&) = delete;
+    KVCacheAttentionPlugin& operator=(KVCacheAttentionPlugin const&) = delete;
 
     // Valid field values, or a message saying which is wrong (used by the creator and deserializer).
     static std::string checkFields(int32_t nh, int32_t nkv, int32_t hd)
@@ -785,7 +366,7 @@ public:
     char const* getPluginVersion() const noexcept override { return kPluginVersion; }
     int32_t getNbOutputs() const noexcept override { return kNbOutputs; }
     int32_t initialize() noexcept override { return 0; }
-    void terminate() noexcept override {}
+    void terminate() noexcept override { releaseSplit(); }
     size_t getSerializationSize() const noexcept override { return 3 * sizeof(int32_t); }
     void serialize(void* buffer) const noexcept override
     {
@@ -923,14 +504,15 @@ public:
         }
         if (p.B == 0 || p.S == 0 || p.nh == 0)
             return 0;
+        DecodeSplit const split = p.S == 1 ? decodeSplit(p, stream) : DecodeSplit{};
 
         cudaError_t e = cudaErrorInvalidValue;
         switch (inputDesc[0].type)
         {
-        case nvinfer1::DataType::kHALF: e = launch_attention<__half>(p, stream); break;
-        case nvinfer1::DataType::kFLOAT: e = launch_attention<float>(p, stream); break;
+        case nvinfer1::DataType::kHALF: e = launch_attention<__half>(p, split, stream); break;
+        case nvinfer1::DataType::kFLOAT: e = launch_attention<float>(p, split, stream); break;
 #if TRTLLM_KIT_HAS_BF16
-        case nvinfer1::DataType::kBF16: e = launch_attention<__nv_bfloat16>(p, stream); break;
+        case nvinfer1::DataType::kBF16: e = launch_attention<__nv_bfloat16>(p, split, stream); break;
 #endif
         default: break;
         }
@@ -945,6 +527,64 @@ public:
     }
 
 private:
+    // The split-KV buffers for this decode step (decode_attention.cuh), or no split: the decode grid already fills
+    // the GPU, or the buffer would have to grow during a stream capture (allocation is not capturable), or it fails.
+    // A grown buffer's predecessors stay allocated until the plugin is released: a captured graph may use them.
+    DecodeSplit decodeSplit(AttnParams const& p, cudaStream_t stream)
+    {
+        if (mSms == 0)
+        {
+            int device = 0;
+            if (cudaGetDevice(&device) != cudaSuccess
+                || cudaDeviceGetAttribute(&mSms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+            {
+                (void) cudaGetLastError();
+                mSms = 1; // unknown: never split
+            }
+        }
+        int const splits = trtllm_kit::decode_splits(p, mSms, mSplitKnob);
+        if (splits <= 1)
+            return {};
+        size_t const need = trtllm_kit::decode_split_bytes(p, splits, mSms);
+        if (need > mSplitBytes)
+        {
+            cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+            if (cudaStreamIsCapturing(stream, &status) != cudaSuccess || status != cudaStreamCaptureStatusNone)
+            {
+                (void) cudaGetLastError();
+                return {};
+            }
+            void* buf = nullptr;
+            if (cudaMalloc(&buf, need) != cudaSuccess)
+            {
+                (void) cudaGetLastError();
+                return {};
+            }
+            if (cudaMemsetAsync(buf, 0, need, stream) != cudaSuccess) // the tickets start at zero
+            {
+                (void) cudaGetLastError();
+                cudaFree(buf);
+                return {};
+            }
+            if (mSplitBuf)
+                mRetired.push_back(mSplitBuf);
+            mSplitBuf = buf;
+            mSplitBytes = need;
+        }
+        return trtllm_kit::decode_split_at(p, splits, mSplitBuf, mSms);
+    }
+
+    void releaseSplit() noexcept
+    {
+        mRetired.push_back(mSplitBuf);
+        for (void* b : mRetired)
+            if (b)
+                cudaFree(b);
+        mRetired.clear();
+        mSplitBuf = nullptr;
+        mSplitBytes = 0;
+    }
+
     // Shapes against each other and against the fields; empty when consistent. With allowDynamic,
     // -1 dims (build time) are not checked.
     std::string checkDims(nvinfer1::Dims const* d, bool allowDynamic) const
@@ -1022,6 +662,11 @@ private:
     int32_t mHeadDim;
     std::string mNamespace;
     std::string mConfigError;
+    int mSplitKnob = 0;            // TRTLLM_KIT_SPLIT_KV: 0 default, 1 never split, N > 1 that many blocks
+    int mSms = 0;                  // multiprocessors of the device, read at the first decode
+    void* mSplitBuf = nullptr;     // tickets (one per multiprocessor, zero at rest), then partials
+    size_t mSplitBytes = 0;
+    std::vector<void*> mRetired;   // smaller buffers a captured graph may still use
 };
 
 class KVCacheAttentionCreator final : public nvinfer1::IPluginCreator

@@ -30,6 +30,7 @@
 #pragma nv_diag_suppress 997
 
 #include "plugin_common.cuh"
+#include "rotary_kernel.cuh"
 
 #include <cuda_runtime.h>
 
@@ -42,100 +43,12 @@ namespace
 {
 
 using trtllm_kit::float_type;
-using trtllm_kit::from_f32;
-using trtllm_kit::round_to;
-using trtllm_kit::to_f32;
 
 constexpr char const* kRopeName = "TrtllmKitRotary";
 constexpr char const* kRopeVersion = "1";
-constexpr int kThreads = 128;
-
-// Where a block's q, k (and v) rows are read: a base pointer and the stride of one (batch, position) row each.
-template <typename T>
-struct RopeSources
-{
-    T const* q;
-    T const* k;
-    T const* v; // null unless fused_qkv
-    int64_t sq, sk, sv;
-};
-
-template <typename T, typename C>
-__global__ void __launch_bounds__(kThreads) rotary_kernel(RopeSources<T> src, C const* __restrict__ cos,
-    C const* __restrict__ sin, T* __restrict__ q_out, T* __restrict__ k_out, T* __restrict__ v_out, int S, int nh,
-    int nkv, int hd, float scale)
-{
-    trtllm_kit::wait_for_predecessor(); // launched with PDL where it is on: the projections come from the kernel before
-    trtllm_kit::allow_dependents();
-    int64_t const row = blockIdx.x; // b * S + s
-    int64_t const b = row / S;
-    int64_t const s = row % S;
-    int const half = hd / 2;
-    C const* c = cos + row * hd;
-    C const* sn = sin + row * hd;
-    float const sc = round_to<T>(scale);
-    // one element pair per thread; blockIdx.y spreads a row over blocks (a decode step at batch 1 is one row: a
-    // single block ran 32 iterations per thread on one SM, 14 us per layer on an H200)
-    int const i = blockIdx.y * kThreads + threadIdx.x;
-    int const heads = nh + nkv + (src.v ? nkv : 0);
-    if (i < heads * half)
-    {
-        int const head = i / half;
-        int const d = i - head * half;
-        bool const is_q = head < nh;
-        if (head >= nh + nkv) // v: split off, heads first, not rotated
-        {
-            int const h = head - nh - nkv;
-            T const* x = src.v + row * src.sv + int64_t(h) * hd;
-            T* y = v_out + ((b * nkv + h) * S + s) * hd;
-            y[d] = x[d];
-            y[d + half] = x[d + half];
-            return;
-        }
-        int const h = is_q ? head : head - nh;
-        int const n = is_q ? nh : nkv;
-        T const* x = (is_q ? src.q + row * src.sq : src.k + row * src.sk) + int64_t(h) * hd;
-        T* y = (is_q ? q_out : k_out) + ((b * n + h) * S + s) * hd;
-        float const x1 = to_f32(x[d]);
-        float const x2 = to_f32(x[d + half]);
-        float y1 = round_to<T>(round_to<T>(x1 * to_f32(c[d])) + round_to<T>(-x2 * to_f32(sn[d])));
-        float y2 = round_to<T>(round_to<T>(x2 * to_f32(c[d + half])) + round_to<T>(x1 * to_f32(sn[d + half])));
-        if (is_q)
-        {
-            y1 *= sc;
-            y2 *= sc;
-        }
-        y[d] = from_f32<T>(y1);
-        y[d + half] = from_f32<T>(y2);
-    }
-}
-
-// Pairs of elements one kernel handles per (batch, position) row: q and k heads, and v's with fused_qkv.
-int64_t row_pairs(int nh, int nkv, int hd, bool fused)
-{
-    return int64_t(nh + nkv + (fused ? nkv : 0)) * (hd / 2);
-}
-
-template <typename T, typename C>
-cudaError_t launch_typed(void const* const* in, void* const* out, bool fused, int64_t rows, int S, int nh, int nkv,
-    int hd, float scale, cudaStream_t stream)
-{
-    dim3 const grid(static_cast<unsigned>(rows), static_cast<unsigned>((row_pairs(nh, nkv, hd, fused) + kThreads - 1) / kThreads));
-    RopeSources<T> src{};
-    int64_t const q_width = int64_t(nh) * hd, kv_width = int64_t(nkv) * hd;
-    if (fused)
-    {
-        T const* qkv = static_cast<T const*>(in[0]);
-        int64_t const stride = q_width + 2 * kv_width;
-        src = RopeSources<T>{qkv, qkv + q_width, qkv + q_width + kv_width, stride, stride, stride};
-    }
-    else
-        src = RopeSources<T>{static_cast<T const*>(in[0]), static_cast<T const*>(in[1]), nullptr, q_width, kv_width, 0};
-    int const t = fused ? 1 : 2; // where the tables are
-    return trtllm_kit::launch_kernel(trtllm_kit::pdl_enabled(), rotary_kernel<T, C>, grid, dim3(kThreads), 0, stream, src,
-        static_cast<C const*>(in[t]), static_cast<C const*>(in[t + 1]), static_cast<T*>(out[0]), static_cast<T*>(out[1]),
-        fused ? static_cast<T*>(out[2]) : nullptr, S, nh, nkv, hd, scale);
-}
+using trtllm_kit::kRopeThreads;
+using trtllm_kit::launch_rotary;
+using trtllm_kit::row_pairs;
 
 template <typename T>
 cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const* out, bool fused, int64_t rows, int S,
@@ -143,11 +56,11 @@ cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const*
 {
     switch (cType)
     {
-    case nvinfer1::DataType::kHALF: return launch_typed<T, __half>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
-    case nvinfer1::DataType::kFLOAT: return launch_typed<T, float>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kHALF: return launch_rotary<T, __half>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kFLOAT: return launch_rotary<T, float>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
 #if TRTLLM_KIT_HAS_BF16
     case nvinfer1::DataType::kBF16:
-        return launch_typed<T, __nv_bfloat16>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
+        return launch_rotary<T, __nv_bfloat16>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
 #endif
     default: return cudaErrorInvalidValue;
     }
@@ -295,7 +208,7 @@ public:
             }
         }
         bool const fused = mF.fused_qkv != 0;
-        int64_t const chunks = (row_pairs(mF.num_heads, mF.num_kv_heads, mF.head_dim, fused) + kThreads - 1) / kThreads;
+        int64_t const chunks = (row_pairs(mF.num_heads, mF.num_kv_heads, mF.head_dim, fused) + kRopeThreads - 1) / kRopeThreads;
         if (rows > 0x7fffffff || S > 0x7fffffff || chunks > 65535)
         {
             trtllm_kit::plugin_error(kRopeName, "%lld rows of %lld blocks exceed the grid", (long long) rows,

@@ -1,0 +1,576 @@
+// Decode attention of the TrtllmKitKVCacheAttention plugin (kv_cache_attention.cu): one new token per row, its K/V row
+// appended to the in-place cache, attention over the valid prefix. Header only, no TensorRT dependency, so that
+// scripts/h200/decode_step_probe.cu times the same kernel outside TensorRT.
+#pragma once
+
+#include "kernel_common.cuh"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace trtllm_kit
+{
+
+constexpr int kMaxHeadDim = 256;
+
+// ------------------------------------------------------------------------------------------------
+// Device helpers
+// ------------------------------------------------------------------------------------------------
+
+// Two consecutive elements (hd is even, so an even element offset is aligned for this load).
+template <typename T>
+__device__ __forceinline__ float2 load2(T const* p);
+template <>
+__device__ __forceinline__ float2 load2<float>(float const* p) { return *reinterpret_cast<float2 const*>(p); }
+template <>
+__device__ __forceinline__ float2 load2<__half>(__half const* p)
+{
+    return __half22float2(*reinterpret_cast<__half2 const*>(p));
+}
+#if TRTLLM_KIT_HAS_BF16
+template <>
+__device__ __forceinline__ float2 load2<__nv_bfloat16>(__nv_bfloat16 const* p)
+{
+    return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 const*>(p));
+}
+#endif
+
+// A chunk of a K/V row as one memory transaction per lane: 16 bytes on the fast path, else one
+// element pair (4 or 8 bytes), which every even head dim allows.
+template <int BYTES>
+struct Chunk;
+template <>
+struct Chunk<16> { using type = uint4; };
+template <>
+struct Chunk<8> { using type = uint2; };
+template <>
+struct Chunk<4> { using type = uint32_t; };
+
+template <typename T, int BYTES>
+__device__ __forceinline__ void chunk_to_float(typename Chunk<BYTES>::type const& c, float (&f)[BYTES / sizeof(T)])
+{
+    T const* e = reinterpret_cast<T const*>(&c);
+#pragma unroll
+    for (int i = 0; i < int(BYTES / sizeof(T)); ++i)
+        f[i] = to_f32<T>(e[i]);
+}
+
+template <int BYTES>
+__device__ __forceinline__ typename Chunk<BYTES>::type zero_chunk()
+{
+    return typename Chunk<BYTES>::type{};
+}
+
+__device__ __forceinline__ float warp_max(float x)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+    return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x)
+{
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+        x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
+}
+
+struct AttnParams
+{
+    void const* q;           // (B, nh, S, hd)
+    void const* k;           // (B, nkv, S, hd)
+    void const* v;           // (B, nkv, S, hd)
+    void* k_cache;           // (B, nkv, M, hd) the OUTPUT cache: read after this step's rows are written
+    void* v_cache;           // (B, nkv, M, hd)
+    int32_t const* write_idx; // (B,)
+    int32_t const* mask;     // (B, M)
+    void* out;               // (B, nh, S, hd)
+    int B, nh, nkv, S, M, hd;
+    int group;               // nh / nkv query heads per kv head
+};
+
+constexpr int kMaxDecodeSplits = 16;
+constexpr int kMinKeysPerSplit = 64; // a block's keys at the least (H200, llama-7b: the merge costs ~2.6 us a layer)
+
+// Split-KV decode: each (b, kv head, pass) runs `splits` blocks over equal parts of the keys; `partial` holds
+// (B * nkv * passes) x splits x GT x (hd + 2) floats, `tickets` one zero per (b, kv head, pass) (each merging block
+// leaves its ticket at zero again). splits 1: one block per (b, kv head, pass), no buffers.
+struct DecodeSplit
+{
+    int splits = 1;
+    float* partial = nullptr;
+    unsigned* tickets = nullptr;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Decode (S == 1)
+// ------------------------------------------------------------------------------------------------
+
+constexpr int kDecodeThreads = 256;
+constexpr int kDecodeWarps = kDecodeThreads / 32;
+constexpr int kDecodeSmemBudget = 40 * 1024; // stays under the 48 KB that needs no opt-in
+
+// Grid (B * nkv, ceil(group / GT)); block kDecodeThreads. Block (b, kvh, pass) handles query heads
+// g0 .. g0 + GT of kv head kvh. Groups of `lpr` lanes (a power of two) hold one K/V row, CPL chunks of
+// VEC bytes per lane; a warp covers 32 / lpr rows at a time and warps stride over key positions.
+// Keys are processed in chunks of `chunk_len` positions whose scores live in shared memory (online
+// softmax across chunks, so shared memory does not grow with M; the valid length is device data, so
+// the buffer is sized from M, capped). The V accumulators stay in registers for all chunks and are
+// summed across warps once at the end. Minimum blocks per SM: as many as the registers allow without
+// spilling (8 heads of accumulators need ~230 registers).
+template <typename T, int VEC, int CPL, int GT>
+__global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
+    decode_attention_kernel(AttnParams p, int lpr, int chunk_len, DecodeSplit split)
+{
+    wait_for_predecessor(); // launched with PDL where it is on: q/k/v come from the kernel before
+    allow_dependents();     // the next multiply may start streaming its weights meanwhile
+    using V = typename Chunk<VEC>::type;
+    constexpr int E = VEC / sizeof(T); // elements per chunk
+    // K/V rows in flight per lane group (memory parallelism), fewer when 8 heads' state fills registers.
+    constexpr int kUnroll = GT >= 8 ? 2 : 4;
+
+    int const b = blockIdx.x / p.nkv;
+    int const kvh = blockIdx.x % p.nkv;
+    int const g0 = blockIdx.y * GT;
+    int const ng = min(GT, p.group - g0); // heads of this pass that exist
+    int const warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int const rpw = 32 / lpr;           // rows per warp per step
+    int const rg = lane / lpr, sub = lane % lpr;
+    int const chunks = p.hd / E;        // chunks per row
+
+    extern __shared__ float smem[];
+    float* s_score = smem;                       // (GT, chunk_len) scores, then probabilities
+    float* s_out = s_score + GT * chunk_len;     // (GT, hd) output accumulated across warps
+    float* s_red = s_out + GT * p.hd;            // (2, kDecodeWarps, GT) block reductions
+    float* s_inv = s_red + 2 * kDecodeWarps * GT;      // (GT,) 1 / softmax denominator
+
+    size_t const bh = size_t(b) * p.nkv + kvh;
+    T* kc = static_cast<T*>(p.k_cache) + bh * p.M * p.hd; // (M, hd)
+    T* vc = static_cast<T*>(p.v_cache) + bh * p.M * p.hd; // (M, hd)
+    int32_t const* mrow = p.mask + size_t(b) * p.M;        // (M,)
+    int const w = p.write_idx[b];
+
+    // Keys [0, n) precede or are the query position (w clamped: any int32 is harmless, e.g. the
+    // uninitialised inputs TensorRT times plugins with). Split blockIdx.z takes keys [lo, hi): n in equal parts.
+    // Splits with work: at least kMinKeysPerSplit keys each (a short prefix runs in one block, unsplit: the merge
+    // costs more than it saves there); the others leave at once.
+    int const n = min(max(w, -1), p.M - 1) + 1;
+    int const active = max(1, min(split.splits, (n + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
+    if (int(blockIdx.z) >= active)
+        return;
+    int const per = (n + active - 1) / active;
+    int const lo = min(n, int(blockIdx.z) * per), hi = min(n, lo + per);
+
+    // 1. Append this step's row (position w = n - 1), by the blocks whose keys hold it. Every head pass writes the
+    // same bytes, so no pass can read the row before it is there; __syncthreads makes the block's own global writes
+    // visible to its reads.
+    if (w >= lo && w < hi)
+    {
+        V const* kn = reinterpret_cast<V const*>(static_cast<T const*>(p.k) + bh * p.hd);
+        V const* vn = reinterpret_cast<V const*>(static_cast<T const*>(p.v) + bh * p.hd);
+        V* kd = reinterpret_cast<V*>(kc + size_t(w) * p.hd);
+        V* vd = reinterpret_cast<V*>(vc + size_t(w) * p.hd);
+        for (int c = threadIdx.x; c < chunks; c += kDecodeThreads)
+        {
+            kd[c] = kn[c];
+            vd[c] = vn[c];
+        }
+    }
+    __syncthreads();
+
+    // This lane's chunks of the GT query rows, kept packed (converted on the fly) to save registers.
+    V qv[GT][CPL];
+#pragma unroll
+    for (int g = 0; g < GT; ++g)
+    {
+        T const* qrow = static_cast<T const*>(p.q) + (size_t(b) * p.nh + kvh * p.group + g0 + g) * p.hd;
+#pragma unroll
+        for (int c = 0; c < CPL; ++c)
+        {
+            int const ci = sub + c * lpr;
+            qv[g][c] = (g < ng && ci < chunks) ? reinterpret_cast<V const*>(qrow)[ci] : zero_chunk<VEC>();
+        }
+    }
+
+    float acc[GT][CPL][E];
+    float m_run[GT], l_run[GT];
+#pragma unroll
+    for (int g = 0; g < GT; ++g)
+    {
+        m_run[g] = -INFINITY;
+        l_run[g] = 0.f;
+#pragma unroll
+        for (int c = 0; c < CPL; ++c)
+#pragma unroll
+            for (int e = 0; e < E; ++e)
+                acc[g][c][e] = 0.f;
+    }
+
+    int const rows_per_step = kDecodeWarps * rpw * kUnroll;
+    for (int c0 = lo; c0 < hi; c0 += chunk_len)
+    {
+        int const len = min(chunk_len, hi - c0);
+
+        // 2. Scores: lane group dot products, reduced with shuffles over its lpr lanes. The loop
+        // bound is uniform per warp so that every lane reaches every shuffle.
+        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
+        {
+            V kv[kUnroll][CPL];
+            bool ok[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+            {
+                int const t = base + u * rpw + rg;
+                ok[u] = t < len && mrow[c0 + t] != 0; // masked rows are never loaded
+#pragma unroll
+                for (int c = 0; c < CPL; ++c)
+                {
+                    int const ci = sub + c * lpr;
+                    kv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(kc + size_t(c0 + t) * p.hd)[ci]
+                                                      : zero_chunk<VEC>();
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+            {
+                float dot[GT];
+#pragma unroll
+                for (int g = 0; g < GT; ++g)
+                    dot[g] = 0.f;
+#pragma unroll
+                for (int c = 0; c < CPL; ++c)
+                {
+                    float kf[E];
+                    chunk_to_float<T, VEC>(kv[u][c], kf);
+#pragma unroll
+                    for (int g = 0; g < GT; ++g)
+                    {
+                        float qf[E];
+                        chunk_to_float<T, VEC>(qv[g][c], qf);
+#pragma unroll
+                        for (int e = 0; e < E; ++e)
+                            dot[g] = fmaf(qf[e], kf[e], dot[g]);
+                    }
+                }
+#pragma unroll
+                for (int g = 0; g < GT; ++g)
+                    for (int off = lpr >> 1; off > 0; off >>= 1)
+                        dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
+                int const t = base + u * rpw + rg;
+                if (sub == 0 && t < len)
+#pragma unroll
+                    for (int g = 0; g < GT; ++g)
+                        s_score[g * chunk_len + t] = ok[u] ? dot[g] : -INFINITY;
+            }
+        }
+        __syncthreads();
+
+        // 3. Softmax statistics of this chunk, merged into the running max / denominator.
+        float mx[GT];
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+            mx[g] = -INFINITY;
+        for (int t = threadIdx.x; t < len; t += kDecodeThreads)
+#pragma unroll
+            for (int g = 0; g < GT; ++g)
+                mx[g] = fmaxf(mx[g], s_score[g * chunk_len + t]);
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+        {
+            mx[g] = warp_max(mx[g]);
+            if (lane == 0)
+                s_red[warp * GT + g] = mx[g];
+        }
+        __syncthreads();
+        float alpha[GT], sum[GT];
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+        {
+            float m_new = m_run[g];
+#pragma unroll
+            for (int i = 0; i < kDecodeWarps; ++i)
+                m_new = fmaxf(m_new, s_red[i * GT + g]);
+            // All keys so far masked: keep alpha finite (the accumulators are still zero).
+            alpha[g] = m_new == -INFINITY ? 1.f : __expf(m_run[g] - m_new);
+            m_run[g] = m_new;
+            sum[g] = 0.f;
+        }
+        for (int t = threadIdx.x; t < len; t += kDecodeThreads)
+#pragma unroll
+            for (int g = 0; g < GT; ++g)
+            {
+                float const s = s_score[g * chunk_len + t];
+                float const pr = s == -INFINITY ? 0.f : __expf(s - m_run[g]);
+                s_score[g * chunk_len + t] = pr;
+                sum[g] += pr;
+            }
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+        {
+            sum[g] = warp_sum(sum[g]);
+            if (lane == 0)
+                s_red[(kDecodeWarps + warp) * GT + g] = sum[g];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+        {
+            float tot = 0.f;
+#pragma unroll
+            for (int i = 0; i < kDecodeWarps; ++i)
+                tot += s_red[(kDecodeWarps + i) * GT + g];
+            l_run[g] = l_run[g] * alpha[g] + tot;
+#pragma unroll
+            for (int c = 0; c < CPL; ++c)
+#pragma unroll
+                for (int e = 0; e < E; ++e)
+                    acc[g][c][e] *= alpha[g];
+        }
+
+        // 4. acc += p * V over the same row mapping as the scores; masked rows are skipped (their
+        // slots may hold garbage, and 0 * NaN would poison the sum).
+        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
+        {
+            V vv[kUnroll][CPL];
+            bool ok[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+            {
+                int const t = base + u * rpw + rg;
+                ok[u] = t < len && mrow[c0 + t] != 0;
+#pragma unroll
+                for (int c = 0; c < CPL; ++c)
+                {
+                    int const ci = sub + c * lpr;
+                    vv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(vc + size_t(c0 + t) * p.hd)[ci]
+                                                      : zero_chunk<VEC>();
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+            {
+                if (!ok[u])
+                    continue;
+                int const t = base + u * rpw + rg;
+#pragma unroll
+                for (int c = 0; c < CPL; ++c)
+                {
+                    float vf[E];
+                    chunk_to_float<T, VEC>(vv[u][c], vf);
+#pragma unroll
+                    for (int g = 0; g < GT; ++g)
+                    {
+                        float const pr = s_score[g * chunk_len + t];
+#pragma unroll
+                        for (int e = 0; e < E; ++e)
+                            acc[g][c][e] = fmaf(pr, vf[e], acc[g][c][e]);
+                    }
+                }
+            }
+        }
+        __syncthreads(); // s_score is rewritten by the next chunk
+    }
+
+    // 5. Sum the accumulators: across the row groups of a warp with shuffles, then across warps in
+    // a fixed order through shared memory (deterministic, unlike atomics).
+#pragma unroll
+    for (int g = 0; g < GT; ++g)
+#pragma unroll
+        for (int c = 0; c < CPL; ++c)
+#pragma unroll
+            for (int e = 0; e < E; ++e)
+                for (int off = lpr; off < 32; off <<= 1)
+                    acc[g][c][e] += __shfl_xor_sync(0xffffffffu, acc[g][c][e], off);
+    if (threadIdx.x == 0)
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+            s_inv[g] = l_run[g] > 0.f ? 1.f / l_run[g] : 0.f; // no valid key: output zeros
+    for (int i = 0; i < kDecodeWarps; ++i)
+    {
+        if (warp == i && rg == 0)
+#pragma unroll
+            for (int c = 0; c < CPL; ++c)
+            {
+                int const ci = sub + c * lpr;
+                if (ci < chunks)
+#pragma unroll
+                    for (int g = 0; g < GT; ++g)
+#pragma unroll
+                        for (int e = 0; e < E; ++e)
+                        {
+                            float* o = &s_out[g * p.hd + ci * E + e];
+                            *o = (i == 0 ? 0.f : *o) + acc[g][c][e];
+                        }
+            }
+        __syncthreads();
+    }
+
+    T* out = static_cast<T*>(p.out) + (size_t(b) * p.nh + kvh * p.group + g0) * p.hd; // (ng, hd)
+    if (active == 1)
+    {
+        for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
+            out[i] = from_f32<T>(s_out[i] * s_inv[i / p.hd]);
+        return;
+    }
+
+    // 6. Split: this block's (max, denominator, unnormalised sums) per head into the partials; the block that
+    // finishes last for this (b, kv head, pass) merges them all and resets the ticket for the next launch.
+    int const stride = p.hd + 2; // floats per (split, head): m, l, acc[hd]
+    size_t const tuple = size_t(blockIdx.x) * gridDim.y + blockIdx.y;
+    float* part = split.partial + tuple * split.splits * GT * stride;
+    float* mine = part + size_t(blockIdx.z) * GT * stride;
+    for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
+        mine[(i / p.hd) * stride + 2 + i % p.hd] = s_out[i];
+    if (threadIdx.x < ng)
+    {
+        // m_run and l_run are the same in every thread (block reductions); pick this thread's head from them
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+            if (g == int(threadIdx.x))
+            {
+                mine[g * stride] = m_run[g];
+                mine[g * stride + 1] = l_run[g];
+            }
+    }
+    __threadfence(); // the partials are visible device-wide before the ticket is taken
+    __syncthreads();
+    __shared__ bool s_last;
+    if (threadIdx.x == 0)
+        s_last = atomicAdd(split.tickets + tuple, 1u) == unsigned(active - 1);
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence();
+    for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
+    {
+        int const g = i / p.hd, d = i % p.hd;
+        float mx = -INFINITY;
+        for (int s = 0; s < active; ++s)
+            mx = fmaxf(mx, __ldcg(part + (size_t(s) * GT + g) * stride));
+        float l = 0.f, o = 0.f;
+        if (mx != -INFINITY)
+            for (int s = 0; s < active; ++s)
+            {
+                float const* ps = part + (size_t(s) * GT + g) * stride;
+                float const m = __ldcg(ps);
+                float const f = m == -INFINITY ? 0.f : __expf(m - mx);
+                l += __ldcg(ps + 1) * f;
+                o += __ldcg(ps + 2 + d) * f;
+            }
+        out[i] = from_f32<T>(l > 0.f ? o / l : 0.f); // no valid key: zeros
+    }
+    if (threadIdx.x == 0)
+        split.tickets[tuple] = 0u;
+}
+
+// Host-side launch
+
+inline int next_pow2(int x)
+{
+    int p = 1;
+    while (p < x)
+        p <<= 1;
+    return p;
+}
+
+// Query heads one decode block handles (GT): at most 8 bounds the registers; larger groups re-read K/V per pass (from
+// L2, as the passes of a (b, kv head) run together).
+inline int decode_heads_per_pass(int group)
+{
+    return group >= 8 ? 8 : next_pow2(group);
+}
+
+
+// Blocks per (b, kv head, pass) for a decode step: 1 when the unsplit grid already has a block per multiprocessor
+// (`sms`), else enough to give every multiprocessor one, at most 16 and at least 64 cache rows each (the
+// kernel runs fewer where the valid prefix is short). `knob` > 0
+// forces that many where the grid would split (an A/B knob, TRTLLM_KIT_SPLIT_KV; 1 never splits), 0 means the
+// default. Why: one block per kv head ran 32 blocks on an H200's 132 multiprocessors at batch 1, 10 us per layer
+// for llama-7b (ninth session's profile).
+inline int decode_splits(AttnParams const& p, int sms, int knob)
+{
+    int const gt = decode_heads_per_pass(p.group);
+    long long const tuples = (long long) p.B * p.nkv * ((p.group + gt - 1) / gt);
+    if (tuples >= sms || tuples == 0)
+        return 1;
+    if (knob > 0)
+        return std::min(knob, kMaxDecodeSplits);
+    int const most = std::max(1, std::min(kMaxDecodeSplits, p.M / kMinKeysPerSplit));
+    return int(std::min<long long>(most, (sms + tuples - 1) / tuples));
+}
+
+// The split buffers: `sms` tickets first (decode_splits splits only grids of fewer tuples; zero at rest, so that one
+// zeroing at allocation serves every later shape), then the partials at a 256-byte boundary.
+inline size_t decode_ticket_bytes(int sms)
+{
+    return (size_t(sms) * sizeof(unsigned) + 255) / 256 * 256;
+}
+
+inline size_t decode_split_bytes(AttnParams const& p, int splits, int sms)
+{
+    int const gt = decode_heads_per_pass(p.group);
+    size_t const tuples = size_t(p.B) * p.nkv * ((p.group + gt - 1) / gt);
+    return decode_ticket_bytes(sms) + tuples * splits * gt * (p.hd + 2) * sizeof(float);
+}
+
+// The split buffers laid out in `base` (decode_split_bytes(p, splits, sms) of them, zeroed once by the caller).
+inline DecodeSplit decode_split_at(AttnParams const& p, int splits, void* base, int sms)
+{
+    DecodeSplit s;
+    s.splits = splits;
+    s.tickets = static_cast<unsigned*>(base);
+    s.partial = reinterpret_cast<float*>(static_cast<char*>(base) + decode_ticket_bytes(sms));
+    return s;
+}
+
+template <typename T, int VEC, int CPL, int GT>
+cudaError_t launch_decode_impl(AttnParams const& p, int lpr, DecodeSplit const& split, cudaStream_t stream)
+{
+    // Score buffer sized from M (the valid length is only known on the device), capped so that the
+    // whole block stays within the budget; longer caches run in several chunks.
+    int const fixed = GT * p.hd + 2 * kDecodeWarps * GT + GT;
+    int chunk_len = (kDecodeSmemBudget / int(sizeof(float)) - fixed) / GT;
+    chunk_len = chunk_len >= p.M ? p.M : (chunk_len / 32) * 32;
+    size_t const smem = size_t(GT * chunk_len + fixed) * sizeof(float);
+    dim3 const grid(unsigned(p.B) * unsigned(p.nkv), unsigned((p.group + GT - 1) / GT), unsigned(split.splits));
+    return launch_kernel(pdl_enabled(), decode_attention_kernel<T, VEC, CPL, GT>, grid,
+        dim3(kDecodeThreads), smem, stream, p, lpr, chunk_len, split);
+}
+
+template <typename T, int VEC, int CPL>
+cudaError_t launch_decode_gt(AttnParams const& p, int lpr, DecodeSplit const& split, cudaStream_t stream)
+{
+    switch (decode_heads_per_pass(p.group))
+    {
+    case 1: return launch_decode_impl<T, VEC, CPL, 1>(p, lpr, split, stream);
+    case 2: return launch_decode_impl<T, VEC, CPL, 2>(p, lpr, split, stream);
+    case 4: return launch_decode_impl<T, VEC, CPL, 4>(p, lpr, split, stream);
+    default: return launch_decode_impl<T, VEC, CPL, 8>(p, lpr, split, stream);
+    }
+}
+
+template <typename T>
+cudaError_t launch_decode(AttnParams const& p, DecodeSplit const& split, cudaStream_t stream)
+{
+    int const row_bytes = p.hd * int(sizeof(T));
+    if (row_bytes % 16 == 0)
+    {
+        // Fast path (hd a multiple of 8 for 2-byte types, of 4 for float): 16-byte chunks.
+        int const chunks = row_bytes / 16;
+        int const lpr = chunks >= 32 ? 32 : next_pow2(chunks);
+        if (chunks <= 32)
+            return launch_decode_gt<T, 16, 1>(p, lpr, split, stream);
+        if constexpr (sizeof(T) == 4) // float rows of up to 1 KB: two chunks per lane
+            return launch_decode_gt<T, 16, 2>(p, lpr, split, stream);
+        return cudaErrorInvalidValue;
+    }
+    // Any other even hd: element pairs, hd / 2 <= 128 chunks, up to 4 per lane.
+    int const chunks = p.hd / 2;
+    int const lpr = chunks >= 32 ? 32 : next_pow2(chunks);
+    return launch_decode_gt<T, 2 * sizeof(T), 4>(p, lpr, split, stream);
+}
+
+} // namespace trtllm_kit
