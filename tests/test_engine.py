@@ -700,7 +700,7 @@ def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, extra_
     counts = fold_into_gemms(ctx, gemms)
     L = spec.num_layers
     adds = sum((not b.o_bias) + (not b.down_bias) for b in spec.layers)  # a bias add between: not folded
-    assert counts == {"rms_norm": 0, "swiglu": L, "residual": adds}, counts
+    assert counts == {"rms_norm": 0, "swiglu": L, "residual": adds, "norm_scale_in_weights": 0}, counts
     folded = {c[0]: c for c in calls}
     # gate/up (SwiGLU), down + residual, o + residual
     assert len(folded) == L - extra_reader + sum(not b.o_bias for b in spec.layers) + sum(
@@ -808,6 +808,64 @@ def test_the_fold_pass_leaves_what_it_cannot_fold(extra_reader, bias_shape, monk
         assert counts["residual"] == 0 and folded.get("gemm.b.folded", (None, None, None))[2] is None
 
 
+@pytest.mark.parametrize("knob", [None, "0"])
+def test_the_fold_pass_multiplies_norm_scales_into_weights(knob, monkeypatch):
+    """An RMSNorm whose scale is a constant folds into a multiply as ``rms_norm_folded`` with the scale multiplied into
+    the weight input's K axis (out x in: its columns), rounded once to fp16, when that weight is read by the multiply
+    alone; a weight read elsewhere too keeps its values and the multiply the ``rms_norm`` prologue with the scale as
+    an input; TRTLLM_KIT_SCALE_IN_WEIGHTS=0 scales nothing. Stand-in layers, as above."""
+    import numpy as np
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.folds import fold_into_gemms
+    from trtllm_kit.engine.kv_layouts import NetworkContext
+
+    if knob is not None:
+        monkeypatch.setenv("TRTLLM_KIT_SCALE_IN_WEIGHTS", knob)
+    calls = {}
+
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None,
+                 swiglu=False):
+        calls[name] = (x.name, prologue, scale is not None)
+        layer = network.add_einsum([x, w], "bsk,nk->bsn")
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_gemm", stand_in)
+    network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = network.add_input("x", trt.float16, (-1, -1, 8))
+    g = (np.arange(1, 9, dtype=np.float16) / 3).astype(np.float16)
+    scale = network.add_constant((1, 1, 8), g)
+    norm = network.add_elementwise(x, scale.get_output(0), trt.ElementWiseOperation.PROD)
+    norm.name = "rms_norm.n"
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal((8, 8)).astype(np.float16) for n in ("a.weight", "b.weight")}
+    before = {n: a.copy() for n, a in arrays.items()}
+    gemms = []
+    for name in ("a", "b"):
+        w = network.add_input(f"{name}.weight", trt.float16, (8, 8))
+        layer = network.add_einsum([norm.get_output(0), w], "bsk,nk->bsn")
+        layer.name = f"gemm.{name}"
+        gemms.append((layer, 1))
+        network.mark_output(layer.get_output(0))
+    network.mark_output(network.add_identity(network.get_input(2)).get_output(0))  # b.weight read elsewhere too
+    spec, _ = load_model("tiny-llama")
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin",
+                         weight_arrays=arrays)
+    counts = fold_into_gemms(ctx, gemms)
+    assert calls["gemm.b.folded"] == ("x", "rms_norm", True) and np.array_equal(arrays["b.weight"], before["b.weight"])
+    if knob == "0":
+        assert counts["norm_scale_in_weights"] == 0 and calls["gemm.a.folded"] == ("x", "rms_norm", True)
+        assert np.array_equal(arrays["a.weight"], before["a.weight"])
+    else:
+        assert counts["norm_scale_in_weights"] == 1 and calls["gemm.a.folded"] == ("x", "rms_norm_folded", False)
+        want = (before["a.weight"].astype(np.float32) * g.astype(np.float32)[None, :]).astype(np.float16)
+        assert arrays["a.weight"].dtype == np.float16 and np.array_equal(arrays["a.weight"], want)
+    assert counts["rms_norm"] == 2
+
+
 @pytest.mark.parametrize("fuse", ["0", "1"])
 def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_path, monkeypatch):
     """The whole build with the weights stored out x in (the GEMM plugin's default; TRTLLM_KIT_GEMM_LAYOUT=out_x_in
@@ -839,8 +897,9 @@ def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_p
 
 def test_reuse_compares_the_op_folding(engines, monkeypatch):
     """An engine built with the GEMM plugin folded the small ops into it or not (``builder_settings.op_folding``;
-    TRTLLM_KIT_FOLD=0 at build time: not); a build that would do otherwise does not reuse it. Engines from before the
-    setting read as not folded."""
+    TRTLLM_KIT_FOLD=0 at build time: not), and with folding the norms' scales into the weights or not
+    (``norm_scale_in_weights``; TRTLLM_KIT_SCALE_IN_WEIGHTS=0: not); a build that would do otherwise does not reuse
+    it. Engines from before the settings read as neither."""
     from trtllm_kit.engine import plugin as P
     from trtllm_kit.engine.manifest import PluginRecord
 
@@ -849,11 +908,16 @@ def test_reuse_compares_the_op_folding(engines, monkeypatch):
                           version="1", gemm="TrtllmKitGemm", norm="TrtllmKitRMSNorm", rope="TrtllmKitRotary",
                           links=["/x/libcublasLt.so.13"])
     asked = m.build.model_copy(update={"kv_mode": "plugin", "gemm": "plugin"})
-    folded = m.model_copy(update={"build": asked, "builder_settings": {**m.builder_settings, "op_folding": "on"},
+    folded = m.model_copy(update={"build": asked, "builder_settings": {**m.builder_settings, "op_folding": "on",
+                                                                       "norm_scale_in_weights": "on"},
                                   "kv_layout": m.kv_layout.model_copy(update={"name": "plugin", "plugin": record})})
     same = (folded.flavor, folded.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
     monkeypatch.delenv("TRTLLM_KIT_FOLD", raising=False)
+    monkeypatch.delenv("TRTLLM_KIT_SCALE_IN_WEIGHTS", raising=False)
     assert folded.gemm_used == "plugin" and folded.differences(asked, *same) == []
+    monkeypatch.setenv("TRTLLM_KIT_SCALE_IN_WEIGHTS", "0")
+    assert folded.differences(asked, *same) == ["norm_scale_in_weights on -> off"]
+    monkeypatch.delenv("TRTLLM_KIT_SCALE_IN_WEIGHTS")
     monkeypatch.setenv("TRTLLM_KIT_FOLD", "0")
     assert folded.differences(asked, *same) == ["op_folding on -> off"]
     older = folded.model_copy(update={"builder_settings": {}})
@@ -892,7 +956,8 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 
 
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
-                                              ("TRTLLM_KIT_PDL", "on", "1, 0")])
+                                              ("TRTLLM_KIT_PDL", "on", "1, 0"),
+                                              ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
     plugin would have read it silently as a default); folding is on only with the GEMM plugin, off with

@@ -223,10 +223,11 @@ def test_gemm_out_x_in_and_its_decode_gemv(gemm_plugin, K, N, monkeypatch):
 
 
 class FoldEngine:
-    """One plugin layer with a prologue and/or the residual epilogue, every tensor an engine input (the norm's scale
-    in ``scale_dtype``: TensorRT 8.6 widens fp16 constants to float), fp16 activations, w stored (N, K)."""
+    """One plugin layer with a prologue and/or an epilogue (the residual add, or ``swiglu``: y is N / 2 wide), every
+    tensor an engine input (the norm's scale in ``scale_dtype``: TensorRT 8.6 widens fp16 constants to float), fp16
+    activations, w stored (N, K)."""
 
-    def __init__(self, plugin, K, N, prologue, residual, scale_dtype=torch.float16, max_rows=256):
+    def __init__(self, plugin, K, N, prologue, residual, scale_dtype=torch.float16, max_rows=256, swiglu=False):
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         major = int(trt.__version__.split(".")[0])
@@ -238,7 +239,7 @@ class FoldEngine:
             if prologue == "rms_norm" else None
         res = network.add_input("r", trt.float16, (-1, -1, N)) if residual else None
         layer = plugin.add_gemm(trt, network, x, w, name="gemm.folded", w_layout=1, prologue=prologue, scale=scale,
-                                eps=1e-5, residual=res)
+                                eps=1e-5, residual=res, swiglu=swiglu)
         y = layer.get_output(0)
         y.name = "y"
         network.mark_output(y)
@@ -279,41 +280,55 @@ def _folded_reference(prologue, x, g, eps=1e-5):
     return x
 
 
-# (K, N, prologue, residual, scale type): llama-7b's fused q/k/v and gate/up after their norms (the scale as 8.6
-# widens it), o + residual, down with SwiGLU and the residual; LLM-Pruner's unaligned down (K = 7156: cuBLASLt even
-# at one row); a tiny odd N.
-FOLDS = [(4096, 12288, "rms_norm", False, torch.float32), (4096, 22016, "rms_norm", False, torch.float16),
-         (4096, 4096, "none", True, None), (11008, 4096, "swiglu", True, None), (7156, 4096, "swiglu", True, None),
-         (64, 13, "rms_norm", True, torch.float32)]
+# (K, N, prologue, residual, scale type, SwiGLU epilogue): llama-7b's fused q/k/v and gate/up after their norms (the
+# scale as 8.6 widens it, or in w), o + residual, down with SwiGLU and the residual (the ninth session's fold) or
+# plain + residual (after a gate/up with the SwiGLU epilogue); LLM-Pruner's unaligned down (K = 7156: cuBLASLt even at
+# one row) and its gate/up (N = 2 x 7156); a tiny odd N.
+FOLDS = [(4096, 12288, "rms_norm", False, torch.float32, False), (4096, 22016, "rms_norm", False, torch.float16, False),
+         (4096, 4096, "none", True, None, False), (11008, 4096, "swiglu", True, None, False),
+         (7156, 4096, "swiglu", True, None, False), (64, 13, "rms_norm", True, torch.float32, False),
+         (4096, 12288, "rms_norm_folded", False, None, False), (4096, 22016, "rms_norm_folded", False, None, True),
+         (4096, 22016, "rms_norm", False, torch.float32, True), (4096, 14312, "rms_norm_folded", False, None, True),
+         (11008, 4096, "none", True, None, False), (64, 13, "rms_norm_folded", True, None, False)]
 
 
 @needs_trt
-@pytest.mark.parametrize("K,N,prologue,residual,scale_dtype", FOLDS,
-                         ids=[f"K{f[0]}-N{f[1]}-{f[2]}{'-res' if f[3] else ''}" for f in FOLDS])
-def test_gemm_folds_match_eager_math(gemm_plugin, K, N, prologue, residual, scale_dtype, monkeypatch):
-    """A multiply with the op before it (RMSNorm or SwiGLU) and the residual add after it folded in: one row on the
-    decode GEMV (counted; K a multiple of 8), more rows on the prologue kernel + cuBLASLt (beta = 1), both against
-    eager's ops in fp16 then the product in fp64, plain and replayed in a CUDA graph. Prints the GEMV's time."""
+@pytest.mark.parametrize("K,N,prologue,residual,scale_dtype,swiglu", FOLDS,
+                         ids=[f"K{f[0]}-N{f[1]}-{f[2]}{'-res' if f[3] else ''}{'-swiglu' if f[5] else ''}"
+                              for f in FOLDS])
+def test_gemm_folds_match_eager_math(gemm_plugin, K, N, prologue, residual, scale_dtype, swiglu, monkeypatch):
+    """A multiply with the op before it (RMSNorm, its scale given or already in w, or SwiGLU) and the op after it (the
+    residual add, or the fused gate/up multiply's SwiGLU) folded in: one row on the decode GEMV (counted; K a
+    multiple of 8), more rows on the prologue kernel + cuBLASLt (beta = 1; SwiGLU after it as one kernel), both
+    against eager's ops in fp16 then the product in fp64 (with the scale in w: eager's RMSNorm with the scale, then
+    the original w), plain and replayed in a CUDA graph. Prints the GEMV's time."""
     from trtllm_kit.engine import plugin as P
 
     lib = P.compile_plugin(trt, include=os.environ.get("TRT_INCLUDE_DIR"), log=lambda *a: None, gemm=True).path
     monkeypatch.delenv("TRTLLM_KIT_GEMV", raising=False)
     torch.manual_seed(K + N)
-    eng = FoldEngine(gemm_plugin, K, N, prologue, residual, scale_dtype or torch.float16)
+    eng = FoldEngine(gemm_plugin, K, N, prologue, residual, scale_dtype or torch.float16, swiglu=swiglu)
     w = (torch.randn(N, K, device="cuda") / K ** 0.5).half()
-    g = (1 + 0.1 * torch.randn(K, device="cuda")).to(scale_dtype) if prologue == "rms_norm" else None
+    g = (1 + 0.1 * torch.randn(K, device="cuda")).to(scale_dtype or torch.float16) \
+        if prologue in ("rms_norm", "rms_norm_folded") else None
+    # the engine's weight: with the scale multiplied into its columns (folds.py), rounded once to fp16
+    w_in = (w.float() * g.float()[None, :]).half() if prologue == "rms_norm_folded" else w
     stream = torch.cuda.Stream()
     xk = 2 * K if prologue == "swiglu" else K
+    ny = N // 2 if swiglu else N
     for B, S in ((1, 1), (16, 1), (3, 7)):
         x = (3 * torch.randn(B, S, xk, device="cuda")).half()
         r = torch.randn(B, S, N, device="cuda").half() if residual else None
-        y = torch.full((B, S, N), float("nan"), dtype=torch.float16, device="cuda")
-        feeds = {"x": x, "w": w, "y": y, **({"g": g} if g is not None else {}), **({"r": r} if r is not None else {})}
+        y = torch.full((B, S, ny), float("nan"), dtype=torch.float16, device="cuda")
+        feeds = {"x": x, "w": w_in, "y": y, **({"g": g} if prologue == "rms_norm" else {}),
+                 **({"r": r} if r is not None else {})}
 
         def check(tag):
-            ref = _folded_reference(prologue, x, g).double() @ w.double().t()
+            ref = _folded_reference(prologue.replace("_folded", ""), x, g).double() @ w.double().t()
             if residual:
                 ref = ref.half().double() + r.double()
+            if swiglu:
+                ref = _folded_reference("swiglu", ref.half(), None).double()
             assert not torch.isnan(y).any(), f"{tag}: NaN in output"
             rel = ((y.double() - ref).norm() / ref.norm()).item()
             assert rel < 2e-3, f"{tag}: rel err {rel:.2e} (max abs err {(y.double() - ref).abs().max().item():.3e})"
@@ -350,11 +365,13 @@ def test_gemm_folds_match_eager_math(gemm_plugin, K, N, prologue, residual, scal
 
 
 @needs_trt
-def test_chained_folded_gemvs_wait_for_each_other(gemm_plugin):
+@pytest.mark.parametrize("swiglu_after", [False, True], ids=["swiglu-prologue", "swiglu-epilogue"])
+def test_chained_folded_gemvs_wait_for_each_other(gemm_plugin, swiglu_after):
     """A decode MLP as the folds build it, two plugin layers back to back: gate/up = RMSNorm(x) @ w1 (prologue), then
-    y = SwiGLU(gate/up) @ w2 + x (prologue and residual). On Hopper the second is launched with PDL and starts
-    streaming w2 before the first finishes; it must read the first's output only once written: checked plainly and
-    over CUDA-graph replays with new x each time, against eager's ops."""
+    y = SwiGLU(gate/up) @ w2 + x (prologue and residual); or, as they build it now, gate/up = SwiGLU(RMSNorm(x) @ w1')
+    (the norm's scale in w1', SwiGLU its epilogue), then y = that @ w2 + x. On Hopper the second is launched with PDL
+    and starts streaming w2 before the first finishes; it must read the first's output only once written: checked
+    plainly and over CUDA-graph replays with new x each time, against eager's ops."""
     K, I = 4096, 11008
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -363,11 +380,16 @@ def test_chained_folded_gemvs_wait_for_each_other(gemm_plugin):
     x = network.add_input("x", trt.float16, (-1, -1, K))
     w1 = network.add_input("w1", trt.float16, (2 * I, K))
     w2 = network.add_input("w2", trt.float16, (K, I))
-    g = network.add_input("g", trt.float16, (K,))
-    up = gemm_plugin.add_gemm(trt, network, x, w1, name="gemm.gate_up", w_layout=1, prologue="rms_norm", scale=g,
-                              eps=1e-5)
-    down = gemm_plugin.add_gemm(trt, network, up.get_output(0), w2, name="gemm.down", w_layout=1, prologue="swiglu",
-                                residual=x)
+    if swiglu_after:
+        up = gemm_plugin.add_gemm(trt, network, x, w1, name="gemm.gate_up", w_layout=1, prologue="rms_norm_folded",
+                                  eps=1e-5, swiglu=True)
+        down = gemm_plugin.add_gemm(trt, network, up.get_output(0), w2, name="gemm.down", w_layout=1, residual=x)
+    else:
+        g = network.add_input("g", trt.float16, (K,))
+        up = gemm_plugin.add_gemm(trt, network, x, w1, name="gemm.gate_up", w_layout=1, prologue="rms_norm", scale=g,
+                                  eps=1e-5)
+        down = gemm_plugin.add_gemm(trt, network, up.get_output(0), w2, name="gemm.down", w_layout=1,
+                                    prologue="swiglu", residual=x)
     y = down.get_output(0)
     y.name = "y"
     network.mark_output(y)
@@ -388,9 +410,14 @@ def test_chained_folded_gemvs_wait_for_each_other(gemm_plugin):
                "w2": (torch.randn(K, I, device="cuda") / I ** 0.5).half(),
                "g": (1 + 0.1 * torch.randn(K, device="cuda")).half(),
                "y": torch.full((1, 1, K), float("nan"), dtype=torch.float16, device="cuda")}
+    w1 = tensors["w1"]
+    if swiglu_after:  # the engine reads w1 with the scale in its columns; the reference the original
+        tensors["w1_in"] = (w1.float() * tensors["g"].float()[None, :]).half()
     context.set_input_shape("x", (1, 1, K))
     for name, t in tensors.items():
-        context.set_tensor_address(name, t.data_ptr())
+        if name == "w1_in" or (name == "g" and swiglu_after):  # (g's values are in w1_in there)
+            continue
+        context.set_tensor_address(name, (tensors["w1_in"] if name == "w1" and swiglu_after else t).data_ptr())
 
     def check(tag):
         x_, y_ = tensors["x"], tensors["y"]

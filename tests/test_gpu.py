@@ -125,6 +125,8 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 adds = sum((not b.o_bias) + (not b.down_bias) for b in art.spec.layers)  # not past a bias add
                 assert folded["swiglu"] == L and folded["residual"] == adds and folded["rotary_qkv"] == L, folded
                 assert folded["rms_norm"] in (2 * L, 2 * L + 1), folded  # + the final norm where the head is a GEMM
+                if settings.get("norm_scale_in_weights") == "on":  # every block's two norms' scales in the weights
+                    assert folded["norm_scale_in_weights"] >= 2 * L, folded
         for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine

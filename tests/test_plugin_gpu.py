@@ -239,8 +239,16 @@ LONG = [(32, 4, 128, 2560, 2400), (12, 1, 64, 64, 40), (6, 3, 36, 64, 40), (8, 8
 
 
 @needs_trt
+@pytest.mark.parametrize("split", ["auto", "1"], ids=["split-kv-auto", "unsplit"])
 @pytest.mark.parametrize("nh,nkv,hd,max_seq,past", LONG, ids=[f"nh{c[0]}-nkv{c[1]}-hd{c[2]}-M{c[3]}" for c in LONG])
-def test_existing_cache_decode_and_prefill(loaded, nh, nkv, hd, max_seq, past):
+def test_existing_cache_decode_and_prefill(loaded, nh, nkv, hd, max_seq, past, split, monkeypatch):
+    """Decode and prefill over an existing cache with holes and left padding; decode with split-KV as the plugin
+    chooses it (B x kv heads below the SM count: the long caches run 8-16 blocks per kv head, merged) and with
+    TRTLLM_KIT_SPLIT_KV=1 (one block per kv head)."""
+    if split == "auto":
+        monkeypatch.delenv("TRTLLM_KIT_SPLIT_KV", raising=False)
+    else:
+        monkeypatch.setenv("TRTLLM_KIT_SPLIT_KV", split)
     torch.manual_seed(past + hd)
     dev, B = "cuda", 2
     eng = Engine(loaded, nh, nkv, hd, max_seq, max_batch=B, max_new=5)

@@ -75,7 +75,10 @@ struct Config
     int splits = 0;     // decode attention blocks per kv head: 0 auto, 1 off
     bool swiglu_epilogue = false; // SwiGLU in the gate/up GEMV's epilogue (else the down GEMV's prologue)
     bool folds = true;            // norms, SwiGLU and residual adds folded into the GEMVs (false: plain GEMVs)
+    bool norm_in_w = false;       // the norms' scales in the weights: the GEMV applies rsqrt(mean(x^2) + eps) last
+    bool fold_norm = true, fold_residual = true; // which folds (with folds)
     int unroll = 4;     // GEMV loads in flight per lane
+    int o_unroll = 0;   // the o GEMV's (after attention) if not 0: more of its weights streamed while attention runs
     bool attention = true, rotary = true, gemv = true;
 };
 
@@ -87,6 +90,7 @@ cudaError_t gemv(Folds const& f, GemvLaunch const& l, void const* w, void const*
     {
     case kRmsNorm: return gemv_epilogue<kRmsNorm, __half>(f, l, w, x, g, r, y, K, N, s);
     case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, l, w, x, g, r, y, K, N, s);
+    case kRmsNormFolded: return gemv_epilogue<kRmsNormFolded, __half>(f, l, w, x, g, r, y, K, N, s);
     default: return gemv_epilogue<kNone, __half>(f, l, w, x, g, r, y, K, N, s);
     }
 }
@@ -104,10 +108,11 @@ struct Step
         GemvLaunch l;
         l.unroll = c.unroll;
         l.pdl = pdl_enabled();
-        Folds const none{}, norm = c.folds ? Folds{kRmsNorm, EPS, kPlain} : none,
-            res = c.folds ? Folds{kNone, 0.f, kResidual} : none,
-            gate_up = c.folds && c.swiglu_epilogue ? Folds{kRmsNorm, EPS, kSwiGluPair} : norm,
-            down = !c.folds ? none : c.swiglu_epilogue ? res : Folds{kSwiGlu, 0.f, kResidual};
+        Folds const none{};
+        Folds const norm = !c.folds || !c.fold_norm ? none : Folds{c.norm_in_w ? kRmsNormFolded : kRmsNorm, EPS, kPlain};
+        Folds const res = c.folds && c.fold_residual ? Folds{kNone, 0.f, kResidual} : none;
+        Folds const gate_up = c.folds && c.swiglu_epilogue ? Folds{norm.prologue, EPS, kSwiGluPair} : norm;
+        Folds const down = !c.folds ? none : c.swiglu_epilogue ? res : Folds{kSwiGlu, 0.f, res.epilogue};
         int const gu_out = gate_up.epilogue == kSwiGluPair ? I : 2 * I;
         AttnParams p{};
         p.B = 1, p.nh = NH, p.nkv = NKV, p.S = 1, p.M = MAXSEQ, p.hd = HD, p.group = NH / NKV;
@@ -131,7 +136,9 @@ struct Step
             }
             if (c.gemv)
             {
-                CHECK(gemv(res, l, b.wo, attn, nullptr, h, h2, H, H, s));
+                GemvLaunch lo = l;
+                lo.unroll = c.o_unroll ? c.o_unroll : l.unroll;
+                CHECK(gemv(res, lo, b.wo, attn, nullptr, h, h2, H, H, s));
                 CHECK(gemv(gate_up, l, b.wgu, h2, b.g2, nullptr, gu, H, gu_out, s));
                 CHECK(gemv(down, l, b.wd, gu, nullptr, h2, h, I, H, s));
             }
@@ -204,6 +211,41 @@ int check(Step& st, cudaStream_t s)
             bad += !ok;
             std::printf("check ctx %3d splits %2d: max |split - unsplit| %.2e (max |out| %.3f) %s\n", ctx, splits, worst,
                 scale, ok ? "ok" : "FAIL");
+            if (splits == 5) // both against a float reference on the host (the cache now holds the new row too)
+            {
+                std::vector<__half> q(NH * HD), kc(size_t(NKV) * MAXSEQ * HD), vc(kc.size());
+                CHECK(cudaMemcpy(q.data(), st.q, q.size() * 2, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(kc.data(), st.blocks[0].kc, kc.size() * 2, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(vc.data(), st.blocks[0].vc, vc.size() * 2, cudaMemcpyDeviceToHost));
+                float err = 0.f;
+                for (int h = 0; h < NH; ++h)
+                {
+                    std::vector<float> sc(ctx + 1);
+                    float mx = -INFINITY, l = 0.f;
+                    for (int t = 0; t <= ctx; ++t)
+                    {
+                        float d = 0.f;
+                        for (int e = 0; e < HD; ++e)
+                            d += __half2float(q[h * HD + e]) * __half2float(kc[(size_t(h) * MAXSEQ + t) * HD + e]);
+                        sc[t] = d;
+                        mx = std::max(mx, d);
+                    }
+                    for (int t = 0; t <= ctx; ++t)
+                        l += sc[t] = std::exp(sc[t] - mx);
+                    for (int e = 0; e < HD; ++e)
+                    {
+                        float o = 0.f;
+                        for (int t = 0; t <= ctx; ++t)
+                            o += sc[t] * __half2float(vc[(size_t(h) * MAXSEQ + t) * HD + e]);
+                        o /= l;
+                        err = std::max({err, std::fabs(o - __half2float(a[h * HD + e])),
+                            std::fabs(o - __half2float(b[h * HD + e]))});
+                    }
+                }
+                bool const near = err <= 4e-3f;
+                bad += !near;
+                std::printf("check ctx %3d: max |kernel - float reference| %.2e %s\n", ctx, err, near ? "ok" : "FAIL");
+            }
         }
     // The GEMV at 4 and 8 loads per lane: the same sums in the same order, so the same bits.
     __half *y1 = alloc(2 * I, 1, 0.f), *y2 = alloc(2 * I, 1, 0.f);
@@ -305,17 +347,19 @@ int main(int argc, char** argv)
         edit(c);
         configs.push_back(c);
     };
-    add("before: unsplit, SwiGLU in down's prologue", [](Config& c) { c.splits = 1; });
-    add("split, SwiGLU in gate/up's epilogue", [](Config& c) { c.swiglu_epilogue = true; });
-    add("  the same, 8 loads per lane", [](Config& c) { c.swiglu_epilogue = true, c.unroll = 8; });
-    add("  the same, unsplit", [](Config& c) { c.swiglu_epilogue = true, c.splits = 1; });
-    add("  the same, no rotary", [](Config& c) { c.swiglu_epilogue = true, c.rotary = false; });
-    add("  the same, no attention", [](Config& c) { c.swiglu_epilogue = true, c.attention = false; });
-    add("GEMVs only, SwiGLU in gate/up's epilogue",
-        [](Config& c) { c.attention = false, c.rotary = false, c.swiglu_epilogue = true; });
-    add("GEMVs only, no folds", [](Config& c) { c.attention = false, c.rotary = false, c.folds = false; });
-    add("attention + rotary only (split auto)", [](Config& c) { c.gemv = false; });
-    add("attention + rotary only (unsplit)", [](Config& c) { c.gemv = false, c.splits = 1; });
+    add("ninth session's folds (split attention)", [](Config&) {});
+    add("SwiGLU epilogue, norms in w", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true; });
+    add("  the same, o GEMV 8 loads/lane", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.o_unroll = 8; });
+    add("  the same, o GEMV 16 loads/lane",
+        [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.o_unroll = 16; });
+    add("  the same, no rotary", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.rotary = false; });
+    add("  the same, no attention",
+        [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.attention = false; });
+    add("  the same, unsplit attention", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.splits = 1; });
+    add("GEMVs: SwiGLU epilogue, norms in w",
+        [](Config& c) { c.attention = false, c.rotary = false, c.swiglu_epilogue = true, c.norm_in_w = true; });
+    add("GEMVs: no folds", [](Config& c) { c.attention = false, c.rotary = false, c.folds = false; });
+    add("attention + rotary only", [](Config& c) { c.gemv = false; });
     for (int ctx : {12, 76, 140})
     {
         set_context(st, ctx);

@@ -98,6 +98,9 @@
 #                         4 and 16 loads in flight per lane (same engine, batch 1)
 #   day17                 the same session's second lease (one H200): the GEMV at 4 loads per lane, PDL launches; tests
 #                         and the three 7B engines, llama-7b with PDL off (same engine, batch 1)
+#   day18                 2026-11-30 (tenth session, one nvidia-h200-x2 lease): split-KV decode attention, SwiGLU in the
+#                         gate/up multiply's epilogue, the norms' scales in the weights: kernel and tiny-engine tests on
+#                         GPU 0, the three 7B engines on GPU 1, llama-7b with TRTLLM_KIT_SPLIT_KV=1 after
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -345,6 +348,17 @@ case "${1:-status}" in
     bg b "sleep 5; $B --models llama-7b $G --breakdown llama-7b --out $R/b && TRTLLM_KIT_PDL=0 $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/nopdl"
     bg d "sleep 5; $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "sleep 5; $B --models llama-7b-llmpruner $G --out $R/f" ;;
+  day18)  # 2026-11-30 (tenth session), branch wip/decode-step: split-KV decode attention, SwiGLU in the gate/up
+    # multiply's epilogue, the norms' scales in the weights (scripts/h200/decode_step_probe.cu measured each first).
+    # GPU 0: the kernel tests and the tiny plugin engines vs eager; GPU 1: the three 7B plugin engines built side by
+    # side, each timed alone, llama-7b's breakdown, then the same engine with TRTLLM_KIT_SPLIT_KV=1 at batch 1
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_plugin_gpu.py tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_SPLIT_KV=1 $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/nosplit"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

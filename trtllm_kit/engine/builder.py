@@ -15,6 +15,7 @@ from trtllm_kit.engine.gemm import CONFLICT_HINTS, plugin_option_conflicts, reso
 from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavailable, resolve_kv_layout, resolve_norm,
                                           resolve_rope)
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
+from trtllm_kit.engine.folds import scale_choice
 from trtllm_kit.engine.weights import FUSED_SEP, check_knobs, save_weights, weight_input_choices, weights_to_inputs
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
@@ -263,6 +264,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                              fused)
                 log.info("%s: %d weight tensors (%s) become engine inputs", what, len(weights),
                          size(sum(a.nbytes for a in weights.values())))
+            ctx.weight_arrays = weights
             plugin = layout.finish_network(ctx, set(weights), plugin)
             weight_record, weight_shapes = None, {k: tuple(a.shape) for k, a in weights.items()}
             if weights:  # written before TensorRT builds, so the weights (in memory once transposed) are freed first
@@ -279,6 +281,8 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 settings["weight_layout"] = weight_layout
             if ctx.gemm == "plugin":  # (the GEMM plugin multiplies something: finish_network folded, or was told not to)
                 settings["op_folding"] = "on" if ctx.folds else "off"
+                if ctx.folds:  # whether the norms' scales were free to go into the weights (folds.scale_choice)
+                    settings["norm_scale_in_weights"] = scale_choice()
                 settings.update({f"folded_{k}": v for k, v in ctx.folds.items()})  # how many of each (folds.py)
             if settings:
                 log.info("%s: builder settings %s", what, ", ".join(f"{k}={v}" for k, v in settings.items()))

@@ -4,7 +4,11 @@ At batch-1 decode a llama-7b step ran 0.8 ms of its 4.2 outside the multiplies (
 about 10 small kernels per block at 2-5 us each: two RMSNorms, two residual adds, SwiGLU's product, the q/k slices of
 the fused q/k/v multiply and v's transpose. After the GEMM rewrite (``gemm.rewire_gemms``) this pass makes:
 
-- an RMSNorm plugin layer read only by multiplies: each multiply's prologue (``prologue="rms_norm"``);
+- an RMSNorm plugin layer read only by multiplies: each multiply's prologue (``prologue="rms_norm"``), or, where the
+  multiply's weight is an engine input read by it alone (``ctx.weight_arrays``) and the scale a constant, the scale
+  multiplied into that weight's K axis (``"rms_norm_folded"``: the GEMV then sums mean(x^2) as it goes instead of a
+  pass over x first; llama-7b's multiplies 3.37 against 3.53 ms a step, H200, ``scripts/h200/decode_step_probe.cu``;
+  ``TRTLLM_KIT_SCALE_IN_WEIGHTS=0`` keeps the scale an input);
 - ``down(T(silu(gate)) * up)`` with gate and up the two halves of one fused multiply's output: that multiply's
   epilogue (``swiglu=True``: it writes ``silu(gate) * up``, half as wide), read by the down multiply as x; where the
   SwiGLU ops or the fused output have other readers, the down multiply's prologue (``"swiglu"``, reading the fused
@@ -115,7 +119,8 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     index = rw.index
     names = {layer.name for layer, _ in gemms}
     residual_names = {a for i in range(ctx.spec.num_layers) for a in (Anchors.attn_res(i), Anchors.mlp_res(i))}
-    counts = {"rms_norm": 0, "swiglu": 0, "residual": 0}
+    counts = {"rms_norm": 0, "swiglu": 0, "residual": 0, "norm_scale_in_weights": 0}
+    arrays = ctx.weight_arrays if scale_choice() == "on" else {}
     # SwiGLU into the gate/up multiply's epilogue: that layer's name -> the tensor its new output stands for (the
     # down multiply's x); the down multiplies that then keep x as it is
     swiglu_after: dict[str, object] = {}
@@ -133,6 +138,9 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         if (norm is not None and norm.name.startswith("rms_norm.") and norm.num_inputs == 2
                 and x.name not in index.outputs and all(r.name in names and j == 0 for r, j in rw.readers(x))):
             prologue, x, scale = "rms_norm", rw.current(norm.get_input(0)), norm.get_input(1)
+            if _scale_into_weight(trt, index, arrays, layer, w, w_layout, scale):
+                prologue, scale = "rms_norm_folded", None
+                counts["norm_scale_in_weights"] += 1
         elif layer.name not in plain_down:
             chain = _swiglu_chain(trt, index, x, w, w_layout)
             if chain is not None:
@@ -158,11 +166,63 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         rw.added.append(new)
         rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
         if prologue != "none":
-            counts[prologue] += 1
+            counts["rms_norm" if prologue == "rms_norm_folded" else prologue] += 1
         counts["swiglu"] += swiglu
         counts["residual"] += add is not None
     rw.settle()
     return counts
+
+
+def scale_choice() -> str:
+    """Whether the fold pass multiplies an RMSNorm's scale into the weights after it (``"on"``/``"off"``): on unless
+    ``TRTLLM_KIT_SCALE_IN_WEIGHTS=0``.
+
+    Raises:
+        ToolkitError: an A/B knob holds a value it does not know (``weights.check_knobs``).
+    """
+    from trtllm_kit.engine.weights import SCALE_ENV, knob
+
+    return knob(SCALE_ENV, "on")
+
+
+def _constant_values(trt, index, t):
+    """The values of ``t`` (float32, flat) where it is a constant, possibly through identities, casts and reshapes;
+    else None."""
+    import numpy as np
+
+    passes = {trt.LayerType.IDENTITY, trt.LayerType.SHUFFLE} | (
+        {trt.LayerType.CAST} if hasattr(trt.LayerType, "CAST") else set())
+    for _ in range(8):
+        layer = index.producers.get(t.name)
+        if layer is None:
+            return None
+        kind = trt.ILayer.type.__get__(layer)
+        if kind == trt.LayerType.CONSTANT:
+            layer.__class__ = trt.IConstantLayer
+            w = layer.weights
+            return np.asarray(w.numpy() if hasattr(w, "numpy") else w, dtype=np.float32).reshape(-1)
+        if kind not in passes or layer.num_inputs != 1:
+            return None
+        t = layer.get_input(0)
+    return None
+
+
+def _scale_into_weight(trt, index, arrays: dict, layer, w, w_layout: int, scale) -> bool:
+    """Multiply the RMSNorm scale ``scale`` into the K axis of weight input ``w`` (``arrays[w.name]``, stored as the
+    engine's input) where that is safe: ``w`` is read by ``layer`` alone (not, say, an embedding table the LM head
+    shares) and the scale is a constant of K values. Returns whether it did."""
+    import numpy as np
+
+    a = arrays.get(w.name)
+    if a is None or [r.name for r, _ in index.consumers.get(w.name, [])] != [layer.name]:
+        return False
+    g = _constant_values(trt, index, scale)
+    k_axis = 1 if w_layout == 1 else 0
+    if g is None or a.ndim != 2 or g.size != a.shape[k_axis]:
+        return False
+    g = g.reshape((1, -1) if k_axis == 1 else (-1, 1))
+    arrays[w.name] = (a.astype(np.float32) * g).astype(a.dtype)  # rounded once, to the weight's type
+    return True
 
 
 def _same_shape(a, b) -> bool:

@@ -53,6 +53,8 @@ class NetworkContext:
     onnx_path: Path | None = None  # the export the network was parsed from
     rope_scales: dict = field(default_factory=dict)  # rotary layer name -> q's scale it was made with (folds.py)
     folds: dict = field(default_factory=dict)  # what folds.py folded into the plugins: {"rms_norm": n, ...}
+    # the weight inputs' arrays (name -> numpy, written after the rewrite): folds.py multiplies norm scales into them
+    weight_arrays: dict = field(default_factory=dict)
 
     @property
     def act_dtype(self):

@@ -255,6 +255,12 @@ class EngineManifest(Manifest):
             used, wanted = str(self.builder_settings.get("op_folding", "off")), fold_choice("plugin")
             if used != wanted:
                 out.append(f"op_folding {used} -> {wanted}")
+            elif used == "on":
+                from trtllm_kit.engine.folds import scale_choice
+
+                used, wanted = str(self.builder_settings.get("norm_scale_in_weights", "off")), scale_choice()
+                if used != wanted:
+                    out.append(f"norm_scale_in_weights {used} -> {wanted}")
         plugin = self.kv_layout.plugin
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256

@@ -459,7 +459,8 @@ def add_kv_attention(trt_module, network, q, k, v, k_cache, v_cache, write_indic
     return layer
 
 
-GEMM_PROLOGUES = {"none": 0, "rms_norm": 1, "swiglu": 2}  # the op before the multiply, folded in (gemm.cu)
+# the op before the multiply, folded in (gemm.cu); "rms_norm_folded": an RMSNorm whose scale is in w's columns
+GEMM_PROLOGUES = {"none": 0, "rms_norm": 1, "swiglu": 2, "rms_norm_folded": 3}
 
 
 def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: str = "none", scale=None,
@@ -476,7 +477,8 @@ def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: 
         name: the layer name.
         w_layout: 0 or 1, as above.
         prologue: what x' is: ``"none"`` x; ``"rms_norm"`` LLaMA's RMSNorm of x, ``T(T(x * rsqrt(mean(x^2) + eps)) *
-            scale)`` (as ``add_rms_norm``); ``"swiglu"`` ``T(T(silu(gate)) * up)``.
+            scale)`` (as ``add_rms_norm``); ``"swiglu"`` ``T(T(silu(gate)) * up)``; ``"rms_norm_folded"`` the RMSNorm
+            with its scale already multiplied into w's K axis (no ``scale``): ``(x @ w') * rsqrt(mean(x^2) + eps)``.
         scale: the RMSNorm's scale, K elements of any float type (``prologue="rms_norm"`` only).
         eps: the RMSNorm's epsilon (the model's ``rms_norm_eps``).
         residual: (..., N) of x's type, added to the product (``T(T(x' @ w) + residual)``; one rounding on cuBLASLt),

@@ -93,7 +93,10 @@ struct AttnParams
 };
 
 constexpr int kMaxDecodeSplits = 16;
-constexpr int kMinKeysPerSplit = 64; // a block's keys at the least (H200, llama-7b: the merge costs ~2.6 us a layer)
+// A split block's keys at the least: below ~128 keys the merge costs more than the split saves (H200, llama-7b at batch
+// 1: 77 keys in 2 blocks 3.646 ms a step, in 1 block 3.609; 525 keys in 5 blocks 4.10, in 1 block 4.50;
+// scripts/h200/decode_step_probe.cu, tenth session).
+constexpr int kMinKeysPerSplit = 128;
 
 // Split-KV decode: each (b, kv head, pass) runs `splits` blocks over equal parts of the keys; `partial` holds
 // (B * nkv * passes) x splits x GT x (hd + 2) floats, `tickets` one zero per (b, kv head, pass) (each merging block
@@ -123,13 +126,14 @@ constexpr int kDecodeSmemBudget = 40 * 1024; // stays under the 48 KB that needs
 // spilling (8 heads of accumulators need ~230 registers).
 template <typename T, int VEC, int CPL, int GT>
 __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
-    decode_attention_kernel(AttnParams p, int lpr, int chunk_len, DecodeSplit split)
+    decode_attention_kernel(AttnParams p, int lpr, int chunk_len, DecodeSplit split, bool wide)
 {
     wait_for_predecessor(); // launched with PDL where it is on: q/k/v come from the kernel before
     allow_dependents();     // the next multiply may start streaming its weights meanwhile
     using V = typename Chunk<VEC>::type;
     constexpr int E = VEC / sizeof(T); // elements per chunk
     // K/V rows in flight per lane group (memory parallelism), fewer when 8 heads' state fills registers.
+    // (8 at one head per pass took llama-7b's batch-1 step 0.03 ms longer on an H200: decode_step_probe.cu)
     constexpr int kUnroll = GT >= 8 ? 2 : 4;
 
     int const b = blockIdx.x / p.nkv;
@@ -142,10 +146,11 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     int const chunks = p.hd / E;        // chunks per row
 
     extern __shared__ float smem[];
-    float* s_score = smem;                       // (GT, chunk_len) scores, then probabilities
-    float* s_out = s_score + GT * chunk_len;     // (GT, hd) output accumulated across warps
-    float* s_red = s_out + GT * p.hd;            // (2, kDecodeWarps, GT) block reductions
-    float* s_inv = s_red + 2 * kDecodeWarps * GT;      // (GT,) 1 / softmax denominator
+    float* s_score = smem;                         // (GT, chunk_len) scores, then probabilities
+    float* s_out = s_score + GT * chunk_len;       // (GT, hd) output accumulated across warps
+    float* s_red = s_out + GT * p.hd;              // (2, kDecodeWarps, GT) block reductions
+    float* s_inv = s_red + 2 * kDecodeWarps * GT;  // (GT,) 1 / softmax denominator
+    float* s_part = s_inv + GT;                    // wide: (kDecodeWarps, GT, hd) each warp's sums
 
     size_t const bh = size_t(b) * p.nkv + kvh;
     T* kc = static_cast<T*>(p.k_cache) + bh * p.M * p.hd; // (M, hd)
@@ -164,23 +169,6 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     int const per = (n + active - 1) / active;
     int const lo = min(n, int(blockIdx.z) * per), hi = min(n, lo + per);
 
-    // 1. Append this step's row (position w = n - 1), by the blocks whose keys hold it. Every head pass writes the
-    // same bytes, so no pass can read the row before it is there; __syncthreads makes the block's own global writes
-    // visible to its reads.
-    if (w >= lo && w < hi)
-    {
-        V const* kn = reinterpret_cast<V const*>(static_cast<T const*>(p.k) + bh * p.hd);
-        V const* vn = reinterpret_cast<V const*>(static_cast<T const*>(p.v) + bh * p.hd);
-        V* kd = reinterpret_cast<V*>(kc + size_t(w) * p.hd);
-        V* vd = reinterpret_cast<V*>(vc + size_t(w) * p.hd);
-        for (int c = threadIdx.x; c < chunks; c += kDecodeThreads)
-        {
-            kd[c] = kn[c];
-            vd[c] = vn[c];
-        }
-    }
-    __syncthreads();
-
     // This lane's chunks of the GT query rows, kept packed (converted on the fly) to save registers.
     V qv[GT][CPL];
 #pragma unroll
@@ -192,6 +180,21 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
         {
             int const ci = sub + c * lpr;
             qv[g][c] = (g < ng && ci < chunks) ? reinterpret_cast<V const*>(qrow)[ci] : zero_chunk<VEC>();
+        }
+    }
+
+    // 1. Append this step's row (position w = n - 1), by the blocks whose keys hold it (every head pass writes the
+    // same bytes). The blocks read that row from k and v themselves, not back from the cache: no wait for the write.
+    T const* knew = static_cast<T const*>(p.k) + bh * p.hd;
+    T const* vnew = static_cast<T const*>(p.v) + bh * p.hd;
+    if (w >= lo && w < hi)
+    {
+        V* kd = reinterpret_cast<V*>(kc + size_t(w) * p.hd);
+        V* vd = reinterpret_cast<V*>(vc + size_t(w) * p.hd);
+        for (int c = threadIdx.x; c < chunks; c += kDecodeThreads)
+        {
+            kd[c] = reinterpret_cast<V const*>(knew)[c];
+            vd[c] = reinterpret_cast<V const*>(vnew)[c];
         }
     }
 
@@ -224,13 +227,15 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
             for (int u = 0; u < kUnroll; ++u)
             {
                 int const t = base + u * rpw + rg;
-                ok[u] = t < len && mrow[c0 + t] != 0; // masked rows are never loaded
+                // loaded whatever the mask says (a masked row's score is replaced below), so that the load does not
+                // wait for the mask's
+                ok[u] = t < len && mrow[c0 + t] != 0;
+                T const* row = c0 + t == w ? knew : kc + size_t(c0 + t) * p.hd;
 #pragma unroll
                 for (int c = 0; c < CPL; ++c)
                 {
                     int const ci = sub + c * lpr;
-                    kv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(kc + size_t(c0 + t) * p.hd)[ci]
-                                                      : zero_chunk<VEC>();
+                    kv[u][c] = (t < len && ci < chunks) ? reinterpret_cast<V const*>(row)[ci] : zero_chunk<VEC>();
                 }
             }
 #pragma unroll
@@ -330,8 +335,8 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
                     acc[g][c][e] *= alpha[g];
         }
 
-        // 4. acc += p * V over the same row mapping as the scores; masked rows are skipped (their
-        // slots may hold garbage, and 0 * NaN would poison the sum).
+        // 4. acc += p * V over the same row mapping as the scores; masked rows are loaded (not to wait for the
+        // mask) but skipped (their slots may hold garbage, and 0 * NaN would poison the sum).
         for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
         {
             V vv[kUnroll][CPL];
@@ -341,12 +346,12 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
             {
                 int const t = base + u * rpw + rg;
                 ok[u] = t < len && mrow[c0 + t] != 0;
+                T const* row = c0 + t == w ? vnew : vc + size_t(c0 + t) * p.hd;
 #pragma unroll
                 for (int c = 0; c < CPL; ++c)
                 {
                     int const ci = sub + c * lpr;
-                    vv[u][c] = (ok[u] && ci < chunks) ? reinterpret_cast<V const*>(vc + size_t(c0 + t) * p.hd)[ci]
-                                                      : zero_chunk<VEC>();
+                    vv[u][c] = (t < len && ci < chunks) ? reinterpret_cast<V const*>(row)[ci] : zero_chunk<VEC>();
                 }
             }
 #pragma unroll
@@ -388,9 +393,9 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
 #pragma unroll
         for (int g = 0; g < GT; ++g)
             s_inv[g] = l_run[g] > 0.f ? 1.f / l_run[g] : 0.f; // no valid key: output zeros
-    for (int i = 0; i < kDecodeWarps; ++i)
+    if (wide) // every warp's sums side by side, then added up in warp order: one barrier
     {
-        if (warp == i && rg == 0)
+        if (rg == 0)
 #pragma unroll
             for (int c = 0; c < CPL; ++c)
             {
@@ -400,13 +405,38 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
                     for (int g = 0; g < GT; ++g)
 #pragma unroll
                         for (int e = 0; e < E; ++e)
-                        {
-                            float* o = &s_out[g * p.hd + ci * E + e];
-                            *o = (i == 0 ? 0.f : *o) + acc[g][c][e];
-                        }
+                            s_part[(warp * GT + g) * p.hd + ci * E + e] = acc[g][c][e];
             }
         __syncthreads();
+        for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
+        {
+            float o = 0.f;
+#pragma unroll
+            for (int k = 0; k < kDecodeWarps; ++k)
+                o += s_part[k * GT * p.hd + i];
+            s_out[i] = o; // read below by this thread only
+        }
     }
+    else // one warp after the other into s_out (a barrier each: less shared memory)
+        for (int i = 0; i < kDecodeWarps; ++i)
+        {
+            if (warp == i && rg == 0)
+#pragma unroll
+                for (int c = 0; c < CPL; ++c)
+                {
+                    int const ci = sub + c * lpr;
+                    if (ci < chunks)
+#pragma unroll
+                        for (int g = 0; g < GT; ++g)
+#pragma unroll
+                            for (int e = 0; e < E; ++e)
+                            {
+                                float* o = &s_out[g * p.hd + ci * E + e];
+                                *o = (i == 0 ? 0.f : *o) + acc[g][c][e];
+                            }
+                }
+            __syncthreads();
+        }
 
     T* out = static_cast<T*>(p.out) + (size_t(b) * p.nh + kvh * p.group + g0) * p.hd; // (ng, hd)
     if (active == 1)
@@ -485,8 +515,8 @@ inline int decode_heads_per_pass(int group)
 
 
 // Blocks per (b, kv head, pass) for a decode step: 1 when the unsplit grid already has a block per multiprocessor
-// (`sms`), else enough to give every multiprocessor one, at most 16 and at least 64 cache rows each (the
-// kernel runs fewer where the valid prefix is short). `knob` > 0
+// (`sms`), else enough to give every multiprocessor one, at most 16 and at least kMinKeysPerSplit cache rows each
+// (the kernel runs fewer where the valid prefix is short: the others leave at once). `knob` > 0
 // forces that many where the grid would split (an A/B knob, TRTLLM_KIT_SPLIT_KV; 1 never splits), 0 means the
 // default. Why: one block per kv head ran 32 blocks on an H200's 132 multiprocessors at batch 1, 10 us per layer
 // for llama-7b (ninth session's profile).
@@ -531,13 +561,15 @@ cudaError_t launch_decode_impl(AttnParams const& p, int lpr, DecodeSplit const& 
 {
     // Score buffer sized from M (the valid length is only known on the device), capped so that the
     // whole block stays within the budget; longer caches run in several chunks.
-    int const fixed = GT * p.hd + 2 * kDecodeWarps * GT + GT;
+    // The warps' sums side by side where they take at most 16 KB (always at one or two heads per pass).
+    bool const wide = kDecodeWarps * GT * p.hd * int(sizeof(float)) <= 16 * 1024;
+    int const fixed = GT * p.hd + 2 * kDecodeWarps * GT + GT + (wide ? kDecodeWarps * GT * p.hd : 0);
     int chunk_len = (kDecodeSmemBudget / int(sizeof(float)) - fixed) / GT;
     chunk_len = chunk_len >= p.M ? p.M : (chunk_len / 32) * 32;
     size_t const smem = size_t(GT * chunk_len + fixed) * sizeof(float);
     dim3 const grid(unsigned(p.B) * unsigned(p.nkv), unsigned((p.group + GT - 1) / GT), unsigned(split.splits));
     return launch_kernel(pdl_enabled(), decode_attention_kernel<T, VEC, CPL, GT>, grid,
-        dim3(kDecodeThreads), smem, stream, p, lpr, chunk_len, split);
+        dim3(kDecodeThreads), smem, stream, p, lpr, chunk_len, split, wide);
 }
 
 template <typename T, int VEC, int CPL>

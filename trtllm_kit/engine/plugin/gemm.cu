@@ -21,7 +21,11 @@
 //   w_layout  int32  0 or 1, as above
 //   prologue  int32  0: x as given; 1: RMSNorm of x, as transformers' LlamaRMSNorm (rms_norm.cu):
 //                    x' = T(T(x * rsqrt(mean(x^2) + eps)) * g); 2: SwiGLU, as transformers' LlamaMLP:
-//                    x' = T(T(silu(gate)) * up)
+//                    x' = T(T(silu(gate)) * up); 3: RMSNorm whose scale g the build multiplied into w's K axis
+//                    (folds.py), no input g: y = (x . w'^T) * rsqrt(mean(x^2) + eps) on the GEMV (the statistic
+//                    summed by each warp from the x it reads anyway: no pass over x before the first multiply-add;
+//                    H200, llama-7b's batch-1 multiplies 3.37 ms a step against 3.53 with prologue 1,
+//                    scripts/h200/decode_step_probe.cu, tenth session), x' = T(x * rsqrt(...)) before cuBLASLt
 //   eps       float  prologue 1's epsilon
 //   epilogue  int32  0: y = T(x' @ w); 1: y = T(T(x' @ w) + r) on the GEMV (eager's two roundings), T(x' @ w + r)
 //                    on cuBLASLt (beta = 1: one rounding); 2: SwiGLU of the fused gate/up multiply, w's N outputs
@@ -131,6 +135,7 @@ using trtllm_kit::kPlain;
 using trtllm_kit::kResidual;
 using trtllm_kit::kSwiGluPair;
 using trtllm_kit::kRmsNorm;
+using trtllm_kit::kRmsNormFolded;
 using trtllm_kit::kSwiGlu;
 using trtllm_kit::block_sum;
 using trtllm_kit::gemv_epilogue;
@@ -151,6 +156,7 @@ cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gT
             : gType == nvinfer1::DataType::kHALF ? gemv_epilogue<kRmsNorm, __half>(f, launch, w, x, g, r, y, k, n, stream)
                                                  : cudaErrorInvalidValue;
     case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, launch, w, x, g, r, y, k, n, stream);
+    case kRmsNormFolded: return gemv_epilogue<kRmsNormFolded, __half>(f, launch, w, x, g, r, y, k, n, stream);
     default: return gemv_epilogue<kNone, __half>(f, launch, w, x, g, r, y, k, n, stream);
     }
 }
@@ -171,7 +177,8 @@ __global__ void __launch_bounds__(256) norm_rows(T const* __restrict__ x, G cons
     }
     float const r = rsqrtf(block_sum(sum, partial) / float(K) + eps);
     for (int i = threadIdx.x; i < K; i += blockDim.x)
-        yr[i] = trtllm_kit::from_f32<T>(trtllm_kit::round_to<T>(trtllm_kit::to_f32(xr[i]) * r) * trtllm_kit::to_f32(g[i]));
+        yr[i] = g ? trtllm_kit::from_f32<T>(trtllm_kit::round_to<T>(trtllm_kit::to_f32(xr[i]) * r) * trtllm_kit::to_f32(g[i]))
+                  : trtllm_kit::from_f32<T>(trtllm_kit::to_f32(xr[i]) * r); // the scale is in w (prologue 3)
 }
 
 template <typename T>
@@ -200,6 +207,12 @@ cudaError_t prologue_typed(Folds const& f, nvinfer1::DataType gType, void const*
     }
     if (M > 0x7fffffff)
         return cudaErrorInvalidValue;
+    if (f.prologue == kRmsNormFolded)
+    {
+        norm_rows<T, T><<<unsigned(M), 256, 0, stream>>>(static_cast<T const*>(x), nullptr, static_cast<T*>(out), K,
+            f.eps);
+        return cudaGetLastError();
+    }
     switch (gType)
     {
     case nvinfer1::DataType::kFLOAT:
@@ -614,6 +627,7 @@ private:
     using Key = std::tuple<int64_t, uint32_t, int>;
 
     // x, w, then the norm's scale (prologue 1), then the residual (epilogue 1).
+    // (prologue 3, RMSNorm with its scale in w's columns, has no scale input)
     int32_t expectedInputs() const { return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == kResidual); }
     int32_t scaleIndex() const { return mF.folds.prologue == kRmsNorm ? 2 : -1; }
     int32_t residualIndex() const { return mF.folds.epilogue == kResidual ? expectedInputs() - 1 : -1; }
@@ -644,8 +658,9 @@ std::string fields_error(GemmFields const& f)
 {
     if (f.layout != 0 && f.layout != 1)
         return "w_layout is " + std::to_string(f.layout) + ", expected 0 (K x N) or 1 (N x K)";
-    if (f.folds.prologue < kNone || f.folds.prologue > kSwiGlu)
-        return "prologue is " + std::to_string(f.folds.prologue) + ", expected 0 (none), 1 (RMSNorm) or 2 (SwiGLU)";
+    if (f.folds.prologue < kNone || f.folds.prologue > kRmsNormFolded)
+        return "prologue is " + std::to_string(f.folds.prologue)
+            + ", expected 0 (none), 1 (RMSNorm), 2 (SwiGLU) or 3 (RMSNorm, its scale in w)";
     if (f.folds.epilogue < kPlain || f.folds.epilogue > kSwiGluPair)
         return "epilogue is " + std::to_string(f.folds.epilogue)
             + ", expected 0 (none), 1 (residual add) or 2 (SwiGLU of [gate | up])";

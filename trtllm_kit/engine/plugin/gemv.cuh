@@ -19,6 +19,7 @@ enum Prologue : int32_t
     kNone = 0,
     kRmsNorm = 1,
     kSwiGlu = 2,
+    kRmsNormFolded = 3, // RMSNorm with its scale already in w's columns: y = (w' . x) * rsqrt(mean(x^2) + eps)
 };
 
 enum Epilogue : int32_t
@@ -185,6 +186,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
     if (!active)
         return;
     float acc[R];
+    float ss = 0.f; // kRmsNormFolded: sum of x^2 over the row, from the x' this warp reads anyway
 #pragma unroll
     for (int q = 0; q < R; ++q)
         acc[q] = 0.f;
@@ -198,6 +200,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
             {
                 uint4 const xv = xs[i];
                 __half2 const* xh = reinterpret_cast<__half2 const*>(&xv);
+                if (PRO == kRmsNormFolded)
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+                    {
+                        float2 const b = __half22float2(xh[j]);
+                        ss += b.x * b.x + b.y * b.y;
+                    }
 #pragma unroll
                 for (int q = 0; q < R; ++q)
                 {
@@ -223,6 +232,16 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             acc[q] += __shfl_xor_sync(0xffffffffu, acc[q], o);
+    if (PRO == kRmsNormFolded)
+    {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        float const r = rsqrtf(ss / float(K) + eps);
+#pragma unroll
+        for (int q = 0; q < R; ++q)
+            acc[q] *= r;
+    }
     if (lane != 0)
         return;
     if (EPI == kSwiGluPair)

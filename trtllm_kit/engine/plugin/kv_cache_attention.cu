@@ -29,8 +29,8 @@
 //                             a captured step with no buffer yet runs unsplit.
 //   append_kv_kernel          S > 1: writes the S new rows into the cache.
 //   prefill_attention_kernel  S > 1: flash-style tiles (64 query rows x 64 keys), online softmax.
-// Keys and values are always read from the OUTPUT cache, after this step's rows are written. Loads
-// from it are plain (coherent) global loads: the decode block reads back the row it just wrote.
+// Keys and values are read from the OUTPUT cache (prefill: after this step's rows are written; decode: the new row
+// comes from k and v themselves while it is written, so that no read waits for the write).
 
 // TensorRT 10 marks the IPluginV2 family deprecated; it is still the one interface that both 8.6
 // and 10.x load, so silence the deprecation warnings (EDG front end and host compiler alike).
