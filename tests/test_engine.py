@@ -812,8 +812,8 @@ def test_the_fold_pass_leaves_what_it_cannot_fold(extra_reader, bias_shape, monk
 def test_the_fold_pass_multiplies_norm_scales_into_weights(knob, monkeypatch):
     """An RMSNorm whose scale is a constant folds into a multiply as ``rms_norm_folded`` with the scale multiplied into
     the weight input's K axis (out x in: its columns), rounded once to fp16, when that weight is read by the multiply
-    alone; a weight read elsewhere too keeps its values and the multiply the ``rms_norm`` prologue with the scale as
-    an input; TRTLLM_KIT_SCALE_IN_WEIGHTS=0 scales nothing. Stand-in layers, as above."""
+    alone among the live layers; a weight read elsewhere too keeps its values and the multiply the ``rms_norm``
+    prologue with the scale as an input; TRTLLM_KIT_SCALE_IN_WEIGHTS=0 scales nothing. Stand-in layers, as above."""
     import numpy as np
     import tensorrt_rtx_bindings as trt
 
@@ -851,6 +851,7 @@ def test_the_fold_pass_multiplies_norm_scales_into_weights(knob, monkeypatch):
         gemms.append((layer, 1))
         network.mark_output(layer.get_output(0))
     network.mark_output(network.add_identity(network.get_input(2)).get_output(0))  # b.weight read elsewhere too
+    network.add_identity(network.get_input(1))  # a.weight read by a layer nothing reads (as a replaced multiply)
     spec, _ = load_model("tiny-llama")
     ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin",
                          weight_arrays=arrays)

@@ -138,7 +138,7 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
         if (norm is not None and norm.name.startswith("rms_norm.") and norm.num_inputs == 2
                 and x.name not in index.outputs and all(r.name in names and j == 0 for r, j in rw.readers(x))):
             prologue, x, scale = "rms_norm", rw.current(norm.get_input(0)), norm.get_input(1)
-            if _scale_into_weight(trt, index, arrays, layer, w, w_layout, scale):
+            if _scale_into_weight(trt, rw, arrays, layer, w, w_layout, scale):
                 prologue, scale = "rms_norm_folded", None
                 counts["norm_scale_in_weights"] += 1
         elif layer.name not in plain_down:
@@ -207,16 +207,17 @@ def _constant_values(trt, index, t):
     return None
 
 
-def _scale_into_weight(trt, index, arrays: dict, layer, w, w_layout: int, scale) -> bool:
+def _scale_into_weight(trt, rw: _Rewrite, arrays: dict, layer, w, w_layout: int, scale) -> bool:
     """Multiply the RMSNorm scale ``scale`` into the K axis of weight input ``w`` (``arrays[w.name]``, stored as the
-    engine's input) where that is safe: ``w`` is read by ``layer`` alone (not, say, an embedding table the LM head
-    shares) and the scale is a constant of K values. Returns whether it did."""
+    engine's input) where that is safe: ``w`` is read by ``layer`` alone among the live layers (not, say, by an
+    embedding lookup sharing the LM head's table; the multiply the GEMM rewrite replaced still reads it, unread
+    itself) and the scale is a constant of K values. Returns whether it did."""
     import numpy as np
 
     a = arrays.get(w.name)
-    if a is None or [r.name for r, _ in index.consumers.get(w.name, [])] != [layer.name]:
+    if a is None or [r.name for r, _ in rw.readers(w)] != [layer.name]:
         return False
-    g = _constant_values(trt, index, scale)
+    g = _constant_values(trt, rw.index, scale)
     k_axis = 1 if w_layout == 1 else 0
     if g is None or a.ndim != 2 or g.size != a.shape[k_axis]:
         return False
