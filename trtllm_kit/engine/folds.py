@@ -105,7 +105,8 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     that is the multiply's only reader (so not past a bias add).
 
     Returns:
-        How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n}``.
+        How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n, "norm_scale_in_weights": n}``
+        (the last: the RMSNorms among ``rms_norm`` whose scale went into the weight).
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.

@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     // Splits with work: at least kMinKeysPerSplit keys each (a short prefix runs in one block, unsplit: the merge
     // costs more than it saves there); the others leave at once.
     int const n = min(max(w, -1), p.M - 1) + 1;
-    int const active = max(1, min(split.splits, (n + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
+    int const active = max(1, min(split.splits, n / kMinKeysPerSplit));
     if (int(blockIdx.z) >= active)
         return;
     int const per = (n + active - 1) / active;
