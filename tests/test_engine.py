@@ -741,6 +741,21 @@ def test_the_fold_pass_finds_swiglu_and_residual_adds(tiny_exports, name, extra_
             assert prologue is None, w  # q/k/v (its norm is an exported op here) and the head
 
 
+def _norm_then_gemms(trt, network, x, scale):
+    """A stand-in ``rms_norm.n`` layer (x times scale: two inputs, as the norm plugin reads x and its scale) read by two
+    GEMM stand-ins ``gemm.a`` and ``gemm.b`` (Einsum layers over the (8, 8) weight inputs ``a.weight``, ``b.weight``):
+    (the norm layer, ``[(layer, w_layout 1)]``)."""
+    norm = network.add_elementwise(x, scale, trt.ElementWiseOperation.PROD)
+    norm.name = "rms_norm.n"
+    gemms = []
+    for name in ("a", "b"):
+        w = network.add_input(f"{name}.weight", trt.float16, (8, 8))
+        layer = network.add_einsum([norm.get_output(0), w], "bsk,nk->bsn")
+        layer.name = f"gemm.{name}"
+        gemms.append((layer, 1))
+    return norm, gemms
+
+
 def _fold_network(trt, extra_reader: bool, bias_shape):
     """x -> "rms_norm.n" (a two-input stand-in layer, as the norm plugin reads x and its scale) -> two GEMM stand-ins
     (a, b), b's output + r named as a block's residual add; ``extra_reader`` adds a non-GEMM reader of the norm;
@@ -750,15 +765,7 @@ def _fold_network(trt, extra_reader: bool, bias_shape):
     network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(
         1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     x = network.add_input("x", trt.float16, (-1, -1, 8))
-    scale = network.add_input("scale", trt.float16, (1, 1, 8))
-    norm = network.add_elementwise(x, scale, trt.ElementWiseOperation.PROD)
-    norm.name = "rms_norm.n"
-    gemms = []
-    for name in ("a", "b"):
-        w = network.add_input(f"{name}.weight", trt.float16, (8, 8))
-        layer = network.add_einsum([norm.get_output(0), w], "bsk,nk->bsn")
-        layer.name = f"gemm.{name}"
-        gemms.append((layer, 1))
+    norm, gemms = _norm_then_gemms(trt, network, x, network.add_input("scale", trt.float16, (1, 1, 8)))
     r = network.add_input("r", trt.float16, bias_shape or (-1, -1, 8))
     add = network.add_elementwise(gemms[1][0].get_output(0), r, trt.ElementWiseOperation.SUM)
     add.get_output(0).name = Anchors.attn_res(0)
@@ -837,20 +844,13 @@ def test_the_fold_pass_multiplies_norm_scales_into_weights(knob, monkeypatch):
         1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     x = network.add_input("x", trt.float16, (-1, -1, 8))
     g = (np.arange(1, 9, dtype=np.float16) / 3).astype(np.float16)
-    scale = network.add_constant((1, 1, 8), g)
-    norm = network.add_elementwise(x, scale.get_output(0), trt.ElementWiseOperation.PROD)
-    norm.name = "rms_norm.n"
+    _, gemms = _norm_then_gemms(trt, network, x, network.add_constant((1, 1, 8), g).get_output(0))
+    for layer, _ in gemms:
+        network.mark_output(layer.get_output(0))
     rng = np.random.default_rng(0)
     arrays = {n: rng.standard_normal((8, 8)).astype(np.float16) for n in ("a.weight", "b.weight")}
     before = {n: a.copy() for n, a in arrays.items()}
     arrays["a.weight"].flags.writeable = False  # as a view of the export's bytes would be: scaled as a copy
-    gemms = []
-    for name in ("a", "b"):
-        w = network.add_input(f"{name}.weight", trt.float16, (8, 8))
-        layer = network.add_einsum([norm.get_output(0), w], "bsk,nk->bsn")
-        layer.name = f"gemm.{name}"
-        gemms.append((layer, 1))
-        network.mark_output(layer.get_output(0))
     network.mark_output(network.add_identity(network.get_input(2)).get_output(0))  # b.weight read elsewhere too
     network.add_identity(network.get_input(1))  # a.weight read by a layer nothing reads (as a replaced multiply)
     spec, _ = load_model("tiny-llama")
