@@ -123,15 +123,18 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     counts = {"rms_norm": 0, "swiglu": 0, "residual": 0, "norm_scale_in_weights": 0}
     arrays = ctx.weight_arrays if scale_choice() == "on" else {}
     # SwiGLU into the gate/up multiply's epilogue: that layer's name -> the tensor its new output stands for (the
-    # down multiply's x); the down multiplies that then keep x as it is
+    # down multiply's x); else into the down multiply's prologue: the down layer's name -> its SwiGLU chain
     swiglu_after: dict[str, object] = {}
-    plain_down: set[str] = set()
+    chains: dict[str, _SwiGlu] = {}
     for layer, w_layout in gemms:
         chain = _swiglu_chain(trt, index, layer.get_input(0), layer.get_input(1), w_layout)
-        producer = index.producers.get(chain.whole.name) if chain is not None else None
+        if chain is None:
+            continue
+        producer = index.producers.get(chain.whole.name)
         if producer is not None and producer.name in names and _only_swiglu_reads(trt, rw, chain, layer):
             swiglu_after[producer.name] = chain.x
-            plain_down.add(layer.name)
+        else:
+            chains[layer.name] = chain
     for layer, w_layout in gemms:
         x, w = rw.current(layer.get_input(0)), layer.get_input(1)
         prologue, scale = "none", None
@@ -142,10 +145,8 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
             if _scale_into_weight(trt, rw, arrays, layer, w, w_layout, scale):
                 prologue, scale = "rms_norm_folded", None
                 counts["norm_scale_in_weights"] += 1
-        elif layer.name not in plain_down:
-            chain = _swiglu_chain(trt, index, x, w, w_layout)
-            if chain is not None:
-                prologue, x = "swiglu", rw.current(chain.whole)
+        elif layer.name in chains:  # SwiGLU as the down multiply's prologue, reading [gate | up] whole
+            prologue, x = "swiglu", rw.current(chains[layer.name].whole)
         out = layer.get_output(0)
         readers = rw.readers(out)
         add, residual = None, None
@@ -223,7 +224,7 @@ def _scale_into_weight(trt, rw: _Rewrite, arrays: dict, layer, w, w_layout: int,
     if g is None or a.ndim != 2 or g.size != a.shape[k_axis]:
         return False
     if not (a.flags.writeable and a.flags.c_contiguous):  # (a view of the export's bytes)
-        arrays[w.name] = a = np.ascontiguousarray(a).copy()
+        arrays[w.name] = a = np.array(a, order="C")
     _scale_axis(a, g, k_axis)
     return True
 
@@ -279,16 +280,14 @@ class _SwiGlu(NamedTuple):
 
     x: object
     whole: object
-    gate: object
-    up: object
-    layers: tuple  # the slices, the sigmoid and the two products
+    layers: tuple  # the gate and up slices, the sigmoid, gate * sigmoid(gate), and that * up (making x)
 
 
 def _only_swiglu_reads(trt, rw: _Rewrite, chain: _SwiGlu, down) -> bool:
     """Whether the fused output, the slices and the SwiGLU ops are read only by each other (and by Shape layers: the
     slices' sizes) and x by ``down`` alone: then nothing else needs them once the gate/up multiply applies SwiGLU."""
     own, shape = {layer.name for layer in chain.layers}, trt.LayerType.SHAPE
-    for t in (chain.whole, chain.gate, chain.up) + tuple(layer.get_output(0) for layer in chain.layers[2:4]):
+    for t in (chain.whole,) + tuple(layer.get_output(0) for layer in chain.layers[:-1]):
         others = [r for r, _ in rw.readers(t) if r.name not in own and r.type != shape]
         if t.name in rw.index.outputs or others:
             return False
@@ -334,7 +333,7 @@ def _swiglu_chain(trt, index, x, w, w_layout: int) -> _SwiGlu | None:
             if _last_axis(g[0]) != 2 * K or g[1] != 0 or u[1] != K:
                 return None
             slices = (index.producers[gate.name], index.producers[up.name])
-            return _SwiGlu(x, g[0], gate, up, slices + (sig, inner, outer))
+            return _SwiGlu(x, g[0], slices + (sig, inner, outer))
     return None
 
 
