@@ -82,17 +82,11 @@ struct Config
     bool attention = true, rotary = true, gemv = true;
 };
 
-// One GEMV with the folds f (the plugin's dispatch, for fp16 scales).
+// One GEMV with the folds f (the plugin's dispatch, fp16 scales).
 cudaError_t gemv(Folds const& f, GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r,
     void* y, int K, int N, cudaStream_t s)
 {
-    switch (f.prologue)
-    {
-    case kRmsNorm: return gemv_epilogue<kRmsNorm, __half>(f, l, w, x, g, r, y, K, N, s);
-    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, l, w, x, g, r, y, K, N, s);
-    case kRmsNormFolded: return gemv_epilogue<kRmsNormFolded, __half>(f, l, w, x, g, r, y, K, N, s);
-    default: return gemv_epilogue<kNone, __half>(f, l, w, x, g, r, y, K, N, s);
-    }
+    return gemv_folded(f, l, false, w, x, g, r, y, K, N, s);
 }
 
 struct Step

@@ -129,7 +129,6 @@ uint32_t alignment_of(void const* p)
 
 using trtllm_kit::Folds;
 using trtllm_kit::GemvLaunch;
-using trtllm_kit::kGemvMaxRows;
 using trtllm_kit::kNone;
 using trtllm_kit::kPlain;
 using trtllm_kit::kResidual;
@@ -138,27 +137,16 @@ using trtllm_kit::kRmsNorm;
 using trtllm_kit::kRmsNormFolded;
 using trtllm_kit::kSwiGlu;
 using trtllm_kit::block_sum;
-using trtllm_kit::gemv_epilogue;
 using trtllm_kit::gemv_fits;
 using trtllm_kit::silu;
 
-// The decode GEMV for one row; gType is the norm scale's type (prologue 1).
+// The decode GEMV for one row; gType is the norm scale's type (prologue 1: half or float).
 cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gType, void const* w, void const* x, void const* g,
     void const* r, void* y, int64_t K, int64_t N, cudaStream_t stream)
 {
-    static_assert(kGemvMaxRows == 1, "the GEMV kernel computes one row");
-    int const k = int(K), n = int(N);
-    switch (f.prologue)
-    {
-    case kRmsNorm:
-        return gType == nvinfer1::DataType::kFLOAT
-            ? gemv_epilogue<kRmsNorm, float>(f, launch, w, x, g, r, y, k, n, stream)
-            : gType == nvinfer1::DataType::kHALF ? gemv_epilogue<kRmsNorm, __half>(f, launch, w, x, g, r, y, k, n, stream)
-                                                 : cudaErrorInvalidValue;
-    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, launch, w, x, g, r, y, k, n, stream);
-    case kRmsNormFolded: return gemv_epilogue<kRmsNormFolded, __half>(f, launch, w, x, g, r, y, k, n, stream);
-    default: return gemv_epilogue<kNone, __half>(f, launch, w, x, g, r, y, k, n, stream);
-    }
+    if (f.prologue == kRmsNorm && gType != nvinfer1::DataType::kFLOAT && gType != nvinfer1::DataType::kHALF)
+        return cudaErrorInvalidValue;
+    return trtllm_kit::gemv_folded(f, launch, gType == nvinfer1::DataType::kFLOAT, w, x, g, r, y, int(K), int(N), stream);
 }
 
 // The prologue for cuBLASLt: x' (M x K of T) into out, one block per row (RMSNorm) or one element per thread (SwiGLU).

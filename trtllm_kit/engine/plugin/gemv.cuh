@@ -297,6 +297,23 @@ cudaError_t gemv_epilogue(Folds const& f, GemvLaunch const& l, void const* w, vo
     }
 }
 
+// The decode GEMV for one row with the folds f: the kernel for f's prologue and epilogue; scale_float says the
+// RMSNorm scale (prologue 1) is float, else half (TensorRT 8.6 widens fp16 constants to float).
+inline cudaError_t gemv_folded(Folds const& f, GemvLaunch const& launch, bool scale_float, void const* w, void const* x,
+    void const* g, void const* r, void* y, int K, int N, cudaStream_t stream)
+{
+    static_assert(kGemvMaxRows == 1, "the GEMV kernel computes one row");
+    switch (f.prologue)
+    {
+    case kRmsNorm:
+        return scale_float ? gemv_epilogue<kRmsNorm, float>(f, launch, w, x, g, r, y, K, N, stream)
+                           : gemv_epilogue<kRmsNorm, __half>(f, launch, w, x, g, r, y, K, N, stream);
+    case kSwiGlu: return gemv_epilogue<kSwiGlu, __half>(f, launch, w, x, g, r, y, K, N, stream);
+    case kRmsNormFolded: return gemv_epilogue<kRmsNormFolded, __half>(f, launch, w, x, g, r, y, K, N, stream);
+    default: return gemv_epilogue<kNone, __half>(f, launch, w, x, g, r, y, K, N, stream);
+    }
+}
+
 // Whether the GEMV takes this multiply: x' (M x K halves) and the kernel's own reduction buffer must fit the 48 KB of
 // shared memory a kernel gets without opting in (K <= 24560 at one row; larger K, e.g. a 70B model's 28672-wide down
 // projection, runs cuBLASLt).
