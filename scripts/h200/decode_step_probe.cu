@@ -79,8 +79,20 @@ struct Config
     bool fold_norm = true, fold_residual = true; // which folds (with folds)
     int unroll = 4;     // GEMV loads in flight per lane
     int o_unroll = 0;   // the o GEMV's (after attention) if not 0: more of its weights streamed while attention runs
+    int attn_prefetch = -1;         // decode attention's cache rows into L2 before it waits: -1 auto, 0 none
+    bool direct_x = true;           // GEMVs read x from global memory (L1) instead of staging it in shared memory
     bool attention = true, rotary = true, gemv = true;
+    bool attention_stub = false; // a kernel that only copies q to the output instead of attention (its boundary)
 };
+
+// What an attention kernel costs at the least: launched as it is (PDL), waits, copies q to the output.
+__global__ void attention_stub(__half const* q, __half* out, int n)
+{
+    wait_for_predecessor();
+    allow_dependents();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        out[i] = q[i];
+}
 
 // One GEMV with the folds f (the plugin's dispatch, fp16 scales).
 cudaError_t gemv(Folds const& f, GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r,
@@ -102,6 +114,7 @@ struct Step
         GemvLaunch l;
         l.unroll = c.unroll;
         l.pdl = pdl_enabled();
+        l.direct_x = c.direct_x;
         Folds const none{};
         Folds const norm = !c.folds || !c.fold_norm ? none : Folds{c.norm_in_w ? kRmsNormFolded : kRmsNorm, EPS, kPlain};
         Folds const res = c.folds && c.fold_residual ? Folds{kNone, 0.f, kResidual} : none;
@@ -111,6 +124,7 @@ struct Step
         AttnParams p{};
         p.B = 1, p.nh = NH, p.nkv = NKV, p.S = 1, p.M = MAXSEQ, p.hd = HD, p.group = NH / NKV;
         p.q = q, p.k = k, p.v = v, p.write_idx = write, p.mask = mask, p.out = attn;
+        p.prefetch = c.attn_prefetch;
         int const splits = c.splits == 1 ? 1 : decode_splits(p, sms, c.splits);
         DecodeSplit split = splits > 1 ? decode_split_at(p, splits, split_buf, sms) : DecodeSplit{};
         for (Block const& b : blocks)
@@ -123,7 +137,10 @@ struct Step
                 void* out[3] = {q, k, v};
                 CHECK(launch_rotary<__half, __half>(in, out, true, 1, 1, NH, NKV, HD, 1.f / std::sqrt(float(HD)), s));
             }
-            if (c.attention)
+            if (c.attention_stub)
+                CHECK(launch_kernel(pdl_enabled(), attention_stub, dim3(NH), dim3(kDecodeThreads), 0, s,
+                    static_cast<__half const*>(q), attn, NH * HD));
+            else if (c.attention)
             {
                 p.k_cache = b.kc, p.v_cache = b.vc;
                 CHECK(launch_decode<__half>(p, split, s));
@@ -257,12 +274,16 @@ int check(Step& st, cudaStream_t s)
         {"gate/up, RMSNorm + SwiGLU", Folds{kRmsNorm, EPS, kSwiGluPair}, blk.wgu, st.h, blk.g2, H, I},
         {"down, SwiGLU + residual", Folds{kSwiGlu, 0.f, kResidual}, blk.wd, st.gu, nullptr, I, H},
         {"head, RMSNorm", Folds{kRmsNorm, EPS, kPlain}, st.head, st.h, st.gf, H, V},
+        {"q/k/v, norm in w", Folds{kRmsNormFolded, EPS, kPlain}, blk.wqkv, st.h, nullptr, H, 3 * H},
+        {"gate/up, norm in w + SwiGLU", Folds{kRmsNormFolded, EPS, kSwiGluPair}, blk.wgu, st.h, nullptr, H, I},
+        {"down, residual", Folds{kNone, 0.f, kResidual}, blk.wd, st.gu, nullptr, I, H},
     };
     for (Case const& k : cases)
-        for (int unroll : {8, 16})
+        for (int unroll : {8, 16, 0}) // 0: x read directly (where the prologue allows)
         {
             GemvLaunch one, many;
-            many.unroll = unroll;
+            many.unroll = unroll ? unroll : 4;
+            many.direct_x = unroll == 0;
             one.pdl = many.pdl = pdl_enabled();
             size_t const n = std::min<size_t>(k.N, c.size());
             __half* out1 = k.N <= 2 * I ? y1 : st.logits;
@@ -276,8 +297,8 @@ int check(Step& st, cudaStream_t s)
             for (size_t i = 0; i < n; ++i)
                 diff += std::memcmp(&c[i], &d[i], 2) != 0;
             bad += diff != 0;
-            std::printf("check GEMV %-26s %2d loads/lane: %d of %zu outputs differ %s\n", k.name, unroll, diff, n,
-                diff ? "FAIL" : "ok");
+            std::printf("check GEMV %-28s %s: %d of %zu outputs differ %s\n", k.name,
+                unroll ? (std::to_string(unroll) + " loads/lane").c_str() : "x directly  ", diff, n, diff ? "FAIL" : "ok");
         }
     (void) y2;
     return bad;
@@ -328,8 +349,10 @@ int main(int argc, char** argv)
     CHECK(cudaMemset(st.split_buf, 0, split_bytes));
     CHECK(cudaDeviceSynchronize());
     double const gb = (LAYERS * (3.0 * H * H + H * H + 2.0 * I * H + double(H) * I) + double(V) * H) * 2 / 1e9;
-    std::printf("llama-7b batch-1 decode step: %.2f GB of weights, floor %.3f ms at 4.8 TB/s; %d SMs, PDL %s\n", gb,
-        gb / 4.8, st.sms, pdl_enabled() ? "on" : "off");
+    int l2 = 0;
+    CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
+    std::printf("llama-7b batch-1 decode step: %.2f GB of weights, floor %.3f ms at 4.8 TB/s; %d SMs, L2 %.1f MB, PDL %s\n",
+        gb, gb / 4.8, st.sms, l2 / 1e6, pdl_enabled() ? "on" : "off");
 
     if (do_check)
         return check(st, s) ? 1 : 0;
@@ -341,20 +364,19 @@ int main(int argc, char** argv)
         edit(c);
         configs.push_back(c);
     };
-    add("ninth session's folds (split attention)", [](Config&) {});
-    add("SwiGLU epilogue, norms in w", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true; });
-    add("  the same, o GEMV 8 loads/lane", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.o_unroll = 8; });
-    add("  the same, o GEMV 16 loads/lane",
-        [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.o_unroll = 16; });
-    add("  the same, no rotary", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.rotary = false; });
-    add("  the same, no attention",
-        [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.attention = false; });
-    add("  the same, unsplit attention", [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true, c.splits = 1; });
-    add("GEMVs: SwiGLU epilogue, norms in w",
-        [](Config& c) { c.attention = false, c.rotary = false, c.swiglu_epilogue = true, c.norm_in_w = true; });
-    add("GEMVs: no folds", [](Config& c) { c.attention = false, c.rotary = false, c.folds = false; });
-    add("attention + rotary only", [](Config& c) { c.gemv = false; });
-    for (int ctx : {12, 76, 140})
+    auto shipped = [](Config& c) {
+        c.swiglu_epilogue = true, c.norm_in_w = true, c.attn_prefetch = 0, c.direct_x = false;
+    };
+    auto now = [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true; };
+    add("x staged, no attention prefetch", shipped);
+    add("now: x directly, attention prefetch", now);
+    add("  now, no attention prefetch", [&](Config& c) { now(c), c.attn_prefetch = 0; });
+    add("  now, unsplit attention", [&](Config& c) { now(c), c.splits = 1; });
+    add("  now, attention a stub", [&](Config& c) { now(c), c.attention_stub = true; });
+    add("  now, no attention", [&](Config& c) { now(c), c.attention = false; });
+    add("  now, no rotary", [&](Config& c) { now(c), c.rotary = false; });
+    add("now again", now);
+    for (int ctx : {12, 76, 140, 525})
     {
         set_context(st, ctx);
         for (Config const& c : configs)

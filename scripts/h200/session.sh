@@ -101,6 +101,8 @@
 #   day18                 2026-11-30 (tenth session, one nvidia-h200-x2 lease): split-KV decode attention, SwiGLU in the
 #                         gate/up multiply's epilogue, the norms' scales in the weights: kernel and tiny-engine tests on
 #                         GPU 0, the three 7B engines on GPU 1, llama-7b with TRTLLM_KIT_SPLIT_KV=1 after
+#   day19                 2026-11-30 (eleventh session, one nvidia-h200-x2 lease): decode attention with a per-warp online
+#                         softmax and the cache rows prefetched, GEMVs reading x directly: as day18 without the A/B
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -357,6 +359,16 @@ case "${1:-status}" in
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
     bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_plugin_gpu.py tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b && CUDA_VISIBLE_DEVICES=1 TRTLLM_KIT_SPLIT_KV=1 $B --models llama-7b $G --batches 1 --breakdown llama-7b --out /root/results/nosplit"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
+  day19)  # 2026-11-30 (eleventh session): the decode attention kernel's per-warp online softmax (K and V rows loaded
+    # together) and L2 prefetch of its cache rows, the GEMVs reading x from global memory (decode_step_probe.cu first).
+    # GPU 0: the kernel tests and the tiny plugin engines vs eager; GPU 1: the three 7B plugin engines, each timed alone
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_plugin_gpu.py tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down

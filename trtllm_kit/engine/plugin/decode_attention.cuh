@@ -90,13 +90,42 @@ struct AttnParams
     void* out;               // (B, nh, S, hd)
     int B, nh, nkv, S, M, hd;
     int group;               // nh / nkv query heads per kv head
+    int prefetch = -1;       // cache rows per block brought into L2 before the kernel waits: -1 auto, 0 none
 };
 
 constexpr int kMaxDecodeSplits = 16;
+constexpr int kPrefetchRows = 256; // cache rows per block brought into L2 early (AttnParams::prefetch)
 // A split block's keys at the least: below ~128 keys the merge costs more than the split saves (H200, llama-7b at batch
 // 1: 77 keys in 2 blocks 3.646 ms a step, in 1 block 3.609; 525 keys in 5 blocks 4.10, in 1 block 4.50;
 // scripts/h200/decode_step_probe.cu, tenth session).
 constexpr int kMinKeysPerSplit = 128;
+
+// The cache rows a decode block will read (its part of the valid prefix, at most p.prefetch of them), K and V, brought
+// into L2 while the kernel before still runs (launched with PDL): their DRAM latency then overlaps that kernel instead
+// of adding to the step. write_idx is read past L1 and only to place these hints (the kernel reads it again after its
+// wait): the predecessor may be the kernel that writes it.
+template <typename T>
+__device__ __forceinline__ void prefetch_cache_rows(AttnParams const& p, int splits)
+{
+    int const b = blockIdx.x / p.nkv;
+    int const n = min(max(__ldcg(p.write_idx + b), -1), p.M - 1) + 1;
+    int const active = max(1, min(splits, n / kMinKeysPerSplit));
+    if (int(blockIdx.z) >= active)
+        return;
+    int const per = (n + active - 1) / active;
+    int const lo = min(n, int(blockIdx.z) * per), hi = min(min(n, lo + per), lo + p.prefetch);
+    size_t const row_bytes = size_t(p.hd) * sizeof(T);
+    int const lines = int((row_bytes + 127) / 128);
+    int const total = (hi - lo) * lines;
+    size_t const bh = size_t(b) * p.nkv + blockIdx.x % p.nkv;
+    char const* kc = static_cast<char const*>(p.k_cache) + (bh * p.M + lo) * row_bytes;
+    char const* vc = static_cast<char const*>(p.v_cache) + (bh * p.M + lo) * row_bytes;
+    for (int i = threadIdx.x; i < 2 * total; i += blockDim.x)
+    {
+        int const j = i < total ? i : i - total;
+        prefetch_l2((i < total ? kc : vc) + size_t(j / lines) * row_bytes + size_t(j % lines) * 128);
+    }
+}
 
 // Split-KV decode: each (b, kv head, pass) runs `splits` blocks over equal parts of the keys; `partial` holds
 // (B * nkv * passes) x splits x GT x (hd + 2) floats, `tickets` one zero per (b, kv head, pass) (each merging block
@@ -114,27 +143,32 @@ struct DecodeSplit
 
 constexpr int kDecodeThreads = 256;
 constexpr int kDecodeWarps = kDecodeThreads / 32;
-constexpr int kDecodeSmemBudget = 40 * 1024; // stays under the 48 KB that needs no opt-in
 
 // Grid (B * nkv, ceil(group / GT)); block kDecodeThreads. Block (b, kvh, pass) handles query heads
 // g0 .. g0 + GT of kv head kvh. Groups of `lpr` lanes (a power of two) hold one K/V row, CPL chunks of
-// VEC bytes per lane; a warp covers 32 / lpr rows at a time and warps stride over key positions.
-// Keys are processed in chunks of `chunk_len` positions whose scores live in shared memory (online
-// softmax across chunks, so shared memory does not grow with M; the valid length is device data, so
-// the buffer is sized from M, capped). The V accumulators stay in registers for all chunks and are
-// summed across warps once at the end. Minimum blocks per SM: as many as the registers allow without
-// spilling (8 heads of accumulators need ~230 registers).
+// VEC bytes per lane; a warp covers 32 / lpr rows at a time and warps stride over key positions, each warp with its
+// own online softmax (scores, max and denominator in registers; shared memory does not grow with M), merged across
+// warps once at the end. (Scores in shared memory with block-wide softmax statistics, then V in a second pass: two
+// memory round trips and four barriers per 64 keys; with the cache prefetch as well, llama-7b's batch-1 step at 76
+// cached tokens took 3.476 ms against 3.542 that way on an H200, scripts/h200/decode_step_probe.cu, eleventh session.) Minimum blocks per SM: as many as the registers allow
+// without spilling (8 heads of accumulators need ~230 registers).
 template <typename T, int VEC, int CPL, int GT>
-__global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
-    decode_attention_kernel(AttnParams p, int lpr, int chunk_len, DecodeSplit split, bool wide)
+__global__ void __launch_bounds__(kDecodeThreads, GT == 1 && CPL == 1 ? 3 : GT == 8 ? 1 : 2)
+    decode_attention_kernel(AttnParams p, int lpr, DecodeSplit split, bool wide)
 {
+    if (p.prefetch > 0)
+        prefetch_cache_rows<T>(p, split.splits);
     wait_for_predecessor(); // launched with PDL where it is on: q/k/v come from the kernel before
     allow_dependents();     // the next multiply may start streaming its weights meanwhile
     using V = typename Chunk<VEC>::type;
     constexpr int E = VEC / sizeof(T); // elements per chunk
-    // K/V rows in flight per lane group (memory parallelism), fewer when 8 heads' state fills registers.
-    // (8 at one head per pass took llama-7b's batch-1 step 0.03 ms longer on an H200: decode_step_probe.cu)
-    constexpr int kUnroll = GT >= 8 ? 2 : 4;
+    // K/V rows in flight per lane group (memory parallelism), fewer where 4 or 8 heads' state fills registers.
+    // (8 at one head per pass took llama-7b's batch-1 step 0.00-0.04 ms longer on an H200: decode_step_probe.cu)
+#ifdef TRTLLM_KIT_DECODE_UNROLL // probe builds only
+    constexpr int kUnroll = TRTLLM_KIT_DECODE_UNROLL;
+#else
+    constexpr int kUnroll = GT >= 4 ? 2 : 4;
+#endif
 
     int const b = blockIdx.x / p.nkv;
     int const kvh = blockIdx.x % p.nkv;
@@ -146,11 +180,9 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     int const chunks = p.hd / E;        // chunks per row
 
     extern __shared__ float smem[];
-    float* s_score = smem;                         // (GT, chunk_len) scores, then probabilities
-    float* s_out = s_score + GT * chunk_len;       // (GT, hd) output accumulated across warps
-    float* s_red = s_out + GT * p.hd;              // (2, kDecodeWarps, GT) block reductions
-    float* s_inv = s_red + 2 * kDecodeWarps * GT;  // (GT,) 1 / softmax denominator
-    float* s_part = s_inv + GT;                    // wide: (kDecodeWarps, GT, hd) each warp's sums
+    float* s_out = smem;                           // (GT, hd) output accumulated across warps, unnormalised
+    float* s_red = s_out + GT * p.hd;              // (2, kDecodeWarps, GT) each warp's max, then denominator
+    float* s_part = s_red + 2 * kDecodeWarps * GT; // wide: (kDecodeWarps, GT, hd) each warp's sums
 
     size_t const bh = size_t(b) * p.nkv + kvh;
     T* kc = static_cast<T*>(p.k_cache) + bh * p.M * p.hd; // (M, hd)
@@ -198,189 +230,128 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
         }
     }
 
+    // 2. Each warp runs its own online softmax over its rows: the K and V rows of a step are loaded together (one
+    // memory round trip), scores stay in registers (a lane group's dot product, reduced over its lpr lanes), the
+    // warp's running max and denominator come from shuffles, and V is accumulated with the probabilities at once:
+    // no shared memory and no barrier until the warps are merged. The loop bound is uniform per warp so that
+    // every lane reaches every shuffle.
     float acc[GT][CPL][E];
-    float m_run[GT], l_run[GT];
+    float m_w[GT], l_w[GT]; // this warp's running max and denominator (the same in every lane)
 #pragma unroll
     for (int g = 0; g < GT; ++g)
     {
-        m_run[g] = -INFINITY;
-        l_run[g] = 0.f;
+        m_w[g] = -INFINITY;
+        l_w[g] = 0.f;
 #pragma unroll
         for (int c = 0; c < CPL; ++c)
 #pragma unroll
             for (int e = 0; e < E; ++e)
                 acc[g][c][e] = 0.f;
     }
-
     int const rows_per_step = kDecodeWarps * rpw * kUnroll;
-    for (int c0 = lo; c0 < hi; c0 += chunk_len)
+    for (int base = lo + warp * rpw * kUnroll; base < hi; base += rows_per_step)
     {
-        int const len = min(chunk_len, hi - c0);
-
-        // 2. Scores: lane group dot products, reduced with shuffles over its lpr lanes. The loop
-        // bound is uniform per warp so that every lane reaches every shuffle.
-        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
+        V kv[kUnroll][CPL], vv[kUnroll][CPL];
+        bool ok[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
         {
-            V kv[kUnroll][CPL];
-            bool ok[kUnroll];
+            int const t = base + u * rpw + rg;
+            // loaded whatever the mask says (a masked row is skipped below), so that the loads do not wait for it
+            ok[u] = t < hi && mrow[t] != 0;
+            T const* krow = t == w ? knew : kc + size_t(t) * p.hd;
+            T const* vrow = t == w ? vnew : vc + size_t(t) * p.hd;
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
+            for (int c = 0; c < CPL; ++c)
             {
-                int const t = base + u * rpw + rg;
-                // loaded whatever the mask says (a masked row's score is replaced below), so that the load does not
-                // wait for the mask's
-                ok[u] = t < len && mrow[c0 + t] != 0;
-                T const* row = c0 + t == w ? knew : kc + size_t(c0 + t) * p.hd;
+                int const ci = sub + c * lpr;
+                bool const in = t < hi && ci < chunks;
+                kv[u][c] = in ? reinterpret_cast<V const*>(krow)[ci] : zero_chunk<VEC>();
+                vv[u][c] = in ? reinterpret_cast<V const*>(vrow)[ci] : zero_chunk<VEC>();
+            }
+        }
+        float sc[kUnroll][GT];
 #pragma unroll
-                for (int c = 0; c < CPL; ++c)
+        for (int u = 0; u < kUnroll; ++u)
+        {
+#pragma unroll
+            for (int g = 0; g < GT; ++g)
+                sc[u][g] = 0.f;
+#pragma unroll
+            for (int c = 0; c < CPL; ++c)
+            {
+                float kf[E];
+                chunk_to_float<T, VEC>(kv[u][c], kf);
+#pragma unroll
+                for (int g = 0; g < GT; ++g)
                 {
-                    int const ci = sub + c * lpr;
-                    kv[u][c] = (t < len && ci < chunks) ? reinterpret_cast<V const*>(row)[ci] : zero_chunk<VEC>();
+                    float qf[E];
+                    chunk_to_float<T, VEC>(qv[g][c], qf);
+#pragma unroll
+                    for (int e = 0; e < E; ++e)
+                        sc[u][g] = fmaf(qf[e], kf[e], sc[u][g]);
                 }
             }
 #pragma unroll
+            for (int g = 0; g < GT; ++g)
+            {
+                for (int off = lpr >> 1; off > 0; off >>= 1)
+                    sc[u][g] += __shfl_xor_sync(0xffffffffu, sc[u][g], off);
+                if (!ok[u])
+                    sc[u][g] = -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < GT; ++g)
+        {
+            float mx = sc[0][g];
+#pragma unroll
+            for (int u = 1; u < kUnroll; ++u)
+                mx = fmaxf(mx, sc[u][g]);
+            for (int off = lpr; off < 32; off <<= 1) // over the warp's row groups
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            float const m_new = fmaxf(m_w[g], mx);
+            // all keys so far masked: keep alpha finite (the accumulators are still zero)
+            float const alpha = m_new == -INFINITY ? 1.f : __expf(m_w[g] - m_new);
+            m_w[g] = m_new;
+            float sum = 0.f;
+#pragma unroll
             for (int u = 0; u < kUnroll; ++u)
             {
-                float dot[GT];
-#pragma unroll
-                for (int g = 0; g < GT; ++g)
-                    dot[g] = 0.f;
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    float kf[E];
-                    chunk_to_float<T, VEC>(kv[u][c], kf);
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                    {
-                        float qf[E];
-                        chunk_to_float<T, VEC>(qv[g][c], qf);
-#pragma unroll
-                        for (int e = 0; e < E; ++e)
-                            dot[g] = fmaf(qf[e], kf[e], dot[g]);
-                    }
-                }
-#pragma unroll
-                for (int g = 0; g < GT; ++g)
-                    for (int off = lpr >> 1; off > 0; off >>= 1)
-                        dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
-                int const t = base + u * rpw + rg;
-                if (sub == 0 && t < len)
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                        s_score[g * chunk_len + t] = ok[u] ? dot[g] : -INFINITY;
+                sc[u][g] = ok[u] ? __expf(sc[u][g] - m_new) : 0.f;
+                sum += sc[u][g];
             }
-        }
-        __syncthreads();
-
-        // 3. Softmax statistics of this chunk, merged into the running max / denominator.
-        float mx[GT];
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-            mx[g] = -INFINITY;
-        for (int t = threadIdx.x; t < len; t += kDecodeThreads)
-#pragma unroll
-            for (int g = 0; g < GT; ++g)
-                mx[g] = fmaxf(mx[g], s_score[g * chunk_len + t]);
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            mx[g] = warp_max(mx[g]);
-            if (lane == 0)
-                s_red[warp * GT + g] = mx[g];
-        }
-        __syncthreads();
-        float alpha[GT], sum[GT];
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            float m_new = m_run[g];
-#pragma unroll
-            for (int i = 0; i < kDecodeWarps; ++i)
-                m_new = fmaxf(m_new, s_red[i * GT + g]);
-            // All keys so far masked: keep alpha finite (the accumulators are still zero).
-            alpha[g] = m_new == -INFINITY ? 1.f : __expf(m_run[g] - m_new);
-            m_run[g] = m_new;
-            sum[g] = 0.f;
-        }
-        for (int t = threadIdx.x; t < len; t += kDecodeThreads)
-#pragma unroll
-            for (int g = 0; g < GT; ++g)
-            {
-                float const s = s_score[g * chunk_len + t];
-                float const pr = s == -INFINITY ? 0.f : __expf(s - m_run[g]);
-                s_score[g * chunk_len + t] = pr;
-                sum[g] += pr;
-            }
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            sum[g] = warp_sum(sum[g]);
-            if (lane == 0)
-                s_red[(kDecodeWarps + warp) * GT + g] = sum[g];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-        {
-            float tot = 0.f;
-#pragma unroll
-            for (int i = 0; i < kDecodeWarps; ++i)
-                tot += s_red[(kDecodeWarps + i) * GT + g];
-            l_run[g] = l_run[g] * alpha[g] + tot;
+            for (int off = lpr; off < 32; off <<= 1)
+                sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            l_w[g] = l_w[g] * alpha + sum;
 #pragma unroll
             for (int c = 0; c < CPL; ++c)
 #pragma unroll
                 for (int e = 0; e < E; ++e)
-                    acc[g][c][e] *= alpha[g];
+                    acc[g][c][e] *= alpha;
         }
-
-        // 4. acc += p * V over the same row mapping as the scores; masked rows are loaded (not to wait for the
-        // mask) but skipped (their slots may hold garbage, and 0 * NaN would poison the sum).
-        for (int base = warp * rpw * kUnroll; base < len; base += rows_per_step)
+        // masked rows are skipped: their slots may hold garbage, and 0 * NaN would poison the sum
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
         {
-            V vv[kUnroll][CPL];
-            bool ok[kUnroll];
+            if (!ok[u])
+                continue;
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
+            for (int c = 0; c < CPL; ++c)
             {
-                int const t = base + u * rpw + rg;
-                ok[u] = t < len && mrow[c0 + t] != 0;
-                T const* row = c0 + t == w ? vnew : vc + size_t(c0 + t) * p.hd;
+                float vf[E];
+                chunk_to_float<T, VEC>(vv[u][c], vf);
 #pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    int const ci = sub + c * lpr;
-                    vv[u][c] = (t < len && ci < chunks) ? reinterpret_cast<V const*>(row)[ci] : zero_chunk<VEC>();
-                }
-            }
+                for (int g = 0; g < GT; ++g)
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-            {
-                if (!ok[u])
-                    continue;
-                int const t = base + u * rpw + rg;
-#pragma unroll
-                for (int c = 0; c < CPL; ++c)
-                {
-                    float vf[E];
-                    chunk_to_float<T, VEC>(vv[u][c], vf);
-#pragma unroll
-                    for (int g = 0; g < GT; ++g)
-                    {
-                        float const pr = s_score[g * chunk_len + t];
-#pragma unroll
-                        for (int e = 0; e < E; ++e)
-                            acc[g][c][e] = fmaf(pr, vf[e], acc[g][c][e]);
-                    }
-                }
+                    for (int e = 0; e < E; ++e)
+                        acc[g][c][e] = fmaf(sc[u][g], vf[e], acc[g][c][e]);
             }
         }
-        __syncthreads(); // s_score is rewritten by the next chunk
     }
 
-    // 5. Sum the accumulators: across the row groups of a warp with shuffles, then across warps in
-    // a fixed order through shared memory (deterministic, unlike atomics).
+    // 3. Merge the warps: the accumulators summed across the row groups of a warp with shuffles, then each warp's
+    // (max, denominator, sums) through shared memory, combined in warp order (deterministic, unlike atomics).
 #pragma unroll
     for (int g = 0; g < GT; ++g)
 #pragma unroll
@@ -389,10 +360,25 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
             for (int e = 0; e < E; ++e)
                 for (int off = lpr; off < 32; off <<= 1)
                     acc[g][c][e] += __shfl_xor_sync(0xffffffffu, acc[g][c][e], off);
-    if (threadIdx.x == 0)
+    if (lane == 0)
 #pragma unroll
         for (int g = 0; g < GT; ++g)
-            s_inv[g] = l_run[g] > 0.f ? 1.f / l_run[g] : 0.f; // no valid key: output zeros
+        {
+            s_red[warp * GT + g] = m_w[g];
+            s_red[(kDecodeWarps + warp) * GT + g] = l_w[g];
+        }
+    // The block's max of head g and warp k's factor exp(m_k - max) (0 for a warp that saw no valid key).
+    auto block_max = [&](int g) {
+        float m = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < kDecodeWarps; ++k)
+            m = fmaxf(m, s_red[k * GT + g]);
+        return m;
+    };
+    auto factor = [&](int k, int g, float m) {
+        float const mk = s_red[k * GT + g];
+        return mk == -INFINITY ? 0.f : __expf(mk - m);
+    };
     if (wide) // every warp's sums side by side, then added up in warp order: one barrier
     {
         if (rg == 0)
@@ -410,39 +396,59 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
         __syncthreads();
         for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
         {
+            int const g = i / p.hd;
+            float const m = block_max(g);
             float o = 0.f;
 #pragma unroll
             for (int k = 0; k < kDecodeWarps; ++k)
-                o += s_part[k * GT * p.hd + i];
+                o += s_part[k * GT * p.hd + i] * factor(k, g, m);
             s_out[i] = o; // read below by this thread only
         }
     }
     else // one warp after the other into s_out (a barrier each: less shared memory)
+    {
+        __syncthreads(); // s_red
         for (int i = 0; i < kDecodeWarps; ++i)
         {
             if (warp == i && rg == 0)
 #pragma unroll
-                for (int c = 0; c < CPL; ++c)
+                for (int g = 0; g < GT; ++g)
                 {
-                    int const ci = sub + c * lpr;
-                    if (ci < chunks)
+                    float const f = factor(i, g, block_max(g));
 #pragma unroll
-                        for (int g = 0; g < GT; ++g)
+                    for (int c = 0; c < CPL; ++c)
+                    {
+                        int const ci = sub + c * lpr;
+                        if (ci < chunks)
 #pragma unroll
                             for (int e = 0; e < E; ++e)
                             {
                                 float* o = &s_out[g * p.hd + ci * E + e];
-                                *o = (i == 0 ? 0.f : *o) + acc[g][c][e];
+                                *o = (i == 0 ? 0.f : *o) + acc[g][c][e] * f;
                             }
+                    }
                 }
             __syncthreads();
         }
+    }
+    // head g's block max and denominator
+    auto block_stats = [&](int g, float& m, float& l) {
+        m = block_max(g);
+        l = 0.f;
+#pragma unroll
+        for (int k = 0; k < kDecodeWarps; ++k)
+            l += s_red[(kDecodeWarps + k) * GT + g] * factor(k, g, m);
+    };
 
     T* out = static_cast<T*>(p.out) + (size_t(b) * p.nh + kvh * p.group + g0) * p.hd; // (ng, hd)
     if (active == 1)
     {
         for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
-            out[i] = from_f32<T>(s_out[i] * s_inv[i / p.hd]);
+        {
+            float m, l;
+            block_stats(i / p.hd, m, l);
+            out[i] = from_f32<T>(l > 0.f ? s_out[i] / l : 0.f); // no valid key: zeros
+        }
         return;
     }
 
@@ -454,16 +460,12 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 ? 3 : GT == 8 ? 1 : 2)
     float* mine = part + size_t(blockIdx.z) * GT * stride;
     for (int i = threadIdx.x; i < ng * p.hd; i += kDecodeThreads)
         mine[(i / p.hd) * stride + 2 + i % p.hd] = s_out[i];
-    if (threadIdx.x < ng)
+    if (int(threadIdx.x) < ng)
     {
-        // m_run and l_run are the same in every thread (block reductions); pick this thread's head from them
-#pragma unroll
-        for (int g = 0; g < GT; ++g)
-            if (g == int(threadIdx.x))
-            {
-                mine[g * stride] = m_run[g];
-                mine[g * stride + 1] = l_run[g];
-            }
+        float m, l;
+        block_stats(threadIdx.x, m, l);
+        mine[threadIdx.x * stride] = m;
+        mine[threadIdx.x * stride + 1] = l;
     }
     __threadfence(); // the partials are visible device-wide before the ticket is taken
     __syncthreads();
@@ -559,17 +561,15 @@ inline DecodeSplit decode_split_at(AttnParams const& p, int splits, void* base, 
 template <typename T, int VEC, int CPL, int GT>
 cudaError_t launch_decode_impl(AttnParams const& p, int lpr, DecodeSplit const& split, cudaStream_t stream)
 {
-    // Score buffer sized from M (the valid length is only known on the device), capped so that the
-    // whole block stays within the budget; longer caches run in several chunks.
     // The warps' sums side by side where they take at most 16 KB (always at one or two heads per pass).
     bool const wide = kDecodeWarps * GT * p.hd * int(sizeof(float)) <= 16 * 1024;
-    int const fixed = GT * p.hd + 2 * kDecodeWarps * GT + GT + (wide ? kDecodeWarps * GT * p.hd : 0);
-    int chunk_len = (kDecodeSmemBudget / int(sizeof(float)) - fixed) / GT;
-    chunk_len = chunk_len >= p.M ? p.M : (chunk_len / 32) * 32;
-    size_t const smem = size_t(GT * chunk_len + fixed) * sizeof(float);
+    size_t const smem = size_t(GT * p.hd + 2 * kDecodeWarps * GT + (wide ? kDecodeWarps * GT * p.hd : 0)) * sizeof(float);
     dim3 const grid(unsigned(p.B) * unsigned(p.nkv), unsigned((p.group + GT - 1) / GT), unsigned(split.splits));
+    AttnParams q = p;
+    if (q.prefetch < 0) // auto: launched early (PDL) and one block per multiprocessor or fewer without the splits
+        q.prefetch = pdl_enabled() && size_t(grid.x) * grid.y <= size_t(device_sms()) ? kPrefetchRows : 0;
     return launch_kernel(pdl_enabled(), decode_attention_kernel<T, VEC, CPL, GT>, grid,
-        dim3(kDecodeThreads), smem, stream, p, lpr, chunk_len, split, wide);
+        dim3(kDecodeThreads), smem, stream, q, lpr, split, wide);
 }
 
 template <typename T, int VEC, int CPL>

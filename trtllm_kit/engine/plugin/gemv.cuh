@@ -153,10 +153,14 @@ __device__ __forceinline__ void stage_x(uint4* xs, __half const* __restrict__ x,
 // + r (kResidual), or SwiGLU (kSwiGluPair: w is (2N x K), [gate | up] stacked as the fused gate/up weight, and
 // y[n] = T(T(silu(T(gate[n]))) * T(up[n])), as eager rounds them). One warp per output n: its lanes stream w's row n
 // (and row N + n) in 16-byte vectors (evict-first: read once per step), U in flight per lane per row, the first U
-// issued before the kernel waits for its predecessor and stages x' in shared memory (they do not depend on it); a
-// warp-shuffle sum. (A grid of one wave, each warp taking several outputs so that x' is staged once per block, ran
-// the step's multiplies 6% slower on an H200: fewer loads in flight; scripts/h200/decode_step_probe.cu.)
-template <int PRO, int EPI, int U, typename G>
+// issued before the kernel waits for its predecessor (they do not depend on it); a warp-shuffle sum. x' is staged in
+// shared memory where the prologue changes it (RMSNorm with its scale, SwiGLU); else (DX) each warp reads the x
+// vectors it needs from global memory (the block's other warps hit L1): no block barrier between the wait and the
+// first multiply-adds, 0.01-0.10 ms off llama-7b's batch-1 step over four H200 calls, bit-identical. (A grid of one
+// wave, each warp taking several outputs so that x' is staged once per block, ran the step's multiplies 6% slower on
+// an H200: fewer loads in flight. An L2 prefetch of the rest of each row before the wait made the step 0.1 ms slower
+// for the o multiply alone, 0.85 ms for all; scripts/h200/decode_step_probe.cu.)
+template <int PRO, int EPI, int U, typename G, bool DX = false>
 __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __restrict__ w,
     __half const* __restrict__ x, G const* __restrict__ g, __half const* __restrict__ r, __half* __restrict__ y, int K,
     int N, float eps)
@@ -182,9 +186,12 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
     wait_for_predecessor(); // x, g and r may come from the kernel before; y may be read by it
     // the residual, loaded now so that its latency is not added at the end
     float const res = EPI == kResidual && active && lane == 0 ? __half2float(r[n]) : 0.f;
-    stage_x<PRO, G>(xs, x, g, kv, eps, partial);
+    static_assert(!DX || PRO == kNone || PRO == kRmsNormFolded, "x read directly only where it is used as it is");
+    if (!DX)
+        stage_x<PRO, G>(xs, x, g, kv, eps, partial);
     if (!active)
         return;
+    uint4 const* x4 = reinterpret_cast<uint4 const*>(x);
     float acc[R];
     float ss = 0.f; // kRmsNormFolded: sum of x^2 over the row, from the x' this warp reads anyway
 #pragma unroll
@@ -192,13 +199,17 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
         acc[q] = 0.f;
     for (int base = lane; base < kv; base += 32 * U)
     {
+        uint4 xb[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            xb[u] = base + u * 32 < kv ? (DX ? x4[base + u * 32] : xs[base + u * 32]) : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int u = 0; u < U; ++u)
         {
             int const i = base + u * 32;
             if (i < kv)
             {
-                uint4 const xv = xs[i];
+                uint4 const xv = xb[u];
                 __half2 const* xh = reinterpret_cast<__half2 const*>(&xv);
                 if (PRO == kRmsNormFolded)
 #pragma unroll
@@ -255,13 +266,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
 // pdl: launched with programmatic stream serialization (PDL), so that its blocks start, and issue their first
 // weight loads, while the kernel before it finishes (that kernel's allow_dependents()); the kernel waits for it before
 // touching x, g, r or y. N: outputs (half the weight's rows with kSwiGluPair).
-template <int PRO, int EPI, int U, typename G>
-cudaError_t launch_gemv(bool pdl, void const* w, void const* x, void const* g, void const* r, void* y, int K, int N,
-    float eps, cudaStream_t stream)
+template <int PRO, int EPI, int U, typename G, bool DX = false>
+cudaError_t launch_gemv(bool pdl, void const* w, void const* x, void const* g, void const* r, void* y,
+    int K, int N, float eps, cudaStream_t stream)
 {
-    size_t const smem = size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
+    size_t const smem = DX ? 0 : size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
     int const warps = kGemvThreads / 32;
-    return launch_kernel(pdl, gemv_out_x_in<PRO, EPI, U, G>, dim3((N + warps - 1) / warps), dim3(kGemvThreads), smem,
+    return launch_kernel(pdl, gemv_out_x_in<PRO, EPI, U, G, DX>, dim3((N + warps - 1) / warps), dim3(kGemvThreads), smem,
         stream, static_cast<__half const*>(w), static_cast<__half const*>(x), static_cast<G const*>(g),
         static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
 }
@@ -271,7 +282,18 @@ struct GemvLaunch
 {
     int unroll = 4;
     bool pdl = false;
+    bool direct_x = true; // x read from global memory where the prologue leaves it as it is (else staged)
 };
+
+template <int PRO, int EPI, int U, typename G>
+cudaError_t gemv_x(GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r, void* y, int K,
+    int N, float eps, cudaStream_t stream)
+{
+    constexpr bool can_dx = PRO == kNone || PRO == kRmsNormFolded;
+    if (can_dx && l.direct_x)
+        return launch_gemv<PRO, EPI, U, G, can_dx>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+    return launch_gemv<PRO, EPI, U, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+}
 
 template <int PRO, int EPI, typename G>
 cudaError_t gemv_unrolled(GemvLaunch const& l, void const* w, void const* x, void const* g, void const* r, void* y,
@@ -279,9 +301,9 @@ cudaError_t gemv_unrolled(GemvLaunch const& l, void const* w, void const* x, voi
 {
     switch (l.unroll)
     {
-    case 8: return launch_gemv<PRO, EPI, 8, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    case 16: return launch_gemv<PRO, EPI, 16, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    default: return launch_gemv<PRO, EPI, 4, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+    case 8: return gemv_x<PRO, EPI, 8, G>(l, w, x, g, r, y, K, N, eps, stream);
+    case 16: return gemv_x<PRO, EPI, 16, G>(l, w, x, g, r, y, K, N, eps, stream);
+    default: return gemv_x<PRO, EPI, 4, G>(l, w, x, g, r, y, K, N, eps, stream);
     }
 }
 

@@ -63,6 +63,29 @@ __device__ __forceinline__ void wait_for_predecessor()
 #endif
 }
 
+// A hint to bring the 128-byte line holding p into L2 (no register is written; a no-op before sm_80).
+__device__ __forceinline__ void prefetch_l2(void const* p)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void) p;
+#endif
+}
+
+// Multiprocessors of the current device (asked once per process).
+inline int device_sms()
+{
+    static int const sms = [] {
+        int device = 0, n = 0;
+        return cudaGetDevice(&device) == cudaSuccess
+                && cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) == cudaSuccess
+            ? n
+            : 0;
+    }();
+    return sms;
+}
+
 // Whether this process launches the toolkit's decode kernels with PDL: the first device asked about is Hopper or
 // later (compute capability >= 9.0) and TRTLLM_KIT_PDL is not 0 (an A/B knob); decided once per process.
 inline bool pdl_enabled()
