@@ -868,6 +868,70 @@ def test_the_fold_pass_multiplies_norm_scales_into_weights(knob, monkeypatch):
     assert counts["rms_norm"] == 2
 
 
+@pytest.mark.parametrize("case", ["folds", "other-reader", "head-dim-12", "residual"])
+def test_the_fold_pass_moves_the_fused_rotary_into_the_qkv_multiply(case, monkeypatch):
+    """``folds.fold_rope_into_gemms``: a block's fused rotary layer (``rotary.0.qkv``; a stand-in layer reading the
+    multiply's output and the two tables) whose input is the whole output of a GEMM plugin layer recorded by
+    ``fold_into_gemms`` becomes that multiply's rotary epilogue: the layer is made again with the same x, w and
+    prologue plus ``rope=(heads, kv heads, head_dim, scale)`` and the tables, and the rotary layer's readers read it.
+    Not when the multiply's output has another reader, head_dim is not a multiple of 8 (the GEMV's row pairs), or the
+    multiply has an epilogue already. Stand-in layers, as above (the plugin's math is checked on the GPU)."""
+    import dataclasses
+
+    import tensorrt_rtx_bindings as trt
+
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.folds import fold_rope_into_gemms
+    from trtllm_kit.engine.kv_layouts import NetworkContext
+
+    calls = {}
+
+    def stand_in(trt_module, network, x, w, name, w_layout=0, prologue="none", scale=None, eps=0.0, residual=None,
+                 swiglu=False, rope=None, cos=None, sin=None):
+        calls[name] = (x.name, w.name, w_layout, prologue, rope, cos.name if cos is not None else None,
+                       sin.name if sin is not None else None)
+        layer = network.add_einsum([x, w], "bsk,nk->bsn")
+        layer.name = name
+        return layer
+
+    monkeypatch.setattr(P, "add_gemm", stand_in)
+    spec, _ = load_model("tiny-llama")
+    L0 = spec.layers[0]
+    assert L0.head_dim % 8 == 0
+    hd = 12 if case == "head-dim-12" else L0.head_dim
+    if hd != L0.head_dim:
+        spec = dataclasses.replace(spec, layers=(dataclasses.replace(L0, head_dim=hd),) + tuple(spec.layers[1:]))
+    network = trt.Builder(trt.Logger(trt.Logger.ERROR)).create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    x = network.add_input("x", trt.float16, (-1, -1, 8))
+    w = network.add_input("qkv.weight", trt.float16, (24, 8))
+    r = network.add_input("r", trt.float16, (-1, -1, 24))
+    cos, sin = (network.add_input(n, trt.float16, (-1, -1, 24)) for n in ("cos", "sin"))
+    args = dict(x=x, w=w, w_layout=1, prologue="rms_norm_folded", scale=None, eps=1e-5,
+                residual=r if case == "residual" else None, swiglu=False)
+    qkv = stand_in(trt, network, name="gemm.qkv.folded", **args)
+    rope = network.add_concatenation([qkv.get_output(0), cos, sin])  # reads the output and the tables, as the plugin
+    rope.axis = 2
+    rope.name = "rotary.0.qkv"
+    attn = network.add_identity(rope.get_output(0))  # the attention plugin's stand-in
+    network.mark_output(attn.get_output(0))
+    if case == "other-reader":
+        network.mark_output(network.add_identity(qkv.get_output(0)).get_output(0))
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin", rope="plugin")
+    ctx.rope_scales["rotary.0"] = 0.125
+    calls.clear()
+    done = fold_rope_into_gemms(ctx, {"gemm.qkv.folded": args})
+    if case != "folds":
+        assert done == 0 and not calls and attn.get_input(0).name == rope.get_output(0).name
+        return
+    assert done == 1
+    assert calls["gemm.qkv.folded.rope"] == ("x", "qkv.weight", 1, "rms_norm_folded",
+                                             (L0.n_heads, L0.n_kv_heads, hd, 0.125), "cos", "sin")
+    new = next(network.get_layer(i) for i in range(network.num_layers)
+               if network.get_layer(i).name == "gemm.qkv.folded.rope")
+    assert attn.get_input(0).name == new.get_output(0).name  # the rotary layer's reader reads the multiply now
+
+
 @pytest.mark.parametrize("fuse", ["0", "1"])
 def test_an_engine_with_weights_stored_out_x_in_builds(tiny_exports, fuse, tmp_path, monkeypatch):
     """The whole build with the weights stored out x in (the GEMM plugin's default; TRTLLM_KIT_GEMM_LAYOUT=out_x_in

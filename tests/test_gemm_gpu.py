@@ -364,6 +364,134 @@ def test_gemm_folds_match_eager_math(gemm_plugin, K, N, prologue, residual, scal
               f"({w.numel() * 2 / us / 1e6:.2f} TB/s), rel err {rel:.1e}")
 
 
+class RopeEngine:
+    """One fused q/k/v multiply with the rotary epilogue: x (B, S, K) fp16, w (N, K), cos/sin (B, 1, S, hd) in
+    ``table_dtype`` (TensorRT 8.6 widens fp16 tables to float), the RMSNorm with its scale in w or none; outputs q,
+    k, v (B, heads, S, hd)."""
+
+    def __init__(self, plugin, K, nh, nkv, hd, prologue, table_dtype, max_rows=16):
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        major = int(trt.__version__.split(".")[0])
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0)
+        N = (nh + 2 * nkv) * hd
+        x = network.add_input("x", trt.float16, (-1, -1, K))
+        w = network.add_input("w", trt.float16, (N, K))
+        tt = trt.float32 if table_dtype == torch.float32 else trt.float16
+        cos, sin = (network.add_input(n, tt, (-1, 1, -1, hd)) for n in ("cos", "sin"))
+        layer = plugin.add_gemm(trt, network, x, w, name="gemm.qkv.rope", w_layout=1, prologue=prologue, eps=1e-5,
+                                rope=(nh, nkv, hd, hd ** -0.5), cos=cos, sin=sin)
+        assert layer.num_outputs == 3
+        for o, name in enumerate(("q", "k", "v")):
+            t = layer.get_output(o)
+            t.name = name
+            network.mark_output(t)
+            t.dtype = trt.float16
+        config = builder.create_builder_config()
+        if major < 10:
+            config.set_tactic_sources(0)
+        config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        profile.set_shape("x", (1, 1, K), (1, 1, K), (max_rows, 8, K))
+        for n in ("cos", "sin"):
+            profile.set_shape(n, (1, 1, 1, hd), (1, 1, 1, hd), (max_rows, 1, 8, hd))
+        profile.set_shape("w", (N, K), (N, K), (N, K))
+        config.add_optimization_profile(profile)
+        blob = builder.build_serialized_network(network, config)
+        assert blob is not None, f"engine build failed for K={K} nh={nh} nkv={nkv} hd={hd} (see log above)"
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        self.context = self.engine.create_execution_context()
+
+    def launch(self, stream, tensors):
+        for name, t in tensors.items():
+            if name in ("x", "cos", "sin"):
+                self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        assert self.context.execute_async_v3(stream.cuda_stream), "execute_async_v3 failed (see stderr)"
+
+
+def _rope_reference(y, cos, sin, nh, nkv, hd):
+    """q, k, v from the fused multiply's fp16 output y (B, S, N) as the TrtllmKitRotary plugin computes them (every
+    op rounded to fp16; q times T(hd ** -0.5))."""
+    B, S, _ = y.shape
+    heads = y.view(B, S, nh + 2 * nkv, hd).transpose(1, 2)  # (B, heads, S, hd)
+    c, s = cos.half().float(), sin.half().float()  # (B, 1, S, hd)
+    if cos.dtype == torch.float32:
+        c, s = cos, sin
+
+    def rotate(t):
+        tf = t.float()
+        half = hd // 2
+        rot = torch.cat((-tf[..., half:], tf[..., :half]), -1)
+        return ((tf * c).half().float() + (rot * s).half().float()).half()
+
+    q = (rotate(heads[:, :nh]).float() * torch.tensor(hd ** -0.5).half().float()).half()
+    return q, rotate(heads[:, nh:nh + nkv]), heads[:, nh + nkv:]
+
+
+# (K, heads, kv heads, head_dim, prologue, table dtype): llama-7b's q/k/v with its norm's scale in w (the tables as
+# 8.6 widens them), a GQA block with fp16 tables, a head_dim that is not a multiple of 8 (cuBLASLt + the rotary kernel
+# even at one row)
+ROPES = [(4096, 32, 32, 128, "rms_norm_folded", torch.float32), (64, 4, 2, 16, "none", torch.float16),
+         (48, 3, 1, 12, "none", torch.float32)]
+
+
+@needs_trt
+@pytest.mark.parametrize("K,nh,nkv,hd,prologue,table_dtype", ROPES,
+                         ids=[f"K{r[0]}-nh{r[1]}-nkv{r[2]}-hd{r[3]}-{r[4]}" for r in ROPES])
+def test_gemm_rotary_epilogue_matches_the_rotary_plugin_math(gemm_plugin, K, nh, nkv, hd, prologue, table_dtype):
+    """The fused q/k/v multiply with the rotary epilogue (epilogue 3): one row on the decode GEMV (counted; head_dim
+    a multiple of 8: a block's warps rotate a head's row pairs), more rows (and head_dim 12 at one row) on cuBLASLt
+    then the rotary kernel; q, k and v against the multiply in fp64 rounded to fp16 then the rotary plugin's ops in
+    fp16, plain and (one row) replayed in a CUDA graph."""
+    from trtllm_kit.engine import plugin as P
+
+    lib = P.compile_plugin(trt, include=os.environ.get("TRT_INCLUDE_DIR"), log=lambda *a: None, gemm=True).path
+    torch.manual_seed(K + hd)
+    eng = RopeEngine(gemm_plugin, K, nh, nkv, hd, prologue, table_dtype)
+    N = (nh + 2 * nkv) * hd
+    w = (torch.randn(N, K, device="cuda") / K ** 0.5).half()
+    g = (1 + 0.1 * torch.randn(K, device="cuda")).half()
+    w_in = (w.float() * g.float()[None, :]).half() if prologue == "rms_norm_folded" else w
+    stream = torch.cuda.Stream()
+    for B, S in ((1, 1), (3, 5)):
+        x = (3 * torch.randn(B, S, K, device="cuda")).half()
+        ang = torch.rand(B, 1, S, hd // 2, device="cuda") * 6.3
+        cos = torch.cat((ang.cos(), ang.cos()), -1).to(table_dtype)
+        sin = torch.cat((ang.sin(), ang.sin()), -1).to(table_dtype)
+        outs = {n: torch.full((B, c, S, hd), float("nan"), dtype=torch.float16, device="cuda")
+                for n, c in (("q", nh), ("k", nkv), ("v", nkv))}
+        feeds = {"x": x, "w": w_in, "cos": cos, "sin": sin, **outs}
+
+        def check(tag):
+            xp = _folded_reference("rms_norm", x, g) if prologue == "rms_norm_folded" else x
+            y = (xp.double() @ w.double().t()).half()
+            for name, want in zip("qkv", _rope_reference(y, cos, sin, nh, nkv, hd)):
+                got = outs[name]
+                assert not torch.isnan(got).any(), f"{tag} {name}: NaN in output"
+                rel = ((got.double() - want.double()).norm() / want.double().norm()).item()
+                assert rel < 3e-3, f"{tag} {name}: rel err {rel:.2e}"
+
+        before = _gemv_launches(lib)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            eng.launch(stream, feeds)
+        stream.synchronize()
+        assert (_gemv_launches(lib) > before) == (B * S == 1 and hd % 8 == 0), (K, hd, B, S)
+        check(f"K={K} hd={hd} B={B} S={S}")
+        if B * S != 1:
+            continue
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            eng.launch(stream, feeds)
+        x.copy_((3 * torch.randn_like(x.float())).half())
+        for t in outs.values():
+            t.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        check(f"K={K} hd={hd} graph replay")
+
+
 @needs_trt
 @pytest.mark.parametrize("swiglu_after", [False, True], ids=["swiglu-prologue", "swiglu-epilogue"])
 def test_chained_folded_gemvs_wait_for_each_other(gemm_plugin, swiglu_after):

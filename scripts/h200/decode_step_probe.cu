@@ -82,6 +82,7 @@ struct Config
     int attn_prefetch = -1;         // decode attention's cache rows into L2 before it waits: -1 auto, 0 none
     bool direct_x = true;           // GEMVs read x from global memory (L1) instead of staging it in shared memory
     bool attention = true, rotary = true, gemv = true;
+    bool rope_gemv = false;      // the rotary embedding in the q/k/v GEMV's epilogue (no rotary kernel)
     bool attention_stub = false; // a kernel that only copies q to the output instead of attention (its boundary)
 };
 
@@ -109,6 +110,14 @@ struct Step
     void* split_buf = nullptr;
     int sms = 0;
 
+    GemvRope rope()
+    {
+        GemvRope r;
+        r.q = q, r.k = k, r.v = v, r.cos = cos, r.sin = sin, r.table_float = false;
+        r.nh = NH, r.nkv = NKV, r.hd = HD, r.scale = 1.f / std::sqrt(float(HD));
+        return r;
+    }
+
     void enqueue(Config const& c, cudaStream_t s)
     {
         GemvLaunch l;
@@ -129,9 +138,15 @@ struct Step
         DecodeSplit split = splits > 1 ? decode_split_at(p, splits, split_buf, sms) : DecodeSplit{};
         for (Block const& b : blocks)
         {
-            if (c.gemv)
+            if (c.gemv && c.rope_gemv)
+            {
+                GemvLaunch lr = l;
+                lr.rope = rope();
+                CHECK(gemv(Folds{norm.prologue, EPS, kRope}, lr, b.wqkv, h, b.g1, nullptr, nullptr, H, 3 * H, s));
+            }
+            else if (c.gemv)
                 CHECK(gemv(norm, l, b.wqkv, h, b.g1, nullptr, qkv, H, 3 * H, s));
-            if (c.rotary)
+            if (c.rotary && !c.rope_gemv)
             {
                 void const* in[3] = {qkv, cos, sin};
                 void* out[3] = {q, k, v};
@@ -301,6 +316,36 @@ int check(Step& st, cudaStream_t s)
                 unroll ? (std::to_string(unroll) + " loads/lane").c_str() : "x directly  ", diff, n, diff ? "FAIL" : "ok");
         }
     (void) y2;
+    // The rotary epilogue against the q/k/v GEMV then the rotary kernel: the same bits.
+    {
+        GemvLaunch l;
+        l.pdl = pdl_enabled();
+        Folds const f{kRmsNormFolded, EPS, kPlain};
+        CHECK(gemv(f, l, blk.wqkv, st.h, nullptr, nullptr, st.qkv, H, 3 * H, s));
+        void const* in[3] = {st.qkv, st.cos, st.sin};
+        void* out[3] = {st.q, st.k, st.v};
+        CHECK(launch_rotary<__half, __half>(in, out, true, 1, 1, NH, NKV, HD, 1.f / std::sqrt(float(HD)), s));
+        CHECK(cudaStreamSynchronize(s));
+        std::vector<__half> want(3 * H), got(3 * H);
+        CHECK(cudaMemcpy(want.data(), st.q, H * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(want.data() + H, st.k, H * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(want.data() + 2 * H, st.v, H * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemset(st.q, 0, H * 2));
+        CHECK(cudaMemset(st.k, 0, H * 2));
+        CHECK(cudaMemset(st.v, 0, H * 2));
+        l.rope = st.rope();
+        CHECK(gemv(Folds{kRmsNormFolded, EPS, kRope}, l, blk.wqkv, st.h, nullptr, nullptr, nullptr, H, 3 * H, s));
+        CHECK(cudaStreamSynchronize(s));
+        CHECK(cudaMemcpy(got.data(), st.q, H * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(got.data() + H, st.k, H * 2, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(got.data() + 2 * H, st.v, H * 2, cudaMemcpyDeviceToHost));
+        int diff = 0;
+        for (int i = 0; i < 3 * H; ++i)
+            diff += std::memcmp(&want[i], &got[i], 2) != 0;
+        bad += diff != 0;
+        std::printf("check q/k/v GEMV with the rotary epilogue against GEMV + rotary kernel: %d of %d differ %s\n", diff,
+            3 * H, diff ? "FAIL" : "ok");
+    }
     return bad;
 }
 
@@ -370,12 +415,12 @@ int main(int argc, char** argv)
     auto now = [](Config& c) { c.swiglu_epilogue = true, c.norm_in_w = true; };
     add("x staged, no attention prefetch", shipped);
     add("now: x directly, attention prefetch", now);
-    add("  now, no attention prefetch", [&](Config& c) { now(c), c.attn_prefetch = 0; });
-    add("  now, unsplit attention", [&](Config& c) { now(c), c.splits = 1; });
+    add("  now + rotary in the q/k/v GEMV", [&](Config& c) { now(c), c.rope_gemv = true; });
+    add("  now, no rotary", [&](Config& c) { now(c), c.rotary = false; });
     add("  now, attention a stub", [&](Config& c) { now(c), c.attention_stub = true; });
     add("  now, no attention", [&](Config& c) { now(c), c.attention = false; });
-    add("  now, no rotary", [&](Config& c) { now(c), c.rotary = false; });
     add("now again", now);
+    add("now + rotary in the q/k/v GEMV again", [&](Config& c) { now(c), c.rope_gemv = true; });
     for (int ctx : {12, 76, 140, 525})
     {
         set_context(st, ctx);

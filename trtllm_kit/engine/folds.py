@@ -17,7 +17,11 @@ the fused q/k/v multiply and v's transpose. After the GEMM rewrite (``gemm.rewir
   ``scripts/h200/decode_step_probe.cu``);
 - a multiply whose only reader is the block's residual add (``Anchors.attn_res``/``mlp_res``): its epilogue;
 - the rotary plugin reading the fused q/k/v output's q and k slices, and the attention plugin its v (slice,
-  reshape, transpose): one rotary layer reading the fused output whole and writing q, k and v (``fused_qkv``).
+  reshape, transpose): one rotary layer reading the fused output whole and writing q, k and v (``fused_qkv``);
+- that rotary layer, where it is the fused multiply's only reader and head_dim a multiple of 8: the multiply's
+  epilogue (``rope=``: the GEMM plugin writes q, k and v; its batch-1 GEMV rotates each head's row pairs in shared
+  memory). The rotary kernel between the multiply and attention cost llama-7b's batch-1 step 0.016-0.023 ms (H200,
+  3.527 against 3.543 ms at 76 cached tokens, ``scripts/h200/decode_step_probe.cu``, eleventh session).
 
 The replaced layers are left unread (TensorRT drops them). ``TRTLLM_KIT_FOLD=0`` builds without this pass (an A/B
 knob, recorded as ``builder_settings.op_folding``).
@@ -93,7 +97,7 @@ class _Rewrite:
                     layer.set_input(j, cur)
 
 
-def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
+def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple], made: "dict | None" = None) -> dict[str, int]:
     """Fold norms, SwiGLU products and residual adds into the GEMM plugin layers ``gemms`` (``(layer, w_layout)``
     from ``gemm.rewire_gemms``): each that has something to fold is replaced by one layer with its prologue and
     epilogue (``plugin.add_gemm``), the others stay as they are.
@@ -103,6 +107,11 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
     multiply's epilogue where the SwiGLU ops and the fused output have no other readers, else into the down
     multiply's prologue; a block's residual add (``Anchors.attn_res``/``mlp_res``, a sum of two tensors of one shape)
     that is the multiply's only reader (so not past a bias add).
+
+    Args:
+        made: where to record, for every GEMM plugin layer the network then has (``gemms`` left as they were and the
+            ones added), the ``plugin.add_gemm`` arguments that make it (``fold_rope_into_gemms`` remakes a layer
+            with an epilogue); None: not recorded.
 
     Returns:
         How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n, "norm_scale_in_weights": n}``
@@ -161,9 +170,14 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple]) -> dict[str, int]:
                 if r.op == trt.ElementWiseOperation.SUM and _same_shape(other, out):  # no broadcast in the plugin
                     add, residual = r, other
         if prologue == "none" and add is None and not swiglu:
+            if made is not None:
+                made[layer.name] = dict(x=x, w=w, w_layout=w_layout)
             continue
-        new = P.add_gemm(trt, network, x, w, name=f"{layer.name}.folded", w_layout=w_layout, prologue=prologue,
-                         scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual, swiglu=swiglu)
+        args = dict(x=x, w=w, w_layout=w_layout, prologue=prologue, scale=scale, eps=ctx.spec.rms_norm_eps,
+                    residual=residual, swiglu=swiglu)
+        new = P.add_gemm(trt, network, name=f"{layer.name}.folded", **args)
+        if made is not None:
+            made[new.name] = args
         pin_to_weight_type(ctx, new, w)
         rw.added.append(new)
         rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
@@ -376,6 +390,49 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
         for o in range(2):
             index.redirect(rope.get_output(o), layer.get_output(o))
         attn.set_input(2, layer.get_output(2))
+        done += 1
+    return done
+
+
+def fold_rope_into_gemms(ctx: NetworkContext, made: dict) -> int:
+    """Each block's fused rotary layer (``rotary.i.qkv``, ``fold_rotary_qkv``) whose input is the whole output of a
+    GEMM plugin layer in ``made`` (``fold_into_gemms``), read by nothing else, with no epilogue yet and head_dim a
+    multiple of 8 (the GEMV's row pairs): that layer is made again with the rotary epilogue (``plugin.add_gemm``
+    with ``rope=``), writing q, k and v in the rotary layer's place.
+
+    Returns:
+        How many blocks were folded.
+
+    Raises:
+        ToolkitError: the plugin rejected a block's fields.
+    """
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.gemm import pin_to_weight_type
+
+    trt, network = ctx.trt, ctx.network
+    rw = _Rewrite(ctx)
+    layers = {network.get_layer(i).name: network.get_layer(i) for i in range(network.num_layers)}
+    done = 0
+    for i, L in enumerate(ctx.spec.layers):
+        rope = layers.get(f"rotary.{i}.qkv")
+        scale = ctx.rope_scales.get(f"rotary.{i}")
+        if rope is None or rope.num_inputs != 3 or rope.name not in rw.live or scale is None or L.head_dim % 8:
+            continue
+        whole = rope.get_input(0)
+        gemm = rw.index.producers.get(whole.name)
+        args = made.get(gemm.name) if gemm is not None else None
+        if (args is None or args.get("swiglu") or args.get("residual") is not None or whole.name in rw.index.outputs
+                or [r.name for r, _ in rw.readers(whole)] != [rope.name]):
+            continue
+        args = dict(args, x=gemm.get_input(0), w=gemm.get_input(1))  # what it reads now (a later fold may re-point)
+        if args.get("scale") is not None:
+            args["scale"] = gemm.get_input(2)
+        new = P.add_gemm(trt, network, name=f"{gemm.name}.rope", **args,
+                         rope=(L.n_heads, L.n_kv_heads, L.head_dim, scale), cos=rope.get_input(1),
+                         sin=rope.get_input(2))
+        pin_to_weight_type(ctx, new, args["w"])
+        for o in range(rope.num_outputs):  # q, k and v
+            rw.replace(rope.get_output(o), new.get_output(o))
         done += 1
     return done
 

@@ -135,7 +135,8 @@ def pin_to_weight_type(ctx: NetworkContext, gemm, w) -> None:
     bound weights are read as they are; a no-op for strongly typed networks."""
     if not ctx.strongly_typed:
         gemm.precision = w.dtype
-        gemm.set_output_type(0, w.dtype)
+        for o in range(gemm.num_outputs):  # (q, k and v with the rotary epilogue)
+            gemm.set_output_type(o, w.dtype)
         ctx.precision_constraints = True
 
 

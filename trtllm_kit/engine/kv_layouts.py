@@ -276,7 +276,7 @@ class PluginKV(StaticKV):
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
     def finish_network(self, ctx, weight_names, plugin):
-        from trtllm_kit.engine.folds import fold_choice, fold_into_gemms, fold_rotary_qkv
+        from trtllm_kit.engine.folds import fold_choice, fold_into_gemms, fold_rope_into_gemms, fold_rotary_qkv
         from trtllm_kit.engine.gemm import rewire_gemms
 
         if ctx.gemm != "plugin":
@@ -289,9 +289,11 @@ class PluginKV(StaticKV):
             if layer.name.startswith("fused.slice."):
                 pin_to_activations(ctx, layer)
         if n and fold_choice(ctx.gemm) == "on":
-            ctx.folds = fold_into_gemms(ctx, gemms)
+            made: dict = {}
+            ctx.folds = fold_into_gemms(ctx, gemms, made)
             if ctx.rope == "plugin":
                 ctx.folds["rotary_qkv"] = fold_rotary_qkv(ctx)
+                ctx.folds["rotary_gemm"] = fold_rope_into_gemms(ctx, made)
             log.info("folded into the plugins (TRTLLM_KIT_FOLD=0: none): %s",
                      ", ".join(f"{v} {k}" for k, v in ctx.folds.items()))
         if n == 0:

@@ -94,8 +94,9 @@ class PluginRecord(Record):
 # 8.6 the norm and rotary plugins ran in float between reformats); 2: since (2026-11-30); 3: the GEMM plugin's weight
 # inputs stored out x in (N, K) (2026-11-30, eighth session); 4: norms, SwiGLU and residual adds folded into the GEMM
 # plugin, q/k/v split by the rotary plugin (folds.py, ninth session); 5: SwiGLU folded into the fused gate/up
-# multiply's epilogue instead of the down multiply's prologue (tenth session).
-PLUGIN_REWRITE = 5
+# multiply's epilogue instead of the down multiply's prologue (tenth session); 6: the rotary embedding folded into the
+# fused q/k/v multiply's epilogue (the GEMM plugin writes q, k and v; eleventh session).
+PLUGIN_REWRITE = 6
 PLUGIN_CHOICES = ("gemm", "norm", "rope")  # build options whose plugin choice an engine records in kv_layout.plugin
 
 

@@ -464,7 +464,7 @@ GEMM_PROLOGUES = {"none": 0, "rms_norm": 1, "swiglu": 2, "rms_norm_folded": 3}
 
 
 def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: str = "none", scale=None,
-             eps: float = 0.0, residual=None, swiglu: bool = False):
+             eps: float = 0.0, residual=None, swiglu: bool = False, rope: "tuple | None" = None, cos=None, sin=None):
     """Add one ``TrtllmKitGemm`` layer: ``y = x' @ w`` (``w_layout`` 0) or ``y = x' @ w.T`` (1), float32 accumulation;
     cuBLASLt, or at batch-1 decode (fp16, one row, ``w_layout`` 1, K a multiple of 8) the plugin's own GEMV.
 
@@ -485,15 +485,20 @@ def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: 
             or None.
         swiglu: the fused gate/up multiply's SwiGLU after it: w's N outputs are ``[gate | up]`` and y is
             ``T(T(silu(gate)) * up)``, (..., N / 2). Not with ``residual``.
+        rope: ``(num_heads, num_kv_heads, head_dim, scale)``: the fused q/k/v multiply's rotary embedding after it,
+            as ``add_rotary`` with ``k_lin=None`` computes it from ``cos`` and ``sin`` (B, 1, S, head_dim, any float
+            type); x is then (B, S, K) and w's N outputs ``[q | k | v]``, (num_heads + 2 num_kv_heads) * head_dim.
+            Not with ``residual`` or ``swiglu``.
 
     Returns:
-        The layer; output 0 is (..., N) of x's type, (..., N / 2) with ``swiglu``.
+        The layer; output 0 is (..., N) of x's type, (..., N / 2) with ``swiglu``; with ``rope`` q (B, num_heads,
+        S, head_dim), k and v (B, num_kv_heads, S, head_dim).
 
     Raises:
         PluginUnavailable: the GEMM plugin is not loaded.
         ValueError: a ``w_layout`` other than 0 or 1, an unknown prologue, ``scale`` given without
-            ``prologue="rms_norm"`` (or missing with it), or ``swiglu`` with a ``residual``.
-        ToolkitError: the plugin rejected the fields (a negative eps).
+            ``prologue="rms_norm"`` (or missing with it), more than one epilogue, or ``rope`` without both tables.
+        ToolkitError: the plugin rejected the fields (a negative eps, head counts <= 0, an odd head_dim).
     """
     import numpy as np
 
@@ -504,23 +509,29 @@ def add_gemm(trt_module, network, x, w, name: str, w_layout: int = 0, prologue: 
         raise ValueError(f"prologue is {prologue!r}, expected one of {', '.join(GEMM_PROLOGUES)}")
     if (scale is not None) != (prologue == "rms_norm"):
         raise ValueError("scale goes with prologue='rms_norm' and only with it")
-    if swiglu and residual is not None:
-        raise ValueError("one epilogue per multiply: swiglu or a residual")
+    if swiglu + (residual is not None) + (rope is not None) > 1:
+        raise ValueError("one epilogue per multiply: swiglu, a residual or rope")
+    if (rope is None) != (cos is None) or (rope is None) != (sin is None):
+        raise ValueError("rope goes with the cos and sin tables, and they only with it")
     creator = trt.get_plugin_registry().get_plugin_creator(GEMM_NAME, GEMM_VERSION, "")
     if creator is None:
         raise PluginUnavailable(f"the {GEMM_NAME} plugin is not loaded (load_plugin(..., gemm=True) first)",
                                 GEMM_FALLBACK)
-    epilogue = 2 if swiglu else int(residual is not None)
-    values = [np.array([v], dtype=np.int32) for v in (w_layout, GEMM_PROLOGUES[prologue], epilogue)]
+    epilogue = 3 if rope is not None else 2 if swiglu else int(residual is not None)
+    heads = tuple(int(v) for v in rope[:3]) if rope is not None else (0, 0, 0)
+    values = [np.array([v], dtype=np.int32) for v in (w_layout, GEMM_PROLOGUES[prologue], epilogue) + heads]
     values.append(np.array([eps], dtype=np.float32))
-    kinds = [trt.PluginFieldType.INT32] * 3 + [trt.PluginFieldType.FLOAT32]
-    fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in
-                                        zip(("w_layout", "prologue", "epilogue", "eps"), values, kinds)])
+    values.append(np.array([rope[3] if rope is not None else 1.0], dtype=np.float32))
+    kinds = [trt.PluginFieldType.INT32] * 6 + [trt.PluginFieldType.FLOAT32] * 2
+    names = ("w_layout", "prologue", "epilogue", "rope_heads", "rope_kv_heads", "rope_head_dim", "eps", "rope_scale")
+    fields = trt.PluginFieldCollection([trt.PluginField(n, v, k) for n, v, k in zip(names, values, kinds)])
     plugin = creator.create_plugin(name, fields)
     if plugin is None:
-        raise ToolkitError(f"layer {name}: the {GEMM_NAME} plugin rejected prologue={prologue} eps={eps}",
-                           "eps must be >= 0")
+        raise ToolkitError(f"layer {name}: the {GEMM_NAME} plugin rejected prologue={prologue} eps={eps}"
+                           + (f" rope={rope}" if rope is not None else ""),
+                           "eps must be >= 0; rope's head counts > 0 and its head_dim even")
     inputs = [x, w] + ([scale] if scale is not None else []) + ([residual] if residual is not None else [])
+    inputs += [cos, sin] if rope is not None else []
     layer = network.add_plugin_v2(inputs, plugin)
     layer.name = name
     _keep_alive.append((values, fields, plugin))

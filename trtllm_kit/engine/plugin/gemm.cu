@@ -15,9 +15,12 @@
 //            (N, K)     PyTorch's nn.Linear layout (out x in; w_layout = 1)
 //   2 g   G  K values   prologue 1 only: the RMSNorm's scale (G any float type: TensorRT 8.6 widens fp16 constants)
 //   2|3 r T  (..., N)   epilogue 1 only: the residual, x's leading dims (input 3 when prologue is 1)
+//   2|3 cos, sin C (B, 1, S, hd)  epilogue 3 only: the rotary tables per position (C any float type), after g
 // Output:
 //   0 y   T  (..., N)   float32 accumulation, rounded to T; (..., N / 2) with epilogue 2
-// Fields (serialized as 16 bytes; engines from before them: 4 bytes, w_layout only, or 0 bytes, read as 0):
+//   epilogue 3: 0 q T (B, rope_heads, S, hd), 1 k and 2 v T (B, rope_kv_heads, S, hd); x is (B, S, K)
+// Fields (serialized as 32 bytes; engines from before the rotary epilogue: 16 bytes, before the folds: 4 bytes,
+// w_layout only, or 0 bytes; what is missing reads as 0):
 //   w_layout  int32  0 or 1, as above
 //   prologue  int32  0: x as given; 1: RMSNorm of x, as transformers' LlamaRMSNorm (rms_norm.cu):
 //                    x' = T(T(x * rsqrt(mean(x^2) + eps)) * g); 2: SwiGLU, as transformers' LlamaMLP:
@@ -33,7 +36,16 @@
 //                    the product goes to the workspace and one kernel applies it). Why: as the down multiply's
 //                    prologue every GEMV block recomputed SwiGLU over all 11008 inputs before its first multiply-add
 //                    (H200, llama-7b's batch-1 step: 3.79 ms of multiplies against 3.42 with it here,
-//                    scripts/h200/decode_step_probe.cu, tenth session)
+//                    scripts/h200/decode_step_probe.cu, tenth session); 3: the rotary embedding of the fused q/k/v
+//                    multiply, w's N = (rope_heads + 2 rope_kv_heads) * rope_head_dim outputs [q | k | v]: q and k
+//                    rotated as the TrtllmKitRotary plugin does (rotary.cu, fused_qkv), q times rope_scale, v split
+//                    off. On the GEMV a block's warps take the (d, d + hd/2) row pairs of a head and rotate them in
+//                    shared memory (hd a multiple of 8); on cuBLASLt the product goes to the workspace and the rotary
+//                    kernel splits it. Why: the rotary kernel between the q/k/v multiply and attention cost ~1.3 us
+//                    a block at batch 1 (H200, llama-7b: 3.527 against 3.543 ms a step at 76 cached tokens,
+//                    scripts/h200/decode_step_probe.cu, eleventh session)
+//   rope_heads, rope_kv_heads, rope_head_dim  int32  epilogue 3's head counts and head_dim (even)
+//   rope_scale float  epilogue 3's factor on q (head_dim ** -0.5)
 //
 // cuBLASLt is column-major: y^T (N x M) = op(A) (N x K) . x^T (K x M), B = x viewed as K x M with leading dimension
 // K. w_layout 0: A = w viewed as N x K with leading dimension N, no transpose; 1: A = w viewed as K x N with leading
@@ -59,6 +71,7 @@
 
 #include "plugin_common.cuh"
 #include "gemv.cuh"
+#include "rotary_kernel.cuh"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -133,6 +146,9 @@ using trtllm_kit::kNone;
 using trtllm_kit::kPlain;
 using trtllm_kit::kResidual;
 using trtllm_kit::kSwiGluPair;
+using trtllm_kit::kRope;
+using trtllm_kit::GemvRope;
+using trtllm_kit::gemv_rope_fits;
 using trtllm_kit::kRmsNorm;
 using trtllm_kit::kRmsNormFolded;
 using trtllm_kit::kSwiGlu;
@@ -147,6 +163,40 @@ cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gT
     if (f.prologue == kRmsNorm && gType != nvinfer1::DataType::kFLOAT && gType != nvinfer1::DataType::kHALF)
         return cudaErrorInvalidValue;
     return trtllm_kit::gemv_folded(f, launch, gType == nvinfer1::DataType::kFLOAT, w, x, g, r, y, int(K), int(N), stream);
+}
+
+// Epilogue 3 on the cuBLASLt path: the rotary kernel (fused q/k/v) over y's rows; t is y's type, c the tables'.
+template <typename T>
+cudaError_t rope_rows_typed(nvinfer1::DataType c, void const* const* in, void* const* out, int64_t rows, int S, int nh,
+    int nkv, int hd, float scale, cudaStream_t stream)
+{
+    switch (c)
+    {
+    case nvinfer1::DataType::kFLOAT:
+        return trtllm_kit::launch_rotary<T, float>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kHALF:
+        return trtllm_kit::launch_rotary<T, __half>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
+#if TRTLLM_KIT_HAS_BF16
+    case nvinfer1::DataType::kBF16:
+        return trtllm_kit::launch_rotary<T, __nv_bfloat16>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
+#endif
+    default: return cudaErrorInvalidValue;
+    }
+}
+
+cudaError_t rope_rows(nvinfer1::DataType t, nvinfer1::DataType c, void const* const* in, void* const* out, int64_t rows,
+    int S, int nh, int nkv, int hd, float scale, cudaStream_t stream)
+{
+    switch (t)
+    {
+    case nvinfer1::DataType::kHALF: return rope_rows_typed<__half>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
+    case nvinfer1::DataType::kFLOAT: return rope_rows_typed<float>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
+#if TRTLLM_KIT_HAS_BF16
+    case nvinfer1::DataType::kBF16:
+        return rope_rows_typed<__nv_bfloat16>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
+#endif
+    default: return cudaErrorInvalidValue;
+    }
 }
 
 // The prologue for cuBLASLt: x' (M x K of T) into out, one block per row (RMSNorm) or one element per thread (SwiGLU).
@@ -328,13 +378,16 @@ private:
     size_t mWorkspace = 0;
 };
 
-// The fields as serialized (16 bytes).
+// The fields as serialized (32 bytes; the first 16 are what engines before the rotary epilogue hold).
 struct GemmFields
 {
     int32_t layout = 0; // 0: w (K, N); 1: w (N, K)
     Folds folds;
+    int32_t rope_heads = 0, rope_kv_heads = 0, rope_head_dim = 0; // epilogue 3
+    float rope_scale = 1.f;
 };
-static_assert(sizeof(GemmFields) == 16, "GemmFields is serialized as 16 bytes");
+static_assert(sizeof(GemmFields) == 32, "GemmFields is serialized as 32 bytes");
+constexpr size_t kFieldsBeforeRope = 16;
 
 class GemmPlugin final : public nvinfer1::IPluginV2DynamicExt
 {
@@ -352,7 +405,7 @@ public:
     // IPluginV2
     char const* getPluginType() const noexcept override { return kGemmName; }
     char const* getPluginVersion() const noexcept override { return kGemmVersion; }
-    int32_t getNbOutputs() const noexcept override { return 1; }
+    int32_t getNbOutputs() const noexcept override { return rope() ? 3 : 1; }
     int32_t initialize() noexcept override { return 0; }
     void terminate() noexcept override { release(); }
     size_t getSerializationSize() const noexcept override { return sizeof(GemmFields); }
@@ -377,9 +430,19 @@ public:
         return p;
     }
 
-    nvinfer1::DimsExprs getOutputDimensions(int32_t /*outputIndex*/, nvinfer1::DimsExprs const* inputs,
+    nvinfer1::DimsExprs getOutputDimensions(int32_t outputIndex, nvinfer1::DimsExprs const* inputs,
         int32_t nbInputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override
     {
+        if (rope()) // x (B, S, K) -> q (B, heads, S, hd), k and v (B, kv_heads, S, hd)
+        {
+            nvinfer1::DimsExprs out;
+            out.nbDims = 4;
+            out.d[0] = inputs[0].d[0];
+            out.d[1] = exprBuilder.constant(outputIndex == 0 ? mF.rope_heads : mF.rope_kv_heads);
+            out.d[2] = inputs[0].nbDims >= 2 ? inputs[0].d[1] : exprBuilder.constant(1);
+            out.d[3] = exprBuilder.constant(mF.rope_head_dim);
+            return out;
+        }
         nvinfer1::DimsExprs out = inputs[0];
         if (nbInputs >= 2 && out.nbDims >= 1 && inputs[1].nbDims == 2)
         {
@@ -394,27 +457,32 @@ public:
     bool supportsFormatCombination(
         int32_t pos, nvinfer1::PluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept override
     {
-        if (nbInputs != expectedInputs() || nbOutputs != 1 || pos < 0 || pos > nbInputs)
+        if (nbInputs != expectedInputs() || nbOutputs != getNbOutputs() || pos < 0 || pos >= nbInputs + nbOutputs)
             return false;
         nvinfer1::PluginTensorDesc const& d = inOut[pos];
         if (d.format != nvinfer1::TensorFormat::kLINEAR)
             return false;
         if (pos == 0)
             return trtllm_kit::float_type(d.type);
-        if (pos == scaleIndex())
-            return trtllm_kit::float_type(d.type); // the norm's scale in whatever float type it comes (8.6 widens)
-        return d.type == inOut[0].type;          // w, the residual, y: x's type
+        if (pos == scaleIndex() || pos == tableIndex())
+            return trtllm_kit::float_type(d.type); // the norm's scale, the tables: any float type (8.6 widens)
+        if (tableIndex() > 0 && pos == tableIndex() + 1)
+            return d.type == inOut[tableIndex()].type; // sin: cos's type
+        return d.type == inOut[0].type;          // w, the residual, y (q, k, v): x's type
     }
 
     void configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override
     {
         mConfigError.clear();
-        if (nbInputs != expectedInputs() || nbOutputs != 1)
+        if (nbInputs != expectedInputs() || nbOutputs != getNbOutputs())
             mConfigError = "expected " + std::to_string(expectedInputs()) + " inputs (prologue "
-                + std::to_string(mF.folds.prologue) + ", epilogue " + std::to_string(mF.folds.epilogue) + ") and 1 output";
+                + std::to_string(mF.folds.prologue) + ", epilogue " + std::to_string(mF.folds.epilogue) + ") and "
+                + std::to_string(getNbOutputs()) + " output(s)";
         else if (in[0].desc.dims.nbDims < 1 || in[1].desc.dims.nbDims != 2)
             mConfigError = "x must have rank >= 1 and w rank 2";
+        else if (rope() && in[0].desc.dims.nbDims != 3)
+            mConfigError = "the rotary epilogue needs x as (batch, positions, K)";
         else
         {
             int32_t const k = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
@@ -422,6 +490,10 @@ public:
             int32_t const nw = in[1].desc.dims.d[mF.layout == 1 ? 0 : 1];
             if (mF.folds.epilogue == kSwiGluPair && nw >= 0 && nw % 2 != 0)
                 mConfigError = "the SwiGLU epilogue needs w's [gate | up] outputs, an even count; w has " + std::to_string(nw);
+            int64_t const qkv = int64_t(mF.rope_heads + 2 * mF.rope_kv_heads) * mF.rope_head_dim;
+            if (rope() && nw >= 0 && nw != qkv)
+                mConfigError = "the rotary epilogue needs w's [q | k | v] outputs, " + std::to_string(qkv) + "; w has "
+                    + std::to_string(nw);
             int32_t const want = mF.folds.prologue == kSwiGlu && kw >= 0 ? 2 * kw : kw;
             if (mConfigError.empty() && k >= 0 && kw >= 0 && k != want)
                 mConfigError = "x's last dim " + std::to_string(k) + " is not " + (mF.folds.prologue == kSwiGlu ? "twice " : "")
@@ -447,7 +519,9 @@ public:
         nvinfer1::PluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override
     {
         size_t staged = 0;
-        if (nbInputs >= 2 && nbOutputs == 1) // y staged: the whole [gate | up] product with epilogue 2
+        if (nbInputs >= 2 && nbOutputs == 3 && rope()) // y staged: [q | k | v], split by the rotary kernel
+            staged = round_up(bytes_of(inputs[0])) + round_up(bytes_of(outputs[0]) + 2 * bytes_of(outputs[1]));
+        else if (nbInputs >= 2 && nbOutputs == 1) // y staged: the whole [gate | up] product with epilogue 2
             staged = round_up(bytes_of(inputs[0]))
                 + round_up(bytes_of(outputs[0]) * (mF.folds.epilogue == kSwiGluPair ? 2 : 1));
         return kWorkspaceBytes + staged;
@@ -500,9 +574,32 @@ public:
         }
         nvinfer1::DataType const gType = gi > 0 ? inputDesc[gi].type : nvinfer1::DataType::kHALF;
         void const* g = gi > 0 ? inputs[gi] : nullptr;
+        bool const rotary = rope();
+        int32_t const ti = tableIndex();
+        int const hd = mF.rope_head_dim;
+        if (rotary)
+        {
+            int64_t const qkv = int64_t(mF.rope_heads + 2 * mF.rope_kv_heads) * hd;
+            if (xd.nbDims != 3 || N != qkv || trtllm_kit::volume(inputDesc[ti].dims) != M * hd
+                || trtllm_kit::volume(inputDesc[ti + 1].dims) != M * hd)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the rotary epilogue needs x (B, S, K), w with %lld outputs and "
+                    "cos/sin of (B, S) x %d values", (long long) qkv, hd);
+                return 1;
+            }
+        }
         if (M == 0 || Ny == 0)
             return 0;
         size_t const elem = inputDesc[0].type == nvinfer1::DataType::kFLOAT ? 4 : 2;
+        if (K == 0 && rotary) // x' @ w is zero, and so is its rotation
+        {
+            size_t const qb = size_t(M) * mF.rope_heads * hd * elem, kb = size_t(M) * mF.rope_kv_heads * hd * elem;
+            return cudaMemsetAsync(outputs[0], 0, qb, stream) == cudaSuccess
+                    && cudaMemsetAsync(outputs[1], 0, kb, stream) == cudaSuccess
+                    && cudaMemsetAsync(outputs[2], 0, kb, stream) == cudaSuccess
+                ? 0
+                : 1;
+        }
         if (K == 0) // x' @ w is zero: y is the residual, or zeros (silu(0) * 0 with epilogue 2)
             return (res ? cudaMemcpyAsync(outputs[0], res, size_t(M * N) * elem, cudaMemcpyDeviceToDevice, stream)
                         : cudaMemsetAsync(outputs[0], 0, size_t(M * Ny) * elem, stream))
@@ -514,10 +611,21 @@ public:
         void* y = outputs[0];
         bool const stageY = alignment_of(y) < kMinAlignment;
         bool const gemvScale = gi < 0 || gType == nvinfer1::DataType::kHALF || gType == nvinfer1::DataType::kFLOAT;
+        bool const gemvRope = !rotary
+            || (gemv_rope_fits(hd)
+                && (inputDesc[ti].type == nvinfer1::DataType::kHALF || inputDesc[ti].type == nvinfer1::DataType::kFLOAT));
         if (mGemv && mF.layout == 1 && inputDesc[0].type == nvinfer1::DataType::kHALF && gemv_fits(M, K) && gemvScale
-            && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
+            && gemvRope && alignment_of(x) >= 16 && alignment_of(inputs[1]) >= 16)
         {
-            cudaError_t const e = gemv(mF.folds, mLaunch, gType, inputs[1], x, g, res, y, K, Ny, stream);
+            GemvLaunch launch = mLaunch;
+            if (rotary)
+            {
+                launch.rope = GemvRope{outputs[0], outputs[1], outputs[2], inputs[ti], inputs[ti + 1],
+                    inputDesc[ti].type == nvinfer1::DataType::kFLOAT, mF.rope_heads, mF.rope_kv_heads, hd,
+                    mF.rope_scale};
+                y = nullptr;
+            }
+            cudaError_t const e = gemv(mF.folds, launch, gType, inputs[1], x, g, res, y, K, Ny, stream);
             if (e != cudaSuccess)
             {
                 trtllm_kit::plugin_error(kGemmName, "the decode GEMV failed (M=%lld N=%lld K=%lld): %s", (long long) M,
@@ -550,7 +658,7 @@ public:
             x = ws;
             ws += round_up(size_t(M * K) * elem);
         }
-        if (stageY || swiglu) // epilogue 2: [gate | up] first, then silu(gate) * up into y
+        if (stageY || swiglu || rotary) // epilogues 2 and 3: the product first, then its epilogue into the outputs
         {
             y = ws;
             ws += round_up(size_t(M * N) * elem);
@@ -591,7 +699,19 @@ public:
                 (long long) K, int(s));
             return 1;
         }
-        if (swiglu)
+        if (rotary)
+        {
+            void const* in[3] = {y, inputs[ti], inputs[ti + 1]};
+            cudaError_t const e = rope_rows(inputDesc[0].type, inputDesc[ti].type, in, outputs, M, int(xd.d[1]),
+                mF.rope_heads, mF.rope_kv_heads, hd, mF.rope_scale, stream);
+            if (e != cudaSuccess)
+            {
+                trtllm_kit::plugin_error(kGemmName, "the rotary epilogue failed (M=%lld N=%lld): %s", (long long) M,
+                    (long long) N, cudaGetErrorString(e));
+                return 1;
+            }
+        }
+        else if (swiglu)
         {
             Folds const f{kSwiGlu, 0.f, kPlain};
             cudaError_t const e = prologue(f, inputDesc[0].type, gType, y, nullptr, outputs[0], M, Ny, stream);
@@ -614,11 +734,16 @@ public:
 private:
     using Key = std::tuple<int64_t, uint32_t, int>;
 
-    // x, w, then the norm's scale (prologue 1), then the residual (epilogue 1).
+    // x, w, then the norm's scale (prologue 1), then the residual (epilogue 1) or cos and sin (epilogue 3).
     // (prologue 3, RMSNorm with its scale in w's columns, has no scale input)
-    int32_t expectedInputs() const { return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == kResidual); }
+    bool rope() const { return mF.folds.epilogue == kRope; }
+    int32_t expectedInputs() const
+    {
+        return 2 + (mF.folds.prologue == kRmsNorm) + (mF.folds.epilogue == kResidual) + (rope() ? 2 : 0);
+    }
     int32_t scaleIndex() const { return mF.folds.prologue == kRmsNorm ? 2 : -1; }
     int32_t residualIndex() const { return mF.folds.epilogue == kResidual ? expectedInputs() - 1 : -1; }
+    int32_t tableIndex() const { return rope() ? 2 + (mF.folds.prologue == kRmsNorm) : -1; }
 
     void release() noexcept
     {
@@ -649,9 +774,12 @@ std::string fields_error(GemmFields const& f)
     if (f.folds.prologue < kNone || f.folds.prologue > kRmsNormFolded)
         return "prologue is " + std::to_string(f.folds.prologue)
             + ", expected 0 (none), 1 (RMSNorm), 2 (SwiGLU) or 3 (RMSNorm, its scale in w)";
-    if (f.folds.epilogue < kPlain || f.folds.epilogue > kSwiGluPair)
+    if (f.folds.epilogue < kPlain || f.folds.epilogue > kRope)
         return "epilogue is " + std::to_string(f.folds.epilogue)
-            + ", expected 0 (none), 1 (residual add) or 2 (SwiGLU of [gate | up])";
+            + ", expected 0 (none), 1 (residual add), 2 (SwiGLU of [gate | up]) or 3 (rotary of [q | k | v])";
+    if (f.folds.epilogue == kRope
+        && (f.rope_heads <= 0 || f.rope_kv_heads <= 0 || f.rope_head_dim <= 0 || f.rope_head_dim % 2 != 0))
+        return "the rotary epilogue needs rope_heads and rope_kv_heads > 0 and an even rope_head_dim > 0";
     if (!(f.folds.eps >= 0.f))
         return "eps must be >= 0";
     return "";
@@ -662,9 +790,10 @@ class GemmCreator final : public nvinfer1::IPluginCreator
 public:
     GemmCreator()
     {
-        for (char const* name : {"w_layout", "prologue", "epilogue"})
+        for (char const* name : {"w_layout", "prologue", "epilogue", "rope_heads", "rope_kv_heads", "rope_head_dim"})
             mFields.emplace_back(name, nullptr, nvinfer1::PluginFieldType::kINT32, 1);
         mFields.emplace_back("eps", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
+        mFields.emplace_back("rope_scale", nullptr, nvinfer1::PluginFieldType::kFLOAT32, 1);
         mFieldCollection.nbFields = int32_t(mFields.size());
         mFieldCollection.fields = mFields.data();
     }
@@ -690,9 +819,17 @@ public:
                     f.folds.prologue = v;
                 else if (std::strcmp(p.name, "epilogue") == 0)
                     f.folds.epilogue = v;
+                else if (std::strcmp(p.name, "rope_heads") == 0)
+                    f.rope_heads = v;
+                else if (std::strcmp(p.name, "rope_kv_heads") == 0)
+                    f.rope_kv_heads = v;
+                else if (std::strcmp(p.name, "rope_head_dim") == 0)
+                    f.rope_head_dim = v;
             }
             else if (p.type == nvinfer1::PluginFieldType::kFLOAT32 && std::strcmp(p.name, "eps") == 0)
                 f.folds.eps = *static_cast<float const*>(p.data);
+            else if (p.type == nvinfer1::PluginFieldType::kFLOAT32 && std::strcmp(p.name, "rope_scale") == 0)
+                f.rope_scale = *static_cast<float const*>(p.data);
         }
         std::string const err = fields_error(f);
         if (!err.empty())
@@ -705,13 +842,16 @@ public:
 
     nvinfer1::IPluginV2* deserializePlugin(char const* name, void const* data, size_t length) noexcept override
     {
-        GemmFields f; // engines from before the folds serialized w_layout only (4 bytes), or nothing (0 bytes)
-        if (length == sizeof(GemmFields))
-            std::memcpy(&f, data, sizeof(GemmFields));
+        // engines from before the rotary epilogue serialized 16 bytes, before the folds w_layout only (4 bytes), or
+        // nothing (0 bytes)
+        GemmFields f;
+        if (length == sizeof(GemmFields) || length == kFieldsBeforeRope)
+            std::memcpy(&f, data, length);
         else if (length == sizeof(int32_t))
             std::memcpy(&f.layout, data, sizeof(int32_t));
-        std::string err = length != 0 && length != sizeof(int32_t) && length != sizeof(GemmFields)
-            ? "serialized plugin has " + std::to_string(length) + " bytes, expected 16, 4 or 0"
+        std::string err = length != 0 && length != sizeof(int32_t) && length != kFieldsBeforeRope
+                && length != sizeof(GemmFields)
+            ? "serialized plugin has " + std::to_string(length) + " bytes, expected 32, 16, 4 or 0"
             : fields_error(f);
         if (!err.empty())
         {

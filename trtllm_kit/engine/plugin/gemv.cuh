@@ -27,7 +27,29 @@ enum Epilogue : int32_t
     kPlain = 0,
     kResidual = 1,   // + r
     kSwiGluPair = 2, // the fused gate/up multiply's SwiGLU: silu(gate) * up, half as many outputs as weight rows
+    kRope = 3,       // the fused q/k/v multiply's rotary embedding: q (scaled) and k rotated, v as it is (GemvRope)
 };
+
+// Where the rotary epilogue (kRope) writes and what it reads: the fused q/k/v multiply's outputs split into q
+// (nh, hd), k and v (nkv, hd) of one token (batch 1, one position), rotated as rotary_kernel.cuh does with the
+// position's cos/sin rows (hd values each, float or half), q times `scale`.
+struct GemvRope
+{
+    void* q = nullptr;
+    void* k = nullptr;
+    void* v = nullptr;
+    void const* cos = nullptr;
+    void const* sin = nullptr;
+    bool table_float = false;
+    int nh = 0, nkv = 0, hd = 0;
+    float scale = 1.f;
+};
+
+// Whether the rotary epilogue takes these heads: a block holds 4 (d, d + hd / 2) pairs of one head.
+inline bool gemv_rope_fits(int hd)
+{
+    return hd > 0 && hd % 8 == 0;
+}
 
 // What a multiply folds in: the op before it (Prologue), its scale and epsilon, and the op after it (Epilogue).
 struct Folds
@@ -163,14 +185,19 @@ __device__ __forceinline__ void stage_x(uint4* xs, __half const* __restrict__ x,
 template <int PRO, int EPI, int U, typename G, bool DX = false>
 __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __restrict__ w,
     __half const* __restrict__ x, G const* __restrict__ g, __half const* __restrict__ r, __half* __restrict__ y, int K,
-    int N, float eps)
+    int N, float eps, GemvRope rope)
 {
     constexpr int R = EPI == kSwiGluPair ? 2 : 1; // weight rows per output
     extern __shared__ uint4 xs[];
     __shared__ float partial[kGemvThreads / 32];
     int const kv = K / 8; // 16-byte vectors per row
     int const lane = threadIdx.x & 31;
-    int const n = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int const warp = threadIdx.x >> 5;
+    // kRope: warps w and w + 4 take rows d and d + hd / 2 of one head (the pairs the rotation mixes), 4 pairs a block
+    int const half = rope.hd / 2;
+    int const pair = blockIdx.x * 4 + (warp & 3);
+    int const n = EPI == kRope ? (pair / half) * rope.hd + pair % half + (warp >> 2) * half
+                               : (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     bool const active = n < N; // every warp stages x' (and syncs) before the idle ones leave
     uint4 const* rows[R];
 #pragma unroll
@@ -253,6 +280,34 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
         for (int q = 0; q < R; ++q)
             acc[q] *= r;
     }
+    if (EPI == kRope)
+    {
+        __shared__ float ry[kGemvThreads / 32];
+        if (lane == 0)
+            ry[warp] = round_to<__half>(acc[0]); // the multiply's fp16 output, as the rotary kernel reads it
+        __syncthreads();
+        if (warp >= 4 || lane >= 2)
+            return;
+        int const h = pair / half, d = pair % half + lane * half; // lane 0: row d, lane 1: row d + hd / 2
+        float const x1 = ry[warp + 4 * lane], x2 = ry[warp + 4 * (1 - lane)];
+        if (h >= rope.nh + rope.nkv) // v: not rotated
+        {
+            static_cast<__half*>(rope.v)[(h - rope.nh - rope.nkv) * rope.hd + d] = __float2half_rn(x1);
+            return;
+        }
+        auto table = [&](void const* t) {
+            return rope.table_float ? static_cast<float const*>(t)[d] : __half2float(static_cast<__half const*>(t)[d]);
+        };
+        float const c = table(rope.cos), sn = table(rope.sin);
+        // y[d] = x1 cos - x2 sin, y[d + hd/2] = x2' cos + x1' sin (x1' the row itself): rounded as rotary_kernel
+        float y = round_to<__half>(round_to<__half>(x1 * c) + round_to<__half>((lane == 0 ? -x2 : x2) * sn));
+        bool const is_q = h < rope.nh;
+        if (is_q)
+            y *= round_to<__half>(rope.scale);
+        __half* out = is_q ? static_cast<__half*>(rope.q) + h * rope.hd : static_cast<__half*>(rope.k) + (h - rope.nh) * rope.hd;
+        out[d] = __float2half_rn(y);
+        return;
+    }
     if (lane != 0)
         return;
     if (EPI == kSwiGluPair)
@@ -268,13 +323,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
 // touching x, g, r or y. N: outputs (half the weight's rows with kSwiGluPair).
 template <int PRO, int EPI, int U, typename G, bool DX = false>
 cudaError_t launch_gemv(bool pdl, void const* w, void const* x, void const* g, void const* r, void* y,
-    int K, int N, float eps, cudaStream_t stream)
+    int K, int N, float eps, GemvRope const& rope, cudaStream_t stream)
 {
     size_t const smem = DX ? 0 : size_t(K) * sizeof(__half); // x' staged: within the 48 KB every kernel may take (gemv_fits)
     int const warps = kGemvThreads / 32;
     return launch_kernel(pdl, gemv_out_x_in<PRO, EPI, U, G, DX>, dim3((N + warps - 1) / warps), dim3(kGemvThreads), smem,
         stream, static_cast<__half const*>(w), static_cast<__half const*>(x), static_cast<G const*>(g),
-        static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps);
+        static_cast<__half const*>(r), static_cast<__half*>(y), K, N, eps, rope);
 }
 
 // How the decode GEMV is launched: the loads of w in flight per lane, and with PDL or not.
@@ -283,6 +338,7 @@ struct GemvLaunch
     int unroll = 4;
     bool pdl = false;
     bool direct_x = true; // x read from global memory where the prologue leaves it as it is (else staged)
+    GemvRope rope;        // the rotary epilogue's outputs and tables (kRope)
 };
 
 template <int PRO, int EPI, int U, typename G>
@@ -291,8 +347,8 @@ cudaError_t gemv_x(GemvLaunch const& l, void const* w, void const* x, void const
 {
     constexpr bool can_dx = PRO == kNone || PRO == kRmsNormFolded;
     if (can_dx && l.direct_x)
-        return launch_gemv<PRO, EPI, U, G, can_dx>(l.pdl, w, x, g, r, y, K, N, eps, stream);
-    return launch_gemv<PRO, EPI, U, G>(l.pdl, w, x, g, r, y, K, N, eps, stream);
+        return launch_gemv<PRO, EPI, U, G, can_dx>(l.pdl, w, x, g, r, y, K, N, eps, l.rope, stream);
+    return launch_gemv<PRO, EPI, U, G>(l.pdl, w, x, g, r, y, K, N, eps, l.rope, stream);
 }
 
 template <int PRO, int EPI, typename G>
@@ -315,6 +371,7 @@ cudaError_t gemv_epilogue(Folds const& f, GemvLaunch const& l, void const* w, vo
     {
     case kResidual: return gemv_unrolled<PRO, kResidual, G>(l, w, x, g, r, y, K, N, f.eps, stream);
     case kSwiGluPair: return gemv_unrolled<PRO, kSwiGluPair, G>(l, w, x, g, r, y, K, N, f.eps, stream);
+    case kRope: return gemv_unrolled<PRO, kRope, G>(l, w, x, g, r, y, K, N, f.eps, stream);
     default: return gemv_unrolled<PRO, kPlain, G>(l, w, x, g, r, y, K, N, f.eps, stream);
     }
 }
