@@ -103,6 +103,8 @@
 #                         GPU 0, the three 7B engines on GPU 1, llama-7b with TRTLLM_KIT_SPLIT_KV=1 after
 #   day19                 2026-11-30 (eleventh session, one nvidia-h200-x2 lease): decode attention with a per-warp online
 #                         softmax and the cache rows prefetched, GEMVs reading x directly: as day18 without the A/B
+#   day20                 2026-11-30 (eleventh session, second lease): day19 with the rotary embedding folded into the
+#                         q/k/v multiply's epilogue; the step probe (--check, then its timings) on GPU 0 after the tests
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -368,6 +370,16 @@ case "${1:-status}" in
     G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
     bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_plugin_gpu.py tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
+  day20)  # 2026-11-30 (eleventh session, second lease): as day19, with the rotary embedding in the fused q/k/v
+    # multiply's epilogue (GEMM plugin epilogue 3); then scripts/h200/decode_step_probe.cu on GPU 0 after the tests
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --weights inputs"
+    G="--kv-modes plugin --gemm plugin --cuda-graph --lock /root/gpu1.lock"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    S="nvcc -std=c++17 -O3 -arch=sm_90 -Itrtllm_kit/engine/plugin -o /root/step scripts/h200/decode_step_probe.cu"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 tests/test_gemm_gpu.py tests/test_plugin_gpu.py tests/test_rotary_gpu.py '$T[tiny-llama-plugin/weights-inputs]' '$T[tiny-llama-depth-plugin/weights-inputs]' '$T[tiny-llama-width-plugin/weights-inputs]'; $S && CUDA_VISIBLE_DEVICES=0 /root/step --check > $LOGS/probe-check.txt 2>&1; CUDA_VISIBLE_DEVICES=0 /root/step > $LOGS/probe-run.txt 2>&1"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
