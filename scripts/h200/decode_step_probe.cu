@@ -1,11 +1,14 @@
 // Probe: llama-7b's batch-1 decode step as the plugin engine runs it, with the plugins' own kernels and no TensorRT
 // (not part of the toolkit; the kernels come from trtllm_kit/engine/plugin's headers, so it times what ships).
-// Per block: the q/k/v GEMV (RMSNorm prologue), rotary (fused q/k/v), decode attention over the in-place cache, the o
-// GEMV (+ residual), the gate/up GEMV (RMSNorm prologue), the down GEMV (SwiGLU prologue, + residual); then the LM
-// head (RMSNorm prologue). Random fp16 weights, 32 blocks, the whole step captured as one CUDA graph (launches with PDL
-// where TRTLLM_KIT_PDL allows, as in the engine) and replayed back to back: ms per step = the graph's mean time.
-// Variants: the split-KV decode attention (splits 1 = off, 0 = auto), SwiGLU folded into the gate/up GEMV's epilogue
-// or the down GEMV's prologue, loads per lane, and steps with a kernel kind left out (to place time by difference). --check compares split and unsplit attention.
+// Per block: the q/k/v GEMV (RMSNorm prologue, or with its scale in w), rotary (fused q/k/v; or the GEMV's rotary
+// epilogue), decode attention over the in-place cache, the o GEMV (+ residual), the gate/up GEMV (RMSNorm prologue,
+// SwiGLU epilogue or not), the down GEMV (SwiGLU prologue or not, + residual); then the LM head (RMSNorm prologue).
+// Random fp16 weights, 32 blocks, the whole step captured as one CUDA graph (launches with PDL where TRTLLM_KIT_PDL
+// allows, as in the engine) and replayed back to back: ms per step = the graph's mean time.
+// Variants (the Config fields): split-KV attention (splits 1 = off, 0 = auto), its L2 prefetch of the cache rows,
+// the folds, x staged or read directly by the GEMVs, loads per lane, the rotary epilogue, an attention kernel that only
+// copies q (its launch and wait), and steps with a kernel kind left out (to place time by difference). --check
+// compares split and unsplit attention with a float reference, GEMV variants and the rotary epilogue bit for bit.
 // Build and run (on the H200):
 //   nvcc -std=c++17 -O3 -arch=sm_90 -Itrtllm_kit/engine/plugin -o /tmp/step scripts/h200/decode_step_probe.cu
 //   /tmp/step [--check]

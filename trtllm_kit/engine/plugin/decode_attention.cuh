@@ -150,8 +150,9 @@ constexpr int kDecodeWarps = kDecodeThreads / 32;
 // own online softmax (scores, max and denominator in registers; shared memory does not grow with M), merged across
 // warps once at the end. (Scores in shared memory with block-wide softmax statistics, then V in a second pass: two
 // memory round trips and four barriers per 64 keys; with the cache prefetch as well, llama-7b's batch-1 step at 76
-// cached tokens took 3.476 ms against 3.542 that way on an H200, scripts/h200/decode_step_probe.cu, eleventh session.) Minimum blocks per SM: as many as the registers allow
-// without spilling (8 heads of accumulators need ~230 registers).
+// cached tokens took 3.476 ms against 3.542 that way on an H200, scripts/h200/decode_step_probe.cu, eleventh session.)
+// Minimum blocks per SM: as many as the registers allow (8 heads of accumulators need ~230 registers; at 4 heads per
+// pass the fp16 kernel spills 12 bytes at 2 blocks; not measured against 1 block).
 template <typename T, int VEC, int CPL, int GT>
 __global__ void __launch_bounds__(kDecodeThreads, GT == 1 && CPL == 1 ? 3 : GT == 8 ? 1 : 2)
     decode_attention_kernel(AttnParams p, int lpr, DecodeSplit split, bool wide)
