@@ -907,9 +907,9 @@ def test_the_fold_pass_moves_the_fused_rotary_into_the_qkv_multiply(case, monkey
     w = network.add_input("qkv.weight", trt.float16, (24, 8))
     r = network.add_input("r", trt.float16, (-1, -1, 24))
     cos, sin = (network.add_input(n, trt.float16, (-1, -1, 24)) for n in ("cos", "sin"))
-    args = dict(x=x, w=w, w_layout=1, prologue="rms_norm_folded", scale=None, eps=1e-5,
-                residual=r if case == "residual" else None, swiglu=False)
-    qkv = stand_in(trt, network, name="gemm.qkv.folded", **args)
+    qkv = stand_in(trt, network, x, w, "gemm.qkv.folded", w_layout=1, prologue="rms_norm_folded", eps=1e-5,
+                   residual=r if case == "residual" else None)
+    fields = dict(w_layout=1, prologue="rms_norm_folded", eps=1e-5, epilogue="residual" if case == "residual" else "none")
     rope = network.add_concatenation([qkv.get_output(0), cos, sin])  # reads the output and the tables, as the plugin
     rope.axis = 2
     rope.name = "rotary.0.qkv"
@@ -920,7 +920,7 @@ def test_the_fold_pass_moves_the_fused_rotary_into_the_qkv_multiply(case, monkey
     ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin", rope="plugin")
     ctx.rope_scales["rotary.0"] = 0.125
     calls.clear()
-    done = fold_rope_into_gemms(ctx, {"gemm.qkv.folded": args})
+    done = fold_rope_into_gemms(ctx, {"gemm.qkv.folded": fields})
     if case != "folds":
         assert done == 0 and not calls and attn.get_input(0).name == rope.get_output(0).name
         return

@@ -329,19 +329,18 @@ int check(Step& st, cudaStream_t s)
         void* out[3] = {st.q, st.k, st.v};
         CHECK(launch_rotary<__half, __half>(in, out, true, 1, 1, NH, NKV, HD, 1.f / std::sqrt(float(HD)), s));
         CHECK(cudaStreamSynchronize(s));
+        __half* const qkv[3] = {st.q, st.k, st.v}; // NH = NKV: H values each
         std::vector<__half> want(3 * H), got(3 * H);
-        CHECK(cudaMemcpy(want.data(), st.q, H * 2, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemcpy(want.data() + H, st.k, H * 2, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemcpy(want.data() + 2 * H, st.v, H * 2, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemset(st.q, 0, H * 2));
-        CHECK(cudaMemset(st.k, 0, H * 2));
-        CHECK(cudaMemset(st.v, 0, H * 2));
+        for (int i = 0; i < 3; ++i)
+        {
+            CHECK(cudaMemcpy(want.data() + i * H, qkv[i], H * 2, cudaMemcpyDeviceToHost));
+            CHECK(cudaMemset(qkv[i], 0, H * 2));
+        }
         l.rope = st.rope();
         CHECK(gemv(Folds{kRmsNormFolded, EPS, kRope}, l, blk.wqkv, st.h, nullptr, nullptr, nullptr, H, 3 * H, s));
         CHECK(cudaStreamSynchronize(s));
-        CHECK(cudaMemcpy(got.data(), st.q, H * 2, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemcpy(got.data() + H, st.k, H * 2, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemcpy(got.data() + 2 * H, st.v, H * 2, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < 3; ++i)
+            CHECK(cudaMemcpy(got.data() + i * H, qkv[i], H * 2, cudaMemcpyDeviceToHost));
         int diff = 0;
         for (int i = 0; i < 3 * H; ++i)
             diff += std::memcmp(&want[i], &got[i], 2) != 0;

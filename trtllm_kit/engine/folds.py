@@ -110,8 +110,9 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple], made: "dict | None"
 
     Args:
         made: where to record, for every GEMM plugin layer the network then has (``gemms`` left as they were and the
-            ones added), the ``plugin.add_gemm`` arguments that make it (``fold_rope_into_gemms`` remakes a layer
-            with an epilogue); None: not recorded.
+            ones added), what its inputs after x and w are: ``{"w_layout", "prologue", "eps", "epilogue"}``
+            (``"none"``, ``"residual"`` or ``"swiglu"``) by layer name (``fold_rope_into_gemms`` remakes a layer with
+            the rotary epilogue from its inputs); None: not recorded.
 
     Returns:
         How many of each were folded: ``{"rms_norm": n, "swiglu": n, "residual": n, "norm_scale_in_weights": n}``
@@ -171,13 +172,13 @@ def fold_into_gemms(ctx: NetworkContext, gemms: list[tuple], made: "dict | None"
                     add, residual = r, other
         if prologue == "none" and add is None and not swiglu:
             if made is not None:
-                made[layer.name] = dict(x=x, w=w, w_layout=w_layout)
+                made[layer.name] = dict(w_layout=w_layout, prologue="none", eps=0.0, epilogue="none")
             continue
-        args = dict(x=x, w=w, w_layout=w_layout, prologue=prologue, scale=scale, eps=ctx.spec.rms_norm_eps,
-                    residual=residual, swiglu=swiglu)
-        new = P.add_gemm(trt, network, name=f"{layer.name}.folded", **args)
+        new = P.add_gemm(trt, network, x, w, name=f"{layer.name}.folded", w_layout=w_layout, prologue=prologue,
+                         scale=scale, eps=ctx.spec.rms_norm_eps, residual=residual, swiglu=swiglu)
         if made is not None:
-            made[new.name] = args
+            made[new.name] = dict(w_layout=w_layout, prologue=prologue, eps=ctx.spec.rms_norm_eps,
+                                  epilogue="swiglu" if swiglu else "residual" if add is not None else "none")
         pin_to_weight_type(ctx, new, w)
         rw.added.append(new)
         rw.replace(add.get_output(0) if add is not None else out, new.get_output(0))
@@ -420,17 +421,17 @@ def fold_rope_into_gemms(ctx: NetworkContext, made: dict) -> int:
             continue
         whole = rope.get_input(0)
         gemm = rw.index.producers.get(whole.name)
-        args = made.get(gemm.name) if gemm is not None else None
-        if (args is None or args.get("swiglu") or args.get("residual") is not None or whole.name in rw.index.outputs
+        fields = made.get(gemm.name) if gemm is not None else None
+        if (fields is None or fields["epilogue"] != "none" or whole.name in rw.index.outputs
                 or [r.name for r, _ in rw.readers(whole)] != [rope.name]):
             continue
-        args = dict(args, x=gemm.get_input(0), w=gemm.get_input(1))  # what it reads now (a later fold may re-point)
-        if args.get("scale") is not None:
-            args["scale"] = gemm.get_input(2)
-        new = P.add_gemm(trt, network, name=f"{gemm.name}.rope", **args,
+        w = gemm.get_input(1)  # the inputs it reads now (after any later fold re-pointed them)
+        new = P.add_gemm(trt, network, gemm.get_input(0), w, name=f"{gemm.name}.rope", w_layout=fields["w_layout"],
+                         prologue=fields["prologue"], eps=fields["eps"],
+                         scale=gemm.get_input(2) if fields["prologue"] == "rms_norm" else None,
                          rope=(L.n_heads, L.n_kv_heads, L.head_dim, scale), cos=rope.get_input(1),
                          sin=rope.get_input(2))
-        pin_to_weight_type(ctx, new, args["w"])
+        pin_to_weight_type(ctx, new, w)
         for o in range(rope.num_outputs):  # q, k and v
             rw.replace(rope.get_output(o), new.get_output(o))
         done += 1

@@ -100,6 +100,22 @@ constexpr int kPrefetchRows = 256; // cache rows per block brought into L2 early
 // scripts/h200/decode_step_probe.cu, tenth session).
 constexpr int kMinKeysPerSplit = 128;
 
+// The keys split block blockIdx.z of a (b, kv head, pass) takes, [lo, hi), for write position w: keys [0, n) precede
+// or are the query position (w clamped: any int32 is harmless, e.g. the uninitialised inputs TensorRT times plugins
+// with), in `active` equal parts of at least kMinKeysPerSplit keys each (a short prefix runs in one block, unsplit: the
+// merge costs more than it saves there). False for a split block with no keys (it leaves at once).
+__device__ __forceinline__ bool split_keys(int w, int M, int splits, int& active, int& lo, int& hi)
+{
+    int const n = min(max(w, -1), M - 1) + 1;
+    active = max(1, min(splits, n / kMinKeysPerSplit));
+    if (int(blockIdx.z) >= active)
+        return false;
+    int const per = (n + active - 1) / active;
+    lo = min(n, int(blockIdx.z) * per);
+    hi = min(n, lo + per);
+    return true;
+}
+
 // The cache rows a decode block will read (its part of the valid prefix, at most p.prefetch of them), K and V, brought
 // into L2 while the kernel before still runs (launched with PDL): their DRAM latency then overlaps that kernel instead
 // of adding to the step. write_idx is read past L1 and only to place these hints (the kernel reads it again after its
@@ -108,12 +124,10 @@ template <typename T>
 __device__ __forceinline__ void prefetch_cache_rows(AttnParams const& p, int splits)
 {
     int const b = blockIdx.x / p.nkv;
-    int const n = min(max(__ldcg(p.write_idx + b), -1), p.M - 1) + 1;
-    int const active = max(1, min(splits, n / kMinKeysPerSplit));
-    if (int(blockIdx.z) >= active)
+    int active, lo, hi;
+    if (!split_keys(__ldcg(p.write_idx + b), p.M, splits, active, lo, hi))
         return;
-    int const per = (n + active - 1) / active;
-    int const lo = min(n, int(blockIdx.z) * per), hi = min(min(n, lo + per), lo + p.prefetch);
+    hi = min(hi, lo + p.prefetch);
     size_t const row_bytes = size_t(p.hd) * sizeof(T);
     int const lines = int((row_bytes + 127) / 128);
     int const total = (hi - lo) * lines;
@@ -191,16 +205,9 @@ __global__ void __launch_bounds__(kDecodeThreads, GT == 1 && CPL == 1 ? 3 : GT =
     int32_t const* mrow = p.mask + size_t(b) * p.M;        // (M,)
     int const w = p.write_idx[b];
 
-    // Keys [0, n) precede or are the query position (w clamped: any int32 is harmless, e.g. the
-    // uninitialised inputs TensorRT times plugins with). Split blockIdx.z takes keys [lo, hi): n in equal parts.
-    // Splits with work: at least kMinKeysPerSplit keys each (a short prefix runs in one block, unsplit: the merge
-    // costs more than it saves there); the others leave at once.
-    int const n = min(max(w, -1), p.M - 1) + 1;
-    int const active = max(1, min(split.splits, n / kMinKeysPerSplit));
-    if (int(blockIdx.z) >= active)
+    int active, lo, hi; // this block's keys [lo, hi) of the valid prefix (split_keys)
+    if (!split_keys(w, p.M, split.splits, active, lo, hi))
         return;
-    int const per = (n + active - 1) / active;
-    int const lo = min(n, int(blockIdx.z) * per), hi = min(n, lo + per);
 
     // This lane's chunks of the GT query rows, kept packed (converted on the fly) to save registers.
     V qv[GT][CPL];

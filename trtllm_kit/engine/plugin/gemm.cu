@@ -71,7 +71,6 @@
 
 #include "plugin_common.cuh"
 #include "gemv.cuh"
-#include "rotary_kernel.cuh"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -163,40 +162,6 @@ cudaError_t gemv(Folds const& f, GemvLaunch const& launch, nvinfer1::DataType gT
     if (f.prologue == kRmsNorm && gType != nvinfer1::DataType::kFLOAT && gType != nvinfer1::DataType::kHALF)
         return cudaErrorInvalidValue;
     return trtllm_kit::gemv_folded(f, launch, gType == nvinfer1::DataType::kFLOAT, w, x, g, r, y, int(K), int(N), stream);
-}
-
-// Epilogue 3 on the cuBLASLt path: the rotary kernel (fused q/k/v) over y's rows; t is y's type, c the tables'.
-template <typename T>
-cudaError_t rope_rows_typed(nvinfer1::DataType c, void const* const* in, void* const* out, int64_t rows, int S, int nh,
-    int nkv, int hd, float scale, cudaStream_t stream)
-{
-    switch (c)
-    {
-    case nvinfer1::DataType::kFLOAT:
-        return trtllm_kit::launch_rotary<T, float>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
-    case nvinfer1::DataType::kHALF:
-        return trtllm_kit::launch_rotary<T, __half>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
-#if TRTLLM_KIT_HAS_BF16
-    case nvinfer1::DataType::kBF16:
-        return trtllm_kit::launch_rotary<T, __nv_bfloat16>(in, out, true, rows, S, nh, nkv, hd, scale, stream);
-#endif
-    default: return cudaErrorInvalidValue;
-    }
-}
-
-cudaError_t rope_rows(nvinfer1::DataType t, nvinfer1::DataType c, void const* const* in, void* const* out, int64_t rows,
-    int S, int nh, int nkv, int hd, float scale, cudaStream_t stream)
-{
-    switch (t)
-    {
-    case nvinfer1::DataType::kHALF: return rope_rows_typed<__half>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
-    case nvinfer1::DataType::kFLOAT: return rope_rows_typed<float>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
-#if TRTLLM_KIT_HAS_BF16
-    case nvinfer1::DataType::kBF16:
-        return rope_rows_typed<__nv_bfloat16>(c, in, out, rows, S, nh, nkv, hd, scale, stream);
-#endif
-    default: return cudaErrorInvalidValue;
-    }
 }
 
 // The prologue for cuBLASLt: x' (M x K of T) into out, one block per row (RMSNorm) or one element per thread (SwiGLU).
@@ -702,8 +667,8 @@ public:
         if (rotary)
         {
             void const* in[3] = {y, inputs[ti], inputs[ti + 1]};
-            cudaError_t const e = rope_rows(inputDesc[0].type, inputDesc[ti].type, in, outputs, M, int(xd.d[1]),
-                mF.rope_heads, mF.rope_kv_heads, hd, mF.rope_scale, stream);
+            cudaError_t const e = trtllm_kit::launch_rotary_as(inputDesc[0].type, inputDesc[ti].type, in, outputs, true,
+                M, int(xd.d[1]), mF.rope_heads, mF.rope_kv_heads, hd, mF.rope_scale, stream);
             if (e != cudaSuccess)
             {
                 trtllm_kit::plugin_error(kGemmName, "the rotary epilogue failed (M=%lld N=%lld): %s", (long long) M,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kernel_common.cuh"
+#include "rotary_kernel.cuh"
 
 #include <cstdint>
 
@@ -299,8 +300,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_out_x_in(__half const* __re
             return rope.table_float ? static_cast<float const*>(t)[d] : __half2float(static_cast<__half const*>(t)[d]);
         };
         float const c = table(rope.cos), sn = table(rope.sin);
-        // y[d] = x1 cos - x2 sin, y[d + hd/2] = x2' cos + x1' sin (x1' the row itself): rounded as rotary_kernel
-        float y = round_to<__half>(round_to<__half>(x1 * c) + round_to<__half>((lane == 0 ? -x2 : x2) * sn));
+        float y = rotate_one<__half>(x1, x2, c, sn, lane == 0); // as rotary_kernel: x1 this lane's row
         bool const is_q = h < rope.nh;
         if (is_q)
             y *= round_to<__half>(rope.scale);

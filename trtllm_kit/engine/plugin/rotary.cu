@@ -47,24 +47,7 @@ using trtllm_kit::float_type;
 constexpr char const* kRopeName = "TrtllmKitRotary";
 constexpr char const* kRopeVersion = "1";
 using trtllm_kit::kRopeThreads;
-using trtllm_kit::launch_rotary;
 using trtllm_kit::row_pairs;
-
-template <typename T>
-cudaError_t launch(nvinfer1::DataType cType, void const* const* in, void* const* out, bool fused, int64_t rows, int S,
-    int nh, int nkv, int hd, float scale, cudaStream_t stream)
-{
-    switch (cType)
-    {
-    case nvinfer1::DataType::kHALF: return launch_rotary<T, __half>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
-    case nvinfer1::DataType::kFLOAT: return launch_rotary<T, float>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
-#if TRTLLM_KIT_HAS_BF16
-    case nvinfer1::DataType::kBF16:
-        return launch_rotary<T, __nv_bfloat16>(in, out, fused, rows, S, nh, nkv, hd, scale, stream);
-#endif
-    default: return cudaErrorInvalidValue;
-    }
-}
 
 struct RopeFields
 {
@@ -215,26 +198,8 @@ public:
                 (long long) chunks);
             return 1;
         }
-        cudaError_t e = cudaErrorInvalidValue;
-        int const s = static_cast<int>(S);
-        switch (inputDesc[0].type)
-        {
-        case nvinfer1::DataType::kHALF:
-            e = launch<__half>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
-                mF.head_dim, mF.scale, stream);
-            break;
-        case nvinfer1::DataType::kFLOAT:
-            e = launch<float>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
-                mF.head_dim, mF.scale, stream);
-            break;
-#if TRTLLM_KIT_HAS_BF16
-        case nvinfer1::DataType::kBF16:
-            e = launch<__nv_bfloat16>(inputDesc[first].type, inputs, outputs, fused, rows, s, mF.num_heads, mF.num_kv_heads,
-                mF.head_dim, mF.scale, stream);
-            break;
-#endif
-        default: break;
-        }
+        cudaError_t const e = trtllm_kit::launch_rotary_as(inputDesc[0].type, inputDesc[first].type, inputs, outputs,
+            fused, rows, static_cast<int>(S), mF.num_heads, mF.num_kv_heads, mF.head_dim, mF.scale, stream);
         if (e != cudaSuccess)
         {
             trtllm_kit::plugin_error(kRopeName, "kernel launch failed (rows=%lld): %s", (long long) rows,

@@ -11,6 +11,14 @@ namespace trtllm_kit
 
 constexpr int kRopeThreads = 128;
 
+// One rotated element, rounded as eager's fp16 ops: x at d < hd/2 (first) is T(T(x cos) + T(-partner sin)), x at
+// d >= hd/2 is T(T(x cos) + T(partner sin)); partner is the element hd/2 away, c and s the tables at x's index.
+template <typename T>
+__device__ __forceinline__ float rotate_one(float x, float partner, float c, float s, bool first)
+{
+    return round_to<T>(round_to<T>(x * c) + round_to<T>((first ? -partner : partner) * s));
+}
+
 // Where a block's q, k (and v) rows are read: a base pointer and the stride of one (batch, position) row each.
 template <typename T>
 struct RopeSources
@@ -59,8 +67,8 @@ __global__ void __launch_bounds__(kRopeThreads) rotary_kernel(RopeSources<T> src
         T* y = (is_q ? q_out : k_out) + ((b * n + h) * S + s) * hd;
         float const x1 = to_f32(x[d]);
         float const x2 = to_f32(x[d + half]);
-        float y1 = round_to<T>(round_to<T>(x1 * to_f32(c[d])) + round_to<T>(-x2 * to_f32(sn[d])));
-        float y2 = round_to<T>(round_to<T>(x2 * to_f32(c[d + half])) + round_to<T>(x1 * to_f32(sn[d + half])));
+        float y1 = rotate_one<T>(x1, x2, to_f32(c[d]), to_f32(sn[d]), true);
+        float y2 = rotate_one<T>(x2, x1, to_f32(c[d + half]), to_f32(sn[d + half]), false);
         if (is_q)
         {
             y1 *= sc;
