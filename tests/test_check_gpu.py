@@ -79,3 +79,17 @@ def test_inspect_layers_goes_through_polygraphy(engines):
     engine_dir = engines[("tiny-llama", "portable")]
     out = cli("inspect", str(engine_dir), "--layers", check=True).stdout
     assert "layers (Polygraphy's engine inspection)" in out and "Layer(s)" in out
+
+
+def test_check_passes_for_a_portable_static_engine(tiny_exports, tmp_path):
+    """A portable-static engine (the width-pruned preset: other heads and MLP width in every block, grouped-query
+    attention) checked against ONNX Runtime: its presents are the new rows, compared with ONNX Runtime's last ones."""
+    from trtllm_kit.engine.builder import engine_from_onnx
+    from trtllm_kit.engine.manifest import BuildOptions
+
+    opts = BuildOptions(flavor="tensorrt", kv_mode="portable-static", limits=LIMITS)
+    eng = engine_from_onnx(tiny_exports["tiny-llama-width"], tmp_path / "eng", opts, progress=False).out_dir
+    proc = cli("check", str(eng))
+    print(proc.stdout[-3000:], proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    assert "presents are the new positions only" in proc.stdout and "check passed: " in proc.stdout

@@ -46,7 +46,7 @@ def test_profiles_cover_prefill_and_decode(static):
 def test_kv_layouts_own_their_inputs_and_records():
     spec, _ = load_model("tiny-llama-width")
     lim = EngineLimits(4, 8, 24).checked()
-    assert set(KV_LAYOUTS) == {"portable", "inplace", "plugin"}
+    assert set(KV_LAYOUTS) == {"portable", "portable-static", "inplace", "plugin"}
     portable, plugin = get_layout("portable"), get_layout("plugin")
     assert [t.name for t in portable.engine_inputs(spec, lim)] == [t.name for t in model_inputs(spec)]
     static = plugin.engine_inputs(spec, lim)
@@ -229,12 +229,12 @@ def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
             return n in self.shape_inputs
 
     good = {"write_indices": "INT32", "past_key_values.0.key": "HALF", "present.0.key": "HALF", "logits": "HALF"}
-    check_bindable(trt, Engine(good), static_cache=True)
+    check_bindable(trt, Engine(good), same_cache_dtype=True)
     with pytest.raises(ToolkitError, match="present.0.key is FLOAT but past_key_values.0.key is HALF"):
-        check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), static_cache=True)
-    check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), static_cache=False)  # portable: no aliasing
+        check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), same_cache_dtype=True)
+    check_bindable(trt, Engine({**good, "present.0.key": "FLOAT"}), same_cache_dtype=False)  # portable: a fresh present
     with pytest.raises(ToolkitError, match="write_indices are shape tensors"):
-        check_bindable(trt, Engine(good, shape_inputs=["write_indices"]), static_cache=True)
+        check_bindable(trt, Engine(good, shape_inputs=["write_indices"]), same_cache_dtype=True)
 
 
 def test_layer_information_is_standard_json():

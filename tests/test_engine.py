@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY, assert_one_line_error, cli, emulate_kv_update
 from trtllm_kit.engine.builder import engine_from_onnx
-from trtllm_kit.engine.kv_layouts import static_cache_onnx
+from trtllm_kit.engine.kv_layouts import new_rows_onnx, static_cache_onnx
 from trtllm_kit.engine.limits import EngineLimits, select_profile
 from trtllm_kit.engine.manifest import BuildOptions, EngineManifest
 from trtllm_kit.errors import ProfileError, ToolkitError
@@ -31,10 +31,10 @@ def engines(tiny_exports, tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     return {(name, mode): engine_from_onnx(tiny_exports[name], root / f"{name}-{mode}", opts(kv_mode=mode),
                                            progress=False)
-            for name in TINY for mode in ("portable", "inplace")}
+            for name in TINY for mode in ("portable", "portable-static", "inplace")}
 
 
-@pytest.mark.parametrize("mode", ["portable", "inplace"])
+@pytest.mark.parametrize("mode", ["portable", "portable-static", "inplace"])
 @pytest.mark.parametrize("name", TINY)
 def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
     res = engines[(name, mode)]
@@ -56,13 +56,15 @@ def test_engine_builds_and_metadata_matches_its_io(engines, name, mode):
         assert io[f"present.{i}.value"]["shape"][1] == layer.n_kv_heads
         if mode == "inplace":  # static cache length, aliased in and out
             assert k["shape"][2] == SMALL.max_seq and io[f"present.{i}.key"]["shape"][2] == SMALL.max_seq
+        if mode == "portable-static":  # the new rows only, in the cache's type
+            assert io[f"present.{i}.key"]["shape"][2] == -1 and io[f"present.{i}.key"]["dtype"] == "half"
     if mode == "inplace":
         assert io["write_indices"]["dtype"] == "int32" and io["attention_mask"]["shape"] == [-1, SMALL.max_seq]
     # every profile's per-tensor shapes are consistent: mask length = past + new tokens
     for p in meta["profiles"]:
         for bound in ("min", "opt", "max"):
             t = p["tensors"]
-            if mode == "portable":
+            if mode != "inplace":
                 assert t["attention_mask"][bound][1] == t["input_ids"][bound][1] + t["past_key_values.0.key"][bound][2]
     assert meta["source"]["onnx_sha256"] and meta["spec"]["name"] == name
 
@@ -172,8 +174,13 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--gemm", "plugin", "--weights", "inputs"),  # auto may choose plugin (8.6); here it chose inplace
          "not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
         ((onnx_dir, "--gemm", "plugin", "--kv-mode", "plugin"), "--gemm plugin: it reads the weight matrices as engine inputs"),
-        ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the toolkit's plugin library (--kv-mode plugin or "
-         "portable), not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
+        ((onnx_dir, "--norm", "plugin"), "--norm plugin: it ships in the toolkit's plugin library (--kv-mode plugin, "
+         "portable or portable-static), not with --kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
+        ((onnx_dir, "--gemm", "plugin", "--kv-mode", "portable", "--weights", "inputs"),
+         "--gemm plugin: it ships in the toolkit's plugin library (--kv-mode plugin or portable-static), not with "
+         "--kv-mode portable"),
+        ((onnx_dir, "--gemm", "plugin", "--kv-mode", "portable-static", "--weights", "inputs"),  # allowed there
+         "--gemm plugin: tensorrt-rtx"),
         ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable"),  # allowed there, where the library loads
          "--norm plugin: tensorrt-rtx"),
         ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
@@ -1062,12 +1069,14 @@ def _values_feeding_shapes(model: onnx.ModelProto) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("layout", ["portable", "static"])
+@pytest.mark.parametrize("layout", ["portable", "static", "new-rows"])
 def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
     """Every engine input is an execution tensor (device memory): no value of input_ids, positions, the mask,
-    the caches or write_indices decides a shape, in the exported graph and in its static-cache rewrite."""
+    the caches or write_indices decides a shape, in the exported graph and in its static-cache and new-rows
+    (portable-static) rewrites."""
     for name in TINY:
         path = tiny_exports[name] / "model.onnx"
-        model = onnx.load(str(path), load_external_data=False) if layout == "portable" else \
-            onnx.load_from_string(static_cache_onnx(path, 24))
+        model = {"portable": lambda: onnx.load(str(path), load_external_data=False),
+                 "static": lambda: onnx.load_from_string(static_cache_onnx(path, 24)),
+                 "new-rows": lambda: onnx.load_from_string(new_rows_onnx(path))}[layout]()
         assert _values_feeding_shapes(model) == [], name

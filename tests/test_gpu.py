@@ -80,7 +80,8 @@ def _first_mismatch(got, want):
 
 
 @pytest.mark.parametrize("mode", ["portable", "inplace", "plugin", "portable/weights-inputs", "plugin/weights-inputs",
-                                  "portable+norm/weights-inputs"])
+                                  "portable+norm/weights-inputs", "portable-static",
+                                  "portable-static+norm/weights-inputs"])
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"])
 def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
@@ -88,6 +89,7 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     weights as engine inputs, ``--weights inputs``) and check their greedy tokens against eager, and that
     engine.json's I/O is what the deserialized engine says.
     One test per (model, layout), so that they can run side by side (`-k`) and each says what it proves."""
+    from trtllm_kit.engine.kv_layouts import get_layout
     from trtllm_kit.runtime.eager import eager_runner
     from trtllm_kit.runtime.trt import TrtRunner
 
@@ -129,7 +131,7 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 assert folded["rms_norm"] in (2 * L, 2 * L + 1), folded  # + the final norm where the head is a GEMM
                 if settings.get("norm_scale_in_weights") == "on":  # every block's two norms' scales in the weights
                     assert folded["norm_scale_in_weights"] >= 2 * L, folded
-        for graph in (False, True) if eng.manifest.kv_layout.static_cache else (False,):
+        for graph in (False, True) if get_layout(eng.manifest.kv_layout.name).fixed_decode_shapes else (False,):
             with TrtRunner(eng.out_dir, "cuda", cuda_graph=graph) as runner:
                 engine = runner.engine
                 names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
@@ -142,6 +144,9 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 assert caches == {"DataType.HALF"}, caches  # an fp16 export: past and present alike
                 assert engine.num_optimization_profiles == len(eng.manifest.profiles)
                 res = runner.generate(ids, mask, 16)
+                if mode == "portable-static":  # a shorter generation reuses the cache (and graph) of this one
+                    short = runner.generate(ids, mask, 10).tokens.cpu()
+                    assert _first_mismatch(short, res.tokens.cpu()[:, :10]) is None, (short, res.tokens)
                 if weights:  # the engine computes with the bound weights, not with copies of its own
                     runner.weights["lm_head.weight"].neg_()
                     flipped = runner.generate(ids, mask, 16).tokens.cpu()

@@ -12,6 +12,8 @@ import click
 from trtllm_kit import __version__
 from trtllm_kit.errors import ToolkitError
 
+KV_MODES = ["auto", "portable", "portable-static", "inplace", "plugin"]  # as BuildOptions.kv_mode
+
 log = logging.getLogger("trtllm_kit")
 
 
@@ -163,9 +165,11 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.argument("onnx_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Engine directory [default: engines/<export dir name>].")
 @click.option("--flavor", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True)
-@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace", "plugin"]), default="auto",
+@click.option("--kv-mode", type=click.Choice(KV_MODES), default="auto",
               show_default=True, help="inplace: native KV layers (TensorRT >= 10.15, RTX); plugin: the toolkit's "
-              "KV-cache attention plugin (TensorRT 8.6-10.x, needs nvcc); auto: the first that is available.")
+              "KV-cache attention plugin (TensorRT 8.6-10.x, needs nvcc); portable: TensorRT layers, the cache "
+              "grows as engine I/O; portable-static: TensorRT layers, a fixed-capacity cache as engine I/O (the same "
+              "shapes every decode step); auto: inplace, then plugin, then portable-static.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest batch [default: 384].")
 @click.option("--max-input", type=click.IntRange(min=1), default=None, help="Longest prompt [default: 82].")
 @click.option("--max-seq", type=click.IntRange(min=2), default=None, help="Longest prompt + output [default: 594].")
@@ -284,9 +288,9 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option("--dtype", type=DTYPE, default=None,
               help="Model dtype [default: that of the exports/engines given, else fp16].")
-@click.option("--kv-mode", type=click.Choice(["auto", "portable", "inplace", "plugin"]), default=None,
+@click.option("--kv-mode", type=click.Choice(KV_MODES), default=None,
               help="KV layout of engines built for the benchmark [default: auto].")
-@click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (in-place engines).")
+@click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (engines with fixed decode shapes: inplace, plugin, portable-static).")
 @click.option("--work", type=click.Path(), default="artifacts/bench", show_default=True,
               help="Where exports and engines made for the benchmark go (reused when unchanged).")
 @click.option("--out", type=click.Path(), default="results.json", show_default=True, help="Results JSON (CSV beside it).")

@@ -31,7 +31,7 @@ class RecipeEngine(Strict):
     """Engine options; limits left out are derived from the sweep."""
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
-    kv_mode: Literal["auto", "portable", "inplace", "plugin"] = "auto"
+    kv_mode: Literal["auto", "portable", "portable-static", "inplace", "plugin"] = "auto"
     profiles: Literal["split", "single"] = "split"
     max_batch: PositiveInt | None = None
     max_input: PositiveInt | None = None

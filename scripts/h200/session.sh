@@ -105,6 +105,10 @@
 #                         softmax and the cache rows prefetched, GEMVs reading x directly: as day18 without the A/B
 #   day20                 2026-11-30 (eleventh session, second lease): day19 with the rotary embedding folded into the
 #                         q/k/v multiply's epilogue; the step probe (--check, then its timings) on GPU 0 after the tests
+#   day21                 2026-11-30 (twelfth session, one nvidia-h200-x2 lease): the portable-static KV layout (issue 7):
+#                         GPU 0 its tiny token tests (TensorRT layers; and with the RMSNorm and GEMM plugins) and its
+#                         check against ONNX Runtime, then llama-7b portable-static at the builder's default level (A/B);
+#                         GPU 1 the three 7B portable-static engines with the RMSNorm and GEMM plugins, each timed alone
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -383,6 +387,16 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f" ;;
+  day21)  # 2026-11-30 (twelfth session): the portable-static KV layout: the TensorRT layers' attention over a
+    # fixed-capacity cache that the runner owns (issue 7's portable targets), with the RMSNorm and GEMM plugins
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 -k 'portable-static' tests/test_gpu.py tests/test_check_gpu.py::test_check_passes_for_a_portable_static_engine; $W CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $G --opt-level 3 --out $R/o3"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --lock /root/gpu1.lock --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --lock /root/gpu1.lock --out $R/f" ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
     tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)

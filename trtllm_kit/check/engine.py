@@ -1,7 +1,8 @@
 """``check ENGINE_DIR``: TensorRT against ONNX Runtime on the export the engine was built from.
 
 Portable engines run through Polygraphy's ``TrtRunner`` on the same arrays as ONNX Runtime (ints in the
-engine's dtypes); static-cache engines (``inplace``, ``plugin``) through ``StaticCacheTrtRunner`` on the same
+engine's dtypes; portable-static engines too, their past exactly the cached tokens, their presents compared with
+the last positions of ONNX Runtime's); static-cache engines (``inplace``, ``plugin``) through ``StaticCacheTrtRunner`` on the same
 step written as their inputs. Each step runs on the optimization profile that serves it.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtllm_kit.check.compare import compare_step, tolerances
-from trtllm_kit.check.feeds import engine_feed, generation_steps, prefill_step, static_cache_feed, zero_padding
+from trtllm_kit.check.feeds import (engine_feed, generation_steps, new_rows_only, prefill_step, static_cache_feed,
+                                   zero_padding)
 from trtllm_kit.check.results import CheckResult, LayerwiseResult
 from trtllm_kit.check.runners import onnxrt_runner
 from trtllm_kit.check.tools import expose_cuda_runtime
@@ -73,8 +75,9 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
             feed = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes)
         else:
             runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), engine_feed(step, dtypes)
+        post = zero_padding(step) if layout.static_cache else new_rows_only(step) if layout.returns_new_rows else None
         result.add(compare_step(f"{step.label} (profile {k})", runner, feed, ort, step.feed, rtol, atol,
-                                postprocess=zero_padding(step) if layout.static_cache else None))
+                                postprocess=post))
     return result
 
 

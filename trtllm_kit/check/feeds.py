@@ -126,3 +126,16 @@ def zero_padding(step: Step):
         return result
 
     return zero_padded_positions
+
+
+def new_rows_only(step: Step):
+    """A Polygraphy post-processing function keeping the last ``step.new_len`` positions of every ``present.*``:
+    what a portable-static engine returns (this step's keys and values) out of ONNX Runtime's whole cache; the
+    engine's own are unchanged by it."""
+    def last_rows(result):
+        for name, arr in list(result.items()):
+            if name.startswith("present."):  # (B, nkv, P + S or S, hd)
+                result[name] = arr[:, :, arr.shape[2] - step.new_len:]
+        return result
+
+    return last_rows

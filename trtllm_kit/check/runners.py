@@ -139,7 +139,7 @@ class StaticCacheTrtRunner(BaseRunner):
 
         from trtllm_kit.engine.loading import check_bindable
 
-        check_bindable(self.trt, self.engine, static_cache=True)
+        check_bindable(self.trt, self.engine, same_cache_dtype=True)
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.current_stream()
         self.context.set_optimization_profile_async(self.profile, self.stream.cuda_stream)

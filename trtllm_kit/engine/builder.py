@@ -65,7 +65,8 @@ def _create_network(flavor: Flavor, builder):
     return builder.create_network(flags)
 
 
-def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, precision_constraints: bool = False):
+def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, precision_constraints: bool = False,
+               gemm: str = "trt"):
     """Builder config: precision (and the layout's precision constraints), optimization level, workspace,
     tactic sources, refit.
 
@@ -88,10 +89,10 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
         if opts.weights == "engine":
             config.set_flag(trt.BuilderFlag.REFIT)
             settings["refit"] = True
-        if opt_level is None and layout_name == "plugin":
-            # With attention in plugins, 8.6 leaves the rest to its classic path, which JIT-compiles every fused
-            # pointwise op in every candidate format; level 0 takes prebuilt kernels (tiny-llama, decode
-            # profile, H200: 59 s at level 0, not done in 330 s at the default level).
+        if opt_level is None and (layout_name == "plugin" or gemm == "plugin"):
+            # With attention or the multiplies in plugins, 8.6 leaves the rest to its classic path, which
+            # JIT-compiles every fused pointwise op in every candidate format; level 0 takes prebuilt kernels
+            # (tiny-llama, decode profile, H200: 59 s at level 0, not done in 330 s at the default level).
             opt_level = 0
     if not flavor.is_rtx and hasattr(config, "set_tactic_sources") and flavor.version_tuple < (10,):
         config.set_tactic_sources(0)  # TensorRT's own kernels only: cuBLAS/cuDNN tactics add minutes of timing
@@ -136,7 +137,7 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
     notes = [] if notes is None else notes
     layout = resolve_kv_layout(options.kv_mode, flavor, options, notes=notes)
     try:
-        gemm = resolve_gemm(options, layout.name, notes=notes)
+        gemm = resolve_gemm(options, layout.name, notes=notes, flavor=flavor)
         norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
         rope = resolve_rope(options, layout.name, notes=notes)
     except ToolkitError as e:
@@ -271,7 +272,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 beat.phase("writing the weight inputs")
                 weight_record = save_weights(weights, tmp)
                 weights.clear()
-            config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints)
+            config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints, ctx.gemm)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
             settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"

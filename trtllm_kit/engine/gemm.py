@@ -18,18 +18,18 @@ log = logging.getLogger(__name__)
 
 # The fix each conflict names (``check_plugin_options`` before the layout is chosen, ``resolve_norm``/``resolve_rope``
 # once it is), in flag words; recipes word the same rule with their keys (``RecipeEngine``).
-CONFLICT_HINTS = {"gemm": "use --kv-mode plugin --weights inputs, or --gemm auto or trt",
-                  "norm": "use --kv-mode plugin or portable, or --norm auto or trt",
+CONFLICT_HINTS = {"gemm": "use --kv-mode plugin or portable-static with --weights inputs, or --gemm auto or trt",
+                  "norm": "use --kv-mode plugin, portable or portable-static, or --norm auto or trt",
                   "rope": "use --kv-mode plugin, or --rope auto or trt"}
 
 
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
     """Why ``--norm norm`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
     RMSNorm plugin ships in the toolkit's plugin library, which the plugin and portable KV layouts load (in the
-    portable layout it also cuts TensorRT 8.6's whole-graph Myelin region at every norm). Used by
+    portable layouts it also cuts TensorRT 8.6's whole-graph Myelin region at every norm). Used by
     ``resolve_norm`` and ``plugin_option_conflicts``."""
-    if norm == "plugin" and kv_mode not in ("plugin", "portable"):
-        return (f"it ships in the toolkit's plugin library (--kv-mode plugin or portable), not with "
+    if norm == "plugin" and kv_mode not in ("plugin", "portable", "portable-static"):
+        return (f"it ships in the toolkit's plugin library (--kv-mode plugin, portable or portable-static), not with "
                 f"--kv-mode {kv_mode}")
     return None
 
@@ -50,8 +50,9 @@ def gemm_option_conflict(gemm: str, kv_mode: str, weights: str) -> str | None:
     """
     if gemm != "plugin":
         return None
-    if kv_mode != "plugin":
-        return f"it ships in the plugin KV layout's library (--kv-mode plugin), not with --kv-mode {kv_mode}"
+    if kv_mode not in ("plugin", "portable-static"):
+        return (f"it ships in the toolkit's plugin library (--kv-mode plugin or portable-static), not with "
+                f"--kv-mode {kv_mode}")
     if weights != "inputs":
         return "it reads the weight matrices as engine inputs (--weights inputs), not with --weights engine"
     return None
@@ -67,16 +68,18 @@ def plugin_option_conflicts(gemm: str, norm: str, kv_mode: str, weights: str, ro
     return {option: why for option, why in found.items() if why}
 
 
-def resolve_gemm(options, layout_name: str, notes: list[str] | None = None) -> str:
+def resolve_gemm(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
     """Who multiplies by the weight matrices: ``"plugin"`` (``TrtllmKitGemm``, cuBLASLt) or ``"trt"``.
 
-    ``--gemm auto`` takes the plugin where it can be used (the plugin KV layout, whose library it joins; the
-    weights as engine inputs, which it reads; cuBLASLt found), else TensorRT's layers, logging why.
+    ``--gemm auto`` takes the plugin where it can be used (the plugin or portable-static KV layout, whose library
+    it joins; the weights as engine inputs, which it reads; cuBLASLt found), else TensorRT's layers, logging why.
 
     Args:
         options: the build options (``gemm``, ``weights``).
         layout_name: the KV layout the build uses.
         notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
+        flavor: the TensorRT flavour; with it, the plugin library is checked to be compilable and loadable here in
+            the portable-static layout (the plugin layout is only chosen where it is).
 
     Raises:
         ToolkitError: ``--gemm plugin`` where it cannot be used (one line naming what is missing).
@@ -84,6 +87,10 @@ def resolve_gemm(options, layout_name: str, notes: list[str] | None = None) -> s
     if options.gemm == "trt":
         return "trt"
     reason = gemm_option_conflict("plugin", layout_name, options.weights)
+    if reason is None and layout_name != "plugin" and flavor is not None:
+        from trtllm_kit.engine.kv_layouts import plugin_library_unavailable
+
+        reason = plugin_library_unavailable(flavor, options)
     if reason is None:
         from trtllm_kit.engine.plugin import PluginUnavailable, find_cublaslt
 

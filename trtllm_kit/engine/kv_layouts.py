@@ -8,6 +8,9 @@ A layout owns everything that differs between them, on both sides:
 
 ``portable``: the exported graph as is; ``past_key_values.*`` grow by Concat and ``present.*`` is a
 fresh copy of the whole cache every step (runs everywhere, re-plans every step).
+``portable-static``: the same TensorRT layers (any version, no KV plugin), with the cache a fixed-capacity
+buffer the runner owns: ``present.*`` is only this step's keys/values, which the runner writes at the next
+free position, so every decode step of a generation has the same shapes (planned once, CUDA-graph decode).
 ``inplace``: static caches [B, kv_heads_i, max_seq, head_dim_i] updated in place by TensorRT's native
 KV-cache layers (TensorRT >= 10.15, TensorRT-RTX).
 ``plugin``: the same static caches, with each layer's cache update and attention done by the
@@ -27,7 +30,7 @@ import torch
 from trtllm_kit.engine.limits import EngineLimits, ProfileSpec, sweep_profiles
 from trtllm_kit.engine.manifest import PLUGIN_REWRITE, KVLayoutRecord, PluginRecord
 from trtllm_kit.errors import ToolkitError
-from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, POSITION_IDS, WRITE_INDICES, Anchors,
+from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, POSITION_IDS, SEQ, WRITE_INDICES, Anchors,
                                        TensorIO, model_inputs, past_name, present_name, static_cache_inputs)
 from trtllm_kit.models.spec import ModelSpec
 
@@ -73,7 +76,12 @@ class KVLayout:
 
     name: ClassVar[str]
     description: ClassVar[str]
-    static_cache: ClassVar[bool]
+    static_cache: ClassVar[bool]  # the engine's caches span max_seq and are updated in place (write_indices)
+    # The runner binds the same buffers at the same shapes for every decode step of a generation, and each
+    # ``present.*`` lands in its ``past_key_values.*`` buffer (in place, or copied by the runner): decode steps may
+    # be replayed as CUDA graphs, and present and past must share a dtype.
+    fixed_decode_shapes: ClassVar[bool] = False
+    returns_new_rows: ClassVar[bool] = False  # present.* holds only this step's keys/values (B, nkv, new, hd)
 
     # -- build side ---------------------------------------------------------------------------
     def unavailable(self, flavor, options) -> str | None:
@@ -158,10 +166,121 @@ class PortableKV(KVLayout):
                             norm=P.NORM_NAME)
 
 
+class PortableStaticKV(PortableKV):
+    """The portable layout's TensorRT layers with a fixed-capacity cache: the engine reads the cache and returns
+    only the new tokens' keys/values (``new_rows_onnx``); the runner writes them in (``NewRowsCache``).
+
+    Why: TensorRT 8.6 re-plans its fused (Myelin) regions whenever an input's shape changes, and in the portable
+    layout the past grows by one every step (H200, llama-7b: 18.9 ms of host time per decode step,
+    ``docs/benchmarks/h200-trt86/README.md``, seventh session). Here a generation's decode steps all bind a
+    (B, nkv, capacity, hd) past and a (B, capacity + 1) mask: planned once, then replayable as a CUDA graph.
+    """
+
+    name = "portable-static"
+    description = ("past_key_values.* [batch, kv_heads_i, capacity, head_dim_i] in: a fixed-capacity cache the runner "
+                   "owns (positions past the written ones masked out); present.* [batch, kv_heads_i, new, head_dim_i] "
+                   "out: this step's keys/values only, written by the runner at the next free position; the same "
+                   "shapes every decode step; TensorRT layers only (any version)")
+    fixed_decode_shapes = True
+    returns_new_rows = True
+
+    def parse(self, parser, onnx_path, limits):
+        return parser.parse(new_rows_onnx(onnx_path), str(onnx_path))
+
+    def prepare_network(self, ctx):
+        """The portable layout's (``--norm plugin``), with the library also shipped for the GEMM plugin; on
+        TensorRT 8.6 each ``present.*`` is declared in its past's type (the runner copies it into that buffer)."""
+        from trtllm_kit.engine import plugin as P
+
+        index = NetworkIndex(ctx.network)
+        if not ctx.strongly_typed:
+            for i in range(ctx.spec.num_layers):
+                for kv in KV:
+                    index.outputs[present_name(i, kv)].dtype = index.inputs[past_name(i, kv)].dtype
+        if ctx.norm != "plugin" and ctx.gemm != "plugin":
+            return None
+        lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
+        if ctx.norm == "plugin":
+            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
+            log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
+        return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
+                            gemm=P.GEMM_NAME if lib.gemm else None, norm=P.NORM_NAME if ctx.norm == "plugin" else None,
+                            links=[str(lib.cublaslt.library)] if lib.gemm else [])
+
+    def finish_network(self, ctx, weight_names, plugin):
+        return rewire_weight_multiplies(ctx, weight_names, plugin)
+
+    def new_cache(self, spec, batch, capacity, limits, dtypes, device):
+        from trtllm_kit.runtime.kv_cache import NewRowsCache
+
+        # the past a decode step can see: every position of the generation but the last
+        cache = NewRowsCache(spec, batch, capacity - 1, limits.max_input, dtypes[past_name(0, "key")], device)
+        cache.mask = torch.zeros(batch, cache.capacity + 1, dtype=dtypes[ATTENTION_MASK], device=device)
+        cache.ids = torch.zeros(batch, 1, dtype=dtypes[INPUT_IDS], device=device)
+        cache.pos = torch.zeros(batch, 1, dtype=dtypes[POSITION_IDS], device=device)
+        return cache
+
+    def feeds(self, cache, input_ids, position_ids, attention_mask, past_len, dtypes):
+        """Prefill: the prompt as the portable layout feeds it (an empty past). Decode after ``past_len`` tokens:
+        the mask (B, capacity + 1) says which cache positions hold a token (the last column is the new token),
+        and the new keys/values go to position ``past_len``; ids, positions and mask keep their addresses, so a
+        captured CUDA graph replays the same feeds."""
+        S = input_ids.shape[1]
+        cache.start(past_len, S)
+        if past_len == 0:
+            C = cache.capacity
+            cache.mask.zero_()
+            cache.mask[:, :S] = attention_mask[:, :S]  # in the cache once this step has run
+            cache.mask[:, C] = 1  # a decode step's own token
+            return super().feeds(cache, input_ids, position_ids, attention_mask, past_len, dtypes)
+        cache.mask[:, past_len - 1] = attention_mask[:, past_len - 1]  # what the step before wrote
+        cache.ids.copy_(input_ids)
+        cache.pos.copy_(position_ids)
+        return {INPUT_IDS: cache.ids, POSITION_IDS: cache.pos, ATTENTION_MASK: cache.mask}
+
+
+def rewire_weight_multiplies(ctx: NetworkContext, weight_names: set[str], plugin: PluginRecord | None):
+    """``--gemm plugin``: the multiplies by weight inputs become ``TrtllmKitGemm`` layers, and (``TRTLLM_KIT_FOLD``
+    on) the norms, SwiGLU, residual adds and, with the rotary plugin, the rotary embedding fold into them
+    (``folds.py``). Returns the plugin record, without the GEMM plugin where nothing was rewired.
+
+    Raises:
+        ToolkitError: ``--gemm plugin`` and no multiply by a weight input in the network.
+    """
+    from trtllm_kit.engine.folds import fold_choice, fold_into_gemms, fold_rope_into_gemms, fold_rotary_qkv
+    from trtllm_kit.engine.gemm import rewire_gemms
+
+    if ctx.gemm != "plugin":
+        return plugin
+    gemms: list = []
+    n = rewire_gemms(ctx, weight_names, gemms)
+    log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
+    for li in range(ctx.network.num_layers):  # a fused multiply's output slices stay in the activations' type
+        layer = ctx.network.get_layer(li)
+        if layer.name.startswith("fused.slice."):
+            pin_to_activations(ctx, layer)
+    if n and fold_choice(ctx.gemm) == "on":
+        made: dict = {}
+        ctx.folds = fold_into_gemms(ctx, gemms, made)
+        if ctx.rope == "plugin":
+            ctx.folds["rotary_qkv"] = fold_rotary_qkv(ctx)
+            ctx.folds["rotary_gemm"] = fold_rope_into_gemms(ctx, made)
+        log.info("folded into the plugins (TRTLLM_KIT_FOLD=0: none): %s",
+                 ", ".join(f"{v} {k}" for k, v in ctx.folds.items()))
+    if n == 0:
+        if ctx.options.gemm == "plugin":
+            raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
+                               "use --gemm trt or auto")
+        ctx.gemm = "trt"  # auto: nothing to rewire; the engine does not use the GEMM plugin
+        return plugin.model_copy(update={"gemm": None, "links": []})
+    return plugin
+
+
 class StaticKV(KVLayout):
     """Shared by the in-place layouts: static caches, a write position per row, an aliased present."""
 
     static_cache = True
+    fixed_decode_shapes = True
 
     def engine_inputs(self, spec, limits):
         return static_cache_inputs(spec, limits.max_seq)
@@ -276,35 +395,10 @@ class PluginKV(StaticKV):
                             links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
     def finish_network(self, ctx, weight_names, plugin):
-        from trtllm_kit.engine.folds import fold_choice, fold_into_gemms, fold_rope_into_gemms, fold_rotary_qkv
-        from trtllm_kit.engine.gemm import rewire_gemms
+        return rewire_weight_multiplies(ctx, weight_names, plugin)
 
-        if ctx.gemm != "plugin":
-            return plugin
-        gemms: list = []
-        n = rewire_gemms(ctx, weight_names, gemms)
-        log.info("%d matrix multiplies by weight inputs go to the %s plugin (cuBLASLt)", n, "TrtllmKitGemm")
-        for li in range(ctx.network.num_layers):  # a fused multiply's output slices stay in the activations' type
-            layer = ctx.network.get_layer(li)
-            if layer.name.startswith("fused.slice."):
-                pin_to_activations(ctx, layer)
-        if n and fold_choice(ctx.gemm) == "on":
-            made: dict = {}
-            ctx.folds = fold_into_gemms(ctx, gemms, made)
-            if ctx.rope == "plugin":
-                ctx.folds["rotary_qkv"] = fold_rotary_qkv(ctx)
-                ctx.folds["rotary_gemm"] = fold_rope_into_gemms(ctx, made)
-            log.info("folded into the plugins (TRTLLM_KIT_FOLD=0: none): %s",
-                     ", ".join(f"{v} {k}" for k, v in ctx.folds.items()))
-        if n == 0:
-            if ctx.options.gemm == "plugin":
-                raise ToolkitError("--gemm plugin found no matrix multiply by a weight input in the network",
-                                   "use --gemm trt or auto")
-            ctx.gemm = "trt"  # auto: nothing to rewire; the engine does not use the GEMM plugin
-            return plugin.model_copy(update={"gemm": None, "links": []})
-        return plugin
 
-KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, NativeInplaceKV, PluginKV)}
+KV_LAYOUTS: dict[str, KVLayout] = {cls.name: cls() for cls in (PortableKV, PortableStaticKV, NativeInplaceKV, PluginKV)}
 
 
 def get_layout(name: str) -> KVLayout:
@@ -315,7 +409,7 @@ def get_layout(name: str) -> KVLayout:
 
 def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None = None) -> KVLayout:
     """``auto``: native KV layers where the flavour has them, else the plugin where it can be compiled,
-    else portable (logging why). A named layout the flavour cannot build is an error naming the fallback.
+    else portable-static (logging why). A named layout the flavour cannot build is an error naming the fallback.
 
     Args:
         notes: where ``auto``'s reasons go instead of the log (the caller logs them once the build goes ahead).
@@ -331,12 +425,13 @@ def resolve_kv_layout(requested: str, flavor, options, notes: list[str] | None =
                 say(f"KV cache: {name} (--kv-mode auto)")
                 return KV_LAYOUTS[name]
             say(f"KV cache: not {name}: {reason}")
-        say("KV cache: portable (--kv-mode auto)")
-        return KV_LAYOUTS["portable"]
+        say("KV cache: portable-static (--kv-mode auto)")
+        return KV_LAYOUTS["portable-static"]
     layout = get_layout(requested)
     reason = layout.unavailable(flavor, options)
     if reason:
-        raise ToolkitError(f"--kv-mode {requested}: {reason}", "use --kv-mode portable (works everywhere) or auto")
+        raise ToolkitError(f"--kv-mode {requested}: {reason}",
+                          "use --kv-mode portable-static or portable (TensorRT layers, work everywhere) or auto")
     return layout
 
 
@@ -635,6 +730,46 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
         g.node.insert(idx + 1 + k, node)
     for k, node in enumerate(before):
         g.node.insert(idx + k, node)
+    return model.SerializeToString()
+
+
+def new_rows_onnx(onnx_path: Path) -> bytes:
+    """The exported graph (weights left where they are) returning only the new tokens' keys and values.
+
+    Each ``present.{i}.key``/``value`` output becomes this step's keys (after rotary) and values,
+    (B, kv_heads_i, S, head_dim_i), read from the anchors ``k_new(i)``/``v_new(i)``; the past + new Concat
+    the attention reads stays, under another name. The past (B, kv_heads_i, P, head_dim_i) and the mask
+    (B, P + S) are as exported: a caller may bind a fixed-capacity past with the positions not yet written
+    masked out (``PortableStaticKV``).
+
+    Raises:
+        ToolkitError: the graph lacks a present output or an anchor (not written by this toolkit's exporter).
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    g = model.graph
+    produced = {o for n in g.node for o in n.output}
+    outputs = {o.name: o for o in g.output}
+    renames, added = {}, []
+    for i in range(len([o for o in outputs if o.startswith("present.")]) // 2):
+        for kv, anchor in (("key", Anchors.k_new(i)), ("value", Anchors.v_new(i))):
+            name = present_name(i, kv)
+            if name not in outputs or anchor not in produced:
+                raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter (no {name} output or "
+                                   f"{anchor} tensor)", "re-export it with `trtllm-kit export`, or use --kv-mode portable")
+            renames[name] = f"layer{i}.{kv}_all"
+            added.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
+            dims = outputs[name].type.tensor_type.shape.dim
+            dims[2].Clear()
+            dims[2].dim_param = SEQ
+    for node in g.node:
+        for seq in (node.input, node.output):
+            for j, t in enumerate(seq):
+                if t in renames:
+                    seq[j] = renames[t]
+    g.node.extend(added)
     return model.SerializeToString()
 
 

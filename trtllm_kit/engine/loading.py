@@ -63,14 +63,15 @@ def load_engine(engine_dir: str | Path, manifest: EngineManifest | None = None, 
     return LoadedEngine(flavor, runtime, engine)
 
 
-def check_bindable(trt, engine, static_cache: bool) -> None:
+def check_bindable(trt, engine, same_cache_dtype: bool) -> None:
     """Refuse, in one line, an engine the toolkit's runners would feed wrongly without an error from TensorRT.
 
     Both runners (``runtime.trt.TrtRunner`` and ``check``'s) bind device memory to every input and, for a
-    static cache, each ``present.*`` to the buffer of its ``past_key_values.*``.
+    static cache, each ``present.*`` to the buffer of its ``past_key_values.*``; for the portable-static layout
+    the runner copies each ``present.*`` into that buffer.
 
     Raises:
-        ToolkitError: an input TensorRT reads from host memory (a shape tensor), or, with ``static_cache``, a
+        ToolkitError: an input TensorRT reads from host memory (a shape tensor), or, with ``same_cache_dtype``, a
             ``present.*`` whose dtype differs from its ``past_key_values.*`` (seen on TensorRT 8.6: fp32 written
             into fp16 caches).
     """
@@ -80,10 +81,10 @@ def check_bindable(trt, engine, static_cache: bool) -> None:
     if host:
         raise ToolkitError(f"engine input(s) {', '.join(host)} are shape tensors, which TensorRT reads from host "
                            "memory; the toolkit feeds device memory", EngineManifest.REDO + " with this version")
-    if not static_cache:
+    if not same_cache_dtype:
         return
     for past, present in ((n, present_for(n)) for n in names if present_for(n)):
         a, b = engine.get_tensor_dtype(present), engine.get_tensor_dtype(past)
         if a != b:
-            raise ToolkitError(f"the engine's {present} is {a} but {past} is {b}: an in-place cache needs one dtype",
+            raise ToolkitError(f"the engine's {present} is {a} but {past} is {b}: the cache needs one dtype",
                                EngineManifest.REDO + " with this version")

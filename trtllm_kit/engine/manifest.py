@@ -40,7 +40,7 @@ class BuildOptions(Record):
     """
 
     flavor: Literal["auto", "tensorrt", "tensorrt-rtx"] = "auto"
-    kv_mode: Literal["auto", "portable", "inplace", "plugin"] = "auto"
+    kv_mode: Literal["auto", "portable", "portable-static", "inplace", "plugin"] = "auto"
     profiles: Literal["split", "single"] = "split"
     limits: EngineLimits
     opt_level: int | None = None

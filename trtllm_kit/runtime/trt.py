@@ -3,8 +3,9 @@
 Device buffers come from torch; every I/O dtype is read from the engine (TensorRT 8.6 turns INT64
 inputs into INT32). The engine's KV layout object allocates the cache and says what each step feeds;
 this runner binds the same way for every layout. One execution context per profile; the runner picks
-the prefill and decode contexts once per generation. Decode steps of static-cache layouts have fixed
-shapes and addresses, so they may be captured once per batch size as a CUDA graph and replayed.
+the prefill and decode contexts once per generation. Decode steps of the static-cache and portable-static
+layouts have fixed shapes and addresses, so they may be captured once per batch size as a CUDA graph and
+replayed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class TrtRunner(Runner):
 
     Args:
         engine_dir: written by ``trtllm-kit build``.
-        cuda_graph: replay decode steps as CUDA graphs (static-cache layouts only; ignored otherwise).
+        cuda_graph: replay decode steps as CUDA graphs (layouts with fixed decode shapes only: inplace, plugin,
+            portable-static; ignored otherwise).
     """
 
     name = "trt"
@@ -45,7 +47,7 @@ class TrtRunner(Runner):
             raise ToolkitError(f"{self.engine_dir} has no model.engine", EngineManifest.REDO)
         self.spec = self.manifest.spec
         self.layout = get_layout(self.manifest.kv_layout.name)
-        self.cuda_graph = cuda_graph and self.layout.static_cache
+        self.cuda_graph = cuda_graph and self.layout.fixed_decode_shapes
         self.profiles = self.manifest.profile_specs()
         m = self.manifest
         self.impl = f"{m.flavor} {m.trt_version} ({m.kv_layout.name} KV{', CUDA graphs' if self.cuda_graph else ''})"
@@ -64,7 +66,7 @@ class TrtRunner(Runner):
         self.trt, self.runtime, self.engine = loaded.flavor.trt, loaded.runtime, loaded.engine
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.dtypes = {n: TRT_TO_TORCH[str(self.engine.get_tensor_dtype(n)).split(".")[-1].lower()] for n in names}
-        check_bindable(self.trt, self.engine, self.layout.static_cache)
+        check_bindable(self.trt, self.engine, self.layout.fixed_decode_shapes)
         self.weights = {}
         if self.manifest.weight_inputs is not None:  # built with --weights inputs: bound once, never change
             from trtllm_kit.engine.weights import load_weight_inputs

@@ -1,0 +1,106 @@
+"""The portable-static KV layout on the CPU: its graph (``new_rows_onnx``) driven by its own runtime side (the
+layout's feeds, ``NewRowsCache``) in ONNX Runtime against the export with a growing cache; its engine built by
+TensorRT-RTX where installed. The TensorRT runner drives the same objects on a GPU (``tests/test_gpu.py``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+
+
+def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
+    """One step of the rewritten graph as ``TrtRunner._run`` binds it: the layout's feeds, the cache's views (the
+    past as bound, the present rows written into the view the engine would write), then the cache's advance."""
+    feeds = layout.feeds(cache, *feeds_args, dtypes)
+    inputs = {name: t.numpy() for name, t in feeds.items()}
+    views = list(cache.views(new_len))
+    inputs.update({v.past_name: v.past.numpy() for v in views})
+    names = [o.name for o in sess.get_outputs()]
+    out = dict(zip(names, sess.run(names, inputs)))
+    for v in views:
+        assert out[v.present_name].shape == tuple(v.present.shape), v.present_name
+        v.present.copy_(torch.from_numpy(out[v.present_name]))
+    cache.advance(new_len)
+    return out["logits"][:, -1], feeds, views
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp_path, name):
+    """Prefill (a left-padded row) then decode steps: the portable-static graph, fed a past of one capacity every
+    decode step with the positions not yet written masked out, and its new rows copied into that cache by
+    ``NewRowsCache``, gives the logits of the exported graph fed its growing cache (both ONNX Runtime, fp16); every
+    decode step binds the same shapes at the same addresses (what lets TensorRT plan once and replay a CUDA graph).
+    A wrong row position, mask column or stale cache shows as a logits difference from the second step on."""
+    import onnxruntime as ort
+
+    from trtllm_kit.engine.kv_layouts import get_layout, new_rows_onnx
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.export.io_spec import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_name, present_name
+    from trtllm_kit.export.manifest import ExportManifest
+
+    d = tiny_exports[name]
+    spec = ExportManifest.load(d).spec
+    cpu = ["CPUExecutionProvider"]
+    ref = ort.InferenceSession(str(d / "model.onnx"), providers=cpu)
+    new = ort.InferenceSession(new_rows_onnx(d / "model.onnx"), providers=cpu)
+    assert [o.name for o in new.get_outputs()] == [o.name for o in ref.get_outputs()]
+    layout = get_layout("portable-static")
+    dtypes = {INPUT_IDS: torch.int64, POSITION_IDS: torch.int64, ATTENTION_MASK: torch.int64,
+              past_name(0, "key"): torch.float16}
+    B, S, N = 3, 7, 6
+    ids = torch.randint(3, spec.vocab_size, (B, S), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(B, S, dtype=torch.long)
+    mask[1, :3] = 0
+    cache = layout.new_cache(spec, B, S + N, EngineLimits(4, 16, 32).checked(), dtypes, torch.device("cpu"))
+    cache.restart()
+    assert cache.capacity == S + N - 1
+    # the reference: the exported graph with its growing cache, as ONNX Runtime runs it
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    past = {past_name(i, kv): np.zeros((B, L.n_kv_heads, 0, L.head_dim), np.float16)
+            for i, L in enumerate(spec.layers) for kv in ("key", "value")}
+    names = [o.name for o in ref.get_outputs()]
+    want = dict(zip(names, ref.run(names, {INPUT_IDS: ids.numpy(), POSITION_IDS: pos.numpy(),
+                                           ATTENTION_MASK: mask.numpy(), **past})))
+    got, _, views = _drive(new, layout, cache, (ids, pos, mask, 0), S, dtypes)
+    np.testing.assert_allclose(got.astype(np.float32), want["logits"][:, -1].astype(np.float32), atol=2e-3)
+    assert all(v.past.shape[2] == 0 for v in views)
+    full = torch.cat((mask, torch.ones(B, N, dtype=torch.long)), dim=1)
+    bound = None
+    for t in range(1, N):
+        tok = torch.from_numpy(want["logits"][:, -1].argmax(-1)).view(B, 1)
+        p = pos[:, -1:] + t
+        past = {past_name(i, kv): want[present_name(i, kv)] for i in range(spec.num_layers) for kv in ("key", "value")}
+        want = dict(zip(names, ref.run(names, {INPUT_IDS: tok.numpy(), POSITION_IDS: p.numpy(),
+                                               ATTENTION_MASK: full[:, :S + t].numpy(), **past})))
+        got, feeds, views = _drive(new, layout, cache, (tok, p, full[:, :S + t], S + t - 1), 1, dtypes)
+        np.testing.assert_allclose(got.astype(np.float32), want["logits"][:, -1].astype(np.float32), atol=2e-3,
+                                   err_msg=f"decode step {t}")
+        now = [(n, tuple(x.shape), x.data_ptr()) for n, x in feeds.items()]
+        now += [(v.past_name, tuple(v.past.shape), v.past.data_ptr()) for v in views]
+        now += [(v.present_name, tuple(v.present.shape), v.present.data_ptr()) for v in views]
+        assert bound is None or now == bound, "a decode step bound other shapes or addresses"
+        bound = now
+    # what the cache holds is the growing cache's content
+    for i in range(spec.num_layers):
+        for kv in ("key", "value"):
+            held = cache.buffers[i, kv][:, :, :S + N - 1].numpy()
+            np.testing.assert_allclose(held.astype(np.float32), want[present_name(i, kv)].astype(np.float32),
+                                       atol=2e-3)
+
+
+def test_an_export_without_the_anchors_is_refused(tmp_path, tiny_exports):
+    """A graph whose present.* outputs do not come from this exporter's anchors: one clear error naming the fix."""
+    import onnx
+
+    from trtllm_kit.engine.kv_layouts import new_rows_onnx
+    from trtllm_kit.errors import ToolkitError
+
+    model = onnx.load(str(tiny_exports["tiny-llama"] / "model.onnx"))
+    for node in model.graph.node:
+        node.output[:] = ["renamed_" + o if o == "layer0.k_new" else o for o in node.output]
+        node.input[:] = ["renamed_" + o if o == "layer0.k_new" else o for o in node.input]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ToolkitError, match="not written by this toolkit's exporter.*layer0.k_new"):
+        new_rows_onnx(path)
