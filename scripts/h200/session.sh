@@ -393,7 +393,7 @@ case "${1:-status}" in
     G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
     W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
-    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 -k 'portable-static' tests/test_gpu.py tests/test_check_gpu.py::test_check_passes_for_a_portable_static_engine; $W CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $G --opt-level 3 --out $R/o3"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 -k 'portable-static or portable_static' tests/test_gpu.py tests/test_check_gpu.py::test_check_passes_for_a_portable_static_engine; $W CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $G --opt-level 3 --out $R/o3"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --lock /root/gpu1.lock --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --lock /root/gpu1.lock --out $R/f" ;;
