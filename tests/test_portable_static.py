@@ -32,6 +32,7 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     ``NewRowsCache``, gives the logits of the exported graph fed its growing cache (both ONNX Runtime, fp16); every
     decode step binds the same shapes at the same addresses (what lets TensorRT plan once and replay a CUDA graph).
     A wrong row position, mask column or stale cache shows as a logits difference from the second step on."""
+    import onnx
     import onnxruntime as ort
 
     from trtllm_kit.engine.kv_layouts import get_layout, new_rows_onnx
@@ -43,7 +44,11 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     spec = ExportManifest.load(d).spec
     cpu = ["CPUExecutionProvider"]
     ref = ort.InferenceSession(str(d / "model.onnx"), providers=cpu)
-    new = ort.InferenceSession(new_rows_onnx(d / "model.onnx"), providers=cpu)
+    rewritten = new_rows_onnx(d / "model.onnx")
+    copies = [n.name for n in onnx.load_from_string(rewritten).graph.node
+              if n.op_type == "Concat" and any(t.startswith("past_key_values.") for t in n.input)]
+    assert copies == [], f"the cache is still copied by {copies}"
+    new = ort.InferenceSession(rewritten, providers=cpu)
     assert [o.name for o in new.get_outputs()] == [o.name for o in ref.get_outputs()]
     layout = get_layout("portable-static")
     dtypes = {INPUT_IDS: torch.int64, POSITION_IDS: torch.int64, ATTENTION_MASK: torch.int64,
@@ -64,7 +69,7 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
                                            ATTENTION_MASK: mask.numpy(), **past})))
     got, _, views = _drive(new, layout, cache, (ids, pos, mask, 0), S, dtypes)
     np.testing.assert_allclose(got.astype(np.float32), want["logits"][:, -1].astype(np.float32), atol=2e-3)
-    assert all(v.past.shape[2] == 0 for v in views)
+    assert all(v.past.shape[2] == cache.capacity for v in views)  # a prefill binds the (masked) cache too
     full = torch.cat((mask, torch.ones(B, N, dtype=torch.long)), dim=1)
     bound = None
     for t in range(1, N):
@@ -81,12 +86,13 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
         now += [(v.present_name, tuple(v.present.shape), v.present.data_ptr()) for v in views]
         assert bound is None or now == bound, "a decode step bound other shapes or addresses"
         bound = now
-    # what the cache holds is the growing cache's content
+    # what the cache holds is the growing cache's content, at every real token's position (a padded query attends
+    # uniformly over whatever its row holds, the whole capacity here, so its keys and values differ by layout)
+    real = full[:, None, :S + N - 1, None].numpy().astype(np.float32)
     for i in range(spec.num_layers):
         for kv in ("key", "value"):
-            held = cache.buffers[i, kv][:, :, :S + N - 1].numpy()
-            np.testing.assert_allclose(held.astype(np.float32), want[present_name(i, kv)].astype(np.float32),
-                                       atol=2e-3)
+            held = cache.buffers[i, kv][:, :, :S + N - 1].numpy().astype(np.float32)
+            np.testing.assert_allclose(held * real, want[present_name(i, kv)].astype(np.float32) * real, atol=2e-3)
 
 
 def test_an_export_without_the_anchors_is_refused(tmp_path, tiny_exports):

@@ -109,6 +109,11 @@
 #                         GPU 0 its tiny token tests (TensorRT layers; and with the RMSNorm and GEMM plugins) and its
 #                         check against ONNX Runtime, then llama-7b portable-static at the builder's default level (A/B);
 #                         GPU 1 the three 7B portable-static engines with the RMSNorm and GEMM plugins, each timed alone
+#   day22                 the same session's second lease: day21 with the attention reading the cache in place (no
+#                         past + new Concat: day21's llama-7b engines asked 74 GB of activation memory per context and
+#                         ran out of it) and the contexts of one engine sharing their activation memory; GPU 0 also
+#                         the tiny plugin engines (shared memory) and, after the tests, llama-7b portable-static with
+#                         TensorRT's own multiplies (--norm plugin, weights in the plan)
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -394,6 +399,15 @@ case "${1:-status}" in
     T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
     W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
     bg g "CUDA_VISIBLE_DEVICES=0 $P -n 4 -k 'portable-static or portable_static' tests/test_gpu.py tests/test_check_gpu.py::test_check_passes_for_a_portable_static_engine; $W CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $G --opt-level 3 --out $R/o3"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --lock /root/gpu1.lock --out $R/d"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --lock /root/gpu1.lock --out $R/f" ;;
+  day22)  # 2026-11-30 (twelfth session, second lease): see the header
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
+    T=tests/test_gpu.py::test_trt_engines_generate_eager_tokens; P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    W="while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done;"
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 6 -k 'portable-static or portable_static or (llama-plugin and inputs)' tests/test_gpu.py tests/test_check_gpu.py::test_check_passes_for_a_portable_static_engine; $W CUDA_VISIBLE_DEVICES=0 $B --models llama-7b --kv-modes portable-static --norm plugin --cuda-graph --breakdown llama-7b --out $R/pure"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --lock /root/gpu1.lock --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --lock /root/gpu1.lock --out $R/f" ;;

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtllm_kit.check.compare import compare_step, tolerances
-from trtllm_kit.check.feeds import (engine_feed, generation_steps, new_rows_only, prefill_step, static_cache_feed,
-                                   zero_padding)
+from trtllm_kit.check.feeds import (engine_feed, generation_steps, new_rows_feed, new_rows_only, prefill_step,
+                                   static_cache_feed, zero_padding)
 from trtllm_kit.check.results import CheckResult, LayerwiseResult
 from trtllm_kit.check.runners import onnxrt_runner
 from trtllm_kit.check.tools import expose_cuda_runtime
@@ -67,12 +67,18 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
         result.notes.append(f"static cache: presents compared over the positions written so far (past + new) of "
                             f"the {m.kv_layout.max_seq}-position caches, left-padded positions zeroed in both "
                             "(a fully padded row attends over the whole cache, which differs by layout)")
+    elif layout.returns_new_rows:
+        result.notes.append("portable-static: presents are the new positions only (ONNX Runtime's last ones); the "
+                            "prefill's past is one masked position")
     profiles = m.profile_specs()
     for step in steps:
-        k = select_profile(profiles, batch, step.new_len, 0 if layout.static_cache else step.past_len)
+        past = 0 if layout.static_cache else max(step.past_len, 1) if layout.returns_new_rows else step.past_len
+        k = select_profile(profiles, batch, step.new_len, past)
         if layout.static_cache:
             runner = StaticCacheTrtRunner(loaded.flavor.trt, loaded.engine, k)
             feed = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes)
+        elif layout.returns_new_rows:
+            runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), new_rows_feed(step, dtypes)
         else:
             runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), engine_feed(step, dtypes)
         post = zero_padding(step) if layout.static_cache else new_rows_only(step) if layout.returns_new_rows else None

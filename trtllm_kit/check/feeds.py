@@ -139,3 +139,18 @@ def new_rows_only(step: Step):
         return result
 
     return last_rows
+
+
+def new_rows_feed(step: Step, dtypes: dict[str, np.dtype]) -> OrderedDict:
+    """A portable-static engine's feed of the same step: the portable feed, with one masked cache position before
+    a prefill's prompt (the layout's profiles bind a past of at least one position, so none of its tensors is
+    empty). Outputs: logits as ONNX Runtime's, presents its last ``new_len`` positions (``new_rows_only``)."""
+    feed = engine_feed(step, dtypes)
+    if step.past_len:
+        return feed
+    for name, a in feed.items():
+        if name.startswith("past_key_values."):  # (B, nkv, 0, hd) -> one zero position
+            feed[name] = np.zeros(a.shape[:2] + (1,) + a.shape[3:], a.dtype)
+        elif name == ATTENTION_MASK:
+            feed[name] = np.concatenate([np.zeros((a.shape[0], 1), a.dtype), a], axis=1)
+    return feed

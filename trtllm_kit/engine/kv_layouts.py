@@ -30,7 +30,7 @@ import torch
 from trtllm_kit.engine.limits import EngineLimits, ProfileSpec, sweep_profiles
 from trtllm_kit.engine.manifest import PLUGIN_REWRITE, KVLayoutRecord, PluginRecord
 from trtllm_kit.errors import ToolkitError
-from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, POSITION_IDS, SEQ, WRITE_INDICES, Anchors,
+from trtllm_kit.export.io_spec import (ATTENTION_MASK, INPUT_IDS, KV, PAST, POSITION_IDS, SEQ, WRITE_INDICES, Anchors,
                                        TensorIO, model_inputs, past_name, present_name, static_cache_inputs)
 from trtllm_kit.models.spec import ModelSpec
 
@@ -132,6 +132,10 @@ class KVLayout:
         P.load_plugin(path, trt, gemm=record.plugin.gemm is not None, norm=record.plugin.norm is not None,
                       rope=record.plugin.rope is not None)
 
+    def bound_past(self, cache, past_len: int) -> int:
+        """The past length a step after ``past_len`` cached tokens binds (what picks its profile)."""
+        return 0 if self.static_cache else past_len
+
     def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
                   device: torch.device):
         from trtllm_kit.runtime.kv_cache import PingPongCache
@@ -187,6 +191,22 @@ class PortableStaticKV(PortableKV):
     def parse(self, parser, onnx_path, limits):
         return parser.parse(new_rows_onnx(onnx_path), str(onnx_path))
 
+    def profiles(self, limits, layout):
+        """The portable layout's, with a past of at least one position in every profile: a prefill binds the
+        (masked) cache too, so no tensor of the attention is ever empty."""
+        lim = limits.checked()
+        capacity = min(lim.max_seq - 1, lim.opt_input + 128)  # the decode profile's typical past
+        out = []
+        for p in sweep_profiles(lim, layout):
+            if p.min[PAST] == 0:
+                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: max(p.opt[PAST], capacity)},
+                                {**p.max, PAST: lim.max_seq - 1})
+            out.append(p)
+        return out
+
+    def bound_past(self, cache, past_len):
+        return cache.capacity
+
     def prepare_network(self, ctx):
         """The portable layout's (``--norm plugin``), with the library also shipped for the GEMM plugin; on
         TensorRT 8.6 each ``present.*`` is declared in its past's type (the runner copies it into that buffer)."""
@@ -221,18 +241,20 @@ class PortableStaticKV(PortableKV):
         return cache
 
     def feeds(self, cache, input_ids, position_ids, attention_mask, past_len, dtypes):
-        """Prefill: the prompt as the portable layout feeds it (an empty past). Decode after ``past_len`` tokens:
-        the mask (B, capacity + 1) says which cache positions hold a token (the last column is the new token),
-        and the new keys/values go to position ``past_len``; ids, positions and mask keep their addresses, so a
-        captured CUDA graph replays the same feeds."""
-        S = input_ids.shape[1]
+        """Every step binds the whole cache (B, nkv, capacity, hd) and a mask (B, capacity + S) saying which of its
+        positions hold a token (none at a prefill; the last S columns are the new tokens); the new keys/values go
+        to position ``past_len``. A decode step's ids, positions and mask keep their addresses, so a captured
+        CUDA graph replays the same feeds."""
+        S, C = input_ids.shape[1], cache.capacity
         cache.start(past_len, S)
         if past_len == 0:
-            C = cache.capacity
             cache.mask.zero_()
             cache.mask[:, :S] = attention_mask[:, :S]  # in the cache once this step has run
             cache.mask[:, C] = 1  # a decode step's own token
-            return super().feeds(cache, input_ids, position_ids, attention_mask, past_len, dtypes)
+            feeds = super().feeds(cache, input_ids, position_ids, attention_mask, past_len, dtypes)
+            masked = torch.zeros(input_ids.shape[0], C, dtype=dtypes[ATTENTION_MASK], device=input_ids.device)
+            feeds[ATTENTION_MASK] = torch.cat((masked, feeds[ATTENTION_MASK][:, :S]), dim=1)  # the cache: unused
+            return feeds
         cache.mask[:, past_len - 1] = attention_mask[:, past_len - 1]  # what the step before wrote
         cache.ids.copy_(input_ids)
         cache.pos.copy_(position_ids)
@@ -734,42 +756,99 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
 
 
 def new_rows_onnx(onnx_path: Path) -> bytes:
-    """The exported graph (weights left where they are) returning only the new tokens' keys and values.
+    """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
+    returning only the new tokens' keys and values.
 
     Each ``present.{i}.key``/``value`` output becomes this step's keys (after rotary) and values,
-    (B, kv_heads_i, S, head_dim_i), read from the anchors ``k_new(i)``/``v_new(i)``; the past + new Concat
-    the attention reads stays, under another name. The past (B, kv_heads_i, P, head_dim_i) and the mask
-    (B, P + S) are as exported: a caller may bind a fixed-capacity past with the positions not yet written
-    masked out (``PortableStaticKV``).
+    (B, kv_heads_i, S, head_dim_i), read from the anchors ``k_new(i)``/``v_new(i)``. The exported attention reads
+    ``Concat(past, new)``, a copy of the whole cache that a builder may keep per block (TensorRT 8.6, llama-7b,
+    batch 256 x 640 positions: 74 GB of activation memory per execution context, H200, 2026-11-30); here the scores
+    are ``Concat(q @ past^T, q @ new^T)`` over the last axis and the output ``probs[..., :P] @ past_v +
+    probs[..., P:] @ new_v``, the same sums with the cache read in place (the shape ops between the Concat and each
+    MatMul, Transpose and Unsqueeze of the grouped-query form, are applied to both halves). The past
+    (B, kv_heads_i, P, head_dim_i, P >= 1) and the mask (B, P + S) are as exported: a caller may bind a
+    fixed-capacity past with the positions not yet written masked out (``PortableStaticKV``).
 
     Raises:
-        ToolkitError: the graph lacks a present output or an anchor (not written by this toolkit's exporter).
+        ToolkitError: the graph is not of that form (not written by this toolkit's exporter).
     """
+    import numpy as np
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
+
+    def refuse(what: str):
+        raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
+                           "re-export it with `trtllm-kit export`, or use --kv-mode portable")
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
-    produced = {o for n in g.node for o in n.output}
+    producers = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for j, t in enumerate(n.input):
+            readers.setdefault(t, []).append((n, j))
     outputs = {o.name: o for o in g.output}
-    renames, added = {}, []
-    for i in range(len([o for o in outputs if o.startswith("present.")]) // 2):
+    g.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
+                         (("nr_two", [2]), ("nr_zero", [0]), ("nr_last", [-1]), ("nr_end", [np.iinfo(np.int64).max])))
+    replaced: dict[int, list] = {}  # id(node) -> the nodes that take its place ([] drops it)
+    n_layers = len([o for o in outputs if o.startswith("present.")]) // 2
+    for i in range(n_layers):
         for kv, anchor in (("key", Anchors.k_new(i)), ("value", Anchors.v_new(i))):
-            name = present_name(i, kv)
-            if name not in outputs or anchor not in produced:
-                raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter (no {name} output or "
-                                   f"{anchor} tensor)", "re-export it with `trtllm-kit export`, or use --kv-mode portable")
-            renames[name] = f"layer{i}.{kv}_all"
-            added.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
+            name, past = present_name(i, kv), past_name(i, kv)
+            concat = producers.get(name)
+            if name not in outputs or concat is None or concat.op_type != "Concat" or list(concat.input) != [past, anchor]:
+                refuse(f"{name} is not Concat({past}, {anchor})")
+            chain, t = [], name
+            while True:  # the shape ops between the Concat and the MatMul that reads it
+                users = readers.get(t, [])
+                if len(users) != 1:
+                    refuse(f"{t} has {len(users)} readers")
+                node, j = users[0]
+                if node.op_type == "MatMul" and j == 1:
+                    matmul = node
+                    break
+                if node.op_type not in ("Transpose", "Unsqueeze") or j != 0:
+                    refuse(f"{t} is read by a {node.op_type}")
+                chain.append(node)
+                t = node.output[0]
+            out = matmul.output[0]
+            nodes = []
+
+            def branch(src: str, tag: str) -> str:  # the chain's shape ops applied to one half
+                for node in chain:
+                    nodes.append(helper.make_node(node.op_type, [src, *node.input[1:]], [f"{node.output[0]}.{tag}"],
+                                                  name=f"{node.name}.{tag}"))
+                    nodes[-1].attribute.extend(node.attribute)
+                    src = nodes[-1].output[0]
+                return src
+
+            old, new = branch(past, "past"), branch(anchor, "new")
+            if kv == "key":  # scores (..., S, P + S)
+                q = matmul.input[0]
+                nodes += [helper.make_node("MatMul", [q, old], [f"{out}.past"], name=f"{out}.past/node"),
+                          helper.make_node("MatMul", [q, new], [f"{out}.new"], name=f"{out}.new/node"),
+                          helper.make_node("Concat", [f"{out}.past", f"{out}.new"], [out], axis=-1,
+                                           name=f"{out}.concat/node")]
+            else:  # probs (..., S, P + S) split at P
+                probs, p_len = matmul.input[0], f"{name}.past_len"
+                nodes += [helper.make_node("Shape", [past], [f"{name}.past_shape"], name=f"{name}.past_shape/node"),
+                          helper.make_node("Gather", [f"{name}.past_shape", "nr_two"], [p_len], axis=0,
+                                           name=f"{p_len}/node"),
+                          helper.make_node("Slice", [probs, "nr_zero", p_len, "nr_last"], [f"{out}.probs_past"],
+                                           name=f"{out}.probs_past/node"),
+                          helper.make_node("Slice", [probs, p_len, "nr_end", "nr_last"], [f"{out}.probs_new"],
+                                           name=f"{out}.probs_new/node"),
+                          helper.make_node("MatMul", [f"{out}.probs_past", old], [f"{out}.past"], name=f"{out}.past/node"),
+                          helper.make_node("MatMul", [f"{out}.probs_new", new], [f"{out}.new"], name=f"{out}.new/node"),
+                          helper.make_node("Add", [f"{out}.past", f"{out}.new"], [out], name=f"{out}.sum/node")]
+            nodes.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
+            replaced.update({id(concat): [], **{id(c): [] for c in chain}, id(matmul): nodes})
             dims = outputs[name].type.tensor_type.shape.dim
             dims[2].Clear()
             dims[2].dim_param = SEQ
-    for node in g.node:
-        for seq in (node.input, node.output):
-            for j, t in enumerate(seq):
-                if t in renames:
-                    seq[j] = renames[t]
-    g.node.extend(added)
+    kept = [m for n in g.node for m in replaced.get(id(n), [n])]
+    del g.node[:]
+    g.node.extend(kept)
     return model.SerializeToString()
 
 

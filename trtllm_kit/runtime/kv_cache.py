@@ -95,10 +95,10 @@ class StaticCache:
 class NewRowsCache:
     """One (B, nkv, capacity, hd) buffer per cache tensor that the engine reads, and the new rows it returns.
 
-    A prefill binds an empty past and returns its S rows, copied to positions 0..S-1; a decode step binds the
-    whole buffer (the same shape and address every step: positions not yet written are masked out by the
-    caller) and its one row goes to position ``past_len``, through a device-side index so that a captured CUDA
-    graph replays the copy too. The buffers start zeroed: a masked position's weight is exactly 0, and 0 times
+    Every step binds the whole buffer as the past (the same shape and address every step: positions not yet
+    written are masked out by the caller). A prefill's S rows are copied to positions 0..S-1; a decode step's
+    one row goes to position ``past_len``, through a device-side index so that a captured CUDA graph replays the
+    copy too. The buffers start zeroed: a masked position's weight is exactly 0, and 0 times
     an uninitialised NaN would not be.
 
     Args:
@@ -137,10 +137,9 @@ class NewRowsCache:
         return self.rows[key][:B * nkv * new * hd].view(B, nkv, new, hd)
 
     def views(self, new: int) -> Iterator[CacheView]:
-        """Bindings of this step: past (B, nkv, 0 or capacity, hd) and present (B, nkv, new, hd)."""
+        """Bindings of this step: past (B, nkv, capacity, hd) and present (B, nkv, new, hd)."""
         for (i, kv), buf in self.buffers.items():
-            past = buf if self.past_len else buf[:, :, :0]
-            yield CacheView(past_name(i, kv), present_name(i, kv), past, self._rows((i, kv), new))
+            yield CacheView(past_name(i, kv), present_name(i, kv), buf, self._rows((i, kv), new))
 
     def advance(self, new: int) -> None:
         """After a step: its rows into the cache (a decode step's at the device-side index, so it can be captured)."""

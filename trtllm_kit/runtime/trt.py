@@ -74,23 +74,47 @@ class TrtRunner(Runner):
             self.weights = load_weight_inputs(self.engine_dir, self.manifest.weight_inputs, self.engine, self.device)
         stream = torch.cuda.current_stream().cuda_stream
         self.contexts = []
+        scratch = self._shared_scratch()
         for k in range(self.engine.num_optimization_profiles):
-            ctx = self.engine.create_execution_context()
+            if scratch is None:
+                ctx = self.engine.create_execution_context()
+            else:  # one scratch buffer for every profile's context: they run one after another on one stream
+                ctx = self.engine.create_execution_context_without_device_memory()
+                if hasattr(ctx, "set_device_memory"):  # TensorRT >= 10.1
+                    ctx.set_device_memory(scratch.data_ptr(), scratch.numel())
+                else:
+                    ctx.device_memory = scratch.data_ptr()
+            if ctx is None:
+                raise ToolkitError(f"TensorRT could not create an execution context for {self.engine_dir} (out of "
+                                   "GPU memory? see the TensorRT log above)", "free the GPU, or rebuild with smaller "
+                                   "--max-batch/--max-input/--max-seq")
             ctx.set_optimization_profile_async(k, stream)
             for name, t in self.weights.items():
                 ctx.set_tensor_address(name, t.data_ptr())
             self.contexts.append(ctx)
         self.graphs: dict = {}
 
+    def _shared_scratch(self) -> torch.Tensor | None:
+        """The device memory every execution context shares (None: each allocates its own, one profile or an API
+        without the choice). TensorRT gives each context the engine's whole activation memory by default, and the
+        runner keeps one context per profile: two copies of the largest profile's (H200, TensorRT 8.6, a llama-7b
+        portable-static engine built with the cache concatenated: 74 GB each, the second out of memory)."""
+        size = getattr(self.engine, "device_memory_size_v2", None) or getattr(self.engine, "device_memory_size", 0)
+        if self.engine.num_optimization_profiles < 2 or not size or \
+                not hasattr(self.engine, "create_execution_context_without_device_memory"):
+            return None
+        self.scratch = torch.empty(size, dtype=torch.uint8, device=self.device)
+        return self.scratch
+
     def deactivate_impl(self):
         self.graphs.clear()
         self.cache = None
+        self.scratch = None
         del self.contexts, self.engine, self.runtime, self.weights
 
     def reset(self, batch, max_len):
         self.check_point(batch, 1, max_len - 1)
         self.prefill_ctx = None  # chosen at the first step (it depends on the prompt length)
-        self.decode_ctx = self.contexts[select_profile(self.profiles, batch, 1, 0 if self.layout.static_cache else 1)]
         dt = self.dtypes[next(n for n in self.dtypes if n.startswith("past_key_values."))]
         if self.cache is None or not self.cache.fits(batch, max_len, dt):
             self.graphs.clear()
@@ -100,6 +124,7 @@ class TrtRunner(Runner):
             self.logits = torch.empty(batch * n_logits * self.spec.vocab_size, dtype=self.dtypes[LOGITS],
                                       device=self.device)
         self.cache.restart()
+        self.decode_ctx = self.contexts[select_profile(self.profiles, batch, 1, self.layout.bound_past(self.cache, 1))]
 
     def _run(self, ctx, feeds: dict[str, torch.Tensor], new_len: int) -> torch.Tensor:
         B = feeds[next(iter(feeds))].shape[0]
@@ -121,7 +146,7 @@ class TrtRunner(Runner):
 
     def prefill_impl(self, input_ids, position_ids, attention_mask):
         B, S = input_ids.shape
-        ctx = self.contexts[select_profile(self.profiles, B, S, 0)]
+        ctx = self.contexts[select_profile(self.profiles, B, S, self.layout.bound_past(self.cache, 0))]
         return self._run(ctx, self.layout.feeds(self.cache, input_ids, position_ids, attention_mask, 0, self.dtypes), S)
 
     def decode_impl(self, input_ids, position_ids, attention_mask, past_len):
