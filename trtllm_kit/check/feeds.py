@@ -131,11 +131,17 @@ def zero_padding(step: Step):
 def new_rows_only(step: Step):
     """A Polygraphy post-processing function keeping the last ``step.new_len`` positions of every ``present.*``:
     what a portable-static engine returns (this step's keys and values) out of ONNX Runtime's whole cache; the
-    engine's own are unchanged by it."""
+    engine's own are unchanged by it. Left-padded positions are zeroed in both, as ``zero_padding`` does: a fully
+    padded query row attends uniformly over every position it is given, one more at the engine's prefill (H200,
+    TensorRT 8.6, the width preset: its padded positions' keys and values differed from the fourth block on)."""
+    mask = step.feed[ATTENTION_MASK][:, -step.new_len:]  # (B, S)
+
     def last_rows(result):
         for name, arr in list(result.items()):
             if name.startswith("present."):  # (B, nkv, P + S or S, hd)
-                result[name] = arr[:, :, arr.shape[2] - step.new_len:]
+                result[name] = arr[:, :, arr.shape[2] - step.new_len:] * mask[:, None, :, None].astype(arr.dtype)
+            elif name == LOGITS and arr.shape[1] == step.new_len > 1:  # (B, S, V)
+                result[name] = arr * mask[:, :, None].astype(arr.dtype)
         return result
 
     return last_rows
