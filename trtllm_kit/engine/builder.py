@@ -355,7 +355,8 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
         # H200, 2026-11-30: every portable llama-7b-family build failed so while benchmark runs held 70-110 GB of
         # the same GPU; the plugin builds beside them, which time smaller kernels, did not.
         steps = ["smaller --max-batch/--max-input/--max-seq"]
-        if layout == "portable" and norm == "trt" and flavor is not None and plugin_library_unavailable(flavor, options) is None:
+        if layout in ("portable", "portable-static") and norm == "trt" and flavor is not None \
+                and plugin_library_unavailable(flavor, options) is None:
             # H200, TensorRT 8.6, 2026-11-30: portable llama-7b never built as one Myelin region over the whole
             # graph (also on an idle GPU); with the RMSNorm plugin cutting it at every norm it built in 457 s.
             steps.insert(0, "--norm plugin (the norm plugin cuts the whole-graph fused region into one per block)")
