@@ -183,6 +183,7 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
          "--gemm plugin: tensorrt-rtx"),
         ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable"),  # allowed there, where the library loads
          "--norm plugin: tensorrt-rtx"),
+        ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable-static"), "--norm plugin: tensorrt-rtx"),
         ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
          "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode portable"),
         ((onnx_dir, "--trt-include", str(tmp_path / "no-headers")), "'--trt-include': Directory"),
@@ -270,7 +271,7 @@ def test_inspect_prints_the_engine(engines):
                               f"use {eng}")
     out = cli("inspect", str(eng), check=True).stdout
     assert "tensorrt-rtx" in out and "inplace" in out and "write_indices" in out and "prefill" in out
-    assert "no GPU (portable TensorRT-RTX engine" in out
+    assert "no GPU (a TensorRT-RTX engine runs on" in out
     assert "gemm        TensorRT's matrix multiply layers" in out
     assert "norm        the exported RMSNorm ops (TensorRT layers)" in out
     assert "rope        the exported rotary ops (TensorRT layers)" in out

@@ -165,7 +165,13 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {gemm: plugin, kv_mode: plugin}\n")
     out = tmp_path / "out"
     assert_one_line_error(cli("run", str(bad), "--out", str(out)),
-                          "engine: gemm: plugin needs kv_mode: plugin and weights: inputs", "weights: engine")
+                          "engine: gemm: plugin needs kv_mode: plugin or portable-static, and weights: inputs",
+                          "weights: engine")
+    assert not out.exists()
+    # the RMSNorm plugin in the portable-static layout where the plugin library cannot load (TensorRT-RTX): refused
+    # before the export, as the builder words it
+    bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {norm: plugin, kv_mode: portable-static}\n")
+    assert_one_line_error(cli("run", str(bad), "--out", str(out)), "--norm plugin: tensorrt-rtx")
     assert not out.exists()
     # bench's --kv-mode overrides the recipe's: the plugin options it no longer fits are refused before work too
     bad.write_text("models: [tiny-llama]\nbackends: [trt]\nengine: {norm: plugin, kv_mode: plugin}\n")

@@ -189,12 +189,12 @@ def prune(model, drop_blocks, out, dtype, force):
               "`check ENGINE_DIR` does not feed such engines.")
 @click.option("--gemm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Who multiplies by the weight matrices: trt: TensorRT's layers; plugin: the toolkit's cuBLASLt "
-              "GEMM plugin (with --kv-mode plugin and --weights inputs; needs cuBLASLt); auto: the plugin where it "
-              "can be used.")
+              "GEMM plugin (with --kv-mode plugin or portable-static, and --weights inputs; needs cuBLASLt); auto: "
+              "the plugin where it can be used.")
 @click.option("--norm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="The RMSNorms: trt: the exported ops; plugin: one TrtllmKitRMSNorm kernel each (with --kv-mode "
-              "plugin or portable; on TensorRT 8.6 a portable 7B engine builds only so); auto: the plugin with "
-              "--kv-mode plugin.")
+              "plugin, portable or portable-static; on TensorRT 8.6 a portable 7B engine builds only so); auto: the "
+              "plugin with --kv-mode plugin.")
 @click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "
               "TrtllmKitRotary kernel each (with --kv-mode plugin); auto: the plugin with --kv-mode plugin.")
@@ -289,7 +289,7 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
 @click.option("--dtype", type=DTYPE, default=None,
               help="Model dtype [default: that of the exports/engines given, else fp16].")
 @click.option("--kv-mode", type=click.Choice(KV_MODES), default=None,
-              help="KV layout of engines built for the benchmark [default: auto].")
+              help="KV layout of engines built for the benchmark [default: the recipe's, or auto].")
 @click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (engines with fixed decode shapes: inplace, plugin, portable-static).")
 @click.option("--work", type=click.Path(), default="artifacts/bench", show_default=True,
               help="Where exports and engines made for the benchmark go (reused when unchanged).")
@@ -328,7 +328,7 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
             check_plugin_options(plan.engine)
         except ToolkitError as e:
             raise ToolkitError(f"--kv-mode {kv_mode} does not fit the recipe's engine options: {e.message}",
-                               "leave --kv-mode out, or change engine.gemm/engine.norm in the recipe") from None
+                               "leave --kv-mode out, or change engine.gemm/engine.norm/engine.rope in the recipe") from None
     if device is not None:
         plan.device = device
     if dtype is not None:

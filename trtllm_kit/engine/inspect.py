@@ -24,7 +24,7 @@ def describe_engine(engine_dir: str | Path, as_json: bool = False) -> str:
         return json.dumps(m.model_dump(mode="json"), indent=2)
     spec, lim = m.spec, m.limits
     gpu = (f"{m.gpu.name} (compute capability {m.gpu.compute_capability})" if m.gpu else
-           "no GPU (portable TensorRT-RTX engine: runs on compute capability 8.0/8.6/8.9/12.x)")
+           "no GPU (a TensorRT-RTX engine runs on compute capability 8.0/8.6/8.9/12.x)")
     heads = sorted({layer.n_heads for layer in spec.layers})
     kv = f"{m.kv_layout.name}: {m.kv_layout.description}"
     plugin = m.kv_layout.plugin

@@ -474,7 +474,7 @@ def _choice(notes: list[str] | None, what: str, plugin: str, flag: str, asked: s
 def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
     """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, from the toolkit's plugin library) or ``"trt"``
     (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; ``--norm plugin`` also works
-    with the portable layout (where the norms cut TensorRT 8.6's whole-graph Myelin region). The choice is logged.
+    with the portable layouts (where the norms cut TensorRT 8.6's whole-graph Myelin region). The choice is logged.
 
     Args:
         options: the build options (``norm``, ``trt_include``).
@@ -492,7 +492,7 @@ def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flav
     conflict = norm_option_conflict(options.norm, layout_name)
     if conflict:
         raise ToolkitError(f"--norm plugin: {conflict}", CONFLICT_HINTS["norm"])
-    if options.norm == "plugin" and layout_name == "portable" and flavor is not None:
+    if options.norm == "plugin" and layout_name in ("portable", "portable-static") and flavor is not None:
         reason = plugin_library_unavailable(flavor, options)
         if reason:
             raise ToolkitError(f"--norm plugin: {reason}", "use --norm trt or auto (the exported ops)")

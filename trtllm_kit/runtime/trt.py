@@ -10,6 +10,7 @@ replayed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -20,6 +21,8 @@ from trtllm_kit.engine.manifest import EngineManifest
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.io_spec import LOGITS
 from trtllm_kit.runtime.base import Runner
+
+log = logging.getLogger(__name__)
 
 TRT_TO_TORCH = {"float": torch.float32, "half": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32,
                 "int64": torch.int64, "bool": torch.bool, "int8": torch.int8}
@@ -48,6 +51,9 @@ class TrtRunner(Runner):
         self.spec = self.manifest.spec
         self.layout = get_layout(self.manifest.kv_layout.name)
         self.cuda_graph = cuda_graph and self.layout.fixed_decode_shapes
+        if cuda_graph and not self.cuda_graph:
+            log.warning("%s: no CUDA graphs for the %s KV layout (its decode shapes change every step); decode steps "
+                        "run without them", self.engine_dir, self.layout.name)
         self.profiles = self.manifest.profile_specs()
         m = self.manifest
         self.impl = f"{m.flavor} {m.trt_version} ({m.kv_layout.name} KV{', CUDA graphs' if self.cuda_graph else ''})"
