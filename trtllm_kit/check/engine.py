@@ -17,6 +17,7 @@ from trtllm_kit.check.results import CheckResult, LayerwiseResult
 from trtllm_kit.check.runners import onnxrt_runner
 from trtllm_kit.check.tools import expose_cuda_runtime
 from trtllm_kit.errors import ToolkitError
+from trtllm_kit.export.io_spec import past_name
 
 
 def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: float | None, batch: int,
@@ -72,16 +73,15 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
                             "prefill's past is one masked position")
     profiles = m.profile_specs()
     for step in steps:
-        past = 0 if layout.static_cache else max(step.past_len, 1) if layout.returns_new_rows else step.past_len
-        k = select_profile(profiles, batch, step.new_len, past)
         if layout.static_cache:
+            k = select_profile(profiles, batch, step.new_len, 0)
             runner = StaticCacheTrtRunner(loaded.flavor.trt, loaded.engine, k)
-            feed = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes)
-        elif layout.returns_new_rows:
-            runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), new_rows_feed(step, dtypes)
+            feed, post = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes), zero_padding(step)
         else:
-            runner, feed = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k), engine_feed(step, dtypes)
-        post = zero_padding(step) if layout.static_cache else new_rows_only(step) if layout.returns_new_rows else None
+            feed, post = (new_rows_feed(step, dtypes), new_rows_only(step)) if layout.returns_new_rows else \
+                (engine_feed(step, dtypes), None)
+            k = select_profile(profiles, batch, step.new_len, feed[past_name(0, "key")].shape[2])  # the past as fed
+            runner = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k)
         result.add(compare_step(f"{step.label} (profile {k})", runner, feed, ort, step.feed, rtol, atol,
                                 postprocess=post))
     return result

@@ -158,16 +158,19 @@ class PortableKV(KVLayout):
     def prepare_network(self, ctx):
         """``--norm plugin``: each RMSNorm becomes a ``TrtllmKitRMSNorm`` layer (the library ships beside the
         engine); on TensorRT 8.6 the plugin layers also cut the one Myelin region that otherwise takes the
-        whole graph. Otherwise the exported graph as is."""
+        whole graph. With ``--gemm plugin`` (portable-static only) the library ships for ``finish_network``'s GEMM
+        rewrite too. Otherwise the exported graph as is."""
         from trtllm_kit.engine import plugin as P
 
-        if ctx.norm != "plugin":
+        if ctx.norm != "plugin" and ctx.gemm != "plugin":
             return None
         lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
-        n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
-        log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
+        if ctx.norm == "plugin":
+            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
+            log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
         return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
-                            norm=P.NORM_NAME)
+                            gemm=P.GEMM_NAME if lib.gemm else None, norm=P.NORM_NAME if ctx.norm == "plugin" else None,
+                            links=[str(lib.cublaslt.library)] if lib.gemm else [])
 
 
 class PortableStaticKV(PortableKV):
@@ -208,24 +211,14 @@ class PortableStaticKV(PortableKV):
         return cache.capacity
 
     def prepare_network(self, ctx):
-        """The portable layout's (``--norm plugin``), with the library also shipped for the GEMM plugin; on
-        TensorRT 8.6 each ``present.*`` is declared in its past's type (the runner copies it into that buffer)."""
-        from trtllm_kit.engine import plugin as P
-
-        index = NetworkIndex(ctx.network)
+        """The portable layout's; on TensorRT 8.6 each ``present.*`` is first declared in its past's type (the
+        runner copies it into that buffer)."""
         if not ctx.strongly_typed:
+            index = NetworkIndex(ctx.network)
             for i in range(ctx.spec.num_layers):
                 for kv in KV:
                     index.outputs[present_name(i, kv)].dtype = index.inputs[past_name(i, kv)].dtype
-        if ctx.norm != "plugin" and ctx.gemm != "plugin":
-            return None
-        lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
-        if ctx.norm == "plugin":
-            n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
-            log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
-        return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
-                            gemm=P.GEMM_NAME if lib.gemm else None, norm=P.NORM_NAME if ctx.norm == "plugin" else None,
-                            links=[str(lib.cublaslt.library)] if lib.gemm else [])
+        return super().prepare_network(ctx)
 
     def finish_network(self, ctx, weight_names, plugin):
         return rewire_weight_multiplies(ctx, weight_names, plugin)
@@ -246,7 +239,7 @@ class PortableStaticKV(PortableKV):
         to position ``past_len``. A decode step's ids, positions and mask keep their addresses, so a captured
         CUDA graph replays the same feeds."""
         S, C = input_ids.shape[1], cache.capacity
-        cache.start(past_len, S)
+        cache.start(past_len)
         if past_len == 0:
             cache.mask.zero_()
             cache.mask[:, :S] = attention_mask[:, :S]  # in the cache once this step has run

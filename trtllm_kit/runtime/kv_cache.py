@@ -116,7 +116,7 @@ class NewRowsCache:
         self.rows = {key: torch.empty(buf.shape[0] * buf.shape[1] * max(max_new, 1) * buf.shape[3], dtype=dtype,
                                       device=device) for key, buf in self.buffers.items()}
         self.index = torch.zeros(1, dtype=torch.long, device=device)  # where a decode step's row goes
-        self.past_len, self.new = 0, 0
+        self.past_len = 0
 
     def fits(self, batch: int, capacity: int, dtype: torch.dtype) -> bool:
         buf = next(iter(self.buffers.values()))
@@ -124,11 +124,11 @@ class NewRowsCache:
 
     def restart(self) -> None:
         """A new generation: the caller's mask hides what the last one wrote."""
-        self.past_len, self.new = 0, 0
+        self.past_len = 0
 
-    def start(self, past_len: int, new: int) -> None:
-        """The next step: ``new`` tokens after ``past_len`` cached ones (sets the decode row's device index)."""
-        self.past_len, self.new = past_len, new
+    def start(self, past_len: int) -> None:
+        """The next step comes after ``past_len`` cached tokens (sets the decode row's device index)."""
+        self.past_len = past_len
         if past_len:
             self.index.fill_(past_len)
 

@@ -80,7 +80,7 @@ class TrtRunner(Runner):
             self.weights = load_weight_inputs(self.engine_dir, self.manifest.weight_inputs, self.engine, self.device)
         stream = torch.cuda.current_stream().cuda_stream
         self.contexts = []
-        scratch = self._shared_scratch()
+        self.scratch = scratch = self._shared_scratch()
         for k in range(self.engine.num_optimization_profiles):
             if scratch is None:
                 ctx = self.engine.create_execution_context()
@@ -109,8 +109,7 @@ class TrtRunner(Runner):
         if self.engine.num_optimization_profiles < 2 or not size or \
                 not hasattr(self.engine, "create_execution_context_without_device_memory"):
             return None
-        self.scratch = torch.empty(size, dtype=torch.uint8, device=self.device)
-        return self.scratch
+        return torch.empty(size, dtype=torch.uint8, device=self.device)
 
     def deactivate_impl(self):
         self.graphs.clear()
