@@ -3,7 +3,8 @@
 
 Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S] [--work DIR] [--json FILE]
 
-A CONFIG is ``MODEL:KV_MODE[:opt=N][:weights=inputs][:gemm=trt|plugin][:profiles=single][:batch=N][:seq=N]``, e.g. ``tiny-llama:portable``,
+A CONFIG is ``MODEL:KV_MODE[:opt=N][:weights=inputs][:gemm=trt|plugin][:norm=trt|plugin][:rope=trt|plugin]
+[:profiles=single][:batch=N][:seq=N]``, e.g. ``tiny-llama:portable``,
 ``llama-7b@2:plugin:opt=1``. ``MODEL@N`` is the preset cut to its first N blocks (same shapes per block),
 which measures the per-block build cost of a large model in a fraction of its time.
 Each model is exported once (fp16, not validated, not timed). Each build runs as its own
@@ -65,8 +66,9 @@ def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
         cmd += ["--opt-level", cfg["opt"]]
     if "weights" in cfg:
         cmd += ["--weights", cfg["weights"]]
-    if "gemm" in cfg:
-        cmd += ["--gemm", cfg["gemm"]]
+    for option in ("gemm", "norm", "rope"):
+        if option in cfg:
+            cmd += [f"--{option}", cfg[option]]
     if args.timing_cache:
         cmd += ["--timing-cache", str(work / f"{cfg['model'].split('@')[0]}.timing-cache")]
     log = work / "logs" / f"{out.name}.log"

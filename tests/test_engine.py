@@ -184,8 +184,9 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable"),  # allowed there, where the library loads
          "--norm plugin: tensorrt-rtx"),
         ((onnx_dir, "--norm", "plugin", "--kv-mode", "portable-static"), "--norm plugin: tensorrt-rtx"),
+        ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable-static"), "--rope plugin: tensorrt-rtx"),
         ((onnx_dir, "--rope", "plugin", "--kv-mode", "portable"),
-         "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode portable"),
+         "--rope plugin: it feeds the attention of --kv-mode plugin or portable-static, not --kv-mode portable"),
         ((onnx_dir, "--trt-include", str(tmp_path / "no-headers")), "'--trt-include': Directory"),
         ((str(tmp_path / "new\nline"),), "new\\nline does not exist"),  # a newline in a value stays one line
         ((onnx_dir, "--max-seq", "4096"), "exceeds the model's max_position_embeddings 2048"),
@@ -1081,3 +1082,63 @@ def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
                  "static": lambda: onnx.load_from_string(static_cache_onnx(path, 24)),
                  "new-rows": lambda: onnx.load_from_string(new_rows_onnx(path))}[layout]()
         assert _values_feeding_shapes(model) == [], name
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, monkeypatch):
+    """--kv-mode portable-static --rope plugin: after ``rewire_rotaries`` every block's TensorRT attention (the past and
+    new score multiplies) reads the rotary layer's q, and ``present.i.key`` its k, with each block's own heads.
+    Stand-in layers (the plugin needs nvcc and full TensorRT); the fold of the rotary into the q/k/v multiply and the
+    tokens of such engines are checked on the GPU machine (``tests/test_gpu.py``, ``portable-static+norm+rope``)."""
+    from trtllm_kit.engine import plugin as P
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_rotaries
+    from trtllm_kit.export.io_spec import present_name
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    made, seen = {}, {}
+
+    class Layer:  # what the rewrites use of the plugin layer
+        def __init__(self, outs):
+            self.outs = outs
+            self.num_outputs = len(outs)
+
+        def get_output(self, i):
+            return self.outs[i]
+
+    def heads(network, t, hd):  # (B, S, n * hd) -> (B, n, S, hd), as the plugin's outputs
+        layer = network.add_shuffle(t)
+        layer.reshape_dims = (0, 0, -1, hd)
+        layer.second_transpose = (0, 2, 1, 3)
+        return layer.get_output(0)
+
+    def stand_in(trt_module, network, q_lin, k_lin, cos, sin, nh, nkv, hd, scale, name):
+        made[name] = [heads(network, t, hd) for t in (q_lin, k_lin)]
+        seen[name] = (nh, nkv, hd)
+        return Layer(made[name])
+
+    monkeypatch.setattr(P, "add_rotary", stand_in)
+    spec, _ = load_model(name)
+    path = tiny_exports[name] / "model.onnx"
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = _create_network(flavor, trt.Builder(logger))
+    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path), str(path))
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin", rope="plugin",
+                         onnx_path=path)
+    assert rewire_rotaries(ctx) == spec.num_layers
+
+    def readers(t):
+        return sorted(layer.name for layer, _ in NetworkIndex(network).consumers.get(t.name, []))
+
+    def present_reads(i, kv):
+        index = NetworkIndex(network)
+        return index.producers[present_name(i, kv)].get_input(0).name
+
+    for i in range(spec.num_layers):
+        q, k = made[f"rotary.{i}"]
+        assert any(r.endswith(".past/node") for r in readers(q)) and any(r.endswith(".new/node") for r in readers(q))
+        assert present_reads(i, "key") == k.name
+    assert [seen[f"rotary.{i}"] for i in range(spec.num_layers)] == [(L.n_heads, L.n_kv_heads, L.head_dim)
+                                                                      for L in spec.layers]

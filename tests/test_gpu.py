@@ -65,13 +65,13 @@ def _layouts(flavor):
     return [name for name, layout in KV_LAYOUTS.items() if layout.unavailable(flavor, probe) is None]
 
 
-def _build(onnx_dir, out, flavor, mode, weights="engine", norm="auto"):
+def _build(onnx_dir, out, flavor, mode, weights="engine", norm="auto", rope="auto"):
     from trtllm_kit.engine.builder import engine_from_onnx
     from trtllm_kit.engine.limits import EngineLimits
     from trtllm_kit.engine.manifest import BuildOptions
 
     return engine_from_onnx(onnx_dir, out, BuildOptions(flavor=flavor.name, kv_mode=mode, weights=weights, norm=norm,
-                                                        limits=EngineLimits(8, 32, 64)), progress=False)
+                                                        rope=rope, limits=EngineLimits(8, 32, 64)), progress=False)
 
 
 def _first_mismatch(got, want):
@@ -81,7 +81,7 @@ def _first_mismatch(got, want):
 
 @pytest.mark.parametrize("mode", ["portable", "inplace", "plugin", "portable/weights-inputs", "plugin/weights-inputs",
                                   "portable+norm/weights-inputs", "portable-static",
-                                  "portable-static+norm/weights-inputs"])
+                                  "portable-static+norm/weights-inputs", "portable-static+norm+rope/weights-inputs"])
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-depth", "tiny-llama-width"])
 def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     """Where a TensorRT flavour can run on this GPU (the acceptance run: TensorRT 8.6 on H100/H200),
@@ -94,8 +94,9 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
     from trtllm_kit.runtime.trt import TrtRunner
 
     mode, _, weights = mode.partition("/weights-")
-    mode, _, norm = mode.partition("+")  # portable+norm: the RMSNorm plugin in the portable layout
-    flavors = [f for f in _trt_flavors() if mode in _layouts(f) and (not norm or "plugin" in _layouts(f))]
+    mode, _, extras = mode.partition("+")  # +norm: the RMSNorm plugin, +rope: the rotary plugin (portable layouts)
+    norm, rope = ("norm" in extras.split("+")), ("rope" in extras.split("+"))
+    flavors = [f for f in _trt_flavors() if mode in _layouts(f) and (not extras or "plugin" in _layouts(f))]
     if not flavors:
         pytest.skip(f"no TensorRT flavour that runs on this GPU builds the {mode} KV layout here")
     art = resolve_model(model)
@@ -107,7 +108,7 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
         want = eager.generate(ids, mask, 16).tokens.cpu()
     for flavor in flavors:
         eng = _build(art.onnx_dir, tmp_path / f"{flavor.name}-{mode}", flavor, mode, weights or "engine",
-                     norm="plugin" if norm else "auto")
+                     norm="plugin" if norm else "auto", rope="plugin" if rope else "auto")
         assert eng.manifest.norm_used == ("plugin" if norm or mode == "plugin" else "trt")
         assert eng.manifest.io_source == "deserialized engine"
         if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied), some of them
@@ -126,7 +127,8 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                 folded = {k[len("folded_"):]: v for k, v in settings.items() if k.startswith("folded_")}
                 adds = sum((not b.o_bias) + (not b.down_bias) for b in art.spec.layers)  # not past a bias add
                 assert folded["swiglu"] == L and folded["residual"] == adds, folded
-                if eng.manifest.rope_used == "plugin":  # the rotary plugin (plugin layout) splits q/k/v
+                assert eng.manifest.rope_used == ("plugin" if rope or mode == "plugin" else "trt")
+                if eng.manifest.rope_used == "plugin":  # the rotary plugin splits q/k/v
                     assert folded["rotary_qkv"] == L, folded
                     if all(b.head_dim % 8 == 0 for b in art.spec.layers):  # the rotary into the q/k/v multiply
                         assert folded["rotary_gemm"] == L, folded

@@ -62,7 +62,7 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
     --kv-mode auto choosing inplace), or limits that miss the sweep, are one line before anything is exported."""
     sweep = {"batches": [1, 4], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
     cases = [({"kv_mode": "plugin"}, "the engine options cannot be built here: --kv-mode plugin: tensorrt-rtx"),
-             ({"rope": "plugin"}, "--rope plugin: it feeds the plugin KV layout's attention (--kv-mode plugin), not "
+             ({"rope": "plugin"}, "--rope plugin: it feeds the attention of --kv-mode plugin or portable-static, not "
                                   "--kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
              ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4"),
              ({"weights": "inputs", "dtype": "bf16"}, "--weights inputs cannot store a bf16 export's weights")]

@@ -114,10 +114,12 @@
 #                         ran out of it) and the contexts of one engine sharing their activation memory; GPU 0 also
 #                         the tiny plugin engines (shared memory) and, after the tests, llama-7b portable-static with
 #                         TensorRT's own multiplies (--norm plugin, weights in the plan)
-#   day23                 next (not yet run): where the portable-static step goes: GPU 1 llama-7b portable-static
-#                         (GEMM + RMSNorm plugins, opt level 0 as day22) timed again and its layer profile at batch 1,
-#                         16 and 64; GPU 0 the same engine at --opt-level 3 (day21 built one from the Concat graph,
-#                         never timed: removed first, as bench_trt.py would reuse it), timed and profiled at batch 1, 64
+#   day23                 2026-11-30 (thirteenth session, first lease): where portable-static's attention time goes and
+#                         what the builder's optimization level does to it: GPU 0 the portable-static GPU tests (the
+#                         check fix, the rotary plugin in that layout), llama-7b cut to 2 blocks built at levels 0, 1,
+#                         2 and 3, with and without the rotary plugin (7 builds at once), each profiled by CUDA kernel at
+#                         batch 1, 64, 256 (profall); GPU 1 llama-7b at level 3 timed and profiled
+#   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -415,15 +417,22 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --lock /root/gpu1.lock --out $R/b"
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --lock /root/gpu1.lock --out $R/d"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --lock /root/gpu1.lock --out $R/f" ;;
-  day23)  # next (not yet run): see the header
+  day23)  # 2026-11-30 (thirteenth session, first lease): see the header
     R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work"
     G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
-    E=/root/work/engines/portable-static-winputs-gemmplugin-normplugin/llama-7b
-    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b23 && for b in 1 16 64; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py $E --batch \$b --json $LOGS/profile-ps-b\$b.json; done"
-    rm -rf /root/work/engines/portable-static-opt3-winputs-gemmplugin-normplugin
-    bg o "sleep 60; CUDA_VISIBLE_DEVICES=0 $B --models llama-7b $G --opt-level 3 --breakdown llama-7b --out $R/o3 && for b in 1 64; do CUDA_VISIBLE_DEVICES=0 python3 scripts/profile_layers.py ${E/portable-static-/portable-static-opt3-} --batch \$b --json $LOGS/profile-ps-o3-b\$b.json; done" ;;
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin"
+    E=/root/work/engines/portable-static-opt3-winputs-gemmplugin-normplugin/llama-7b
+    rm -rf /root/work/engines/portable-static-opt3-winputs-gemmplugin-normplugin /root/bb/engines
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 6 -k 'portable-static or portable_static' tests/test_gpu.py tests/test_check_gpu.py"
+    bg bb "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 7 --timeout 540 --work /root/bb --json $LOGS/bb.json $C:opt=0 $C:opt=0:rope=plugin $C:opt=1 $C:opt=1:rope=plugin $C:opt=2 $C:opt=3 $C:opt=3:rope=plugin; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --opt-level 3 --breakdown llama-7b --out $R/o3 && for b in 1 64 256; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py $E --batch \$b --kernels --top 15 --json $LOGS/k-7b-o3-b\$b.json; done" ;;
+  profall)
+    for e in "$2"/*/; do for b in 1 64 256; do
+      echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn
+    done; done > "$LOGS/profall.log" 2>&1 ;;
   collect)  # one archive: $OUT brings back at most 8 files, 2 folders down
-    tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
+    tar czf "$OUT/collect.tgz" -C /root logs results $( [ -d /root/pb/logs ] && echo pb/logs ) $( [ -d /root/bb/logs ] && echo bb/logs ) 2>&1 | tail -3; ls -la "$OUT" ;;
   eager)
     bg "eager-$2" "CUDA_VISIBLE_DEVICES=$2 python3 scripts/bench_trt.py --models $MODELS --backends eager --work /root/work --out $OUTDIR" ;;
   status)

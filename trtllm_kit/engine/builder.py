@@ -139,7 +139,7 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
     try:
         gemm = resolve_gemm(options, layout.name, notes=notes, flavor=flavor)
         norm = resolve_norm(options, layout.name, notes=notes, flavor=flavor)
-        rope = resolve_rope(options, layout.name, notes=notes)
+        rope = resolve_rope(options, layout.name, notes=notes, flavor=flavor)
     except ToolkitError as e:
         hint = e.hint
         option = next((o for o, h in CONFLICT_HINTS.items() if h == hint), None)

@@ -354,9 +354,10 @@ def _swiglu_chain(trt, index, x, w, w_layout: int) -> _SwiGlu | None:
 
 def fold_rotary_qkv(ctx: NetworkContext) -> int:
     """Each block whose rotary plugin (``rotary.i``) reads the q and k slices of one fused q/k/v multiply, and whose
-    attention plugin (``kv_attention.i``) reads v as that output's last slice through the exporter's reshape and
-    transpose (``Anchors.v_new``), gets one rotary layer reading the fused output whole and writing q, k and v
-    (``plugin.add_rotary`` with ``k_lin=None``).
+    v (``Anchors.v_new``, read by the attention plugin or, in portable-static, by TensorRT's attention and the
+    ``present.*.value`` output) is that output's last slice through the exporter's reshape and transpose, gets one
+    rotary layer reading the fused output whole and writing q, k and v (``plugin.add_rotary`` with ``k_lin=None``);
+    v's readers read its third output.
 
     Returns:
         How many blocks were folded.
@@ -372,12 +373,12 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
     exported = _exported_heads(ctx.onnx_path, ctx.spec.num_layers) if ctx.onnx_path is not None else set()
     done = 0
     for i, L in enumerate(ctx.spec.layers):
-        rope, attn = layers.get(f"rotary.{i}"), layers.get(f"kv_attention.{i}")
-        if rope is None or attn is None or rope.num_inputs != 4:
+        rope, v_new = layers.get(f"rotary.{i}"), index.tensors.get(Anchors.v_new(i))
+        if rope is None or v_new is None or rope.num_inputs != 4:
             continue
         q = _slice_of(trt, index, rope.get_input(0), "self_attn.q_proj.weight")
         k = _slice_of(trt, index, rope.get_input(1), "self_attn.k_proj.weight")
-        v_lin = _heads_input(trt, index, attn.get_input(2), i, exported)
+        v_lin = _heads_input(trt, index, v_new, i, exported)
         v = _slice_of(trt, index, v_lin, "self_attn.v_proj.weight") if v_lin is not None else None
         if q is None or k is None or v is None or len({q[0].name, k[0].name, v[0].name}) != 1:
             continue
@@ -388,9 +389,8 @@ def fold_rotary_qkv(ctx: NetworkContext) -> int:
         layer = P.add_rotary(trt, network, whole, None, rope.get_input(2), rope.get_input(3), L.n_heads,
                              L.n_kv_heads, L.head_dim, scale, name=f"rotary.{i}.qkv")
         pin_to_activations(ctx, layer)
-        for o in range(2):
-            index.redirect(rope.get_output(o), layer.get_output(o))
-        attn.set_input(2, layer.get_output(2))
+        for o, old in enumerate((rope.get_output(0), rope.get_output(1), v_new)):
+            index.redirect(old, layer.get_output(o))
         done += 1
     return done
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # once it is), in flag words; recipes word the same rule with their keys (``RecipeEngine``).
 CONFLICT_HINTS = {"gemm": "use --kv-mode plugin or portable-static with --weights inputs, or --gemm auto or trt",
                   "norm": "use --kv-mode plugin, portable or portable-static, or --norm auto or trt",
-                  "rope": "use --kv-mode plugin, or --rope auto or trt"}
+                  "rope": "use --kv-mode plugin or portable-static, or --rope auto or trt"}
 
 
 def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
@@ -36,9 +36,10 @@ def norm_option_conflict(norm: str, kv_mode: str) -> str | None:
 
 def rope_option_conflict(rope: str, kv_mode: str) -> str | None:
     """Why ``--rope rope`` cannot be used with ``--kv-mode kv_mode`` (None when it can, or for auto/trt): the
-    rotary plugin feeds the attention plugin directly, so it comes with the plugin KV layout only."""
-    if rope == "plugin" and kv_mode != "plugin":
-        return f"it feeds the plugin KV layout's attention (--kv-mode plugin), not --kv-mode {kv_mode}"
+    rotary plugin ships in the plugin library and writes q and k in the layout the attention reads, which the plugin
+    and portable-static KV layouts rewire (the portable layout keeps the exported graph)."""
+    if rope == "plugin" and kv_mode not in ("plugin", "portable-static"):
+        return f"it feeds the attention of --kv-mode plugin or portable-static, not --kv-mode {kv_mode}"
     return None
 
 

@@ -158,19 +158,42 @@ class PortableKV(KVLayout):
     def prepare_network(self, ctx):
         """``--norm plugin``: each RMSNorm becomes a ``TrtllmKitRMSNorm`` layer (the library ships beside the
         engine); on TensorRT 8.6 the plugin layers also cut the one Myelin region that otherwise takes the
-        whole graph. With ``--gemm plugin`` (portable-static only) the library ships for ``finish_network``'s GEMM
-        rewrite too. Otherwise the exported graph as is."""
+        whole graph. ``--rope plugin`` (portable-static only): each block's rotary of q and k becomes one
+        ``TrtllmKitRotary`` layer, read by TensorRT's attention and the ``present.*.key`` output. With ``--gemm
+        plugin`` (portable-static only) the library ships for ``finish_network``'s GEMM rewrite too. Otherwise the
+        exported graph as is."""
         from trtllm_kit.engine import plugin as P
 
-        if ctx.norm != "plugin" and ctx.gemm != "plugin":
+        if "plugin" not in (ctx.norm, ctx.gemm, ctx.rope):
             return None
         lib, shipped, shipped_sha256 = ship_plugin_library(ctx)
         if ctx.norm == "plugin":
             n = rewire_norms(ctx, rms_norm_inputs(ctx.onnx_path, Anchors.norms(ctx.spec.num_layers)))
             log.info("%d RMSNorms go to the %s plugin", n, P.NORM_NAME)
+        ropes = rewire_rotaries(ctx) if ctx.rope == "plugin" else 0  # portable-static
         return PluginRecord(file=shipped.name, sha256=shipped_sha256, source_sha256=lib.source_sha256,
                             gemm=P.GEMM_NAME if lib.gemm else None, norm=P.NORM_NAME if ctx.norm == "plugin" else None,
-                            links=[str(lib.cublaslt.library)] if lib.gemm else [])
+                            rope=P.ROPE_NAME if ropes else None, links=[str(lib.cublaslt.library)] if lib.gemm else [])
+
+
+def rewire_rotaries(ctx: NetworkContext) -> int:
+    """Each block's rotary of q and k as one ``TrtllmKitRotary`` layer (``rewire_rotary``) whose outputs every reader
+    of the exported q and rotated k reads instead (TensorRT's attention and ``present.*.key`` in portable-static).
+    Returns how many blocks.
+
+    Raises:
+        ToolkitError: the export's rotary is not this version's exporter's.
+    """
+    from trtllm_kit.engine import plugin as P
+
+    ropes = rotary_inputs(ctx.onnx_path, ctx.spec.num_layers)
+    index = NetworkIndex(ctx.network)
+    for i, found in ropes.items():
+        q, k = rewire_rotary(ctx, index, i, found)
+        index.redirect(index.tensors[Anchors.q(i)], q)
+        index.redirect(index.tensors[Anchors.k_new(i)], k)
+    log.info("%d blocks' rotary go to the %s plugin", len(ropes), P.ROPE_NAME)
+    return len(ropes)
 
 
 class PortableStaticKV(PortableKV):
@@ -493,24 +516,32 @@ def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flav
     return _choice(notes, "RMSNorm", "TrtllmKitRMSNorm", "--norm", options.norm, norm)
 
 
-def resolve_rope(options, layout_name: str, notes: list[str] | None = None) -> str:
-    """``"plugin"`` (each block's rotary one ``TrtllmKitRotary`` layer, in the plugin KV layout's library) or
-    ``"trt"`` (the exported ops). ``--rope auto`` takes the plugin with the plugin KV layout; the choice is logged.
+def resolve_rope(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
+    """``"plugin"`` (each block's rotary one ``TrtllmKitRotary`` layer, from the toolkit's plugin library) or
+    ``"trt"`` (the exported ops). ``--rope auto`` takes the plugin with the plugin KV layout; ``--rope plugin`` also
+    works with portable-static (q and k then reach TensorRT's attention from the plugin). The choice is logged.
 
     Args:
-        options: the build options (``rope``).
+        options: the build options (``rope``, ``trt_include``).
         layout_name: the KV layout the build uses.
         notes: where the choice goes instead of the log (as ``resolve_kv_layout``'s).
+        flavor: the TensorRT flavour; with it, ``--rope plugin`` in portable-static is checked to be compilable and
+            loadable here before any work.
 
     Raises:
-        ToolkitError: ``--rope plugin`` with another KV layout.
+        ToolkitError: ``--rope plugin`` with another KV layout, or in portable-static where the plugin library
+            cannot be compiled or loaded.
     """
     from trtllm_kit.engine.gemm import CONFLICT_HINTS, rope_option_conflict
 
     conflict = rope_option_conflict(options.rope, layout_name)
     if conflict:
         raise ToolkitError(f"--rope plugin: {conflict}", CONFLICT_HINTS["rope"])
-    rope = "trt" if options.rope == "trt" or layout_name != "plugin" else "plugin"
+    if options.rope == "plugin" and layout_name == "portable-static" and flavor is not None:
+        reason = plugin_library_unavailable(flavor, options)
+        if reason:
+            raise ToolkitError(f"--rope plugin: {reason}", "use --rope trt or auto (the exported ops)")
+    rope = "plugin" if options.rope == "plugin" or (options.rope == "auto" and layout_name == "plugin") else "trt"
     return _choice(notes, "rotary", "TrtllmKitRotary", "--rope", options.rope, rope)
 
 
