@@ -1142,3 +1142,40 @@ def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, m
         assert present_reads(i, "key") == k.name
     assert [seen[f"rotary.{i}"] for i in range(spec.num_layers)] == [(L.n_heads, L.n_kv_heads, L.head_dim)
                                                                       for L in spec.layers]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
+def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_exports, name, tmp_path):
+    """``rewire_attention_multiplies``: each block's two score multiplies (past and new keys) read the keys as they are
+    with TensorRT's transposed operand, not through a transpose layer, the value multiplies are left as they are;
+    an engine with the rewrite builds (TensorRT-RTX; its tokens are checked on the GPU machine)."""
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.kv_layouts import NetworkContext, rewire_attention_multiplies
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    spec, _ = load_model(name)
+    path = tiny_exports[name] / "model.onnx"
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = _create_network(flavor, trt.Builder(logger))
+    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path), str(path))
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)
+    assert rewire_attention_multiplies(ctx) == 2 * spec.num_layers
+    ops = {}
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        if layer.type == trt.LayerType.MATRIX_MULTIPLY and layer.name.endswith((".past/node", ".new/node")):
+            layer.__class__ = trt.IMatrixMultiplyLayer
+            reads = layer.get_input(1).name
+            ops[layer.name] = (layer.op1, reads)
+            if layer.op1 == trt.MatrixOperation.TRANSPOSE:  # the keys themselves
+                assert reads.startswith("past_key_values.") or reads.endswith(".k_new"), (layer.name, reads)
+            else:  # the values, as they are
+                assert reads.startswith("past_key_values.") or reads.endswith(".v_new"), (layer.name, reads)
+    assert len(ops) == 4 * spec.num_layers
+    assert rewire_attention_multiplies(ctx) == 0  # nothing left to untranspose
+    eng = engine_from_onnx(tiny_exports[name], tmp_path / "eng", BuildOptions(kv_mode="portable-static",
+                                                                            limits=EngineLimits(4, 16, 32)),
+                           progress=False)
+    assert eng.manifest.kv_layout.name == "portable-static"

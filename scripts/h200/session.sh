@@ -119,6 +119,12 @@
 #                         check fix, the rotary plugin in that layout), llama-7b cut to 2 blocks built at levels 0, 1,
 #                         2 and 3, with and without the rotary plugin (7 builds at once), each profiled by CUDA kernel at
 #                         batch 1, 64, 256 (profall); GPU 1 llama-7b at level 3 timed and profiled
+#   day24                 the same session's second lease: the attention's multiplies reading the keys untransposed, in
+#                         fp16, level 1 by default (the first lease: float multiplies after a reformat of the whole
+#                         cache, and a copy of the transposed keys, every block): GPU 0 the portable-static and plugin
+#                         GPU tests, then llama-7b cut to 2 blocks at levels 0, 1, 3 and 1 with the rotary plugin,
+#                         profiled (profall); GPU 1 the three 7B portable-static engines (GEMM + RMSNorm plugins) and
+#                         llama-7b also with the rotary plugin, built side by side, timed one at a time
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -427,6 +433,17 @@ case "${1:-status}" in
     bg g "CUDA_VISIBLE_DEVICES=0 $P -n 6 -k 'portable-static or portable_static' tests/test_gpu.py tests/test_check_gpu.py"
     bg bb "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 7 --timeout 540 --work /root/bb --json $LOGS/bb.json $C:opt=0 $C:opt=0:rope=plugin $C:opt=1 $C:opt=1:rope=plugin $C:opt=2 $C:opt=3 $C:opt=3:rope=plugin; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
     bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --opt-level 3 --breakdown llama-7b --out $R/o3 && for b in 1 64 256; do CUDA_VISIBLE_DEVICES=1 python3 scripts/profile_layers.py $E --batch \$b --kernels --top 15 --json $LOGS/k-7b-o3-b\$b.json; done" ;;
+  day24)  # 2026-11-30 (thirteenth session, second lease): see the header
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --lock /root/gpu1.lock"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin"
+    rm -rf /root/bb/engines
+    bg g "CUDA_VISIBLE_DEVICES=0 $P -n 8 -k 'portable-static or portable_static or plugin' tests/test_gpu.py tests/test_check_gpu.py; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 4 --timeout 540 --work /root/bb --json $LOGS/bb.json $C:opt=0 $C:opt=1 $C:opt=3 $C:opt=1:rope=plugin; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
+    bg b "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --breakdown llama-7b --out $R/b24"
+    bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d24"
+    bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f24"
+    bg r "while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope plugin --breakdown llama-7b --out $R/r24" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

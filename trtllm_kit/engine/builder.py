@@ -89,7 +89,13 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
         if opts.weights == "engine":
             config.set_flag(trt.BuilderFlag.REFIT)
             settings["refit"] = True
-        if opt_level is None and (layout_name == "plugin" or gemm == "plugin"):
+        if opt_level is None and layout_name == "portable-static" and gemm == "plugin":
+            # TensorRT's attention beside the GEMM plugin: level 0 takes the first tactic that runs, float
+            # multiplies among them (llama-7b cut to 2 blocks, batch 256, H200: 8.7 ms a step at level 0, 4.5 at
+            # level 1, 4.8 at level 3; each level built it in ~30 s of TensorRT time, seven builds at once:
+            # thirteenth session)
+            opt_level = 1
+        elif opt_level is None and (layout_name == "plugin" or gemm == "plugin"):
             # With attention or the multiplies in plugins, 8.6 leaves the rest to its classic path, which
             # JIT-compiles every fused pointwise op in every candidate format; level 0 takes prebuilt kernels
             # (tiny-llama, decode profile, H200: 59 s at level 0, not done in 330 s at the default level).
