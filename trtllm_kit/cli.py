@@ -178,7 +178,9 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--profiles", type=click.Choice(["split", "single"]), default="split", show_default=True,
               help="split: prefill and decode profiles; single: one profile for both.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
-@click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="Builder optimization level.")
+@click.option("--opt-level", type=click.IntRange(0, 5), default=None,
+              help="Builder optimization level [default: TensorRT's; on TensorRT 8.6 1 for portable-static with the "
+              "GEMM plugin, 0 for the plugin layout and otherwise with the GEMM plugin].")
 @click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="Workspace limit in GB.")
 @click.option("--trt-include", type=click.Path(exists=True, file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
@@ -197,7 +199,7 @@ def prune(model, drop_blocks, out, dtype, force):
               "plugin with --kv-mode plugin.")
 @click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "
-              "TrtllmKitRotary kernel each (with --kv-mode plugin); auto: the plugin with --kv-mode plugin.")
+              "TrtllmKitRotary kernel each (with --kv-mode plugin or portable-static); auto: the plugin with --kv-mode plugin.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,

@@ -53,7 +53,8 @@ class RecipeEngine(Strict):
 
         needs = {"gemm": ("kv_mode: plugin or portable-static, and weights: inputs",
                           f"kv_mode: {self.kv_mode}, weights: {self.weights}"),
-                 "norm": ("kv_mode: plugin, portable or portable-static", f"kv_mode: {self.kv_mode}"), "rope": ("kv_mode: plugin", f"kv_mode: {self.kv_mode}")}
+                 "norm": ("kv_mode: plugin, portable or portable-static", f"kv_mode: {self.kv_mode}"),
+                 "rope": ("kv_mode: plugin or portable-static", f"kv_mode: {self.kv_mode}")}
         conflicts = plugin_option_conflicts(self.gemm, self.norm, self.kv_mode, self.weights, rope=self.rope)
         if conflicts:
             option = next(iter(conflicts))
