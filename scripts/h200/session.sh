@@ -118,13 +118,15 @@
 #                         what the builder's optimization level does to it: GPU 0 the portable-static GPU tests (the
 #                         check fix, the rotary plugin in that layout), llama-7b cut to 2 blocks built at levels 0, 1,
 #                         2 and 3, with and without the rotary plugin (7 builds at once), each profiled by CUDA kernel at
-#                         batch 1, 64, 256 (profall); GPU 1 llama-7b at level 3 timed and profiled
+#                         batch 1, 64, 256 (profall); GPU 1 llama-7b at level 3 timed and profiled (stopped in its
+#                         build's second profile at 7 minutes, to keep device time for day24)
 #   day24                 the same session's second lease: the attention's multiplies reading the keys untransposed, in
 #                         fp16, level 1 by default (the first lease: float multiplies after a reformat of the whole
 #                         cache, and a copy of the transposed keys, every block): GPU 0 the portable-static and plugin
 #                         GPU tests, then llama-7b cut to 2 blocks at levels 0, 1, 3 and 1 with the rotary plugin,
 #                         profiled (profall); GPU 1 the three 7B portable-static engines (GEMM + RMSNorm plugins) and
-#                         llama-7b also with the rotary plugin, built side by side, timed one at a time
+#                         llama-7b also with the rotary plugin, built side by side, timed one at a time (that fourth
+#                         build was stopped at 3 minutes: the lease would not have held its timing)
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
