@@ -23,10 +23,13 @@ from collections import defaultdict
 
 
 def kind(name: str) -> str:
+    """The group of a layer (TensorRT's profiler) or a CUDA kernel (``--kernels``) by its name."""
     n = name.lower()
-    for key, pat in (("reformat", r"reformat|copy"), ("kv attention plugin", r"kvcacheattention|kv_attention"),
-                     ("myelin region", r"foreignnode|myelin|__myl"), ("matrix multiply", r"matmul|gemm"),
-                     ("pointwise", r"pwn|pointwise|mul_|add_|sigmoid|neg_")):
+    for key, pat in (("runner (torch)", r"at::native|memcpy|memset"),
+                     ("reformat", r"reformat|copy|permutation|nchwtonchw"),
+                     ("kv attention plugin", r"kvcacheattention|kv_attention|decode_attention"),
+                     ("myelin region", r"foreignnode|myelin|__myl"), ("matrix multiply", r"matmul|gemm|gemv|nvjet"),
+                     ("pointwise", r"pwn|pointwise|mul_|add_|sigmoid|neg_|norm_rows|swiglu")):
         if re.search(pat, n):
             return key
     return "other"
