@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Build engines for several configurations, in parallel, and report where the build time goes.
 
-Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S] [--work DIR] [--json FILE]
+Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S] [--max-batch N] [--max-input N]
+       [--max-seq N] [--opt-batch N] [--opt-input N] [--timing-cache] [--work DIR] [--json FILE]
 
 A CONFIG is ``MODEL:KV_MODE[:opt=N][:weights=inputs][:gemm=trt|plugin][:norm=trt|plugin][:rope=trt|plugin]
 [:profiles=single][:batch=N][:seq=N]``, e.g. ``tiny-llama:portable``,
@@ -46,9 +47,25 @@ def export(model: str, work: Path) -> Path:
     return out
 
 
+KEYS = ("opt", "weights", "gemm", "norm", "rope", "profiles", "batch", "seq")
+
+
 def parse(config: str) -> dict:
-    model, kv, *rest = config.split(":")
-    opts = dict(r.split("=", 1) for r in rest)
+    """``MODEL:KV_MODE[:KEY=VALUE...]`` -> {"config", "model", "kv_mode", KEY: VALUE}.
+
+    Raises:
+        argparse.ArgumentTypeError: no KV mode, a part without ``=``, or a key that is not one of ``KEYS``.
+    """
+    model, _, rest = config.partition(":")
+    kv, *parts = rest.split(":") if rest else [""]
+    if not model or not kv:
+        raise argparse.ArgumentTypeError(f"{config!r}: expected MODEL:KV_MODE[:KEY=VALUE...]")
+    opts = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or key not in KEYS:
+            raise argparse.ArgumentTypeError(f"{config!r}: {part!r} is not KEY=VALUE with KEY one of {', '.join(KEYS)}")
+        opts[key] = value
     return {"config": config, "model": model, "kv_mode": kv, **opts}
 
 
@@ -98,24 +115,29 @@ def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("configs", nargs="+")
-    ap.add_argument("--jobs", type=int, default=1, help="Builds at once (they share the GPU: timings get noisier).")
-    ap.add_argument("--timeout", type=float, default=540)
-    ap.add_argument("--max-batch", type=int, default=256)
-    ap.add_argument("--max-input", type=int, default=128)
-    ap.add_argument("--max-seq", type=int, default=640)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("configs", nargs="+", type=parse, metavar="CONFIG")
+    ap.add_argument("--jobs", type=positive, default=1, help="Builds at once (they share the GPU: timings get noisier).")
+    ap.add_argument("--timeout", type=float, default=540, help="Seconds before a build is stopped (default 540).")
+    ap.add_argument("--max-batch", type=positive, default=256, help="Engine limit (default 256; CONFIG batch= wins).")
+    ap.add_argument("--max-input", type=positive, default=128, help="Engine limit: longest prompt (default 128).")
+    ap.add_argument("--max-seq", type=positive, default=640, help="Engine limit: prompt + output (default 640; seq=).")
     ap.add_argument("--opt-batch", type=int, default=None, help="trtllm-kit build --opt-batch (what TensorRT tunes for).")
     ap.add_argument("--opt-input", type=int, default=None, help="trtllm-kit build --opt-input.")
     ap.add_argument("--timing-cache", action="store_true", help="One timing cache per model family, reused.")
-    ap.add_argument("--work", default="/tmp/trtllm-kit-build-bench")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--work", default="/tmp/trtllm-kit-build-bench",
+                    help="Exports, engines and logs go here (default /tmp/trtllm-kit-build-bench).")
+    ap.add_argument("--json", default=None, help="Also write the rows as JSON.")
     args = ap.parse_args()
     from trtllm_kit.engine.flavors import detect_gpu
+    from trtllm_kit.errors import ToolkitError
 
     work = Path(args.work)
-    cfgs = [parse(c) for c in args.configs]
-    dirs = {m: export(m, work) for m in dict.fromkeys(c["model"] for c in cfgs)}
+    cfgs = args.configs
+    try:
+        dirs = {m: export(m, work) for m in dict.fromkeys(c["model"] for c in cfgs)}
+    except ToolkitError as e:
+        ap.error(str(e))
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda c: build(c, dirs[c["model"]], work, args.timeout, args), cfgs))
     gpu = detect_gpu()
@@ -131,7 +153,17 @@ def main() -> int:
             print("   " + r["tail"].strip().replace("\n", "\n   ")[-400:])
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "jobs": args.jobs, "rows": rows}, indent=2) + "\n")
-    return 0
+    failed = [r["config"] for r in rows if r["rc"] != 0]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} builds failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Usage: python scripts/profile_layers.py ENGINE_DIR [--batch 1] [--prompt 12] [--
 
 Runs a prompt and ``--warmup`` unprofiled decode steps, then ``--steps`` decode steps without CUDA graphs on the
 decode context with a profiler attached, and prints the layers' summed time per step grouped by kind (matrix
-multiplies, the KV-cache attention plugin, Myelin regions, reformats, pointwise, other) and the slowest layers by name.
+multiplies, the KV-cache attention plugin, Myelin regions, the RMSNorm/rotary plugins, reformats, pointwise, the
+runner's own torch kernels and copies, other) and the slowest layers by name.
 The cache is sized for a generation of ``--prompt`` + ``--new-tokens`` tokens (what a portable-static engine's
 decode steps read: the benchmark's 12 in / 128 out by default). ``--kernels`` times the same steps with
 ``torch.profiler`` instead (CUPTI: every CUDA kernel, also those inside a Myelin region, which TensorRT's profiler
@@ -25,32 +26,50 @@ from collections import defaultdict
 def kind(name: str) -> str:
     """The group of a layer (TensorRT's profiler) or a CUDA kernel (``--kernels``) by its name."""
     n = name.lower()
-    for key, pat in (("runner (torch)", r"at::native|memcpy|memset"),
+    for key, pat in (("runner (torch), copies", r"at::native|memcpy|memset"),
                      ("reformat", r"reformat|copy|permutation|nchwtonchw"),
-                     ("kv attention plugin", r"kvcacheattention|kv_attention|decode_attention"),
+                     ("kv attention plugin", r"kvcacheattention|kv_attention|decode_attention|append_kv"),
                      ("myelin region", r"foreignnode|myelin|__myl"), ("matrix multiply", r"matmul|gemm|gemv|nvjet"),
-                     ("pointwise", r"pwn|pointwise|mul_|add_|sigmoid|neg_|norm_rows|swiglu")):
+                     ("norm/rotary plugin", r"rms_norm|rmsnorm|rotary|norm_rows"),
+                     ("pointwise", r"pwn|pointwise|mul_|add_|sigmoid|neg_|swiglu")):
         if re.search(pat, n):
             return key
     return "other"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("engine_dir")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--prompt", type=int, default=12)
-    ap.add_argument("--new-tokens", type=int, default=128,
-                    help="The generation the cache is sized for: prompt + this many tokens (at least the steps run).")
-    ap.add_argument("--steps", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("engine_dir", help="An engine directory written by `trtllm-kit build`.")
+    ap.add_argument("--batch", type=positive, default=1, help="Sequences per step (default 1).")
+    ap.add_argument("--prompt", type=positive, default=12, help="Prompt tokens (default 12).")
+    ap.add_argument("--new-tokens", type=positive, default=128,
+                    help="The generation the cache is sized for: prompt + this many tokens (at least the steps run; "
+                    "default 128).")
+    ap.add_argument("--steps", type=positive, default=8, help="Profiled decode steps, averaged (default 8).")
     ap.add_argument("--kernels", action="store_true",
                     help="Time CUDA kernels with torch.profiler (CUPTI) instead of TensorRT's layer profiler.")
-    ap.add_argument("--warmup", type=int, default=2,
+    ap.add_argument("--warmup", type=int, choices=range(0, 101), metavar="N", default=2,
                     help="Decode steps run before the profiler is attached, so one-time costs (the GEMM plugin's "
                     "cuBLASLt plans, lazily loaded kernels) are not averaged into the first layers' times.")
-    ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--top", type=positive, default=25, help="Slowest layers/kernels listed (default 25).")
+    ap.add_argument("--json", default=None, help="Also write the per-step times as JSON.")
     args = ap.parse_args()
+    from trtllm_kit.errors import ToolkitError
+
+    try:
+        return profile(args)
+    except ToolkitError as e:
+        ap.error(str(e))
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def profile(args) -> int:
     import torch
 
     from trtllm_kit.runtime.trt import TrtRunner

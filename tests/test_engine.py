@@ -201,6 +201,14 @@ def test_bad_build_inputs_are_one_line_errors(tiny_exports, tmp_path):
         proc = cli("build", onnx_dir, f"--{option}", "plugin", "--out", str(tmp_path / "eng"))
         assert_one_line_error(proc, f"use --{option} auto or trt: the toolkit's plugin library cannot be used here")
         assert "--kv-mode plugin, or" not in proc.stderr and "use --kv-mode" not in proc.stderr
+    # also where the options conflict anyway: the fix offered is the one that works here, for every plugin asked
+    for args, fix in ((("--kv-mode", "portable", "--rope", "plugin"), "use --rope auto or trt: the toolkit's plugin "
+                       "library cannot be used here"),
+                      (("--kv-mode", "portable-static", "--norm", "plugin", "--rope", "plugin", "--gemm", "plugin"),
+                       "use --gemm, --norm and --rope auto or trt: the toolkit's plugin library cannot be used here")):
+        proc = cli("build", onnx_dir, *args, "--out", str(tmp_path / "eng"))
+        assert_one_line_error(proc, fix)
+        assert "use --kv-mode" not in proc.stderr and not (tmp_path / "eng").exists()
     proc = cli("build", onnx_dir, "--flavor", "nope")
     assert proc.returncode != 0 and "nope" in proc.stderr
     # an option that can never work is named before anything else is looked at: not "pass --force" for an

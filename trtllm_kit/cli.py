@@ -179,8 +179,8 @@ def prune(model, drop_blocks, out, dtype, force):
               help="split: prefill and decode profiles; single: one profile for both.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=None,
-              help="Builder optimization level [default: TensorRT's; on TensorRT 8.6 1 for portable-static with the "
-              "GEMM plugin, 0 for the plugin layout and otherwise with the GEMM plugin].")
+              help="Builder optimization level [default: TensorRT's; on TensorRT 8.6: 1 for portable-static with the "
+              "GEMM plugin, 0 for the plugin layout].")
 @click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="Workspace limit in GB.")
 @click.option("--trt-include", type=click.Path(exists=True, file_okay=False), default=None,
               help="TensorRT headers for compiling the KV-cache plugin [default: found automatically].")
@@ -195,7 +195,8 @@ def prune(model, drop_blocks, out, dtype, force):
               "the plugin where it can be used.")
 @click.option("--norm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="The RMSNorms: trt: the exported ops; plugin: one TrtllmKitRMSNorm kernel each (with --kv-mode "
-              "plugin, portable or portable-static; on TensorRT 8.6 a portable 7B engine builds only so); auto: the "
+              "plugin, portable or portable-static; on TensorRT 8.6 a portable or portable-static 7B engine builds only "
+              "so); auto: the "
               "plugin with --kv-mode plugin.")
 @click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "

@@ -116,12 +116,18 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
     return config, settings
 
 
-def check_plugin_options(options: BuildOptions) -> None:
+def check_plugin_options(options: BuildOptions, flavor: Flavor | None | str = "detect") -> None:
     """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
-    ``--weights inputs`` or with a ``--kv-mode`` other than plugin, ``--norm plugin`` with inplace, ``--rope plugin``
-    with a ``--kv-mode`` other than plugin. ``--kv-mode auto`` passes (it may choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks
-    again once the layout is chosen. Used by the builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override)
-    and ``scripts/bench_trt.py`` (for each layout).
+    ``--weights inputs`` or with a ``--kv-mode`` other than plugin or portable-static, ``--norm plugin`` with inplace,
+    ``--rope plugin`` with a ``--kv-mode`` other than plugin or portable-static. ``--kv-mode auto`` passes (it may
+    choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks again once the layout is chosen. Used by the
+    builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override) and ``scripts/bench_trt.py`` (for each layout).
+
+    Args:
+        options: the build options.
+        flavor: the TensorRT flavour the build would use, to offer only a fix that works here (where the plugin
+            library cannot be used at all, e.g. TensorRT-RTX, the fix is every plugin option at auto or trt);
+            ``"detect"`` resolves it from the installed TensorRT and this GPU, None skips that.
 
     Raises:
         ToolkitError: the first conflict, naming the options and the fix.
@@ -129,7 +135,26 @@ def check_plugin_options(options: BuildOptions) -> None:
     conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights, rope=options.rope)
     if conflicts:
         option, why = next(iter(conflicts.items()))
-        raise ToolkitError(f"--{option} plugin: {why}", CONFLICT_HINTS[option])
+        if flavor == "detect":
+            try:
+                flavor = resolve_flavor(options.flavor, detect_gpu())
+            except ToolkitError:
+                flavor = None
+        raise ToolkitError(f"--{option} plugin: {why}", _plugin_fix(options, flavor, option, CONFLICT_HINTS[option]))
+
+
+def _plugin_fix(options: BuildOptions, flavor: Flavor | None, option: str, hint: str, message: str = "") -> str:
+    """``hint``, or, where this flavour cannot use the toolkit's plugin library at all, the fix that works here:
+    every plugin option asked for at auto or trt (named together, so that one run fixes them all), with the reason
+    unless ``message`` says it already."""
+    reason = plugin_library_unavailable(flavor, options) if flavor is not None else None
+    if reason is None:
+        return hint
+    asked = [o for o in ("gemm", "norm", "rope") if getattr(options, o) == "plugin"] or [option]
+    flags = ", ".join(f"--{o}" for o in asked[:-1]) + (" and " if len(asked) > 1 else "") + f"--{asked[-1]}"
+    if reason in message:
+        return f"use {flags} auto or trt"
+    return f"use {flags} auto or trt: the toolkit's plugin library cannot be used here ({reason})"
 
 
 def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = None):
@@ -148,11 +173,9 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
         rope = resolve_rope(options, layout.name, notes=notes, flavor=flavor)
     except ToolkitError as e:
         hint = e.hint
-        option = next((o for o, h in CONFLICT_HINTS.items() if h == hint), None)
+        option = next((o for o in CONFLICT_HINTS if e.message.startswith(f"--{o} plugin:")), None)
         if option is not None:  # a static hint may name layouts this flavour cannot build with the plugin at all
-            reason = plugin_library_unavailable(flavor, options)
-            if reason is not None:
-                hint = f"use --{option} auto or trt: the toolkit's plugin library cannot be used here ({reason})"
+            hint = _plugin_fix(options, flavor, option, hint, e.message)
         message = e.message
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
             message = f"{message} (--kv-mode auto chose the {layout.name} layout here)"

@@ -87,11 +87,12 @@ def resolve_gemm(options, layout_name: str, notes: list[str] | None = None, flav
     """
     if options.gemm == "trt":
         return "trt"
-    reason = gemm_option_conflict("plugin", layout_name, options.weights)
+    reason = gemm_option_conflict("plugin", layout_name, "inputs")  # the layout, then whether the library loads here
     if reason is None and layout_name != "plugin" and flavor is not None:
         from trtllm_kit.engine.kv_layouts import plugin_library_unavailable
 
         reason = plugin_library_unavailable(flavor, options)
+    reason = reason or gemm_option_conflict("plugin", layout_name, options.weights)
     if reason is None:
         from trtllm_kit.engine.plugin import PluginUnavailable, find_cublaslt
 
