@@ -61,11 +61,14 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
     """A recipe's engine options that this machine's TensorRT can never build (TensorRT-RTX here: no plugins;
     --kv-mode auto choosing inplace), or limits that miss the sweep, are one line before anything is exported."""
     sweep = {"batches": [1, 4], "inputs": [6], "outputs": [4], "warmup": 0, "repeats": 1, "step_tokens": []}
-    cases = [({"kv_mode": "plugin"}, "the engine options cannot be built here: --kv-mode plugin: tensorrt-rtx"),
-             ({"rope": "plugin"}, "--rope plugin: it feeds the attention of --kv-mode plugin or portable-static, not "
-                                  "--kv-mode inplace (--kv-mode auto chose the inplace layout here)"),
+    cases = [({"kv_mode": "plugin"}, "the engine options cannot be built here: engine.kv_mode: plugin: tensorrt-rtx"),
+             ({"rope": "plugin"}, "engine.rope: plugin: it feeds the attention of engine.kv_mode: plugin or "
+                                  "portable-static, not engine.kv_mode: inplace (engine.kv_mode: auto chose the inplace "
+                                  "layout here)"),
+             ({"kv_mode": "portable-static", "rope": "plugin", "norm": "plugin"},
+              "use engine.norm and engine.rope: auto or trt"),  # the fix that works here, in the recipe's words
              ({"max_batch": 2, "max_input": 6, "max_seq": 10}, "the engine limits miss the sweep point batch 4"),
-             ({"weights": "inputs", "dtype": "bf16"}, "--weights inputs cannot store a bf16 export's weights")]
+             ({"weights": "inputs", "dtype": "bf16"}, "engine.weights: inputs cannot store a bf16 export's weights")]
     cases.append(({}, "TRTLLM_KIT_GEMV=banana is not one of 1, 0"))  # an A/B knob, checked like the options
     for k, (engine, words) in enumerate(cases):
         if "TRTLLM_KIT_GEMV" in words:
@@ -75,7 +78,9 @@ def test_engines_that_cannot_be_built_here_are_refused_before_any_export(tmp_pat
         path.write_text(yaml.safe_dump({"models": ["tiny-llama"], "backends": ["eager", "trt"], "engine": engine,
                                         "sweep": sweep, **dtype}))
         out = tmp_path / f"out{k}"
-        assert_one_line_error(cli("run", str(path), "--out", str(out)), words)
+        proc = cli("run", str(path), "--out", str(out))
+        assert_one_line_error(proc, words)
+        assert not re.search(r"--(kv-mode|gemm|norm|rope|weights)\b", proc.stderr), proc.stderr  # recipe keys, not flags
         assert not (out / "onnx").exists() and not (out / "results.json").exists()
     monkeypatch.delenv("TRTLLM_KIT_GEMV")
     # a sweep longer than the model's context: the engine could not be built, said before the export
@@ -169,15 +174,15 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
                           "weights: engine")
     assert not out.exists()
     # the RMSNorm plugin in the portable-static layout where the plugin library cannot load (TensorRT-RTX): refused
-    # before the export, as the builder words it
+    # before the export, as the builder words it, with the recipe's keys
     bad.write_text("models: [tiny-llama]\nbackends: [eager, trt]\nengine: {norm: plugin, kv_mode: portable-static}\n")
-    assert_one_line_error(cli("run", str(bad), "--out", str(out)), "--norm plugin: tensorrt-rtx")
+    assert_one_line_error(cli("run", str(bad), "--out", str(out)), "engine.norm: plugin: tensorrt-rtx")
     assert not out.exists()
     # bench's --kv-mode overrides the recipe's: the plugin options it no longer fits are refused before work too
     bad.write_text("models: [tiny-llama]\nbackends: [trt]\nengine: {norm: plugin, kv_mode: plugin}\n")
     work = tmp_path / "work"
     assert_one_line_error(cli("bench", "tiny-llama", "--recipe", str(bad), "--kv-mode", "inplace", "--work", str(work),
-                              "--out", str(tmp_path / "r.json")), "--norm plugin", "not with --kv-mode inplace")
+                              "--out", str(tmp_path / "r.json")), "engine.norm: plugin", "not with --kv-mode inplace")
     assert not work.exists() and not (tmp_path / "r.json").exists()
 
 

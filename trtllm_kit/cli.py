@@ -327,10 +327,14 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
                         "engines built for the other models)", m, built, kv_mode)
 
         plan.engine = (plan.engine or BuildOptions(limits=plan.sweep.limits())).model_copy(update={"kv_mode": kv_mode})
+        plan.kv_mode_flag = True
         try:  # a recipe's plugin options may not fit the override: refused before any work, naming both
             check_plugin_options(plan.engine)
         except ToolkitError as e:
-            raise ToolkitError(f"--kv-mode {kv_mode} does not fit the recipe's engine options: {e.message}",
+            from trtllm_kit.plan import recipe_words
+
+            raise ToolkitError(f"--kv-mode {kv_mode} does not fit the recipe's engine options: "
+                               f"{recipe_words(e.message, kv_mode_flag=True)}",
                                "leave --kv-mode out, or change engine.gemm/engine.norm/engine.rope in the recipe") from None
     if device is not None:
         plan.device = device

@@ -63,6 +63,7 @@ class Plan:
     cuda_graph: bool = False
     recipe: str | None = None
     limits_given: dict[str, int] = field(default_factory=dict)  # the engine limits a recipe set; the rest fit the sweep
+    kv_mode_flag: bool = False  # the engine's KV mode came from `bench --kv-mode`, not from the recipe
 
     def _resolve_dtype(self) -> str:
         """The run's dtype: the one asked for, else that of the export/engine directories given as models
@@ -179,6 +180,17 @@ def _grid(cfg: SweepConfig) -> list[tuple[int, int, int]]:
     return [(b, i, o) for b in cfg.batches for i in cfg.inputs for o in cfg.outputs]
 
 
+def recipe_words(text: str, kv_mode_flag: bool = False) -> str:
+    """A build message in a recipe's words: ``--gemm plugin`` -> ``engine.gemm: plugin`` (and ``--norm``, ``--rope``,
+    ``--weights``, ``--kv-mode`` unless ``kv_mode_flag``: the KV mode came from ``bench --kv-mode``)."""
+    import re
+
+    keys = "gemm|norm|rope|weights" + ("" if kv_mode_flag else "|kv-mode")
+    values = "auto|trt|plugin|portable-static|portable|inplace|inputs|engine"
+    return re.sub(rf"--({keys})\b(?: ({values})\b)?",
+                  lambda m: f"engine.{m.group(1).replace('-', '_')}" + (f": {m.group(2)}" if m.group(2) else ""), text)
+
+
 def _check_engine_to_build(plan: Plan) -> None:
     """Before any export: the engines this run would build can be built with this machine's TensorRT and serve
     its sweep. Without a TensorRT that can build for this GPU at all the run goes on (its trt points say why).
@@ -194,8 +206,11 @@ def _check_engine_to_build(plan: Plan) -> None:
         check_buildable(plan.engine)
         check_weights_dtype(plan.engine, plan.export.dtype)
     except ToolkitError as e:
-        raise ToolkitError(f"the engine options cannot be built here: {e.message}",
-                           f"{e.hint + '; ' if e.hint else ''}or leave trt out of the backends") from None
+        message, hint = e.message, e.hint
+        if plan.recipe is not None:  # the options are the recipe's keys, not command-line flags
+            message, hint = (recipe_words(t, plan.kv_mode_flag) if t else t for t in (message, hint))
+        raise ToolkitError(f"the engine options cannot be built here: {message}",
+                           f"{hint + '; ' if hint else ''}or leave trt out of the backends") from None
     lim, cfg = plan.engine.limits, plan.sweep
     points = [(f"batch {b}, input {i}, output {o}", b, i, o) for b, i, o in _grid(cfg)]
     points += [(f"step {n} tokens after {cfg.step_past}", n, cfg.step_past, 2) for n in cfg.step_tokens]
