@@ -195,12 +195,12 @@ def prune(model, drop_blocks, out, dtype, force):
               "the plugin where it can be used.")
 @click.option("--norm", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="The RMSNorms: trt: the exported ops; plugin: one TrtllmKitRMSNorm kernel each (with --kv-mode "
-              "plugin, portable or portable-static; on TensorRT 8.6 a portable or portable-static 7B engine builds only "
-              "so); auto: the "
-              "plugin with --kv-mode plugin.")
+              "plugin, portable or portable-static; on TensorRT 8.6 a portable or portable-static 7B engine builds "
+              "only so); auto: the plugin with --kv-mode plugin.")
 @click.option("--rope", type=click.Choice(["auto", "trt", "plugin"]), default="auto", show_default=True,
               help="Each block's rotary position embedding of q and k: trt: the exported ops; plugin: one "
-              "TrtllmKitRotary kernel each (with --kv-mode plugin or portable-static); auto: the plugin with --kv-mode plugin.")
+              "TrtllmKitRotary kernel each (with --kv-mode plugin or portable-static); auto: the plugin with "
+              "--kv-mode plugin.")
 @click.option("--force", is_flag=True, help="Replace an existing engine directory made by trtllm-kit.")
 @user_errors
 def build(onnx_dir, out, flavor, kv_mode, max_batch, max_input, max_seq, opt_batch, opt_input, profiles,
@@ -293,7 +293,9 @@ SWEEP_FLAGS = ("batches", "inputs", "outputs", "warmup", "repeats", "step_tokens
               help="Model dtype [default: that of the exports/engines given, else fp16].")
 @click.option("--kv-mode", type=click.Choice(KV_MODES), default=None,
               help="KV layout of engines built for the benchmark [default: the recipe's, or auto].")
-@click.option("--cuda-graph", is_flag=True, default=None, help="Replay decode steps as CUDA graphs (engines with fixed decode shapes: inplace, plugin, portable-static).")
+@click.option("--cuda-graph", is_flag=True, default=None,
+              help="Replay decode steps as CUDA graphs (engines with fixed decode shapes: inplace, plugin, "
+              "portable-static).")
 @click.option("--work", type=click.Path(), default="artifacts/bench", show_default=True,
               help="Where exports and engines made for the benchmark go (reused when unchanged).")
 @click.option("--out", type=click.Path(), default="results.json", show_default=True, help="Results JSON (CSV beside it).")
@@ -335,7 +337,8 @@ def bench_cmd(models, backends, recipe, batches, inputs, outputs, warmup, repeat
 
             raise ToolkitError(f"--kv-mode {kv_mode} does not fit the recipe's engine options: "
                                f"{recipe_words(e.message, kv_mode_flag=True)}",
-                               "leave --kv-mode out, or change engine.gemm/engine.norm/engine.rope in the recipe") from None
+                               "leave --kv-mode out, or change engine.gemm/engine.norm/engine.rope in the "
+                               "recipe") from None
     if device is not None:
         plan.device = device
     if dtype is not None:

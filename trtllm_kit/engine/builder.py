@@ -116,18 +116,14 @@ def _configure(flavor: Flavor, builder, opts: BuildOptions, layout_name: str, pr
     return config, settings
 
 
-def check_plugin_options(options: BuildOptions, flavor: Flavor | None | str = "detect") -> None:
+def check_plugin_options(options: BuildOptions) -> None:
     """Refuse plugin options that these build options can never use, before any work: ``--gemm plugin`` without
     ``--weights inputs`` or with a ``--kv-mode`` other than plugin or portable-static, ``--norm plugin`` with inplace,
     ``--rope plugin`` with a ``--kv-mode`` other than plugin or portable-static. ``--kv-mode auto`` passes (it may
     choose the plugin layout: TensorRT 8.6 with nvcc); the builder checks again once the layout is chosen. Used by the
     builder, ``trtllm-kit bench`` (after its ``--kv-mode`` override) and ``scripts/bench_trt.py`` (for each layout).
-
-    Args:
-        options: the build options.
-        flavor: the TensorRT flavour the build would use, to offer only a fix that works here (where the plugin
-            library cannot be used at all, e.g. TensorRT-RTX, the fix is every plugin option at auto or trt);
-            ``"detect"`` resolves it from the installed TensorRT and this GPU, None skips that.
+    The fix offered is one that works with the TensorRT installed here (``_plugin_fix``: where the plugin library
+    cannot be used at all, e.g. TensorRT-RTX, every plugin option at auto or trt).
 
     Raises:
         ToolkitError: the first conflict, naming the options and the fix.
@@ -135,11 +131,10 @@ def check_plugin_options(options: BuildOptions, flavor: Flavor | None | str = "d
     conflicts = plugin_option_conflicts(options.gemm, options.norm, options.kv_mode, options.weights, rope=options.rope)
     if conflicts:
         option, why = next(iter(conflicts.items()))
-        if flavor == "detect":
-            try:
-                flavor = resolve_flavor(options.flavor, detect_gpu())
-            except ToolkitError:
-                flavor = None
+        try:
+            flavor = resolve_flavor(options.flavor, detect_gpu())
+        except ToolkitError:  # no TensorRT that builds here: the static fix
+            flavor = None
         raise ToolkitError(f"--{option} plugin: {why}", _plugin_fix(options, flavor, option, CONFLICT_HINTS[option]))
 
 

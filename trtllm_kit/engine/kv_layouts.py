@@ -305,9 +305,9 @@ def rewire_attention_multiplies(ctx: NetworkContext) -> int:
             shuffle.__class__ = trt.IShuffleLayer
             n = len(shuffle.get_input(0).shape)
             swap = tuple(range(n - 2)) + (n - 1, n - 2)
-            if (n >= 2 and shuffle.num_inputs == 1 and shuffle.reshape_dims is None and
-                    tuple(shuffle.first_transpose)[:n] == swap and tuple(shuffle.second_transpose)[:n] == tuple(range(n))
-                    and layer.op1 == trt.MatrixOperation.NONE):
+            only_swaps = (tuple(shuffle.first_transpose)[:n] == swap and shuffle.reshape_dims is None
+                          and tuple(shuffle.second_transpose)[:n] == tuple(range(n)))
+            if n >= 2 and shuffle.num_inputs == 1 and only_swaps and layer.op1 == trt.MatrixOperation.NONE:
                 layer.set_input(1, shuffle.get_input(0))
                 layer.op1 = trt.MatrixOperation.TRANSPOSE
                 untransposed += 1
@@ -525,6 +525,19 @@ def _choice(notes: list[str] | None, what: str, plugin: str, flag: str, asked: s
     return chosen
 
 
+def _refuse_without_library(option: str, options, layout_name: str, flavor) -> None:
+    """``--{option} plugin`` outside the plugin layout (which is only chosen where the library works) where the plugin
+    library cannot be compiled or loaded with ``flavor`` here (None: not checked).
+
+    Raises:
+        ToolkitError: naming why, and the exported ops as the fix.
+    """
+    if getattr(options, option) == "plugin" and layout_name != "plugin" and flavor is not None:
+        reason = plugin_library_unavailable(flavor, options)
+        if reason:
+            raise ToolkitError(f"--{option} plugin: {reason}", f"use --{option} trt or auto (the exported ops)")
+
+
 def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flavor=None) -> str:
     """``"plugin"`` (each RMSNorm one ``TrtllmKitRMSNorm`` layer, from the toolkit's plugin library) or ``"trt"``
     (the exported ops). ``--norm auto`` takes the plugin with the plugin KV layout; ``--norm plugin`` also works
@@ -546,10 +559,7 @@ def resolve_norm(options, layout_name: str, notes: list[str] | None = None, flav
     conflict = norm_option_conflict(options.norm, layout_name)
     if conflict:
         raise ToolkitError(f"--norm plugin: {conflict}", CONFLICT_HINTS["norm"])
-    if options.norm == "plugin" and layout_name in ("portable", "portable-static") and flavor is not None:
-        reason = plugin_library_unavailable(flavor, options)
-        if reason:
-            raise ToolkitError(f"--norm plugin: {reason}", "use --norm trt or auto (the exported ops)")
+    _refuse_without_library("norm", options, layout_name, flavor)
     norm = "plugin" if options.norm == "plugin" or (options.norm == "auto" and layout_name == "plugin") else "trt"
     return _choice(notes, "RMSNorm", "TrtllmKitRMSNorm", "--norm", options.norm, norm)
 
@@ -575,10 +585,7 @@ def resolve_rope(options, layout_name: str, notes: list[str] | None = None, flav
     conflict = rope_option_conflict(options.rope, layout_name)
     if conflict:
         raise ToolkitError(f"--rope plugin: {conflict}", CONFLICT_HINTS["rope"])
-    if options.rope == "plugin" and layout_name == "portable-static" and flavor is not None:
-        reason = plugin_library_unavailable(flavor, options)
-        if reason:
-            raise ToolkitError(f"--rope plugin: {reason}", "use --rope trt or auto (the exported ops)")
+    _refuse_without_library("rope", options, layout_name, flavor)
     rope = "plugin" if options.rope == "plugin" or (options.rope == "auto" and layout_name == "plugin") else "trt"
     return _choice(notes, "rotary", "TrtllmKitRotary", "--rope", options.rope, rope)
 
