@@ -5,8 +5,9 @@ Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S
        [--max-seq N] [--opt-batch N] [--opt-input N] [--timing-cache] [--work DIR] [--json FILE]
 
 A CONFIG is ``MODEL:KV_MODE[:opt=N][:weights=inputs][:gemm=trt|plugin][:norm=trt|plugin][:rope=trt|plugin]
-[:profiles=single][:batch=N][:seq=N]``, e.g. ``tiny-llama:portable``,
-``llama-7b@2:plugin:opt=1``. ``MODEL@N`` is the preset cut to its first N blocks (same shapes per block),
+[:profiles=single][:batch=N][:seq=N][:past=matmul|reduce]``, e.g. ``tiny-llama:portable``,
+``llama-7b@2:plugin:opt=1``; ``past`` is portable-static's ``TRTLLM_KIT_PAST_ATTENTION`` for that build.
+``MODEL@N`` is the preset cut to its first N blocks (same shapes per block),
 which measures the per-block build cost of a large model in a fraction of its time.
 Each model is exported once (fp16, not validated, not timed). Each build runs as its own
 ``trtllm-kit build`` process (so a slow one can be stopped at ``--timeout``); the table gives its wall
@@ -47,7 +48,7 @@ def export(model: str, work: Path) -> Path:
     return out
 
 
-KEYS = ("opt", "weights", "gemm", "norm", "rope", "profiles", "batch", "seq")
+KEYS = ("opt", "weights", "gemm", "norm", "rope", "profiles", "batch", "seq", "past")
 
 
 def parse(config: str) -> dict:
@@ -93,7 +94,8 @@ def build(cfg: dict, onnx_dir: Path, work: Path, timeout: float, args) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as f:
         try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            env = {**os.environ, **({"TRTLLM_KIT_PAST_ATTENTION": cfg["past"]} if "past" in cfg else {})}
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
     wall = time.perf_counter() - t0

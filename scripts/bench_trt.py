@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -247,7 +248,8 @@ def main() -> int:
     # Results, engines and timing caches are named by layout and opt level, so runs at two levels can share --work.
     suffix = (f"-opt{args.opt_level}" if args.opt_level is not None else "") + \
         ("-winputs" if args.weights == "inputs" else "") + (f"-gemm{args.gemm}" if args.gemm != "auto" else "") + \
-        (f"-norm{args.norm}" if args.norm != "auto" else "") + (f"-rope{args.rope}" if args.rope != "auto" else "")
+        (f"-norm{args.norm}" if args.norm != "auto" else "") + (f"-rope{args.rope}" if args.rope != "auto" else "") + \
+        (f"-past{os.environ['TRTLLM_KIT_PAST_ATTENTION']}" if os.environ.get("TRTLLM_KIT_PAST_ATTENTION") else "")
     builds_file = out / f"builds-{'-'.join(args.kv_modes)}{suffix}.json"
     builds = []
     for art in arts if "trt" in backends else []:

@@ -1040,7 +1040,8 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
                                               ("TRTLLM_KIT_PDL", "on", "1, 0"),
-                                              ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16")])
+                                              ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "matmul, reduce")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
     plugin would have read it silently as a default); folding is on only with the GEMM plugin, off with
@@ -1187,3 +1188,48 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
                                                                             limits=EngineLimits(4, 16, 32)),
                            progress=False)
     assert eng.manifest.kv_layout.name == "portable-static"
+
+
+def test_portable_static_attends_the_past_without_multiplies_when_asked(tiny_exports, tmp_path, monkeypatch):
+    """``TRTLLM_KIT_PAST_ATTENTION=reduce``: the parsed portable-static network has no matrix multiply reading a cache
+    input (the past's scores and output are broadcast products summed), only each block's score multiply of the new
+    keys is rewired, and the engine builds (TensorRT-RTX) and records the form in ``builder_settings``; unset, the
+    MatMul form is recorded. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
+    (ONNX Runtime) and its tokens on the GPU machine."""
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_attention_multiplies
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    spec, _ = load_model("tiny-llama")
+    path = tiny_exports["tiny-llama"] / "model.onnx"
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = _create_network(flavor, trt.Builder(logger))
+    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, "reduce"), str(path))
+    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)
+    assert rewire_attention_multiplies(ctx) == spec.num_layers  # the new keys' only
+    index = NetworkIndex(network)
+
+    def reads_cache(layer) -> bool:  # through shape ops only
+        for j in range(layer.num_inputs):
+            t = layer.get_input(j)
+            for _ in range(4):
+                if t is None or t.name.startswith("past_key_values."):
+                    return t is not None
+                src = index.producers.get(t.name)
+                if src is None or src.type not in (trt.LayerType.SHUFFLE, trt.LayerType.IDENTITY):
+                    break
+                t = src.get_input(0)
+        return False
+
+    multiplies = [network.get_layer(li) for li in range(network.num_layers)
+                  if network.get_layer(li).type == trt.LayerType.MATRIX_MULTIPLY]
+    assert multiplies and not [m.name for m in multiplies if reads_cache(m)]
+    opts = BuildOptions(kv_mode="portable-static", limits=EngineLimits(4, 16, 32))
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "reduce")
+    eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "reduce", opts, progress=False)
+    assert eng.manifest.builder_settings["past_attention"] == "reduce"
+    monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION")
+    eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
+    assert eng.manifest.builder_settings["past_attention"] == "matmul"

@@ -111,6 +111,10 @@ def test_trt_engines_generate_eager_tokens(model, mode, tmp_path):
                      norm="plugin" if norm else "auto", rope="plugin" if rope else "auto")
         assert eng.manifest.norm_used == ("plugin" if norm or mode == "plugin" else "trt")
         assert eng.manifest.io_source == "deserialized engine"
+        if mode == "portable-static":  # the past's attention form asked (TRTLLM_KIT_PAST_ATTENTION) is the one built
+            from trtllm_kit.engine.kv_layouts import past_attention
+
+            assert eng.manifest.builder_settings["past_attention"] == past_attention()
         if weights:  # every projection, the embeddings and the head: 7 per block + 2 (+ 1 if tied), some of them
             from trtllm_kit.engine.weights import FUSED_SEP  # fused side by side with the GEMM plugin
 

@@ -25,13 +25,16 @@ def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
     return out["logits"][:, -1], feeds, views
 
 
+@pytest.mark.parametrize("past_form", ["matmul", "reduce"])
 @pytest.mark.parametrize("name", TINY)
-def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp_path, name):
+def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp_path, name, past_form):
     """Prefill (a left-padded row) then decode steps: the portable-static graph, fed a past of one capacity every
-    decode step with the positions not yet written masked out, and its new rows copied into that cache by
-    ``NewRowsCache``, gives the logits of the exported graph fed its growing cache (both ONNX Runtime, fp16); every
-    decode step binds the same shapes at the same addresses (what lets TensorRT plan once and replay a CUDA graph).
-    A wrong row position, mask column or stale cache shows as a logits difference from the second step on."""
+    decode step with the positions not yet written masked out (a prefill: one masked position), and its new rows
+    copied into that cache by ``NewRowsCache``, gives the logits of the exported graph fed its growing cache (both
+    ONNX Runtime, fp16); every decode step binds the same shapes at the same addresses (what lets TensorRT plan once
+    and replay a CUDA graph). A wrong row position, mask column or stale cache shows as a logits difference from the
+    second step on. Both forms of the past's attention: MatMuls, and broadcast products summed (``reduce``: no
+    MatMul reads the cache)."""
     import onnx
     import onnxruntime as ort
 
@@ -44,10 +47,14 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     spec = ExportManifest.load(d).spec
     cpu = ["CPUExecutionProvider"]
     ref = ort.InferenceSession(str(d / "model.onnx"), providers=cpu)
-    rewritten = new_rows_onnx(d / "model.onnx")
-    copies = [n.name for n in onnx.load_from_string(rewritten).graph.node
-              if n.op_type == "Concat" and any(t.startswith("past_key_values.") for t in n.input)]
+    rewritten = new_rows_onnx(d / "model.onnx", past_form)
+    nodes = onnx.load_from_string(rewritten).graph.node
+    copies = [n.name for n in nodes if n.op_type == "Concat" and any(t.startswith("past_key_values.") for t in n.input)]
     assert copies == [], f"the cache is still copied by {copies}"
+    past_products = [n for n in nodes if n.op_type == "MatMul" and n.name.endswith(".past/node")]
+    assert len(past_products) == (2 * spec.num_layers if past_form == "matmul" else 0)
+    sums = [n for n in nodes if n.op_type == "ReduceSum" and n.name.endswith(".past.sum/node")]
+    assert len(sums) == (2 * spec.num_layers if past_form == "reduce" else 0)
     new = ort.InferenceSession(rewritten, providers=cpu)
     assert [o.name for o in new.get_outputs()] == [o.name for o in ref.get_outputs()]
     layout = get_layout("portable-static")
@@ -69,7 +76,8 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
                                            ATTENTION_MASK: mask.numpy(), **past})))
     got, _, views = _drive(new, layout, cache, (ids, pos, mask, 0), S, dtypes)
     np.testing.assert_allclose(got.astype(np.float32), want["logits"][:, -1].astype(np.float32), atol=2e-3)
-    assert all(v.past.shape[2] == cache.capacity for v in views)  # a prefill binds the (masked) cache too
+    assert all(v.past.shape[2] == 1 for v in views)  # a prefill binds one masked position
+    assert layout.bound_past(cache, 0) == 1 and layout.bound_past(cache, S) == cache.capacity
     full = torch.cat((mask, torch.ones(B, N, dtype=torch.long)), dim=1)
     bound = None
     for t in range(1, N):

@@ -127,6 +127,14 @@
 #                         profiled (profall); GPU 1 the three 7B portable-static engines (GEMM + RMSNorm plugins) and
 #                         llama-7b also with the rotary plugin, built side by side, timed one at a time (that fourth
 #                         build was stopped at 3 minutes: the lease would not have held its timing)
+#   day25                 2026-11-30 (fourteenth session, one nvidia-h200-x2 lease): portable-static attending the
+#                         past with broadcast products summed (TRTLLM_KIT_PAST_ATTENTION=reduce: no multiply Myelin
+#                         could join over a copy of the cache), a prefill binding one masked position, the decode rows
+#                         written with one copy per layer shape, the weights transposed through torch: GPU 0 the
+#                         portable-static GPU tests in both forms, then llama-7b cut to 2 blocks in both forms (and
+#                         reduce at level 0, and with the rotary plugin) profiled (profall); GPU 1 llama-7b (reduce)
+#                         built with no other 7B build beside it, then depth-27 and LLM-Pruner side by side, each
+#                         timed alone
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -446,6 +454,17 @@ case "${1:-status}" in
     bg d "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-depth-27 $G --out $R/d24"
     bg f "CUDA_VISIBLE_DEVICES=1 $B --models llama-7b-llmpruner $G --out $R/f24"
     bg r "while [ ! -f /root/work/onnx/llama-7b/export.json ]; do sleep 5; done; CUDA_VISIBLE_DEVICES=1 $B --models llama-7b $G --rope plugin --breakdown llama-7b --out $R/r24" ;;
+  day25)  # 2026-11-30 (fourteenth session): see the header
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --lock /root/gpu1.lock"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --cuda-graph"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin"
+    X=TRTLLM_KIT_PAST_ATTENTION=reduce; E=/root/work/engines/portable-static-winputs-gemmplugin-normplugin-pastreduce
+    rm -rf /root/bb/engines
+    bg g "CUDA_VISIBLE_DEVICES=0 $X $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 4 --timeout 540 --work /root/bb --json $LOGS/bb.json $C:opt=1:past=matmul $C:opt=1:past=reduce $C:opt=0:past=reduce $C:opt=1:rope=plugin:past=reduce; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines; CUDA_VISIBLE_DEVICES=0 $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py"
+    bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b25"
+    bg d "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-depth-27 $G --build-after $E/llama-7b/engine.json --out $R/d25"
+    bg f "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-llmpruner $G --build-after $E/llama-7b/engine.json --out $R/f25" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

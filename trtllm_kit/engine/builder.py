@@ -300,6 +300,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
             settings["rope"] = "TrtllmKitRotary plugin" if ctx.rope == "plugin" else "exported ops"
+            settings.update(ctx.settings)
             if options.weights == "inputs":
                 settings["weight_fusion"] = fusion
                 settings["fused_weight_groups"] = fused

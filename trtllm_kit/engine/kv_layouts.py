@@ -54,6 +54,7 @@ class NetworkContext:
     norm: str = "trt"  # "plugin": each RMSNorm becomes one TrtllmKitRMSNorm layer (resolve_norm)
     rope: str = "trt"  # "plugin": each block's rotary of q and k becomes one TrtllmKitRotary layer (resolve_rope)
     onnx_path: Path | None = None  # the export the network was parsed from
+    settings: dict = field(default_factory=dict)  # what the layout chose, for engine.json's builder_settings
     rope_scales: dict = field(default_factory=dict)  # rotary layer name -> q's scale it was made with (folds.py)
     folds: dict = field(default_factory=dict)  # what folds.py folded into the plugins: {"rms_norm": n, ...}
     # the weight inputs' arrays (name -> numpy, written after the rewrite): folds.py multiplies norm scales into them
@@ -215,27 +216,29 @@ class PortableStaticKV(PortableKV):
     returns_new_rows = True
 
     def parse(self, parser, onnx_path, limits):
-        return parser.parse(new_rows_onnx(onnx_path), str(onnx_path))
+        return parser.parse(new_rows_onnx(onnx_path, past_attention()), str(onnx_path))
 
     def profiles(self, limits, layout):
-        """The portable layout's, with a past of at least one position in every profile: a prefill binds the
-        (masked) cache too, so no tensor of the attention is ever empty."""
+        """The portable layout's, with a past of at least one position in every profile: a prefill binds one masked
+        position (``feeds``), so no tensor of the attention is ever empty; the prefill profile is tuned for that
+        one position, a single profile for the decode steps' cache."""
         lim = limits.checked()
         capacity = min(lim.max_seq - 1, lim.opt_input + 128)  # the decode profile's typical past
         out = []
         for p in sweep_profiles(lim, layout):
             if p.min[PAST] == 0:
-                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: max(p.opt[PAST], capacity)},
-                                {**p.max, PAST: lim.max_seq - 1})
+                opt = 1 if p.max[SEQ] > 1 and p.max[PAST] == 0 else max(p.opt[PAST], capacity)  # prefill: 1
+                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: opt}, {**p.max, PAST: lim.max_seq - 1})
             out.append(p)
         return out
 
     def bound_past(self, cache, past_len):
-        return cache.capacity
+        return cache.capacity if past_len else 1
 
     def prepare_network(self, ctx):
         """``rewire_attention_multiplies``, then the portable layout's; on TensorRT 8.6 each ``present.*`` is first
         declared in its past's type (the runner copies it into that buffer)."""
+        ctx.settings["past_attention"] = past_attention()
         rewire_attention_multiplies(ctx)
         if not ctx.strongly_typed:
             index = NetworkIndex(ctx.network)
@@ -258,10 +261,10 @@ class PortableStaticKV(PortableKV):
         return cache
 
     def feeds(self, cache, input_ids, position_ids, attention_mask, past_len, dtypes):
-        """Every step binds the whole cache (B, nkv, capacity, hd) and a mask (B, capacity + S) saying which of its
-        positions hold a token (none at a prefill; the last S columns are the new tokens); the new keys/values go
-        to position ``past_len``. A decode step's ids, positions and mask keep their addresses, so a captured
-        CUDA graph replays the same feeds."""
+        """A decode step binds the whole cache (B, nkv, capacity, hd) and a mask (B, capacity + 1) saying which of
+        its positions hold a token (the last column is the new token); a prefill binds one masked, zeroed position
+        (``NewRowsCache.views``) and a mask (B, 1 + S). The new keys/values go to position ``past_len``. A decode
+        step's ids, positions and mask keep their addresses, so a captured CUDA graph replays the same feeds."""
         S, C = input_ids.shape[1], cache.capacity
         cache.start(past_len)
         if past_len == 0:
@@ -269,13 +272,25 @@ class PortableStaticKV(PortableKV):
             cache.mask[:, :S] = attention_mask[:, :S]  # in the cache once this step has run
             cache.mask[:, C] = 1  # a decode step's own token
             feeds = super().feeds(cache, input_ids, position_ids, attention_mask, past_len, dtypes)
-            masked = torch.zeros(input_ids.shape[0], C, dtype=dtypes[ATTENTION_MASK], device=input_ids.device)
-            feeds[ATTENTION_MASK] = torch.cat((masked, feeds[ATTENTION_MASK][:, :S]), dim=1)  # the cache: unused
+            masked = torch.zeros(input_ids.shape[0], 1, dtype=dtypes[ATTENTION_MASK], device=input_ids.device)
+            feeds[ATTENTION_MASK] = torch.cat((masked, feeds[ATTENTION_MASK][:, :S]), dim=1)  # the bound position
             return feeds
         cache.mask[:, past_len - 1] = attention_mask[:, past_len - 1]  # what the step before wrote
         cache.ids.copy_(input_ids)
         cache.pos.copy_(position_ids)
         return {INPUT_IDS: cache.ids, POSITION_IDS: cache.pos, ATTENTION_MASK: cache.mask}
+
+
+def past_attention() -> str:
+    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"matmul"``, or
+    ``TRTLLM_KIT_PAST_ATTENTION``'s choice.
+
+    Raises:
+        ToolkitError: an unknown value of that variable.
+    """
+    from trtllm_kit.engine.weights import PAST_ENV, knob
+
+    return knob(PAST_ENV, "matmul")
 
 
 def rewire_attention_multiplies(ctx: NetworkContext) -> int:
@@ -824,7 +839,7 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def new_rows_onnx(onnx_path: Path) -> bytes:
+def new_rows_onnx(onnx_path: Path, past_form: str = "matmul") -> bytes:
     """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
     returning only the new tokens' keys and values.
 
@@ -838,8 +853,18 @@ def new_rows_onnx(onnx_path: Path) -> bytes:
     (B, kv_heads_i, P, head_dim_i, P >= 1) and the mask (B, P + S) are as exported: a caller may bind a
     fixed-capacity past with the positions not yet written masked out (``PortableStaticKV``).
 
+    ``past_form="reduce"``: the past's two products are broadcast multiplies summed over an axis instead of MatMuls
+    (scores: ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``; output: ``ReduceSum(probs_past[..., None]
+    * past_v[..., None, :, :], -2)``), each sum in float. Why: TensorRT 8.6's fused (Myelin) regions turned the two
+    score MatMuls that share q back into one over a copy of ``Concat(past, new)``, and the two output MatMuls over
+    slices of one softmax likewise, and transposed the keys for its kernels: H200, llama-7b cut to 2 blocks,
+    batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to read the block's cache once
+    (``scripts/profile_layers.py --kernels``, thirteenth session). A decode step's product is the size of the past;
+    a prefill binds a one-position past (``PortableStaticKV.feeds``), so neither is larger than the cache.
+
     Raises:
-        ToolkitError: the graph is not of that form (not written by this toolkit's exporter).
+        ToolkitError: the graph is not of that form (not written by this toolkit's exporter), or ``past_form`` neither
+            ``"matmul"`` nor ``"reduce"``.
     """
     import numpy as np
     import onnx
@@ -849,6 +874,8 @@ def new_rows_onnx(onnx_path: Path) -> bytes:
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
                            "re-export it with `trtllm-kit export`, or use --kv-mode portable")
 
+    if past_form not in ("matmul", "reduce"):
+        raise ToolkitError(f"unknown past attention form {past_form!r}", "use matmul or reduce")
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
     producers = {o: n for n in g.node for o in n.output}
@@ -858,7 +885,9 @@ def new_rows_onnx(onnx_path: Path) -> bytes:
             readers.setdefault(t, []).append((n, j))
     outputs = {o.name: o for o in g.output}
     g.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), name) for name, v in
-                         (("nr_two", [2]), ("nr_zero", [0]), ("nr_last", [-1]), ("nr_end", [np.iinfo(np.int64).max])))
+                         (("nr_two", [2]), ("nr_zero", [0]), ("nr_last", [-1]), ("nr_end", [np.iinfo(np.int64).max]),
+                          ("nr_m2", [-2]), ("nr_m3", [-3])))
+    elem = {i.name: i.type.tensor_type.elem_type for i in g.input}
     replaced: dict[int, list] = {}  # id(node) -> the nodes that take its place ([] drops it)
     n_layers = len([o for o in outputs if o.startswith("present.")]) // 2
     for i in range(n_layers):
@@ -883,19 +912,35 @@ def new_rows_onnx(onnx_path: Path) -> bytes:
             out = matmul.output[0]
             nodes = []
 
-            def branch(src: str, tag: str) -> str:  # the chain's shape ops applied to one half
+            def branch(src: str, tag: str, transposes: bool = True) -> str:  # the chain's shape ops on one half
                 for node in chain:
+                    if node.op_type == "Transpose" and not transposes:
+                        continue
                     nodes.append(helper.make_node(node.op_type, [src, *node.input[1:]], [f"{node.output[0]}.{tag}"],
                                                   name=f"{node.name}.{tag}"))
                     nodes[-1].attribute.extend(node.attribute)
                     src = nodes[-1].output[0]
                 return src
 
-            old, new = branch(past, "past"), branch(anchor, "new")
+            def summed(a: str, a_axis: str, b: str, axis: str, tag: str) -> None:  # ReduceSum(a' * b', axis) -> tag
+                nodes.extend([
+                    helper.make_node("Unsqueeze", [a, a_axis], [f"{tag}.a"], name=f"{tag}.a/node"),
+                    helper.make_node("Unsqueeze", [b, "nr_m3"], [f"{tag}.b"], name=f"{tag}.b/node"),
+                    helper.make_node("Mul", [f"{tag}.a", f"{tag}.b"], [f"{tag}.prod"], name=f"{tag}.prod/node"),
+                    helper.make_node("Cast", [f"{tag}.prod"], [f"{tag}.prod_f"], to=onnx.TensorProto.FLOAT,
+                                     name=f"{tag}.prod_f/node"),
+                    helper.make_node("ReduceSum", [f"{tag}.prod_f", axis], [f"{tag}.sum"], keepdims=0,
+                                     name=f"{tag}.sum/node"),
+                    helper.make_node("Cast", [f"{tag}.sum"], [tag], to=elem[past], name=f"{tag}.cast/node")])
+
+            old, new = branch(past, "past", transposes=past_form == "matmul"), branch(anchor, "new")
             if kv == "key":  # scores (..., S, P + S)
                 q = matmul.input[0]
-                nodes += [helper.make_node("MatMul", [q, old], [f"{out}.past"], name=f"{out}.past/node"),
-                          helper.make_node("MatMul", [q, new], [f"{out}.new"], name=f"{out}.new/node"),
+                if past_form == "matmul":
+                    nodes.append(helper.make_node("MatMul", [q, old], [f"{out}.past"], name=f"{out}.past/node"))
+                else:  # (..., S, 1, hd) * (..., 1, P, hd) summed over hd
+                    summed(q, "nr_m2", old, "nr_last", f"{out}.past")
+                nodes += [helper.make_node("MatMul", [q, new], [f"{out}.new"], name=f"{out}.new/node"),
                           helper.make_node("Concat", [f"{out}.past", f"{out}.new"], [out], axis=-1,
                                            name=f"{out}.concat/node")]
             else:  # probs (..., S, P + S) split at P
@@ -907,8 +952,13 @@ def new_rows_onnx(onnx_path: Path) -> bytes:
                                            name=f"{out}.probs_past/node"),
                           helper.make_node("Slice", [probs, p_len, "nr_end", "nr_last"], [f"{out}.probs_new"],
                                            name=f"{out}.probs_new/node"),
-                          helper.make_node("MatMul", [f"{out}.probs_past", old], [f"{out}.past"], name=f"{out}.past/node"),
-                          helper.make_node("MatMul", [f"{out}.probs_new", new], [f"{out}.new"], name=f"{out}.new/node"),
+                          ]
+                if past_form == "matmul":
+                    nodes.append(helper.make_node("MatMul", [f"{out}.probs_past", old], [f"{out}.past"],
+                                                  name=f"{out}.past/node"))
+                else:  # (..., S, P, 1) * (..., 1, P, hd) summed over P
+                    summed(f"{out}.probs_past", "nr_last", old, "nr_m2", f"{out}.past")
+                nodes += [helper.make_node("MatMul", [f"{out}.probs_new", new], [f"{out}.new"], name=f"{out}.new/node"),
                           helper.make_node("Add", [f"{out}.past", f"{out}.new"], [out], name=f"{out}.sum/node")]
             nodes.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
             replaced.update({id(concat): [], **{id(c): [] for c in chain}, id(matmul): nodes})

@@ -68,13 +68,14 @@ class WeightInputsRecord(Record):
 # GEMM plugin's weight layout. Unset: both on with the GEMM plugin. Engines record what they used
 # (``builder_settings.weight_fusion``/``weight_layout``), and reuse compares it (``EngineManifest.differences``).
 FUSE_ENV, LAYOUT_ENV, GEMV_ENV, FOLD_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT", "TRTLLM_KIT_GEMV", "TRTLLM_KIT_FOLD"
-SCALE_ENV = "TRTLLM_KIT_SCALE_IN_WEIGHTS"
+SCALE_ENV, PAST_ENV = "TRTLLM_KIT_SCALE_IN_WEIGHTS", "TRTLLM_KIT_PAST_ATTENTION"
 _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
           FOLD_ENV: {"1": "on", "0": "off"},  # folds.py: the small ops folded into the plugins
           # read by the GEMM plugin when an engine is loaded: its decode GEMV, and the loads in flight per lane in it
           GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"},
           "TRTLLM_KIT_PDL": {"1": "on", "0": "off"},  # and the decode kernels' programmatic dependent launch
           SCALE_ENV: {"1": "on", "0": "off"},  # folds.py: RMSNorm scales multiplied into the weights after them
+          PAST_ENV: {"matmul": "matmul", "reduce": "reduce"},  # portable-static: how the past is attended (new_rows_onnx)
           # read by the attention plugin: decode blocks per kv head where the grid would leave multiprocessors idle
           "TRTLLM_KIT_SPLIT_KV": {"0": "auto", "1": "off", **{str(n): str(n) for n in (2, 4, 8, 16)}}}
 
@@ -82,7 +83,7 @@ _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_i
 def check_knobs() -> None:
     """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_FOLD``,
     ``TRTLLM_KIT_GEMV``, ``TRTLLM_KIT_GEMV_UNROLL``, ``TRTLLM_KIT_PDL``, ``TRTLLM_KIT_SPLIT_KV``,
-    ``TRTLLM_KIT_SCALE_IN_WEIGHTS``) hold a value they know, or are unset: checked before any work by
+    ``TRTLLM_KIT_SCALE_IN_WEIGHTS``, ``TRTLLM_KIT_PAST_ATTENTION``) hold a value they know, or are unset: checked before any work by
     ``trtllm-kit build``, ``run``/``bench`` and the TensorRT runner.
 
     Raises:
@@ -205,8 +206,39 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
             else:
                 reader.set_input(j, inp)
         _detach(trt, layer, out)
-        arrays[name] = np.ascontiguousarray(np.asarray(a).T) if transpose else a
+        arrays[name] = stacked_rows([a], transpose=True) if transpose else a
     return arrays
+
+
+def stacked_rows(mats: list, transpose: bool) -> np.ndarray:
+    """The 2-D arrays ``mats`` (each (K, N_i), or (N_i, K) without ``transpose``) as one new C-contiguous array:
+    their transposes (N_i, K) stacked along the rows (``transpose``), or the arrays side by side, (K, sum N_i).
+
+    The copies run through torch's CPU threads: numpy took 0.35 s to transpose one 11008 x 4096 fp16 matrix (torch
+    0.08 s) on this project's 2-core CI machine, and a 7B model's ~13 GB of weights went through numpy in most of the
+    101 s of "preparing the network" of an H200 build (``docs/benchmarks/h200-trt86/README.md``, thirteenth session).
+    Sources may be read-only memory maps of the export; they are only read.
+    """
+    import warnings
+
+    import torch
+
+    first = np.asarray(mats[0])
+    rows = [np.asarray(m).shape[1] for m in mats]
+    K = first.shape[0]
+    out = np.empty((sum(rows), K) if transpose else (K, sum(rows)), first.dtype)
+    dst = torch.from_numpy(out)
+    at = 0
+    with warnings.catch_warnings():  # torch warns that a read-only source could be written through: it is not
+        warnings.simplefilter("ignore", UserWarning)
+        for m, n in zip(mats, rows):
+            src = torch.from_numpy(np.asarray(m))
+            if transpose:
+                dst[at:at + n].copy_(src.t())
+            else:
+                dst[:, at:at + n].copy_(src)
+            at += n
+    return out
 
 
 def _widened(trt, a, out) -> bool:
@@ -290,10 +322,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
         names = [m[0] for m in members]
         K, widths = members[0][3][0], [m[3][1] for m in members]
         key = FUSED_SEP.join(names)
-        if out_x_in:
-            arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]).T for n in names], axis=0))
-        else:
-            arrays[key] = np.ascontiguousarray(np.concatenate([np.asarray(values[n]) for n in names], axis=1))
+        arrays[key] = stacked_rows([values[n] for n in names], transpose=out_x_in)
         out0 = members[0][2]
         widened = _widened(trt, arrays[key], out0)
         raw = network.add_input(key, trt.float16 if widened else out0.dtype,
