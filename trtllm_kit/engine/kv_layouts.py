@@ -220,15 +220,18 @@ class PortableStaticKV(PortableKV):
 
     def profiles(self, limits, layout):
         """The portable layout's, with a past of at least one position in every profile: a prefill binds one masked
-        position (``feeds``), so no tensor of the attention is ever empty; the prefill profile is tuned for that
-        one position, a single profile for the decode steps' cache."""
+        position (``feeds``), so no tensor of the attention is ever empty. The prefill profile takes that one
+        position only (with ``TRTLLM_KIT_PAST_ATTENTION=reduce`` a prefill's products are new tokens x past x
+        head_dim: 85 GB at 256 x 128 x 639 x 128 in fp16); a single profile spans both."""
         lim = limits.checked()
         capacity = min(lim.max_seq - 1, lim.opt_input + 128)  # the decode profile's typical past
         out = []
         for p in sweep_profiles(lim, layout):
-            if p.min[PAST] == 0:
-                opt = 1 if p.max[SEQ] > 1 and p.max[PAST] == 0 else max(p.opt[PAST], capacity)  # prefill: 1
-                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: opt}, {**p.max, PAST: lim.max_seq - 1})
+            if p.min[PAST] == 0 and p.max[PAST] == 0:  # prefill
+                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: 1}, {**p.max, PAST: 1})
+            elif p.min[PAST] == 0:  # one profile for both
+                p = ProfileSpec(p.name, {**p.min, PAST: 1}, {**p.opt, PAST: max(p.opt[PAST], capacity)},
+                                {**p.max, PAST: lim.max_seq - 1})
             out.append(p)
         return out
 
