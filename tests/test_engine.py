@@ -1093,10 +1093,12 @@ def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
         assert _values_feeding_shapes(model) == [], name
 
 
+@pytest.mark.parametrize("past_form", ["reduce", "matmul"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
-def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, monkeypatch):
-    """--kv-mode portable-static --rope plugin: after ``rewire_rotaries`` every block's TensorRT attention (the past and
-    new score multiplies) reads the rotary layer's q, and ``present.i.key`` its k, with each block's own heads.
+def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, monkeypatch, past_form):
+    """--kv-mode portable-static --rope plugin: after ``rewire_rotaries`` every block's TensorRT attention (the past's
+    scores, in either form, and the new keys' score multiply) reads the rotary layer's q, and ``present.i.key`` its k,
+    with each block's own heads.
     Stand-in layers (the plugin needs nvcc and full TensorRT); the fold of the rotary into the q/k/v multiply and the
     tokens of such engines are checked on the GPU machine (``tests/test_gpu.py``, ``portable-static+norm+rope``)."""
     from trtllm_kit.engine import plugin as P
@@ -1133,7 +1135,7 @@ def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, m
     path = tiny_exports[name] / "model.onnx"
     logger = trt.Logger(trt.Logger.ERROR)
     network = _create_network(flavor, trt.Builder(logger))
-    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path), str(path))
+    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, past_form), str(path))
     ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True, gemm="plugin", rope="plugin",
                          onnx_path=path)
     assert rewire_rotaries(ctx) == spec.num_layers
@@ -1147,17 +1149,19 @@ def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, m
 
     for i in range(spec.num_layers):
         q, k = made[f"rotary.{i}"]
-        assert any(r.endswith(".past/node") for r in readers(q)) and any(r.endswith(".new/node") for r in readers(q))
+        past = ".past/node" if past_form == "matmul" else ".past.a/node"  # the MatMul, or the product's unsqueeze
+        assert any(r.endswith(past) for r in readers(q)) and any(r.endswith(".new/node") for r in readers(q))
         assert present_reads(i, "key") == k.name
     assert [seen[f"rotary.{i}"] for i in range(spec.num_layers)] == [(L.n_heads, L.n_kv_heads, L.head_dim)
                                                                       for L in spec.layers]
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
-def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_exports, name, tmp_path):
-    """``rewire_attention_multiplies``: each block's two score multiplies (past and new keys) read the keys as they are
-    with TensorRT's transposed operand, not through a transpose layer, the value multiplies are left as they are;
-    an engine with the rewrite builds (TensorRT-RTX; its tokens are checked on the GPU machine)."""
+def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_exports, name, tmp_path, monkeypatch):
+    """``rewire_attention_multiplies`` on the MatMul form (``TRTLLM_KIT_PAST_ATTENTION=matmul``): each block's two score
+    multiplies (past and new keys) read the keys as they are with TensorRT's transposed operand, not through a
+    transpose layer, the value multiplies are left as they are; an engine with the rewrite builds (TensorRT-RTX; its
+    tokens are checked on the GPU machine)."""
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
     from trtllm_kit.engine.kv_layouts import NetworkContext, rewire_attention_multiplies
@@ -1168,7 +1172,7 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
     path = tiny_exports[name] / "model.onnx"
     logger = trt.Logger(trt.Logger.ERROR)
     network = _create_network(flavor, trt.Builder(logger))
-    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path), str(path))
+    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, "matmul"), str(path))
     ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)
     assert rewire_attention_multiplies(ctx) == 2 * spec.num_layers
     ops = {}
@@ -1184,17 +1188,18 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
                 assert reads.startswith("past_key_values.") or reads.endswith(".v_new"), (layer.name, reads)
     assert len(ops) == 4 * spec.num_layers
     assert rewire_attention_multiplies(ctx) == 0  # nothing left to untranspose
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports[name], tmp_path / "eng", BuildOptions(kv_mode="portable-static",
                                                                             limits=EngineLimits(4, 16, 32)),
                            progress=False)
-    assert eng.manifest.kv_layout.name == "portable-static"
+    assert eng.manifest.kv_layout.name == "portable-static" and eng.manifest.builder_settings["past_attention"] == "matmul"
 
 
-def test_portable_static_attends_the_past_without_multiplies_when_asked(tiny_exports, tmp_path, monkeypatch):
-    """``TRTLLM_KIT_PAST_ATTENTION=reduce``: the parsed portable-static network has no matrix multiply reading a cache
+def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_path, monkeypatch):
+    """The default past form (``reduce``): the parsed portable-static network has no matrix multiply reading a cache
     input (the past's scores and output are broadcast products summed), only each block's score multiply of the new
-    keys is rewired, and the engine builds (TensorRT-RTX) and records the form in ``builder_settings``; unset, the
-    MatMul form is recorded. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
+    keys is rewired, and the engine builds (TensorRT-RTX) and records the form in ``builder_settings``;
+    ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
     (ONNX Runtime) and its tokens on the GPU machine."""
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
@@ -1227,9 +1232,9 @@ def test_portable_static_attends_the_past_without_multiplies_when_asked(tiny_exp
                   if network.get_layer(li).type == trt.LayerType.MATRIX_MULTIPLY]
     assert multiplies and not [m.name for m in multiplies if reads_cache(m)]
     opts = BuildOptions(kv_mode="portable-static", limits=EngineLimits(4, 16, 32))
-    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "reduce")
+    monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION", raising=False)
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "reduce", opts, progress=False)
     assert eng.manifest.builder_settings["past_attention"] == "reduce"
-    monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION")
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
     assert eng.manifest.builder_settings["past_attention"] == "matmul"

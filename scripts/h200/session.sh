@@ -465,6 +465,17 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b25"
     bg d "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-depth-27 $G --build-after $E/llama-7b/engine.json --out $R/d25"
     bg f "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-llmpruner $G --build-after $E/llama-7b/engine.json --out $R/f25" ;;
+  day25b)  # the same session's second lease (the first was given back while idle, 13 minutes in): llama-7b (GPU 1) and
+    # depth-27 (GPU 0) with the past reduced and the rotary plugin, each built beside the other and timed alone; GPU 0
+    # first the 2-block A/B of the scores form (profiled), then its tiny token tests
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --rope plugin --cuda-graph"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin:rope=plugin"
+    X=TRTLLM_KIT_PAST_ATTENTION=reduce
+    bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b25"
+    bg d "CUDA_VISIBLE_DEVICES=0 $X $B --models llama-7b-depth-27 $G --lock /root/gpu0.lock --out $R/d25"
+    bg g "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:opt=1:past=scores $C:opt=1:past=reduce; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_PAST_ATTENTION=scores $P -n 4 $K tests/test_gpu.py" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

@@ -285,15 +285,20 @@ class PortableStaticKV(PortableKV):
 
 
 def past_attention() -> str:
-    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"matmul"``, or
-    ``TRTLLM_KIT_PAST_ATTENTION``'s choice.
+    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"reduce"``, or
+    ``TRTLLM_KIT_PAST_ATTENTION``'s choice (``matmul`` for the A/B).
+
+    Why reduce: H200, TensorRT 8.6, llama-7b cut to 2 blocks, GEMM + RMSNorm plugins, level 1, ms of CUDA kernels per
+    decode step at batch 1 / 64 / 256 (``scripts/profile_layers.py --kernels``, fourteenth session): MatMuls 0.463 /
+    1.534 / 4.877, reduce 0.449 / 1.537 / 4.966, reduce with the rotary plugin 0.423 / 0.955 / 2.709 (the MatMul form
+    with the rotary plugin, thirteenth session: 0.46 / 1.52 / 4.83).
 
     Raises:
         ToolkitError: an unknown value of that variable.
     """
     from trtllm_kit.engine.weights import PAST_ENV, knob
 
-    return knob(PAST_ENV, "matmul")
+    return knob(PAST_ENV, "reduce")
 
 
 def rewire_attention_multiplies(ctx: NetworkContext) -> int:
@@ -842,7 +847,7 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def new_rows_onnx(onnx_path: Path, past_form: str = "matmul") -> bytes:
+def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
     """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
     returning only the new tokens' keys and values.
 
@@ -856,9 +861,10 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "matmul") -> bytes:
     (B, kv_heads_i, P, head_dim_i, P >= 1) and the mask (B, P + S) are as exported: a caller may bind a
     fixed-capacity past with the positions not yet written masked out (``PortableStaticKV``).
 
-    ``past_form="reduce"``: the past's two products are broadcast multiplies summed over an axis instead of MatMuls
-    (scores: ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``; output: ``ReduceSum(probs_past[..., None]
-    * past_v[..., None, :, :], -2)``), each sum in float. Why: TensorRT 8.6's fused (Myelin) regions turned the two
+    ``past_form="reduce"`` (the default): the past's two products are broadcast multiplies summed over an axis instead
+    of MatMuls (``"matmul"``: MatMuls)
+    (scores: ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``; output:
+    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``), each sum in float. Why: TensorRT 8.6's fused (Myelin) regions turned the two
     score MatMuls that share q back into one over a copy of ``Concat(past, new)``, and the two output MatMuls over
     slices of one softmax likewise, and transposed the keys for its kernels: H200, llama-7b cut to 2 blocks,
     batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to read the block's cache once
