@@ -1199,7 +1199,8 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     """The default past form (``reduce``): the parsed portable-static network has no matrix multiply reading a cache
     input (the past's scores and output are broadcast products summed), only each block's score multiply of the new
     keys is rewired, and the engine builds (TensorRT-RTX) and records the form in ``builder_settings``;
-    ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
+    ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form, and an engine of the other form is not
+    reused. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
     (ONNX Runtime) and its tokens on the GPU machine."""
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
@@ -1235,6 +1236,11 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION", raising=False)
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "reduce", opts, progress=False)
     assert eng.manifest.builder_settings["past_attention"] == "reduce"
+    reduced = eng.manifest
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
-    assert eng.manifest.builder_settings["past_attention"] == "matmul"
+    m = eng.manifest
+    assert m.builder_settings["past_attention"] == "matmul"
+    same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
+    assert m.differences(m.build, *same) == []  # reused while the variable asks for it
+    assert reduced.differences(reduced.build, *same) == ["past_attention reduce -> matmul"]  # else rebuilt

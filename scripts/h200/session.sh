@@ -135,6 +135,11 @@
 #                         reduce at level 0, and with the rotary plugin) profiled (profall); GPU 1 llama-7b (reduce)
 #                         built with no other 7B build beside it, then depth-27 and LLM-Pruner side by side, each
 #                         timed alone
+#   day25b                the same session's second lease (the first was given back while idle 13 minutes in, its
+#                         builds lost): llama-7b (GPU 1) and depth-27 (GPU 0), reduce form with the rotary plugin, built
+#                         side by side, each timed on its own GPU; GPU 0 first the 2-block A/B with a third form,
+#                         `scores` (an uncommitted variant: TensorRT 8.6 crashed building three of its tiny engines,
+#                         so TRTLLM_KIT_PAST_ATTENTION no longer takes it), then that form's tiny token tests
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)

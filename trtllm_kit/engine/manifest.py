@@ -262,6 +262,12 @@ class EngineManifest(Manifest):
                 used, wanted = str(self.builder_settings.get("norm_scale_in_weights", "off")), scale_choice()
                 if used != wanted:
                     out.append(f"norm_scale_in_weights {used} -> {wanted}")
+        if self.kv_layout.name == "portable-static" and not out:  # how its attention reads the cache
+            from trtllm_kit.engine.kv_layouts import past_attention
+
+            used, wanted = str(self.builder_settings.get("past_attention", "matmul")), past_attention()
+            if used != wanted:
+                out.append(f"past_attention {used} -> {wanted}")
         plugin = self.kv_layout.plugin
         if plugin is not None:  # the same choices, built from other plugin code or by another rewrite
             from trtllm_kit.engine.plugin import source_sha256
