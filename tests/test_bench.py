@@ -247,3 +247,15 @@ def test_compiled_table_takes_engine_columns_from_bench_trt(tmp_path):
         mod.check_one_sweep([eager, other])
     with pytest.raises(ToolkitError, match="in two results files"):
         mod.check_one_sweep([eager, renamed, renamed])
+
+
+def test_environment_records_the_ab_variables_set(monkeypatch):
+    """A result says which A/B variables (``TRTLLM_KIT_*``, engines/README.md) it was measured with, and none when
+    none is set: two runs of an A/B are otherwise indistinguishable in their files."""
+    from trtllm_kit.bench.env import environment
+
+    for k in [k for k in __import__("os").environ if k.startswith("TRTLLM_KIT_")]:
+        monkeypatch.delenv(k)
+    assert "knobs" not in environment()
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
+    assert environment()["knobs"] == {"TRTLLM_KIT_PAST_ATTENTION": "matmul"}

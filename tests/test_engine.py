@@ -1041,11 +1041,13 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
                                               ("TRTLLM_KIT_PDL", "on", "1, 0"),
                                               ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "matmul, reduce")])
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "matmul, reduce"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "matmul, reduce"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "matmul, reduce")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
-    plugin would have read it silently as a default); folding is on only with the GEMM plugin, off with
-    TRTLLM_KIT_FOLD=0."""
+    plugin would have read it silently as a default), quoted where it is empty or has spaces around it; folding is on
+    only with the GEMM plugin, off with TRTLLM_KIT_FOLD=0."""
     from trtllm_kit.engine.folds import fold_choice
 
     monkeypatch.delenv("TRTLLM_KIT_FOLD", raising=False)
@@ -1056,7 +1058,7 @@ def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_pat
     monkeypatch.setenv(env, value)
     out = tmp_path / "e"
     assert_one_line_error(cli("build", str(tiny_exports["tiny-llama"]), "--out", str(out)),
-                          f"{env}={value} is not one of {listed}")
+                          f"{env}={value if value.strip() == value and value else repr(value)} is not one of {listed}")
     assert not out.exists()
 
 
@@ -1244,3 +1246,17 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
     assert m.differences(m.build, *same) == []  # reused while the variable asks for it
     assert reduced.differences(reduced.build, *same) == ["past_attention reduce -> matmul"]  # else rebuilt
+
+
+def test_the_past_attention_variable_is_noted_as_ignored_outside_portable_static(monkeypatch):
+    """TRTLLM_KIT_PAST_ATTENTION only shapes portable-static engines: another layout's build says it ignores it (a
+    user A/B-ing the portable layout would otherwise compare two identical engines), portable-static's does not."""
+    from trtllm_kit.engine.builder import resolve_choices
+    from trtllm_kit.engine.flavors import resolve_flavor
+
+    flavor = resolve_flavor("auto", None)
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
+    for mode, ignored in (("portable", True), ("portable-static", False)):
+        notes: list[str] = []
+        resolve_choices(BuildOptions(kv_mode=mode, limits=EngineLimits(4, 16, 32)), flavor, notes)
+        assert any("TRTLLM_KIT_PAST_ATTENTION is ignored" in n for n in notes) == ignored, (mode, notes)

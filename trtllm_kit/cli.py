@@ -161,7 +161,10 @@ def prune(model, drop_blocks, out, dtype, force):
     click.echo(f"wrote {spec.name}: {spec.num_layers} blocks, {spec.param_count() / 1e6:.1f}M params to {out}")
 
 
-@main.command()
+@main.command(epilog="A/B environment variables (TRTLLM_KIT_FUSE, TRTLLM_KIT_GEMM_LAYOUT, TRTLLM_KIT_FOLD, "
+              "TRTLLM_KIT_SCALE_IN_WEIGHTS, TRTLLM_KIT_PAST_ATTENTION) change what is built; engines/README.md "
+              "lists their values. An existing --out is refused without --force; `trtllm-kit run`/`bench` reuse "
+              "an engine built with the same options and rebuild one that differs.")
 @click.argument("onnx_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Engine directory [default: engines/<export dir name>].")
 @click.option("--flavor", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True)

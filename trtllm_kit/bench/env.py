@@ -71,4 +71,7 @@ def environment() -> dict:
                 break
             except Exception:  # noqa: BLE001 - not installed, or a stub
                 continue
+    knobs = {k: v for k, v in __import__("os").environ.items() if k.startswith("TRTLLM_KIT_")}
+    if knobs:  # the A/B variables set (engines/README.md): what a result was measured with
+        env["knobs"] = dict(sorted(knobs.items()))
     return env

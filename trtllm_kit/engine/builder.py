@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,11 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
             message = f"{message} (--kv-mode auto chose the {layout.name} layout here)"
         raise ToolkitError(message, hint) from None
+    from trtllm_kit.engine.weights import PAST_ENV
+
+    if os.environ.get(PAST_ENV) and layout.name != "portable-static":
+        notes.append(f"{PAST_ENV} is ignored: it chooses how a portable-static engine attends over its cache, and this "
+                     f"build uses the {layout.name} layout")
     return layout, gemm, norm, rope
 
 

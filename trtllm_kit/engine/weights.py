@@ -94,7 +94,9 @@ def check_knobs() -> None:
     for env, values in _KNOBS.items():
         value = os.environ.get(env)
         if value is not None and value not in values:
-            raise ToolkitError(f"{env}={value} is not one of {', '.join(values)}", f"unset {env} or use one of those")
+            shown = value if value and value == value.strip() else repr(value)  # '' or ' matmul' visible as such
+            raise ToolkitError(f"{env}={shown} is not one of {', '.join(values)} (lower case, exactly)",
+                               f"unset {env} or use one of those")
 
 
 def weight_input_choices(gemm: str) -> tuple[str, str]:

@@ -56,7 +56,9 @@ class TrtRunner(Runner):
                         "run without them", self.engine_dir, self.layout.name)
         self.profiles = self.manifest.profile_specs()
         m = self.manifest
-        self.impl = f"{m.flavor} {m.trt_version} ({m.kv_layout.name} KV{', CUDA graphs' if self.cuda_graph else ''})"
+        past = m.builder_settings.get("past_attention")  # portable-static: how the engine attends over its cache
+        self.impl = (f"{m.flavor} {m.trt_version} ({m.kv_layout.name} KV{f', past {past}' if past else ''}"
+                     f"{', CUDA graphs' if self.cuda_graph else ''})")
         self.cache = None
 
     def check_point(self, batch, prompt_len, new_tokens):
