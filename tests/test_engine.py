@@ -1260,3 +1260,20 @@ def test_the_past_attention_variable_is_noted_as_ignored_outside_portable_static
         notes: list[str] = []
         resolve_choices(BuildOptions(kv_mode=mode, limits=EngineLimits(4, 16, 32)), flavor, notes)
         assert any("TRTLLM_KIT_PAST_ATTENTION is ignored" in n for n in notes) == ignored, (mode, notes)
+
+
+def test_stacked_rows_is_numpys_concatenation(tmp_path):
+    """``stacked_rows`` (torch's CPU threads) writes exactly what numpy's transpose-and-concatenate did, from a
+    read-only memory map as from an array, in both layouts: the weight inputs of an engine are bit for bit those of
+    the numpy path it replaced."""
+    from trtllm_kit.engine.weights import stacked_rows
+
+    rng = np.random.default_rng(0)
+    mats = [rng.standard_normal((48, n)).astype(np.float16) for n in (48, 16, 16)]
+    np.save(tmp_path / "m.npy", mats[1])
+    mats[1] = np.load(tmp_path / "m.npy", mmap_mode="r")
+    got = stacked_rows(mats, transpose=True)
+    assert got.flags.c_contiguous and got.flags.writeable
+    np.testing.assert_array_equal(got, np.concatenate([np.asarray(m).T for m in mats], axis=0))
+    np.testing.assert_array_equal(stacked_rows(mats, transpose=False), np.concatenate(mats, axis=1))
+    np.testing.assert_array_equal(stacked_rows(mats[1:2], transpose=True), np.asarray(mats[1]).T)
