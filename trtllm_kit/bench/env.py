@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -40,7 +41,7 @@ def environment() -> dict:
     env = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "transformers": _version("transformers"),
         "toolkit": __version__, "git_commit": _git_commit(), "command": " ".join(sys.argv),
     }
@@ -71,7 +72,7 @@ def environment() -> dict:
                 break
             except Exception:  # noqa: BLE001 - not installed, or a stub
                 continue
-    knobs = {k: v for k, v in __import__("os").environ.items() if k.startswith("TRTLLM_KIT_")}
+    knobs = {k: v for k, v in os.environ.items() if k.startswith("TRTLLM_KIT_")}
     if knobs:  # the A/B variables set (engines/README.md): what a result was measured with
         env["knobs"] = dict(sorted(knobs.items()))
     return env

@@ -862,14 +862,14 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
     fixed-capacity past with the positions not yet written masked out (``PortableStaticKV``).
 
     ``past_form="reduce"`` (the default): the past's two products are broadcast multiplies summed over an axis instead
-    of MatMuls (``"matmul"``: MatMuls)
-    (scores: ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``; output:
-    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``), each sum in float. Why: TensorRT 8.6's fused (Myelin) regions turned the two
-    score MatMuls that share q back into one over a copy of ``Concat(past, new)``, and the two output MatMuls over
-    slices of one softmax likewise, and transposed the keys for its kernels: H200, llama-7b cut to 2 blocks,
-    batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to read the block's cache once
-    (``scripts/profile_layers.py --kernels``, thirteenth session). A decode step's product is the size of the past;
-    a prefill binds a one-position past (``PortableStaticKV.feeds``), so neither is larger than the cache.
+    of MatMuls (``"matmul"``: MatMuls): scores ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``,
+    output ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. Why: TensorRT 8.6's
+    fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of ``Concat(past,
+    new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys for its kernels:
+    H200, llama-7b cut to 2 blocks, batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to
+    read the block's cache once (``scripts/profile_layers.py --kernels``, thirteenth session). A decode step's product
+    is the size of the past; a prefill binds a one-position past (``PortableStaticKV.feeds``), so neither is larger
+    than the cache.
 
     Raises:
         ToolkitError: the graph is not of that form (not written by this toolkit's exporter), or ``past_form`` neither
@@ -960,8 +960,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
                           helper.make_node("Slice", [probs, "nr_zero", p_len, "nr_last"], [f"{out}.probs_past"],
                                            name=f"{out}.probs_past/node"),
                           helper.make_node("Slice", [probs, p_len, "nr_end", "nr_last"], [f"{out}.probs_new"],
-                                           name=f"{out}.probs_new/node"),
-                          ]
+                                           name=f"{out}.probs_new/node")]
                 if past_form == "matmul":
                     nodes.append(helper.make_node("MatMul", [f"{out}.probs_past", old], [f"{out}.past"],
                                                   name=f"{out}.past/node"))

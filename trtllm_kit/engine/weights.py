@@ -75,7 +75,7 @@ _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_i
           GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"},
           "TRTLLM_KIT_PDL": {"1": "on", "0": "off"},  # and the decode kernels' programmatic dependent launch
           SCALE_ENV: {"1": "on", "0": "off"},  # folds.py: RMSNorm scales multiplied into the weights after them
-          PAST_ENV: {"matmul": "matmul", "reduce": "reduce"},  # portable-static: how the past is attended (new_rows_onnx)
+          PAST_ENV: {"matmul": "matmul", "reduce": "reduce"},  # portable-static's attention over its past
           # read by the attention plugin: decode blocks per kv head where the grid would leave multiprocessors idle
           "TRTLLM_KIT_SPLIT_KV": {"0": "auto", "1": "off", **{str(n): str(n) for n in (2, 4, 8, 16)}}}
 
@@ -83,8 +83,8 @@ _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_i
 def check_knobs() -> None:
     """The A/B environment variables (``TRTLLM_KIT_FUSE``, ``TRTLLM_KIT_GEMM_LAYOUT``, ``TRTLLM_KIT_FOLD``,
     ``TRTLLM_KIT_GEMV``, ``TRTLLM_KIT_GEMV_UNROLL``, ``TRTLLM_KIT_PDL``, ``TRTLLM_KIT_SPLIT_KV``,
-    ``TRTLLM_KIT_SCALE_IN_WEIGHTS``, ``TRTLLM_KIT_PAST_ATTENTION``) hold a value they know, or are unset: checked before any work by
-    ``trtllm-kit build``, ``run``/``bench`` and the TensorRT runner.
+    ``TRTLLM_KIT_SCALE_IN_WEIGHTS``, ``TRTLLM_KIT_PAST_ATTENTION``) hold a value they know, or are unset: checked
+    before any work by ``trtllm-kit build``, ``run``/``bench`` and the TensorRT runner.
 
     Raises:
         ToolkitError: another value, naming the variable and the values it takes.

@@ -98,10 +98,10 @@ class NewRowsCache:
 
     Every decode step binds the whole buffer as the past (the same shape and address every step: positions not yet
     written are masked out by the caller); a prefill, with nothing cached, binds one zeroed position, so it reads
-    no cache it cannot use (and an attention written as broadcast products stays the cache's size). A prefill's S rows are copied to positions 0..S-1; a decode step's
-    one row goes to position ``past_len``, through a device-side index so that a captured CUDA graph replays the
-    copy too. The buffers start zeroed: a masked position's weight is exactly 0, and 0 times
-    an uninitialised NaN would not be.
+    no cache it cannot use (and an attention written as broadcast products stays the cache's size). A prefill's S
+    rows are copied to positions 0..S-1; a decode step's one row goes to position ``past_len``, through a
+    device-side index so that a captured CUDA graph replays the copy too. The buffers start zeroed: a masked
+    position's weight is exactly 0, and 0 times an uninitialised NaN would not be.
 
     Args:
         spec: per-layer KV heads and head dims.
@@ -131,8 +131,7 @@ class NewRowsCache:
             self.groups.append((cache, rows))
         self.index = torch.zeros(1, dtype=torch.long, device=device)  # where a decode step's row goes
         # what a prefill binds as its past: one zeroed position per layer shape (masked out by the caller)
-        self.empty = {shape: torch.zeros(batch, shape[0], 1, shape[1], dtype=dtype, device=device)
-                      for shape in {(layer.n_kv_heads, layer.head_dim) for layer in spec.layers}}
+        self.empty = {(nkv, hd): torch.zeros(batch, nkv, 1, hd, dtype=dtype, device=device) for nkv, hd in shapes}
         self.past_len = 0
 
     def fits(self, batch: int, capacity: int, dtype: torch.dtype) -> bool:
