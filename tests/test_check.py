@@ -126,7 +126,8 @@ def test_missing_polygraphy_is_one_line_naming_the_extra():
     assert str(e.value) == "Polygraphy is not installed (install it with: pip install 'trtllm-kit[check]')"
 
 
-def test_new_rows_feed_is_the_same_step(tiny_exports):
+@pytest.mark.parametrize("past_form", ["reduce", "matmul", "reduce-vt"])
+def test_new_rows_feed_is_the_same_step(tiny_exports, past_form):
     """A step written as a portable-static engine's inputs (a prefill's past one masked position) computes the
     outputs of the portable step, as ``check`` compares them (``new_rows_only``: the presents' new positions, the
     left-padded ones zeroed): checked through the portable-static graph in ONNX Runtime. Without the zeroing the
@@ -134,7 +135,7 @@ def test_new_rows_feed_is_the_same_step(tiny_exports):
     which is what ``check`` on the H200 reported for the width preset before it."""
     import onnxruntime as ort
 
-    from trtllm_kit.check.feeds import generation_steps, new_rows_feed, new_rows_only
+    from trtllm_kit.check.feeds import generation_steps, new_rows_feed, new_rows_only, values_as_rows
     from trtllm_kit.check.runners import ReferenceRunner, onnxrt_runner
     from trtllm_kit.check.tools import require_polygraphy
     from trtllm_kit.engine.kv_layouts import new_rows_onnx
@@ -147,7 +148,8 @@ def test_new_rows_feed_is_the_same_step(tiny_exports):
     m = ExportManifest.load(d)
     steps = generation_steps(ReferenceRunner(reference_model(m), m.spec, m.dtype, True), m.spec, m.dtype, 3, 9, 2, 0)
     assert steps[0].feed["attention_mask"].min() == 0, "check's prompts are meant to have a left-padded row"
-    new = ort.InferenceSession(new_rows_onnx(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(new_rows_onnx(d / "model.onnx", past_form), providers=["CPUExecutionProvider"])
+    vt = past_form == "reduce-vt"
     dtypes = {i.name: np.float16 if "past" in i.name else np.int64 for i in new.get_inputs()}
     names = [o.name for o in new.get_outputs()]
     padded_differ = False
@@ -155,7 +157,9 @@ def test_new_rows_feed_is_the_same_step(tiny_exports):
         for step in steps:
             keep = new_rows_only(step)
             raw_want = dict(portable.infer(step.feed))
-            raw_got = dict(zip(names, new.run(names, new_rows_feed(step, dtypes))))
+            raw_got = dict(zip(names, new.run(names, new_rows_feed(step, dtypes, values_transposed=vt))))
+            if vt:
+                raw_got = values_as_rows(raw_got)
             last = {n: a[:, :, -step.new_len:] if n.startswith("present.") else a for n, a in raw_want.items()}
             padded_differ |= any(not np.allclose(raw_got[n].astype(np.float32), last[n].astype(np.float32), atol=2e-3)
                                  for n in names[1:])

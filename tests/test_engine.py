@@ -1277,3 +1277,23 @@ def test_stacked_rows_is_numpys_concatenation(tmp_path):
     np.testing.assert_array_equal(got, np.concatenate([np.asarray(m).T for m in mats], axis=0))
     np.testing.assert_array_equal(stacked_rows(mats, transpose=False), np.concatenate(mats, axis=1))
     np.testing.assert_array_equal(stacked_rows(mats[1:2], transpose=True), np.asarray(mats[1]).T)
+
+
+def test_portable_static_with_transposed_values_builds_and_says_so(tiny_exports, tmp_path, monkeypatch):
+    """``TRTLLM_KIT_PAST_ATTENTION=reduce-vt``: the engine's value caches are (batch, kv_heads, head_dim, past) in its
+    profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and ``engine.json`` says so (description,
+    ``values_transposed``) for a server; keys as before. Built with TensorRT-RTX on the CPU; the logits of the graph
+    are checked in ONNX Runtime (``tests/test_portable_static.py``), its tokens only on a GPU with full TensorRT."""
+    monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "reduce-vt")
+    spec, _ = load_model("tiny-llama-width")
+    eng = engine_from_onnx(tiny_exports["tiny-llama-width"], tmp_path / "vt",
+                           BuildOptions(kv_mode="portable-static", limits=EngineLimits(4, 16, 32)), progress=False)
+    m = eng.manifest
+    assert m.values_transposed and "values transposed" in m.kv_layout.description
+    io = {t.name: t for t in m.io}
+    for i, L in enumerate(spec.layers):
+        assert tuple(io[f"past_key_values.{i}.value"].shape)[1:3] == (L.n_kv_heads, L.head_dim)
+        assert tuple(io[f"past_key_values.{i}.key"].shape)[1:4:2] == (L.n_kv_heads, L.head_dim)
+        assert tuple(io[f"present.{i}.value"].shape)[1:3] == (L.n_kv_heads, L.head_dim)
+    decode = m.profiles[1].tensors  # the largest past: max_seq - 1
+    assert decode["past_key_values.0.value"]["max"][3] == 31 and decode["past_key_values.0.key"]["max"][2] == 31

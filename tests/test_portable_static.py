@@ -25,7 +25,7 @@ def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
     return out["logits"][:, -1], feeds, views
 
 
-@pytest.mark.parametrize("past_form", ["matmul", "reduce"])
+@pytest.mark.parametrize("past_form", ["matmul", "reduce", "reduce-vt"])
 @pytest.mark.parametrize("name", TINY)
 def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp_path, name, past_form):
     """Prefill (a left-padded row) then decode steps: the portable-static graph, fed a past of one capacity every
@@ -54,7 +54,7 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     past_products = [n for n in nodes if n.op_type == "MatMul" and n.name.endswith(".past/node")]
     assert len(past_products) == (2 * spec.num_layers if past_form == "matmul" else 0)
     sums = [n for n in nodes if n.op_type == "ReduceSum" and n.name.endswith(".past.sum/node")]
-    assert len(sums) == (2 * spec.num_layers if past_form == "reduce" else 0)
+    assert len(sums) == (0 if past_form == "matmul" else 2 * spec.num_layers)
     new = ort.InferenceSession(rewritten, providers=cpu)
     assert [o.name for o in new.get_outputs()] == [o.name for o in ref.get_outputs()]
     layout = get_layout("portable-static")
@@ -64,7 +64,9 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     ids = torch.randint(3, spec.vocab_size, (B, S), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(B, S, dtype=torch.long)
     mask[1, :3] = 0
-    cache = layout.new_cache(spec, B, S + N, EngineLimits(4, 16, 32).checked(), dtypes, torch.device("cpu"))
+    vt = past_form == "reduce-vt"
+    cache = layout.new_cache(spec, B, S + N, EngineLimits(4, 16, 32).checked(), dtypes, torch.device("cpu"),
+                             values_transposed=vt)
     cache.restart()
     assert cache.capacity == S + N - 1
     # the reference: the exported graph with its growing cache, as ONNX Runtime runs it
@@ -76,7 +78,7 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
                                            ATTENTION_MASK: mask.numpy(), **past})))
     got, _, views = _drive(new, layout, cache, (ids, pos, mask, 0), S, dtypes)
     np.testing.assert_allclose(got.astype(np.float32), want["logits"][:, -1].astype(np.float32), atol=2e-3)
-    assert all(v.past.shape[2] == 1 for v in views)  # a prefill binds one masked position
+    assert all(v.past.shape[3 if vt and v.past_name.endswith(".value") else 2] == 1 for v in views)  # one position
     assert layout.bound_past(cache, 0) == 1 and layout.bound_past(cache, S) == cache.capacity
     full = torch.cat((mask, torch.ones(B, N, dtype=torch.long)), dim=1)
     bound = None
@@ -99,7 +101,8 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     real = full[:, None, :S + N - 1, None].numpy().astype(np.float32)
     for i in range(spec.num_layers):
         for kv in ("key", "value"):
-            held = cache.buffers[i, kv][:, :, :S + N - 1].numpy().astype(np.float32)
+            buf = cache.buffers[i, kv].transpose(2, 3) if vt and kv == "value" else cache.buffers[i, kv]
+            held = buf[:, :, :S + N - 1].numpy().astype(np.float32)
             np.testing.assert_allclose(held * real, want[present_name(i, kv)].astype(np.float32) * real, atol=2e-3)
 
 

@@ -140,6 +140,12 @@
 #                         side by side, each timed on its own GPU; GPU 0 first the 2-block A/B with a third form,
 #                         `scores` (an uncommitted variant: TensorRT 8.6 crashed building three of its tiny engines,
 #                         so TRTLLM_KIT_PAST_ATTENTION no longer takes it), then that form's tiny token tests
+#   day26                 next (not yet run), branch wip/values-transposed: the value caches stored (B, kv_heads,
+#                         head_dim, capacity) so that their sum over positions runs along the contiguous axis
+#                         (TRTLLM_KIT_PAST_ATTENTION=reduce-vt). GPU 0: its tiny portable-static token tests and
+#                         check, then llama-7b cut to 2 blocks in reduce and reduce-vt (rotary plugin) profiled;
+#                         GPU 1: llama-7b (reduce-vt, rotary plugin) built alone and timed, then depth-27 and
+#                         LLM-Pruner built side by side and timed alone. Poll without pause: a lease idle ~30 s is lost
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -481,6 +487,17 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b25"
     bg d "CUDA_VISIBLE_DEVICES=0 $X $B --models llama-7b-depth-27 $G --lock /root/gpu0.lock --out $R/d25"
     bg g "CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:opt=1:past=scores $C:opt=1:past=reduce; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines; CUDA_VISIBLE_DEVICES=0 TRTLLM_KIT_PAST_ATTENTION=scores $P -n 4 $K tests/test_gpu.py" ;;
+  day26)  # next session, branch wip/values-transposed: see the header
+    R=/root/results/h200-trt86; B="python3 scripts/bench_trt.py --backends trt --work /root/work --lock /root/gpu1.lock"
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --rope plugin --cuda-graph"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin:rope=plugin"
+    X=TRTLLM_KIT_PAST_ATTENTION=reduce-vt; E=/root/work/engines/portable-static-winputs-gemmplugin-normplugin-ropeplugin-pastreduce-vt
+    rm -rf /root/bb/engines
+    bg g "CUDA_VISIBLE_DEVICES=0 $X $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:opt=1:past=reduce $C:opt=1:past=reduce-vt; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
+    bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b26"
+    bg d "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-depth-27 $G --build-after $E/llama-7b/engine.json --out $R/d26"
+    bg f "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-llmpruner $G --build-after $E/llama-7b/engine.json --out $R/f26" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trtllm_kit.check.compare import compare_step, tolerances
 from trtllm_kit.check.feeds import (engine_feed, generation_steps, new_rows_feed, new_rows_only, prefill_step,
-                                   static_cache_feed, zero_padding)
+                                   static_cache_feed, values_as_rows, zero_padding)
 from trtllm_kit.check.results import CheckResult, LayerwiseResult
 from trtllm_kit.check.runners import onnxrt_runner
 from trtllm_kit.check.tools import expose_cuda_runtime
@@ -54,6 +54,10 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
     from polygraphy.backend.trt import util as trt_util
 
     from trtllm_kit.check.runners import StaticCacheTrtRunner, engine_dtypes
+
+    class ValuesAsRows(TrtRunner):  # a values-transposed engine's presents, compared as the export's rows
+        def infer(self, *args, **kwargs):
+            return values_as_rows(super().infer(*args, **kwargs))
     from trtllm_kit.engine.kv_layouts import get_layout
     from trtllm_kit.engine.loading import load_engine
 
@@ -78,10 +82,11 @@ def check_engine(engine_dir: Path, layerwise: bool, rtol: float | None, atol: fl
             runner = StaticCacheTrtRunner(loaded.flavor.trt, loaded.engine, k)
             feed, post = static_cache_feed(step, m.spec, m.kv_layout.max_seq, dtypes), zero_padding(step)
         else:
-            feed, post = (new_rows_feed(step, dtypes), new_rows_only(step)) if layout.returns_new_rows else \
-                (engine_feed(step, dtypes), None)
+            feed, post = (new_rows_feed(step, dtypes, m.values_transposed), new_rows_only(step)) \
+                if layout.returns_new_rows else (engine_feed(step, dtypes), None)
             k = select_profile(profiles, batch, step.new_len, feed[past_name(0, "key")].shape[2])  # the past as fed
-            runner = TrtRunner(loaded.engine, name="tensorrt", optimization_profile=k)
+            runner = (ValuesAsRows if m.values_transposed else TrtRunner)(loaded.engine, name="tensorrt",
+                                                                           optimization_profile=k)
         result.add(compare_step(f"{step.label} (profile {k})", runner, feed, ort, step.feed, rtol, atol,
                                 postprocess=post))
     return result

@@ -147,16 +147,28 @@ def new_rows_only(step: Step):
     return last_rows
 
 
-def new_rows_feed(step: Step, dtypes: dict[str, np.dtype]) -> OrderedDict:
+def new_rows_feed(step: Step, dtypes: dict[str, np.dtype], values_transposed: bool = False) -> OrderedDict:
     """A portable-static engine's feed of the same step: the portable feed, with one masked cache position before
     a prefill's prompt (the layout's profiles bind a past of at least one position, so none of its tensors is
-    empty). Outputs: logits as ONNX Runtime's, presents its last ``new_len`` positions (``new_rows_only``)."""
+    empty); ``values_transposed``: the value caches (B, nkv, hd, past) (``EngineManifest.values_transposed``).
+    Outputs: logits as ONNX Runtime's, presents its last ``new_len`` positions (``new_rows_only``; the values
+    through ``values_as_rows`` first where transposed)."""
     feed = engine_feed(step, dtypes)
-    if step.past_len:
-        return feed
     for name, a in feed.items():
-        if name.startswith("past_key_values."):  # (B, nkv, 0, hd) -> one zero position
-            feed[name] = np.zeros(a.shape[:2] + (1,) + a.shape[3:], a.dtype)
-        elif name == ATTENTION_MASK:
+        if name.startswith("past_key_values."):
+            if not step.past_len:  # (B, nkv, 0, hd) -> one zero position
+                a = feed[name] = np.zeros(a.shape[:2] + (1,) + a.shape[3:], a.dtype)
+            if values_transposed and name.endswith(".value"):
+                feed[name] = np.ascontiguousarray(a.swapaxes(2, 3))
+        elif name == ATTENTION_MASK and not step.past_len:
             feed[name] = np.concatenate([np.zeros((a.shape[0], 1), a.dtype), a], axis=1)
     return feed
+
+
+def values_as_rows(result: dict) -> dict:
+    """``result`` with every ``present.*.value`` of an engine whose values are transposed, (B, nkv, hd, new), as
+    rows (B, nkv, new, hd), the export's layout (in place; returned)."""
+    for name, arr in list(result.items()):
+        if name.startswith("present.") and name.endswith(".value"):
+            result[name] = np.ascontiguousarray(arr.swapaxes(2, 3))
+    return result

@@ -138,7 +138,9 @@ class KVLayout:
         return 0 if self.static_cache else past_len
 
     def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
-                  device: torch.device):
+                  device: torch.device, values_transposed: bool = False):
+        """The cache buffers of a generation (``values_transposed``: the engine's value caches are (B, nkv, hd,
+        positions), ``builder_settings.past_attention`` ``reduce-vt``; portable-static only)."""
         from trtllm_kit.runtime.kv_cache import PingPongCache
 
         return PingPongCache(spec, batch, capacity, dtypes[past_name(0, "key")], device)
@@ -218,6 +220,22 @@ class PortableStaticKV(PortableKV):
     def parse(self, parser, onnx_path, limits):
         return parser.parse(new_rows_onnx(onnx_path, past_attention()), str(onnx_path))
 
+    def engine_inputs(self, spec, limits):
+        """The exported inputs; with ``TRTLLM_KIT_PAST_ATTENTION=reduce-vt`` the value caches (B, nkv, hd, past)."""
+        ios = model_inputs(spec)
+        if past_attention() != "reduce-vt":
+            return ios
+        return [TensorIO(io.name, io.dtype, (*io.dims[:2], io.dims[3], io.dims[2])) if io.name.endswith(".value")
+                and io.name.startswith("past_key_values.") else io for io in ios]
+
+    def record(self, limits, plugin):
+        rec = super().record(limits, plugin)
+        if past_attention() == "reduce-vt":
+            rec = rec.model_copy(update={"description": rec.description + "; past_key_values.*.value [batch, "
+                                         "kv_heads_i, head_dim_i, capacity] and present.*.value [batch, kv_heads_i, "
+                                         "head_dim_i, new]: the values transposed"})
+        return rec
+
     def profiles(self, limits, layout):
         """The portable layout's, with a past of at least one position in every profile: a prefill binds one masked
         position (``feeds``), so no tensor of the attention is ever empty. The prefill profile takes that one
@@ -253,11 +271,12 @@ class PortableStaticKV(PortableKV):
     def finish_network(self, ctx, weight_names, plugin):
         return rewire_weight_multiplies(ctx, weight_names, plugin)
 
-    def new_cache(self, spec, batch, capacity, limits, dtypes, device):
+    def new_cache(self, spec, batch, capacity, limits, dtypes, device, values_transposed=False):
         from trtllm_kit.runtime.kv_cache import NewRowsCache
 
         # the past a decode step can see: every position of the generation but the last
-        cache = NewRowsCache(spec, batch, capacity - 1, limits.max_input, dtypes[past_name(0, "key")], device)
+        cache = NewRowsCache(spec, batch, capacity - 1, limits.max_input, dtypes[past_name(0, "key")], device,
+                             values_transposed=values_transposed)
         cache.mask = torch.zeros(batch, cache.capacity + 1, dtype=dtypes[ATTENTION_MASK], device=device)
         cache.ids = torch.zeros(batch, 1, dtype=dtypes[INPUT_IDS], device=device)
         cache.pos = torch.zeros(batch, 1, dtype=dtypes[POSITION_IDS], device=device)
@@ -282,6 +301,9 @@ class PortableStaticKV(PortableKV):
         cache.ids.copy_(input_ids)
         cache.pos.copy_(position_ids)
         return {INPUT_IDS: cache.ids, POSITION_IDS: cache.pos, ATTENTION_MASK: cache.mask}
+
+
+PAST_FORMS = ("reduce", "matmul", "reduce-vt")
 
 
 def past_attention() -> str:
@@ -387,7 +409,7 @@ class StaticKV(KVLayout):
     def parse(self, parser, onnx_path, limits):
         return parser.parse(static_cache_onnx(onnx_path, limits.max_seq), str(onnx_path))
 
-    def new_cache(self, spec, batch, capacity, limits, dtypes, device):
+    def new_cache(self, spec, batch, capacity, limits, dtypes, device, values_transposed=False):
         from trtllm_kit.runtime.kv_cache import StaticCache
 
         cache = StaticCache(spec, batch, limits.max_seq, dtypes[past_name(0, "key")], device)
@@ -883,10 +905,20 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
                            "re-export it with `trtllm-kit export`, or use --kv-mode portable")
 
-    if past_form not in ("matmul", "reduce"):
-        raise ToolkitError(f"unknown past attention form {past_form!r}", "use matmul or reduce")
+    if past_form not in PAST_FORMS:
+        raise ToolkitError(f"unknown past attention form {past_form!r}", f"use {', '.join(PAST_FORMS)}")
+    values_t = past_form == "reduce-vt"
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
+    if values_t:  # past_key_values.i.value (B, nkv, hd, past)
+        for inp in g.input:
+            if inp.name.startswith("past_key_values.") and inp.name.endswith(".value"):
+                dims = inp.type.tensor_type.shape.dim
+                a, b = onnx.TensorShapeProto.Dimension(), onnx.TensorShapeProto.Dimension()
+                a.CopyFrom(dims[2])
+                b.CopyFrom(dims[3])
+                dims[2].CopyFrom(b)
+                dims[3].CopyFrom(a)
     producers = {o: n for n in g.node for o in n.output}
     readers: dict[str, list] = {}
     for n in g.node:
@@ -943,6 +975,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
                     helper.make_node("Cast", [f"{tag}.sum"], [tag], to=elem[past], name=f"{tag}.cast/node")])
 
             old, new = branch(past, "past", transposes=past_form == "matmul"), branch(anchor, "new")
+            reduced = past_form != "matmul"
             if kv == "key":  # scores (..., S, P + S)
                 q = matmul.input[0]
                 if past_form == "matmul":
@@ -954,25 +987,37 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
                                            name=f"{out}.concat/node")]
             else:  # probs (..., S, P + S) split at P
                 probs, p_len = matmul.input[0], f"{name}.past_len"
-                nodes += [helper.make_node("Shape", [past], [f"{name}.past_shape"], name=f"{name}.past_shape/node"),
+                nodes += [helper.make_node("Shape", [past_name(i, "key")], [f"{name}.past_shape"],
+                                           name=f"{name}.past_shape/node"),
                           helper.make_node("Gather", [f"{name}.past_shape", "nr_two"], [p_len], axis=0,
                                            name=f"{p_len}/node"),
                           helper.make_node("Slice", [probs, "nr_zero", p_len, "nr_last"], [f"{out}.probs_past"],
                                            name=f"{out}.probs_past/node"),
                           helper.make_node("Slice", [probs, p_len, "nr_end", "nr_last"], [f"{out}.probs_new"],
                                            name=f"{out}.probs_new/node")]
-                if past_form == "matmul":
+                if not reduced:
                     nodes.append(helper.make_node("MatMul", [f"{out}.probs_past", old], [f"{out}.past"],
                                                   name=f"{out}.past/node"))
+                elif values_t:  # (..., S, 1, P) * (..., 1, hd, P) summed over P, the contiguous axis
+                    summed(f"{out}.probs_past", "nr_m2", old, "nr_last", f"{out}.past")
                 else:  # (..., S, P, 1) * (..., 1, P, hd) summed over P
                     summed(f"{out}.probs_past", "nr_last", old, "nr_m2", f"{out}.past")
                 nodes += [helper.make_node("MatMul", [f"{out}.probs_new", new], [f"{out}.new"], name=f"{out}.new/node"),
                           helper.make_node("Add", [f"{out}.past", f"{out}.new"], [out], name=f"{out}.sum/node")]
-            nodes.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
+            if values_t and kv == "value":  # (B, nkv, hd, S), as the cache holds them
+                nodes.append(helper.make_node("Transpose", [anchor], [name], perm=[0, 1, 3, 2], name=f"{name}.new_rows"))
+            else:
+                nodes.append(helper.make_node("Identity", [anchor], [name], name=f"{name}.new_rows"))
             replaced.update({id(concat): [], **{id(c): [] for c in chain}, id(matmul): nodes})
             dims = outputs[name].type.tensor_type.shape.dim
-            dims[2].Clear()
-            dims[2].dim_param = SEQ
+            if values_t and kv == "value":
+                dims[2].Clear()
+                dims[2].dim_value = dims[3].dim_value
+                dims[3].Clear()
+                dims[3].dim_param = SEQ
+            else:
+                dims[2].Clear()
+                dims[2].dim_param = SEQ
     kept = [m for n in g.node for m in replaced.get(id(n), [n])]
     del g.node[:]
     g.node.extend(kept)

@@ -279,6 +279,12 @@ class EngineManifest(Manifest):
                 out.append(f"plugin rewrite {self.kv_layout.rewrite} -> {PLUGIN_REWRITE}")
         return out
 
+    @property
+    def values_transposed(self) -> bool:
+        """Whether the engine's value caches are (B, kv_heads, head_dim, positions) (portable-static built with
+        ``TRTLLM_KIT_PAST_ATTENTION=reduce-vt``)."""
+        return self.builder_settings.get("past_attention") == "reduce-vt"
+
     def weight_choices(self) -> tuple[str, str]:
         """(fusion, layout) of the weight inputs as built (``weight_input_choices``); engines from before these
         were recorded: fused when ``fused_weight_groups`` > 0, and stored in x out."""

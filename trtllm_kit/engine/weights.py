@@ -75,7 +75,7 @@ _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_i
           GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"},
           "TRTLLM_KIT_PDL": {"1": "on", "0": "off"},  # and the decode kernels' programmatic dependent launch
           SCALE_ENV: {"1": "on", "0": "off"},  # folds.py: RMSNorm scales multiplied into the weights after them
-          PAST_ENV: {"matmul": "matmul", "reduce": "reduce"},  # portable-static's attention over its past
+          PAST_ENV: {"matmul": "matmul", "reduce": "reduce", "reduce-vt": "reduce-vt"},  # portable-static's past
           # read by the attention plugin: decode blocks per kv head where the grid would leave multiprocessors idle
           "TRTLLM_KIT_SPLIT_KV": {"0": "auto", "1": "off", **{str(n): str(n) for n in (2, 4, 8, 16)}}}
 

@@ -107,31 +107,35 @@ class NewRowsCache:
         spec: per-layer KV heads and head dims.
         batch: sequences. capacity: the longest past a decode step reads. max_new: the most rows one step returns
             (the longest prompt).
+        values_transposed: the value caches are (B, nkv, hd, capacity) and a step returns its values as
+            (B, nkv, hd, new) (``TRTLLM_KIT_PAST_ATTENTION=reduce-vt`` engines).
     """
 
     def __init__(self, spec: ModelSpec, batch: int, capacity: int, max_new: int, dtype: torch.dtype,
-                 device: torch.device):
+                 device: torch.device, values_transposed: bool = False):
         self.spec, self.batch, self.capacity = spec, batch, capacity
+        self.transposed = {kv: values_transposed and kv == "value" for kv in KV}
         max_new = max(max_new, 1)
-        # The cache tensors of one (kv_heads, head_dim) shape are slices of one buffer, and so are their new rows,
-        # so that a decode step writes every such row with one copy (64 copies of one row each were 0.14 ms of a
-        # llama-7b batch-1 step on the H200, thirteenth session's kernel profiles).
-        shapes: dict[tuple[int, int], list] = {}
+        # The cache tensors of one shape are slices of one buffer, and so are their new rows, so that a decode step
+        # writes every such row with one copy (64 copies of one row each were 0.14 ms of a llama-7b batch-1 step on
+        # the H200, thirteenth session's kernel profiles).
+        shapes: dict[tuple[int, int, bool], list] = {}
         for i, layer in enumerate(spec.layers):
-            shapes.setdefault((layer.n_kv_heads, layer.head_dim), []).extend((i, kv) for kv in KV)
+            for kv in KV:
+                shapes.setdefault((layer.n_kv_heads, layer.head_dim, self.transposed[kv]), []).append((i, kv))
         self.buffers, self.rows, self.groups = {}, {}, []
-        for (nkv, hd), keys in shapes.items():
-            n, size = len(keys), (batch, nkv, capacity, hd)
+        for (nkv, hd, t), keys in shapes.items():
+            n, size = len(keys), (batch, nkv, hd, capacity) if t else (batch, nkv, capacity, hd)
             slot = _aligned(batch * nkv * capacity * hd)  # each tensor 256-byte aligned, as TensorRT binds it
             flat = torch.zeros(n * slot, dtype=dtype, device=device)
-            cache = flat.as_strided((n, *size), (slot, nkv * capacity * hd, capacity * hd, hd, 1))
+            cache = flat.as_strided((n, *size), (slot, nkv * capacity * hd, size[2] * size[3], size[3], 1))
             rows = torch.empty(n, _aligned(batch * nkv * max_new * hd), dtype=dtype, device=device)
             for j, key in enumerate(keys):
                 self.buffers[key], self.rows[key] = cache[j], rows[j]
-            self.groups.append((cache, rows))
+            self.groups.append((cache, rows, t))
         self.index = torch.zeros(1, dtype=torch.long, device=device)  # where a decode step's row goes
         # what a prefill binds as its past: one zeroed position per layer shape (masked out by the caller)
-        self.empty = {(nkv, hd): torch.zeros(batch, nkv, 1, hd, dtype=dtype, device=device) for nkv, hd in shapes}
+        self.empty = {(nkv, hd): torch.zeros(batch, nkv, 1, hd, dtype=dtype, device=device) for nkv, hd, _ in shapes}
         self.past_len = 0
 
     def fits(self, batch: int, capacity: int, dtype: torch.dtype) -> bool:
@@ -149,27 +153,40 @@ class NewRowsCache:
             self.index.fill_(past_len)
 
     def _rows(self, key, new: int) -> torch.Tensor:
-        B, nkv, _, hd = self.buffers[key].shape
-        return self.rows[key][:B * nkv * new * hd].view(B, nkv, new, hd)
+        B, nkv = self.buffers[key].shape[:2]
+        hd = self.spec.layers[key[0]].head_dim
+        shape = (B, nkv, hd, new) if self.transposed[key[1]] else (B, nkv, new, hd)
+        return self.rows[key][:B * nkv * new * hd].view(shape)
 
     def views(self, new: int) -> Iterator[CacheView]:
         """Bindings of this step: past (B, nkv, capacity, hd), or at a prefill (nothing cached) one zeroed position
-        (B, nkv, 1, hd); present (B, nkv, new, hd)."""
+        (B, nkv, 1, hd); present (B, nkv, new, hd); values with their last two axes swapped where transposed."""
         for (i, kv), buf in self.buffers.items():
-            past = buf if self.past_len else self.empty[buf.shape[1], buf.shape[3]]
+            layer = self.spec.layers[i]
+            past = buf
+            if not self.past_len:
+                past = self.empty[layer.n_kv_heads, layer.head_dim]
+                past = past.view(past.shape[0], past.shape[1], past.shape[3], 1) if self.transposed[kv] else past
             yield CacheView(past_name(i, kv), present_name(i, kv), past, self._rows((i, kv), new))
 
     def advance(self, new: int) -> None:
         """After a step: its rows into the cache (a decode step's at the device-side index, so it can be captured:
         one copy per layer shape)."""
         if self.past_len and new == 1:
-            for cache, rows in self.groups:
-                n, B, nkv, _, hd = cache.shape
-                one = rows.as_strided((n, B, nkv, 1, hd), (rows.stride(0), nkv * hd, hd, hd, 1))
-                cache.index_copy_(3, self.index, one)
+            for cache, rows, t in self.groups:
+                n, B, nkv = cache.shape[:3]
+                hd = cache.shape[3] if t else cache.shape[4]
+                shape = (n, B, nkv, hd, 1) if t else (n, B, nkv, 1, hd)
+                one = rows.as_strided(shape, (rows.stride(0), nkv * hd, hd, 1, 1) if t else
+                                      (rows.stride(0), nkv * hd, hd, hd, 1))
+                cache.index_copy_(4 if t else 3, self.index, one)
             return
-        for key, buf in self.buffers.items():
-            buf[:, :, self.past_len:self.past_len + new].copy_(self._rows(key, new))
+        for (i, kv), buf in self.buffers.items():
+            rows = self._rows((i, kv), new)
+            if self.transposed[kv]:
+                buf[..., self.past_len:self.past_len + new].copy_(rows)
+            else:
+                buf[:, :, self.past_len:self.past_len + new].copy_(rows)
 
 
 def _aligned(elements: int) -> int:

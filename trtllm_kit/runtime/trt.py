@@ -126,7 +126,8 @@ class TrtRunner(Runner):
         if self.cache is None or not self.cache.fits(batch, max_len, dt):
             self.graphs.clear()
             self.cache = None
-            self.cache = self.layout.new_cache(self.spec, batch, max_len, self.manifest.limits, self.dtypes, self.device)
+            self.cache = self.layout.new_cache(self.spec, batch, max_len, self.manifest.limits, self.dtypes, self.device,
+                                               values_transposed=self.manifest.values_transposed)
             n_logits = 1 if self.manifest.last_only_logits else self.manifest.limits.max_input
             self.logits = torch.empty(batch * n_logits * self.spec.vocab_size, dtype=self.dtypes[LOGITS],
                                       device=self.device)
