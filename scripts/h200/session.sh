@@ -146,6 +146,11 @@
 #                         check, then llama-7b cut to 2 blocks in reduce and reduce-vt (rotary plugin) profiled;
 #                         GPU 1: llama-7b (reduce-vt, rotary plugin) built alone and timed, then depth-27 and
 #                         LLM-Pruner built side by side and timed alone. Poll without pause: a lease idle ~30 s is lost
+#   day27                 day26 on one GPU (nvidia-h200, the only kind lent on 2026-12-01), branch
+#                         wip/values-transposed: the tiny portable-static tests in reduce-vt while the three 7B models
+#                         export; then llama-7b built alone and timed alone; then depth-27 and LLM-Pruner built side by
+#                         side (the family's timing cache) and each timed alone (the lock: builds shared, timings
+#                         exclusive). Poll without pause: a lease idle ~30 s is lost
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -498,6 +503,16 @@ case "${1:-status}" in
     bg b "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b $G --breakdown llama-7b --out $R/b26"
     bg d "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-depth-27 $G --build-after $E/llama-7b/engine.json --out $R/d26"
     bg f "CUDA_VISIBLE_DEVICES=1 $X $B --models llama-7b-llmpruner $G --build-after $E/llama-7b/engine.json --out $R/f26" ;;
+  day27)  # one GPU: see the header
+    R=/root/results/h200-trt86; L=/root/gpu0.lock; X=TRTLLM_KIT_PAST_ATTENTION=reduce-vt
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --rope plugin --cuda-graph"
+    B="$X CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends trt --work /root/work --lock $L $G"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
+    O=/root/work/onnx; w() { echo "while [ ! -f $O/$1/export.json ]; do sleep 3; done;"; }
+    bg g "$X CUDA_VISIBLE_DEVICES=0 $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; $(w llama-7b) $(w llama-7b-depth-27) $(w llama-7b-llmpruner) touch /root/quiet"
+    bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/quiet --out $R/b27; touch /root/b.done"
+    bg d "$B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d27"
+    bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f27" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn
