@@ -1041,9 +1041,9 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
                                               ("TRTLLM_KIT_PDL", "on", "1, 0"),
                                               ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "matmul, reduce"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "matmul, reduce"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "matmul, reduce")])
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "reduce-vt, reduce, matmul"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "reduce-vt, reduce, matmul"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "reduce-vt, reduce, matmul")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
     plugin would have read it silently as a default), quoted where it is empty or has spaces around it; folding is on
@@ -1095,7 +1095,7 @@ def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
         assert _values_feeding_shapes(model) == [], name
 
 
-@pytest.mark.parametrize("past_form", ["reduce", "matmul"])
+@pytest.mark.parametrize("past_form", ["reduce-vt", "reduce", "matmul"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
 def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, monkeypatch, past_form):
     """--kv-mode portable-static --rope plugin: after ``rewire_rotaries`` every block's TensorRT attention (the past's
@@ -1198,11 +1198,11 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
 
 
 def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_path, monkeypatch):
-    """The default past form (``reduce``): the parsed portable-static network has no matrix multiply reading a cache
-    input (the past's scores and output are broadcast products summed), only each block's score multiply of the new
-    keys is rewired, and the engine builds (TensorRT-RTX) and records the form in ``builder_settings``;
-    ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form, and an engine of the other form is not
-    reused. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
+    """The reduced past forms (``reduce-vt``, the default, and ``reduce``): the parsed portable-static network has no
+    matrix multiply reading a cache input (the past's scores and output are broadcast products summed), only each
+    block's score multiply of the new keys is rewired, and the default engine builds (TensorRT-RTX) and records the
+    form in ``builder_settings``; ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form, and an
+    engine of the other form is not reused. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
     (ONNX Runtime) and its tokens on the GPU machine."""
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
@@ -1213,13 +1213,8 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     spec, _ = load_model("tiny-llama")
     path = tiny_exports["tiny-llama"] / "model.onnx"
     logger = trt.Logger(trt.Logger.ERROR)
-    network = _create_network(flavor, trt.Builder(logger))
-    assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, "reduce"), str(path))
-    ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)
-    assert rewire_attention_multiplies(ctx) == spec.num_layers  # the new keys' only
-    index = NetworkIndex(network)
 
-    def reads_cache(layer) -> bool:  # through shape ops only
+    def reads_cache(layer, index) -> bool:  # through shape ops only
         for j in range(layer.num_inputs):
             t = layer.get_input(j)
             for _ in range(4):
@@ -1231,13 +1226,19 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
                 t = src.get_input(0)
         return False
 
-    multiplies = [network.get_layer(li) for li in range(network.num_layers)
-                  if network.get_layer(li).type == trt.LayerType.MATRIX_MULTIPLY]
-    assert multiplies and not [m.name for m in multiplies if reads_cache(m)]
+    for form in ("reduce-vt", "reduce"):
+        network = _create_network(flavor, trt.Builder(logger))
+        assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, form), str(path))
+        ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)
+        assert rewire_attention_multiplies(ctx) == spec.num_layers, form  # the new keys' only
+        index = NetworkIndex(network)
+        multiplies = [network.get_layer(li) for li in range(network.num_layers)
+                      if network.get_layer(li).type == trt.LayerType.MATRIX_MULTIPLY]
+        assert multiplies and not [m.name for m in multiplies if reads_cache(m, index)], form
     opts = BuildOptions(kv_mode="portable-static", limits=EngineLimits(4, 16, 32))
     monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION", raising=False)
-    eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "reduce", opts, progress=False)
-    assert eng.manifest.builder_settings["past_attention"] == "reduce"
+    eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "default", opts, progress=False)
+    assert eng.manifest.builder_settings["past_attention"] == "reduce-vt" and eng.manifest.values_transposed
     reduced = eng.manifest
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
@@ -1245,7 +1246,7 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     assert m.builder_settings["past_attention"] == "matmul"
     same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
     assert m.differences(m.build, *same) == []  # reused while the variable asks for it
-    assert reduced.differences(reduced.build, *same) == ["past_attention reduce -> matmul"]  # else rebuilt
+    assert reduced.differences(reduced.build, *same) == ["past_attention reduce-vt -> matmul"]  # else rebuilt
 
 
 def test_the_past_attention_variable_is_noted_as_ignored_outside_portable_static(monkeypatch):
@@ -1280,7 +1281,7 @@ def test_stacked_rows_is_numpys_concatenation(tmp_path):
 
 
 def test_portable_static_with_transposed_values_builds_and_says_so(tiny_exports, tmp_path, monkeypatch):
-    """``TRTLLM_KIT_PAST_ATTENTION=reduce-vt``: the engine's value caches are (batch, kv_heads, head_dim, past) in its
+    """``reduce-vt`` (the default; set here as a user would ask for it): the engine's value caches are (batch, kv_heads, head_dim, past) in its
     profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and ``engine.json`` says so (description,
     ``values_transposed``) for a server; keys as before. Built with TensorRT-RTX on the CPU; the logits of the graph
     are checked in ONNX Runtime (``tests/test_portable_static.py``), its tokens only on a GPU with full TensorRT."""

@@ -140,7 +140,7 @@ class KVLayout:
     def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
                   device: torch.device, values_transposed: bool = False):
         """The cache buffers of a generation (``values_transposed``: the engine's value caches are (B, nkv, hd,
-        positions), ``builder_settings.past_attention`` ``reduce-vt``; portable-static only)."""
+        positions), ``builder_settings.past_attention`` ``reduce-vt``: portable-static's default)."""
         from trtllm_kit.runtime.kv_cache import PingPongCache
 
         return PingPongCache(spec, batch, capacity, dtypes[past_name(0, "key")], device)
@@ -221,7 +221,7 @@ class PortableStaticKV(PortableKV):
         return parser.parse(new_rows_onnx(onnx_path, past_attention()), str(onnx_path))
 
     def engine_inputs(self, spec, limits):
-        """The exported inputs; with ``TRTLLM_KIT_PAST_ATTENTION=reduce-vt`` the value caches (B, nkv, hd, past)."""
+        """The exported inputs; in the ``reduce-vt`` form (the default) the value caches (B, nkv, hd, past)."""
         ios = model_inputs(spec)
         if past_attention() != "reduce-vt":
             return ios
@@ -303,24 +303,24 @@ class PortableStaticKV(PortableKV):
         return {INPUT_IDS: cache.ids, POSITION_IDS: cache.pos, ATTENTION_MASK: cache.mask}
 
 
-PAST_FORMS = ("reduce", "matmul", "reduce-vt")
-
-
 def past_attention() -> str:
-    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"reduce"``, or
-    ``TRTLLM_KIT_PAST_ATTENTION``'s choice (``matmul`` for the A/B).
+    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"reduce-vt"``, or
+    ``TRTLLM_KIT_PAST_ATTENTION``'s choice (``reduce``, ``matmul``: the earlier forms, for A/Bs).
 
-    Why reduce: H200, TensorRT 8.6, llama-7b cut to 2 blocks, GEMM + RMSNorm plugins, level 1, ms of CUDA kernels per
-    decode step at batch 1 / 64 / 256 (``scripts/profile_layers.py --kernels``, fourteenth session): MatMuls 0.463 /
-    1.534 / 4.877, reduce 0.449 / 1.537 / 4.966, reduce with the rotary plugin 0.423 / 0.955 / 2.709 (the MatMul form
-    with the rotary plugin, thirteenth session: 0.46 / 1.52 / 4.83).
+    Why: H200, TensorRT 8.6, GEMM + RMSNorm plugins, level 1. llama-7b cut to 2 blocks, ms of CUDA kernels per decode
+    step at batch 1 / 64 / 256 (``scripts/profile_layers.py --kernels``, fourteenth session): MatMuls 0.463 / 1.534 /
+    4.877, reduce 0.449 / 1.537 / 4.966, reduce with the rotary plugin 0.423 / 0.955 / 2.709, of which the values' sum
+    over the positions (a reduction across rows) 0.80 ms a block at batch 256. Whole llama-7b with the rotary plugin
+    and CUDA graphs, tok/s at batch 1 / 16 / 64 / 256 (``scripts/bench_trt.py``): reduce 221 / 2,144 / 4,548 / 6,175
+    (fourteenth session), reduce-vt 219 / 2,072 / 5,045 / 7,037 (fifteenth session; its values' sum 0.58 ms a block
+    at batch 256).
 
     Raises:
         ToolkitError: an unknown value of that variable.
     """
-    from trtllm_kit.engine.weights import PAST_ENV, knob
+    from trtllm_kit.engine.weights import PAST_ENV, PAST_FORMS, knob
 
-    return knob(PAST_ENV, "reduce")
+    return knob(PAST_ENV, PAST_FORMS[0])
 
 
 def rewire_attention_multiplies(ctx: NetworkContext) -> int:
@@ -869,7 +869,7 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
+def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
     """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
     returning only the new tokens' keys and values.
 
@@ -883,9 +883,12 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
     (B, kv_heads_i, P, head_dim_i, P >= 1) and the mask (B, P + S) are as exported: a caller may bind a
     fixed-capacity past with the positions not yet written masked out (``PortableStaticKV``).
 
-    ``past_form="reduce"`` (the default): the past's two products are broadcast multiplies summed over an axis instead
-    of MatMuls (``"matmul"``: MatMuls): scores ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``,
-    output ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. Why: TensorRT 8.6's
+    ``past_form="reduce"``: the past's two products are broadcast multiplies summed over an axis instead of MatMuls
+    (``"matmul"``: MatMuls): scores ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``, output
+    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"`` (the
+    default): the same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that
+    the values' sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous
+    axis (``past_attention`` has the measurements). Why no MatMul reads the cache: TensorRT 8.6's
     fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of ``Concat(past,
     new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys for its kernels:
     H200, llama-7b cut to 2 blocks, batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to
@@ -894,10 +897,12 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce") -> bytes:
     than the cache.
 
     Raises:
-        ToolkitError: the graph is not of that form (not written by this toolkit's exporter), or ``past_form`` neither
-            ``"matmul"`` nor ``"reduce"``.
+        ToolkitError: the graph is not of that form (not written by this toolkit's exporter), or ``past_form`` not one
+            of ``PAST_FORMS``.
     """
     import numpy as np
+
+    from trtllm_kit.engine.weights import PAST_FORMS
     import onnx
     from onnx import helper, numpy_helper
 

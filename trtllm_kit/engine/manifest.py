@@ -281,8 +281,8 @@ class EngineManifest(Manifest):
 
     @property
     def values_transposed(self) -> bool:
-        """Whether the engine's value caches are (B, kv_heads, head_dim, positions) (portable-static built with
-        ``TRTLLM_KIT_PAST_ATTENTION=reduce-vt``)."""
+        """Whether the engine's value caches are (B, kv_heads, head_dim, positions) (portable-static in the
+        ``reduce-vt`` form, its default)."""
         return self.builder_settings.get("past_attention") == "reduce-vt"
 
     def weight_choices(self) -> tuple[str, str]:

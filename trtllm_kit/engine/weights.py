@@ -69,13 +69,15 @@ class WeightInputsRecord(Record):
 # (``builder_settings.weight_fusion``/``weight_layout``), and reuse compares it (``EngineManifest.differences``).
 FUSE_ENV, LAYOUT_ENV, GEMV_ENV, FOLD_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_LAYOUT", "TRTLLM_KIT_GEMV", "TRTLLM_KIT_FOLD"
 SCALE_ENV, PAST_ENV = "TRTLLM_KIT_SCALE_IN_WEIGHTS", "TRTLLM_KIT_PAST_ATTENTION"
+# portable-static's forms of the attention over its cache (kv_layouts.new_rows_onnx), the default first
+PAST_FORMS = ("reduce-vt", "reduce", "matmul")
 _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
           FOLD_ENV: {"1": "on", "0": "off"},  # folds.py: the small ops folded into the plugins
           # read by the GEMM plugin when an engine is loaded: its decode GEMV, and the loads in flight per lane in it
           GEMV_ENV: {"1": "on", "0": "off"}, "TRTLLM_KIT_GEMV_UNROLL": {"4": "4", "8": "8", "16": "16"},
           "TRTLLM_KIT_PDL": {"1": "on", "0": "off"},  # and the decode kernels' programmatic dependent launch
           SCALE_ENV: {"1": "on", "0": "off"},  # folds.py: RMSNorm scales multiplied into the weights after them
-          PAST_ENV: {"matmul": "matmul", "reduce": "reduce", "reduce-vt": "reduce-vt"},  # portable-static's past
+          PAST_ENV: {form: form for form in PAST_FORMS},  # portable-static's past
           # read by the attention plugin: decode blocks per kv head where the grid would leave multiprocessors idle
           "TRTLLM_KIT_SPLIT_KV": {"0": "auto", "1": "off", **{str(n): str(n) for n in (2, 4, 8, 16)}}}
 
