@@ -901,10 +901,10 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
             of ``PAST_FORMS``.
     """
     import numpy as np
-
-    from trtllm_kit.engine.weights import PAST_FORMS
     import onnx
     from onnx import helper, numpy_helper
+
+    from trtllm_kit.engine.weights import PAST_FORMS
 
     def refuse(what: str):
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
