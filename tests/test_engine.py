@@ -1282,9 +1282,10 @@ def test_stacked_rows_is_numpys_concatenation(tmp_path):
 
 def test_portable_static_with_transposed_values_builds_and_says_so(tiny_exports, tmp_path, monkeypatch):
     """``reduce-vt`` (the default; set here as a user would ask for it): the engine's value caches are (batch,
-    kv_heads, head_dim, past) in its profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and ``engine.json`` says so (description,
-    ``values_transposed``) for a server; keys as before. Built with TensorRT-RTX on the CPU; the logits of the graph
-    are checked in ONNX Runtime (``tests/test_portable_static.py``), its tokens only on a GPU with full TensorRT."""
+    kv_heads, head_dim, past) in its profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and
+    ``engine.json`` says so (description, ``values_transposed``) for a server; keys as before. Built with
+    TensorRT-RTX on the CPU; the logits of the graph are checked in ONNX Runtime (``tests/test_portable_static.py``),
+    its tokens on the H200 (``tests/test_gpu.py``, ``portable-static*``)."""
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "reduce-vt")
     spec, _ = load_model("tiny-llama-width")
     eng = engine_from_onnx(tiny_exports["tiny-llama-width"], tmp_path / "vt",
