@@ -201,6 +201,28 @@ def test_logger_notices_that_myelin_keeps_its_timing_to_itself():
     assert logger.local_timing_cache
 
 
+def test_a_timing_cache_tensorrt_refused_is_neither_claimed_nor_overwritten():
+    """What TensorRT 8.6 logged on the H200 when llama-7b-depth-27's build was handed llama-7b's timing cache (fifteenth
+    session, ``2026-12-01-values-transposed/logs/d.log``): two errors that do not stop the build. engine.json then
+    says the file was refused and left as it was (not "reused and updated"), and the build does not write it."""
+    trt = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is part of the default install")
+    from trtllm_kit.engine.build_log import collecting_logger, timing_cache_outcome
+
+    note = "reused and updated: /w/timing.cache"
+    logger = collecting_logger(trt)
+    logger.log(trt.ILogger.Severity.INFO,
+               "Local timing cache in use. Profiling results in this builder pass will not be stored.")
+    write, said = timing_cache_outcome(note, logger)
+    assert write and said.startswith(note) and "local cache" in said
+    logger.log(trt.ILogger.Severity.ERROR, "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin "
+               "(Myelin error from unknown graph)")
+    assert not logger.timing_cache_rejected
+    logger.log(trt.ILogger.Severity.ERROR, "4: The timing cache will not be used!")
+    write, said = timing_cache_outcome(note, logger)
+    assert not write and said.startswith("rejected by TensorRT, not used, and left as it was: /w/timing.cache")
+    assert timing_cache_outcome("created: /w/new.cache", collecting_logger(trt)) == (True, "created: /w/new.cache")
+
+
 def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():
     """What the H200 showed (TensorRT 8.6 plugin engines: fp32 present.* bound onto fp16 caches, read back as
     values within ±512) and what would read device pointers as host memory (shape-tensor inputs) are refused

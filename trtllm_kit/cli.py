@@ -180,7 +180,10 @@ def prune(model, drop_blocks, out, dtype, force):
 @click.option("--opt-input", type=click.IntRange(min=1), default=None, help="Prompt length TensorRT tunes for.")
 @click.option("--profiles", type=click.Choice(["split", "single"]), default="split", show_default=True,
               help="split: prefill and decode profiles; single: one profile for both.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Reused and updated.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="Reused and updated. TensorRT 8.6 refuses a cache holding another model's fused-graph timings "
+              "(e.g. the dense model's for a pruned one): the build then goes on without it, leaves the file as it "
+              "was and says so in engine.json (timing_cache_note).")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=None,
               help="Builder optimization level [default: TensorRT's; on TensorRT 8.6: 1 for portable-static with the "
               "GEMM plugin, 0 for the plugin layout].")

@@ -76,6 +76,11 @@ def collecting_logger(trt):
             # ("Local timing cache in use. Profiling results in this builder pass will not be stored."): seen on
             # every llama-7b build on the H200, so a family's shared timing cache only helps the layers outside.
             self.local_timing_cache = False
+            # TensorRT 8.6 refuses a timing cache that holds another graph's Myelin timings ("[myelinCache.h::
+            # deserializeFromBuffer::52] Error Code 1: Myelin (Myelin error from unknown graph)", then "The timing
+            # cache will not be used!", both errors that do not stop the build): seen on the H200 whenever the depth-
+            # or width-pruned 7B build was handed llama-7b's cache (ninth and fifteenth sessions)
+            self.timing_cache_rejected = False
 
         def log(self, severity, msg):
             S = trt.ILogger.Severity
@@ -84,6 +89,7 @@ def collecting_logger(trt):
                 # is the toolkit's, quoting them
                 self.errors.append(msg)
                 log.warning("[TensorRT] %s", msg)
+                self.timing_cache_rejected |= "timing cache will not be used" in msg
             elif severity == S.WARNING and msg not in self._warned:
                 self._warned.add(msg)
                 log.debug("[TensorRT] %s", msg)
@@ -183,3 +189,28 @@ def build_progress(trt, enabled: bool):
             yield monitor
     finally:
         monitor.close_all()
+
+
+def timing_cache_outcome(note: str, logger) -> tuple[bool, str]:
+    """Whether a build writes its timing cache back to the ``--timing-cache`` file, and ``engine.json``'s
+    ``timing_cache_note``, from what TensorRT logged (``collecting_logger``).
+
+    Args:
+        note: what was done with the file before the build: "created: PATH" or "reused and updated: PATH".
+        logger: the build's logger.
+
+    Returns:
+        (write, note): not written where TensorRT refused the file (the note then says so, and that the file is left
+        as it was: it still serves the model it came from); written otherwise, the note saying where TensorRT 8.6
+        timed the fused (Myelin) graph with a local cache that it keeps to itself.
+    """
+    path = note.split(": ", 1)[-1]
+    if logger.timing_cache_rejected:
+        return False, (f"rejected by TensorRT, not used, and left as it was: {path} (TensorRT 8.6 loads a timing "
+                       "cache that holds a fused (Myelin) graph's timings only into that graph: another model's, "
+                       "e.g. the dense model's for a pruned one, is refused)")
+    if logger.local_timing_cache:
+        note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of it: the file only "
+                 "speeds up layers outside that graph")
+    return True, note
+

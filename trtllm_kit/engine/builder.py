@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trtllm_kit.engine.build_log import Heartbeat, build_progress, collecting_logger, profile_phases
+from trtllm_kit.engine.build_log import (Heartbeat, build_progress, collecting_logger, profile_phases,
+                                         timing_cache_outcome)
 from trtllm_kit.engine.flavors import Flavor, GpuInfo, detect_gpu, resolve_flavor
 from trtllm_kit.engine.gemm import CONFLICT_HINTS, plugin_option_conflicts, resolve_gemm
 from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavailable, resolve_kv_layout, resolve_norm,
@@ -345,10 +346,11 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 io, layers_file = _check_engine(trt, logger, plan, tmp)
                 io_source = "deserialized engine"
             if cache is not None:
-                atomic_write_bytes(options.timing_cache, memoryview(config.get_timing_cache().serialize()))
-                if logger.local_timing_cache:
-                    cache_note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of "
-                                   "it: the file only speeds up layers outside that graph")
+                write, cache_note = timing_cache_outcome(cache_note, logger)
+                if write:
+                    atomic_write_bytes(options.timing_cache, memoryview(config.get_timing_cache().serialize()))
+                else:
+                    log.info("--timing-cache %s", cache_note)
         (tmp / "build.log").write_text("\n".join(logger.lines) + "\n")
         manifest = EngineManifest(
             toolkit_version=__version__, flavor=flavor.name, trt_version=flavor.version,
