@@ -1243,7 +1243,8 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
     m = eng.manifest
-    assert m.builder_settings["past_attention"] == "matmul"
+    assert m.builder_settings["past_attention"] == "matmul" and not m.values_transposed
+    assert "transposed" not in m.kv_layout.description  # values laid out as the keys, and said so
     same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
     assert m.differences(m.build, *same) == []  # reused while the variable asks for it
     assert reduced.differences(reduced.build, *same) == ["past_attention reduce-vt -> matmul"]  # else rebuilt

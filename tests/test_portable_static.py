@@ -8,6 +8,17 @@ import torch
 
 from conftest import TINY
 
+GQA = "transformers-gqa"  # a transformers LlamaForCausalLM (4 heads, 2 KV heads) saved by save_pretrained
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_exports, hf_tiny_checkpoint, tmp_path_factory):
+    """The tiny presets' exports and, under ``GQA``, the grouped-query transformers checkpoint's (fp16)."""
+    from trtllm_kit.export import onnx_from_model
+
+    gqa = onnx_from_model(str(hf_tiny_checkpoint), tmp_path_factory.mktemp("gqa") / "export", progress=False)
+    return {**tiny_exports, GQA: gqa.out_dir}
+
 
 def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
     """One step of the rewritten graph as ``TrtRunner._run`` binds it: the layout's feeds, the cache's views (the
@@ -26,15 +37,16 @@ def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
 
 
 @pytest.mark.parametrize("past_form", ["matmul", "reduce", "reduce-vt"])
-@pytest.mark.parametrize("name", TINY)
-def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp_path, name, past_form):
+@pytest.mark.parametrize("name", [*TINY, GQA])
+def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(exports, tmp_path, name, past_form):
     """Prefill (a left-padded row) then decode steps: the portable-static graph, fed a past of one capacity every
     decode step with the positions not yet written masked out (a prefill: one masked position), and its new rows
     copied into that cache by ``NewRowsCache``, gives the logits of the exported graph fed its growing cache (both
     ONNX Runtime, fp16); every decode step binds the same shapes at the same addresses (what lets TensorRT plan once
     and replay a CUDA graph). A wrong row position, mask column or stale cache shows as a logits difference from the
-    second step on. Both forms of the past's attention: MatMuls, and broadcast products summed (``reduce``: no
-    MatMul reads the cache)."""
+    second step on. Every form of the past's attention (MatMuls; broadcast products summed, ``reduce``, with the
+    values transposed, ``reduce-vt``), for the tiny presets (dense, depth-pruned, width-pruned with other heads in
+    every block) and a grouped-query transformers checkpoint (2 KV heads for 4 query heads)."""
     import onnx
     import onnxruntime as ort
 
@@ -43,7 +55,7 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(tiny_exports, tmp
     from trtllm_kit.export.io_spec import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_name, present_name
     from trtllm_kit.export.manifest import ExportManifest
 
-    d = tiny_exports[name]
+    d = exports[name]
     spec = ExportManifest.load(d).spec
     cpu = ["CPUExecutionProvider"]
     ref = ort.InferenceSession(str(d / "model.onnx"), providers=cpu)

@@ -210,10 +210,17 @@ class PortableStaticKV(PortableKV):
     """
 
     name = "portable-static"
-    description = ("past_key_values.* [batch, kv_heads_i, capacity, head_dim_i] in: a fixed-capacity cache the runner "
-                   "owns (positions past the written ones masked out); present.* [batch, kv_heads_i, new, head_dim_i] "
-                   "out: this step's keys/values only, written by the runner at the next free position; the same "
-                   "shapes every decode step; TensorRT layers only (any version)")
+    description = ("past_key_values.{i}.key [batch, kv_heads_i, capacity, head_dim_i] and past_key_values.{i}.value "
+                   "[batch, kv_heads_i, head_dim_i, capacity] (the values transposed) in: a fixed-capacity cache the "
+                   "runner owns (positions past the written ones masked out); present.{i}.key [batch, kv_heads_i, new, "
+                   "head_dim_i] and present.{i}.value [batch, kv_heads_i, head_dim_i, new] out: this step's keys/values "
+                   "only, written by the runner at the next free position; the same shapes every decode step; "
+                   "TensorRT layers only (any version)")
+    # the reduce and matmul forms (TRTLLM_KIT_PAST_ATTENTION): the values laid out as the keys
+    description_rows = ("past_key_values.* [batch, kv_heads_i, capacity, head_dim_i] in: a fixed-capacity cache the "
+                        "runner owns (positions past the written ones masked out); present.* [batch, kv_heads_i, new, "
+                        "head_dim_i] out: this step's keys/values only, written by the runner at the next free "
+                        "position; the same shapes every decode step; TensorRT layers only (any version)")
     fixed_decode_shapes = True
     returns_new_rows = True
 
@@ -230,10 +237,8 @@ class PortableStaticKV(PortableKV):
 
     def record(self, limits, plugin):
         rec = super().record(limits, plugin)
-        if past_attention() == "reduce-vt":
-            rec = rec.model_copy(update={"description": rec.description + "; past_key_values.*.value [batch, "
-                                         "kv_heads_i, head_dim_i, capacity] and present.*.value [batch, kv_heads_i, "
-                                         "head_dim_i, new]: the values transposed"})
+        if past_attention() != "reduce-vt":
+            rec = rec.model_copy(update={"description": self.description_rows})
         return rec
 
     def profiles(self, limits, layout):
