@@ -140,17 +140,18 @@
 #                         side by side, each timed on its own GPU; GPU 0 first the 2-block A/B with a third form,
 #                         `scores` (an uncommitted variant: TensorRT 8.6 crashed building three of its tiny engines,
 #                         so TRTLLM_KIT_PAST_ATTENTION no longer takes it), then that form's tiny token tests
-#   day26                 next (not yet run), branch wip/values-transposed: the value caches stored (B, kv_heads,
+#   day26                 never run (two GPUs; day27 ran it on one), branch wip/values-transposed: the value caches stored (B, kv_heads,
 #                         head_dim, capacity) so that their sum over positions runs along the contiguous axis
 #                         (TRTLLM_KIT_PAST_ATTENTION=reduce-vt). GPU 0: its tiny portable-static token tests and
 #                         check, then llama-7b cut to 2 blocks in reduce and reduce-vt (rotary plugin) profiled;
 #                         GPU 1: llama-7b (reduce-vt, rotary plugin) built alone and timed, then depth-27 and
 #                         LLM-Pruner built side by side and timed alone. Poll without pause: a lease idle ~30 s is lost
-#   day27                 day26 on one GPU (nvidia-h200, the only kind lent on 2026-12-01), branch
+#   day27                 ran 2026-12-01: day26 on one GPU (nvidia-h200, the only kind lent), branch
 #                         wip/values-transposed: the tiny portable-static tests in reduce-vt while the three 7B models
 #                         export; then llama-7b built alone and timed alone; then depth-27 and LLM-Pruner built side by
 #                         side (the family's timing cache) and each timed alone (the lock: builds shared, timings
-#                         exclusive). Poll without pause: a lease idle ~30 s is lost
+#                         exclusive). Poll without pause: a lease idle ~30 s is lost. Disk (64 GB): llama-7b's
+#                         export data was deleted by hand once its engine was built
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
