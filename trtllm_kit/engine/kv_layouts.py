@@ -199,6 +199,21 @@ def rewire_rotaries(ctx: NetworkContext) -> int:
     return len(ropes)
 
 
+def _static_description(values_transposed: bool) -> str:
+    """``kv_layout.description`` of a portable-static engine, its value caches transposed or laid out as the keys."""
+    if values_transposed:
+        caches = ("past_key_values.{i}.key [batch, kv_heads_i, capacity, head_dim_i] and past_key_values.{i}.value "
+                  "[batch, kv_heads_i, head_dim_i, capacity] (the values transposed)")
+        new = ("present.{i}.key [batch, kv_heads_i, new, head_dim_i] and present.{i}.value [batch, kv_heads_i, "
+               "head_dim_i, new]")
+    else:
+        caches = "past_key_values.* [batch, kv_heads_i, capacity, head_dim_i]"
+        new = "present.* [batch, kv_heads_i, new, head_dim_i]"
+    return (f"{caches} in: a fixed-capacity cache the runner owns (positions past the written ones masked out); {new} "
+            "out: this step's keys/values only, written by the runner at the next free position; the same shapes "
+            "every decode step; TensorRT layers only (any version)")
+
+
 class PortableStaticKV(PortableKV):
     """The portable layout's TensorRT layers with a fixed-capacity cache: the engine reads the cache and returns
     only the new tokens' keys/values (``new_rows_onnx``); the runner writes them in (``NewRowsCache``).
@@ -210,17 +225,8 @@ class PortableStaticKV(PortableKV):
     """
 
     name = "portable-static"
-    description = ("past_key_values.{i}.key [batch, kv_heads_i, capacity, head_dim_i] and past_key_values.{i}.value "
-                   "[batch, kv_heads_i, head_dim_i, capacity] (the values transposed) in: a fixed-capacity cache the "
-                   "runner owns (positions past the written ones masked out); present.{i}.key [batch, kv_heads_i, new, "
-                   "head_dim_i] and present.{i}.value [batch, kv_heads_i, head_dim_i, new] out: this step's keys/values "
-                   "only, written by the runner at the next free position; the same shapes every decode step; "
-                   "TensorRT layers only (any version)")
-    # the reduce and matmul forms (TRTLLM_KIT_PAST_ATTENTION): the values laid out as the keys
-    description_rows = ("past_key_values.* [batch, kv_heads_i, capacity, head_dim_i] in: a fixed-capacity cache the "
-                        "runner owns (positions past the written ones masked out); present.* [batch, kv_heads_i, new, "
-                        "head_dim_i] out: this step's keys/values only, written by the runner at the next free "
-                        "position; the same shapes every decode step; TensorRT layers only (any version)")
+    description = _static_description(values_transposed=True)
+    description_rows = _static_description(values_transposed=False)  # reduce, matmul: the values laid out as keys
     fixed_decode_shapes = True
     returns_new_rows = True
 
@@ -229,15 +235,19 @@ class PortableStaticKV(PortableKV):
 
     def engine_inputs(self, spec, limits):
         """The exported inputs; in the ``reduce-vt`` form (the default) the value caches (B, nkv, hd, past)."""
+        from trtllm_kit.engine.weights import VALUES_TRANSPOSED
+
         ios = model_inputs(spec)
-        if past_attention() != "reduce-vt":
+        if past_attention() not in VALUES_TRANSPOSED:
             return ios
         return [TensorIO(io.name, io.dtype, (*io.dims[:2], io.dims[3], io.dims[2])) if io.name.endswith(".value")
                 and io.name.startswith("past_key_values.") else io for io in ios]
 
     def record(self, limits, plugin):
+        from trtllm_kit.engine.weights import VALUES_TRANSPOSED
+
         rec = super().record(limits, plugin)
-        if past_attention() != "reduce-vt":
+        if past_attention() not in VALUES_TRANSPOSED:
             rec = rec.model_copy(update={"description": self.description_rows})
         return rec
 
@@ -909,7 +919,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
     import onnx
     from onnx import helper, numpy_helper
 
-    from trtllm_kit.engine.weights import PAST_FORMS
+    from trtllm_kit.engine.weights import PAST_FORMS, VALUES_TRANSPOSED
 
     def refuse(what: str):
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
@@ -917,7 +927,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
 
     if past_form not in PAST_FORMS:
         raise ToolkitError(f"unknown past attention form {past_form!r}", f"use {', '.join(PAST_FORMS)}")
-    values_t = past_form == "reduce-vt"
+    values_t = past_form in VALUES_TRANSPOSED
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
     if values_t:  # past_key_values.i.value (B, nkv, hd, past)

@@ -283,7 +283,9 @@ class EngineManifest(Manifest):
     def values_transposed(self) -> bool:
         """Whether the engine's value caches are (B, kv_heads, head_dim, positions) (portable-static in the
         ``reduce-vt`` form, its default)."""
-        return self.builder_settings.get("past_attention") == "reduce-vt"
+        from trtllm_kit.engine.weights import VALUES_TRANSPOSED
+
+        return self.builder_settings.get("past_attention") in VALUES_TRANSPOSED
 
     def weight_choices(self) -> tuple[str, str]:
         """(fusion, layout) of the weight inputs as built (``weight_input_choices``); engines from before these
