@@ -212,15 +212,16 @@ def test_a_timing_cache_tensorrt_refused_is_neither_claimed_nor_overwritten():
     logger = collecting_logger(trt)
     logger.log(trt.ILogger.Severity.INFO,
                "Local timing cache in use. Profiling results in this builder pass will not be stored.")
-    write, said = timing_cache_outcome(note, logger)
+    write, said = timing_cache_outcome(note, "/w/timing.cache", logger)
     assert write and said.startswith(note) and "local cache" in said
     logger.log(trt.ILogger.Severity.ERROR, "1: [myelinCache.h::deserializeFromBuffer::52] Error Code 1: Myelin "
                "(Myelin error from unknown graph)")
     assert not logger.timing_cache_rejected
     logger.log(trt.ILogger.Severity.ERROR, "4: The timing cache will not be used!")
-    write, said = timing_cache_outcome(note, logger)
+    write, said = timing_cache_outcome(note, "/w/timing.cache", logger)
     assert not write and said.startswith("rejected by TensorRT, not used, and left as it was: /w/timing.cache")
-    assert timing_cache_outcome("created: /w/new.cache", collecting_logger(trt)) == (True, "created: /w/new.cache")
+    assert timing_cache_outcome("created: /w/new.cache", "/w/new.cache", collecting_logger(trt)) == \
+        (True, "created: /w/new.cache")
 
 
 def test_engines_the_runners_would_feed_wrongly_are_refused_in_one_line():

@@ -191,12 +191,13 @@ def build_progress(trt, enabled: bool):
         monitor.close_all()
 
 
-def timing_cache_outcome(note: str, logger) -> tuple[bool, str]:
+def timing_cache_outcome(note: str, path, logger) -> tuple[bool, str]:
     """Whether a build writes its timing cache back to the ``--timing-cache`` file, and ``engine.json``'s
     ``timing_cache_note``, from what TensorRT logged (``collecting_logger``).
 
     Args:
         note: what was done with the file before the build: "created: PATH" or "reused and updated: PATH".
+        path: the file.
         logger: the build's logger.
 
     Returns:
@@ -204,7 +205,6 @@ def timing_cache_outcome(note: str, logger) -> tuple[bool, str]:
         as it was: it still serves the model it came from); written otherwise, the note saying where TensorRT 8.6
         timed the fused (Myelin) graph with a local cache that it keeps to itself.
     """
-    path = note.split(": ", 1)[-1]
     if logger.timing_cache_rejected:
         return False, (f"rejected by TensorRT, not used, and left as it was: {path} (TensorRT 8.6 loads a timing "
                        "cache that holds a fused (Myelin) graph's timings only into that graph: another model's, "
@@ -213,4 +213,3 @@ def timing_cache_outcome(note: str, logger) -> tuple[bool, str]:
         note += ("; TensorRT timed the fused (Myelin) graph with a local cache and stored none of it: the file only "
                  "speeds up layers outside that graph")
     return True, note
-

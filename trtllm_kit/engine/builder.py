@@ -346,7 +346,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 io, layers_file = _check_engine(trt, logger, plan, tmp)
                 io_source = "deserialized engine"
             if cache is not None:
-                write, cache_note = timing_cache_outcome(cache_note, logger)
+                write, cache_note = timing_cache_outcome(cache_note, options.timing_cache, logger)
                 if write:
                     atomic_write_bytes(options.timing_cache, memoryview(config.get_timing_cache().serialize()))
                 else:
