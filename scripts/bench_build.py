@@ -5,7 +5,7 @@ Usage: python scripts/bench_build.py CONFIG [CONFIG ...] [--jobs N] [--timeout S
        [--max-seq N] [--opt-batch N] [--opt-input N] [--timing-cache] [--work DIR] [--json FILE]
 
 A CONFIG is ``MODEL:KV_MODE[:opt=N][:weights=inputs][:gemm=trt|plugin][:norm=trt|plugin][:rope=trt|plugin]
-[:profiles=single][:batch=N][:seq=N][:past=reduce-vt|reduce|matmul]``, e.g. ``tiny-llama:portable``,
+[:profiles=single][:batch=N][:seq=N][:past=reduce-vt|reduce|matmul|split-vt]``, e.g. ``tiny-llama:portable``,
 ``llama-7b@2:plugin:opt=1``; ``past`` is portable-static's ``TRTLLM_KIT_PAST_ATTENTION`` for that build.
 ``MODEL@N`` is the preset cut to its first N blocks (same shapes per block),
 which measures the per-block build cost of a large model in a fraction of its time.

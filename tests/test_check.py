@@ -126,7 +126,7 @@ def test_missing_polygraphy_is_one_line_naming_the_extra():
     assert str(e.value) == "Polygraphy is not installed (install it with: pip install 'trtllm-kit[check]')"
 
 
-@pytest.mark.parametrize("past_form", ["reduce", "matmul", "reduce-vt"])
+@pytest.mark.parametrize("past_form", ["reduce", "matmul", "reduce-vt", "split-vt"])
 def test_new_rows_feed_is_the_same_step(tiny_exports, past_form):
     """A step written as a portable-static engine's inputs (a prefill's past one masked position) computes the
     outputs of the portable step, as ``check`` compares them (``new_rows_only``: the presents' new positions, the
@@ -149,7 +149,7 @@ def test_new_rows_feed_is_the_same_step(tiny_exports, past_form):
     steps = generation_steps(ReferenceRunner(reference_model(m), m.spec, m.dtype, True), m.spec, m.dtype, 3, 9, 2, 0)
     assert steps[0].feed["attention_mask"].min() == 0, "check's prompts are meant to have a left-padded row"
     new = ort.InferenceSession(new_rows_onnx(d / "model.onnx", past_form), providers=["CPUExecutionProvider"])
-    vt = past_form == "reduce-vt"
+    vt = past_form in ("reduce-vt", "split-vt")
     dtypes = {i.name: np.float16 if "past" in i.name else np.int64 for i in new.get_inputs()}
     names = [o.name for o in new.get_outputs()]
     padded_differ = False

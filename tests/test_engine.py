@@ -1041,9 +1041,9 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
                                               ("TRTLLM_KIT_PDL", "on", "1, 0"),
                                               ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "reduce-vt, reduce, matmul"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "reduce-vt, reduce, matmul"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "reduce-vt, reduce, matmul")])
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "reduce-vt, reduce, matmul, split-vt"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "reduce-vt, reduce, matmul, split-vt"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "reduce-vt, reduce, matmul, split-vt")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
     plugin would have read it silently as a default), quoted where it is empty or has spaces around it; folding is on
@@ -1095,7 +1095,7 @@ def test_no_runtime_value_decides_a_shape(tiny_exports, layout):
         assert _values_feeding_shapes(model) == [], name
 
 
-@pytest.mark.parametrize("past_form", ["reduce-vt", "reduce", "matmul"])
+@pytest.mark.parametrize("past_form", ["reduce-vt", "reduce", "matmul", "split-vt"])
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-width"])
 def test_portable_static_attention_reads_the_rotary_plugin(tiny_exports, name, monkeypatch, past_form):
     """--kv-mode portable-static --rope plugin: after ``rewire_rotaries`` every block's TensorRT attention (the past's
@@ -1226,7 +1226,7 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
                 t = src.get_input(0)
         return False
 
-    for form in ("reduce-vt", "reduce"):
+    for form in ("reduce-vt", "reduce", "split-vt"):
         network = _create_network(flavor, trt.Builder(logger))
         assert trt.OnnxParser(network, logger).parse(new_rows_onnx(path, form), str(path))
         ctx = NetworkContext(trt, network, spec, None, None, None, strongly_typed=True)

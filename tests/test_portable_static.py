@@ -36,7 +36,7 @@ def _drive(sess, layout, cache, feeds_args, new_len, dtypes):
     return out["logits"][:, -1], feeds, views
 
 
-@pytest.mark.parametrize("past_form", ["matmul", "reduce", "reduce-vt"])
+@pytest.mark.parametrize("past_form", ["matmul", "reduce", "reduce-vt", "split-vt"])
 @pytest.mark.parametrize("name", [*TINY, GQA])
 def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(exports, tmp_path, name, past_form):
     """Prefill (a left-padded row) then decode steps: the portable-static graph, fed a past of one capacity every
@@ -76,11 +76,11 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(exports, tmp_path
     ids = torch.randint(3, spec.vocab_size, (B, S), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(B, S, dtype=torch.long)
     mask[1, :3] = 0
-    vt = past_form == "reduce-vt"
+    vt = past_form in ("reduce-vt", "split-vt")
     cache = layout.new_cache(spec, B, S + N, EngineLimits(4, 16, 32).checked(), dtypes, torch.device("cpu"),
                              values_transposed=vt)
     cache.restart()
-    assert cache.capacity == S + N - 1
+    assert cache.capacity == 16  # S + N - 1 = 12 positions rounded up to a multiple of 8 (at most max_seq - 1 = 31)
     # the reference: the exported graph with its growing cache, as ONNX Runtime runs it
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     past = {past_name(i, kv): np.zeros((B, L.n_kv_heads, 0, L.head_dim), np.float16)
@@ -133,3 +133,20 @@ def test_an_export_without_the_anchors_is_refused(tmp_path, tiny_exports):
     onnx.save(model, str(path))
     with pytest.raises(ToolkitError, match="not written by this toolkit's exporter.*layer0.k_new"):
         new_rows_onnx(path)
+
+
+def test_the_cache_capacity_is_rounded_to_eight_positions_within_the_profile():
+    """A decode step's past is the generation's length - 1 rounded up to a multiple of 8 (aligned rows of scores), and
+    left as it is where the rounding would pass the decode profile's largest past (``max_seq`` - 1)."""
+    from trtllm_kit.engine.kv_layouts import get_layout
+    from trtllm_kit.engine.limits import EngineLimits
+    from trtllm_kit.export.io_spec import ATTENTION_MASK, INPUT_IDS, POSITION_IDS, past_name
+    from trtllm_kit.models import load_model
+
+    spec, _ = load_model("tiny-llama")
+    dtypes = {INPUT_IDS: torch.int64, POSITION_IDS: torch.int64, ATTENTION_MASK: torch.int64,
+              past_name(0, "key"): torch.float16}
+    limits = EngineLimits(4, 16, 32).checked()
+    for generation, past in ((2, 8), (9, 8), (10, 16), (25, 24), (31, 30), (32, 31)):
+        cache = get_layout("portable-static").new_cache(spec, 2, generation, limits, dtypes, torch.device("cpu"))
+        assert (cache.capacity, tuple(cache.mask.shape)) == (past, (2, past + 1)), generation

@@ -152,6 +152,12 @@
 #                         side (the family's timing cache) and each timed alone (the lock: builds shared, timings
 #                         exclusive). Poll without pause: a lease idle ~30 s is lost. Disk (64 GB): llama-7b's
 #                         export data was deleted by hand once its engine was built
+#   day28                 next (not yet run; one GPU), branch wip/split-softmax: the softmax over the cached and the
+#                         new positions apart (TRTLLM_KIT_PAST_ATTENTION=split-vt) and the cache capacity rounded to 8
+#                         positions. g: its tiny portable-static GPU tests, then llama-7b cut to 2 blocks in reduce-vt
+#                         and split-vt (rotary plugin) profiled at batch 1/64/256 (logs/profall.log); b: llama-7b
+#                         exported meanwhile, built in split-vt once /root/go exists (touch it when the 2-block
+#                         profile says split-vt is faster at batch 256), then depth-27 and LLM-Pruner as day27
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
@@ -514,6 +520,17 @@ case "${1:-status}" in
     bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/quiet --out $R/b27; touch /root/b.done"
     bg d "$B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d27"
     bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f27" ;;
+  day28)  # one GPU: see the header
+    R=/root/results/h200-trt86; L=/root/gpu0.lock; X=TRTLLM_KIT_PAST_ATTENTION=split-vt
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --rope plugin --cuda-graph"
+    B="$X CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends trt --work /root/work --lock $L $G"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
+    C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin:rope=plugin:opt=1"
+    O=/root/work/onnx; w() { echo "while [ ! -f $O/$1/export.json ]; do sleep 3; done;"; }
+    bg g "$X CUDA_VISIBLE_DEVICES=0 $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:past=reduce-vt $C:past=split-vt; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
+    bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/go --out $R/b28; rm -f $O/llama-7b/model.onnx.data; touch /root/b.done"  # disk: 64 GB
+    bg d "$(w llama-7b) $B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d28"
+    bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f28" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

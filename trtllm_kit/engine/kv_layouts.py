@@ -289,8 +289,13 @@ class PortableStaticKV(PortableKV):
     def new_cache(self, spec, batch, capacity, limits, dtypes, device, values_transposed=False):
         from trtllm_kit.runtime.kv_cache import NewRowsCache
 
-        # the past a decode step can see: every position of the generation but the last
-        cache = NewRowsCache(spec, batch, capacity - 1, limits.max_input, dtypes[past_name(0, "key")], device,
+        # the past a decode step can see: every position of the generation but the last, rounded up to a multiple of
+        # 8 where the decode profile allows (the extra positions masked out), so that each row of the cache's scores
+        # and probabilities starts 16-byte aligned (a fused kernel can load them as vectors)
+        past = capacity - 1
+        if -(-past // 8) * 8 <= limits.max_seq - 1:
+            past = -(-past // 8) * 8
+        cache = NewRowsCache(spec, batch, past, limits.max_input, dtypes[past_name(0, "key")], device,
                              values_transposed=values_transposed)
         cache.mask = torch.zeros(batch, cache.capacity + 1, dtype=dtypes[ATTENTION_MASK], device=device)
         cache.ids = torch.zeros(batch, 1, dtype=dtypes[INPUT_IDS], device=device)
@@ -328,7 +333,7 @@ def past_attention() -> str:
     over the positions (a reduction across rows) 0.80 ms a block at batch 256. Whole llama-7b with the rotary plugin
     and CUDA graphs, tok/s at batch 1 / 16 / 64 / 256 (``scripts/bench_trt.py``): reduce 221 / 2,144 / 4,548 / 6,175
     (fourteenth session), reduce-vt 219 / 2,072 / 5,045 / 7,037 (fifteenth session; its values' sum 0.58 ms a block
-    at batch 256).
+    at batch 256). ``split-vt`` (experimental, not yet timed on a GPU): the softmax over past and new apart.
 
     Raises:
         ToolkitError: an unknown value of that variable.
@@ -903,7 +908,14 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
     ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"`` (the
     default): the same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that
     the values' sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous
-    axis (``past_attention`` has the measurements). Why no MatMul reads the cache: TensorRT 8.6's
+    axis (``past_attention`` has the measurements). ``"split-vt"`` (experimental): as ``reduce-vt``, with the exported
+    softmax (Cast, Where(mask), Softmax, Cast) computed over the two halves apart, never as one row of P + S: each
+    half masked with its slice of the mask, one maximum over both, ``e = Exp(scores - max)`` per half, and the output
+    ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in float, so that the values' sum
+    reads a row of P weights (16-byte aligned where P is a multiple of 8, as ``PortableStaticKV.new_cache`` makes
+    it) instead of a slice of a row of P + 1 with the softmax's division fused in (TensorRT 8.6 on an H200: 0.58 ms a
+    block at batch 256 for that kernel against 0.10 ms for the keys' aligned one, fifteenth session). Why no MatMul
+    reads the cache: TensorRT 8.6's
     fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of ``Concat(past,
     new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys for its kernels:
     H200, llama-7b cut to 2 blocks, batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to
@@ -927,7 +939,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
 
     if past_form not in PAST_FORMS:
         raise ToolkitError(f"unknown past attention form {past_form!r}", f"use {', '.join(PAST_FORMS)}")
-    values_t = past_form in VALUES_TRANSPOSED
+    values_t, split = past_form in VALUES_TRANSPOSED, past_form == "split-vt"
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
     if values_t:  # past_key_values.i.value (B, nkv, hd, past)
@@ -950,6 +962,20 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
                           ("nr_m2", [-2]), ("nr_m3", [-3])))
     elem = {i.name: i.type.tensor_type.elem_type for i in g.input}
     replaced: dict[int, list] = {}  # id(node) -> the nodes that take its place ([] drops it)
+    scores: dict[int, str] = {}  # split-vt: block -> the exported scores' name (the halves are named after it)
+
+    def exported_softmax(probs: str, scores_name: str) -> list:
+        """The exported ops from the scores to the probabilities: Cast (float), Where (mask), Softmax, Cast."""
+        ops, t = [], probs
+        for op in ("Cast", "Softmax", "Where", "Cast"):
+            n = producers.get(t)
+            if n is None or n.op_type != op or len(readers.get(n.output[0], [])) != 1:
+                refuse(f"{probs} is not Cast(Softmax(Where(mask, Cast(scores), fill)))")
+            ops.append(n)
+            t = n.input[1] if op == "Where" else n.input[0]
+        if t != scores_name or [a.i for a in ops[1].attribute if a.name == "axis"] not in ([-1], []):
+            refuse(f"{probs} is not a softmax over the last axis of {scores_name}")
+        return ops[::-1]
     n_layers = len([o for o in outputs if o.startswith("present.")]) // 2
     for i in range(n_layers):
         for kv, anchor in (("key", Anchors.k_new(i)), ("value", Anchors.v_new(i))):
@@ -983,20 +1009,31 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
                     src = nodes[-1].output[0]
                 return src
 
-            def summed(a: str, a_axis: str, b: str, axis: str, tag: str) -> None:  # ReduceSum(a' * b', axis) -> tag
+            def summed(a: str, a_axis: str, b: str, axis: str, tag: str, back: bool = True) -> None:
+                """ReduceSum(a' * b', axis) -> tag, summed in float (and cast back to the cache's type: ``back``)."""
                 nodes.extend([
                     helper.make_node("Unsqueeze", [a, a_axis], [f"{tag}.a"], name=f"{tag}.a/node"),
                     helper.make_node("Unsqueeze", [b, "nr_m3"], [f"{tag}.b"], name=f"{tag}.b/node"),
                     helper.make_node("Mul", [f"{tag}.a", f"{tag}.b"], [f"{tag}.prod"], name=f"{tag}.prod/node"),
                     helper.make_node("Cast", [f"{tag}.prod"], [f"{tag}.prod_f"], to=onnx.TensorProto.FLOAT,
                                      name=f"{tag}.prod_f/node"),
-                    helper.make_node("ReduceSum", [f"{tag}.prod_f", axis], [f"{tag}.sum"], keepdims=0,
-                                     name=f"{tag}.sum/node"),
-                    helper.make_node("Cast", [f"{tag}.sum"], [tag], to=elem[past], name=f"{tag}.cast/node")])
+                    helper.make_node("ReduceSum", [f"{tag}.prod_f", axis], [f"{tag}.sum" if back else tag],
+                                     keepdims=0, name=f"{tag}.sum/node")])
+                if back:
+                    nodes.append(helper.make_node("Cast", [f"{tag}.sum"], [tag], to=elem[past], name=f"{tag}.cast/node"))
+
+            def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+                nodes.append(helper.make_node(op, inputs, [output], name=f"{output}/node", **attrs))
+                return output
 
             old, new = branch(past, "past", transposes=past_form == "matmul"), branch(anchor, "new")
             reduced = past_form != "matmul"
-            if kv == "key":  # scores (..., S, P + S)
+            if kv == "key" and split:  # the two halves of the scores apart, in float (the exported Cast's type)
+                q = matmul.input[0]
+                summed(q, "nr_m2", old, "nr_last", f"{out}.past", back=False)
+                node("Cast", [node("MatMul", [q, new], f"{out}.new")], f"{out}.new_f", to=onnx.TensorProto.FLOAT)
+                scores[i] = out
+            elif kv == "key":  # scores (..., S, P + S)
                 q = matmul.input[0]
                 if past_form == "matmul":
                     nodes.append(helper.make_node("MatMul", [q, old], [f"{out}.past"], name=f"{out}.past/node"))
@@ -1005,6 +1042,31 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
                 nodes += [helper.make_node("MatMul", [q, new], [f"{out}.new"], name=f"{out}.new/node"),
                           helper.make_node("Concat", [f"{out}.past", f"{out}.new"], [out], axis=-1,
                                            name=f"{out}.concat/node")]
+            elif split:  # softmax over (past, new) as two halves, no row of P + S: see the docstring
+                softmax_ops = exported_softmax(matmul.input[0], scores[i])
+                allowed, fill = softmax_ops[1].input[0], softmax_ops[1].input[2]
+                p_len, k = f"{name}.past_len", f"{scores[i]}"
+                node("Gather", [node("Shape", [past_name(i, "key")], f"{name}.past_shape"), "nr_two"], p_len, axis=0)
+                halves = {}
+                for half, (start, end) in (("past", ("nr_zero", p_len)), ("new", (p_len, "nr_end"))):
+                    ok = node("Slice", [allowed, start, end, "nr_last"], f"{k}.allowed_{half}")
+                    halves[half] = node("Where", [ok, f"{k}.{half}" if half == "past" else f"{k}.new_f", fill],
+                                        f"{k}.masked_{half}")
+                top = node("Max", [node("ReduceMax", [halves[h]], f"{k}.max_{h}", axes=[-1], keepdims=1)
+                                   for h in ("past", "new")], f"{k}.max")
+                e = {h: node("Exp", [node("Sub", [halves[h], top], f"{k}.shifted_{h}")], f"{k}.exp_{h}")
+                     for h in ("past", "new")}
+                total = node("Add", [node("ReduceSum", [e[h], "nr_last"], f"{k}.sum_{h}", keepdims=1)
+                                     for h in ("past", "new")], f"{k}.sum")
+                e_h = {h: node("Cast", [e[h]], f"{k}.exp_{h}_h", to=elem[past]) for h in ("past", "new")}
+                # (..., S, 1, P) * (..., 1, hd, P) summed over P, the contiguous axis; then the new rows' product
+                summed(e_h["past"], "nr_m2", old, "nr_last", f"{out}.past", back=False)
+                new_f = node("Cast", [node("MatMul", [e_h["new"], new], f"{out}.new")], f"{out}.new_f",
+                             to=onnx.TensorProto.FLOAT)
+                node("Cast", [node("Div", [node("Add", [f"{out}.past", new_f], f"{out}.unscaled"), total],
+                                   f"{out}.scaled")], out, to=elem[past])
+                for op in softmax_ops:
+                    replaced[id(op)] = []
             else:  # probs (..., S, P + S) split at P
                 probs, p_len = matmul.input[0], f"{name}.past_len"
                 nodes += [helper.make_node("Shape", [past_name(i, "key")], [f"{name}.past_shape"],
