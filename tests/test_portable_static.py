@@ -45,8 +45,9 @@ def test_a_fixed_capacity_cache_gives_the_growing_cache_logits(exports, tmp_path
     ONNX Runtime, fp16); every decode step binds the same shapes at the same addresses (what lets TensorRT plan once
     and replay a CUDA graph). A wrong row position, mask column or stale cache shows as a logits difference from the
     second step on. Every form of the past's attention (MatMuls; broadcast products summed, ``reduce``, with the
-    values transposed, ``reduce-vt``), for the tiny presets (dense, depth-pruned, width-pruned with other heads in
-    every block) and a grouped-query transformers checkpoint (2 KV heads for 4 query heads)."""
+    values transposed, ``reduce-vt``; and ``split-vt``, its softmax over past and new apart), for the tiny presets
+    (dense, depth-pruned, width-pruned with other heads in every block) and a grouped-query transformers checkpoint
+    (2 KV heads for 4 query heads)."""
     import onnx
     import onnxruntime as ort
 
