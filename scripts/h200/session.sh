@@ -154,8 +154,9 @@
 #                         export data was deleted by hand once its engine was built
 #   day28                 next (not yet run; one GPU), branch wip/split-softmax: the softmax over the cached and the
 #                         new positions apart (TRTLLM_KIT_PAST_ATTENTION=split-vt) and the cache capacity rounded to 8
-#                         positions. g: its tiny portable-static GPU tests, then llama-7b cut to 2 blocks in reduce-vt
-#                         and split-vt (rotary plugin) profiled at batch 1/64/256 (logs/profall.log); b: llama-7b
+#                         positions. g: its tiny portable-static GPU tests; bb meanwhile: llama-7b cut to 2 blocks in
+#                         reduce-vt and split-vt (rotary plugin) built, then profiled at batch 1/64/256 once the tests
+#                         are done (logs/profall.log; the GPU's lock: tests shared, profiles alone); b: llama-7b
 #                         exported meanwhile, built in split-vt once /root/go exists (touch it when the 2-block
 #                         profile says split-vt is faster at batch 256), then depth-27 and LLM-Pruner as day27
 #   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
@@ -527,7 +528,8 @@ case "${1:-status}" in
     P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static'"
     C="llama-7b@2:portable-static:weights=inputs:gemm=plugin:norm=plugin:rope=plugin:opt=1"
     O=/root/work/onnx; w() { echo "while [ ! -f $O/$1/export.json ]; do sleep 3; done;"; }
-    bg g "$X CUDA_VISIBLE_DEVICES=0 $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:past=reduce-vt $C:past=split-vt; CUDA_VISIBLE_DEVICES=0 bash $0 profall /root/bb/engines"
+    bg g "$X CUDA_VISIBLE_DEVICES=0 flock -s $L $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py"
+    bg bb "sleep 20; CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_build.py --jobs 2 --timeout 400 --work /root/bb --json $LOGS/bb.json $C:past=reduce-vt $C:past=split-vt; CUDA_VISIBLE_DEVICES=0 flock $L bash $0 profall /root/bb/engines"
     bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/go --out $R/b28; rm -f $O/llama-7b/model.onnx.data; touch /root/b.done"  # disk: 64 GB
     bg d "$(w llama-7b) $B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d28"
     bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f28" ;;
