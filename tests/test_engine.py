@@ -1041,9 +1041,9 @@ def test_reuse_compares_the_weights_fusion_and_layout(tiny_exports, tmp_path, mo
 @pytest.mark.parametrize("env,value,listed", [("TRTLLM_KIT_FOLD", "yes", "1, 0"), ("TRTLLM_KIT_GEMV_UNROLL", "3", "4, 8, 16"),
                                               ("TRTLLM_KIT_PDL", "on", "1, 0"),
                                               ("TRTLLM_KIT_SPLIT_KV", "3", "0, 1, 2, 4, 8, 16"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "reduce-vt, reduce, matmul, split-vt"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "reduce-vt, reduce, matmul, split-vt"),
-                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "reduce-vt, reduce, matmul, split-vt")])
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "bmm", "split-vt, reduce-vt, reduce, matmul"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "", "split-vt, reduce-vt, reduce, matmul"),
+                                              ("TRTLLM_KIT_PAST_ATTENTION", "matmul ", "split-vt, reduce-vt, reduce, matmul")])
 def test_fold_and_decode_knobs_are_checked_before_any_work(tiny_exports, tmp_path, monkeypatch, env, value, listed):
     """The fold pass and the decode kernels' A/B knobs: an unknown value is one line before the build starts (the GEMM
     plugin would have read it silently as a default), quoted where it is empty or has spaces around it; folding is on
@@ -1198,7 +1198,7 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
 
 
 def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_path, monkeypatch):
-    """The reduced past forms (``reduce-vt``, the default, and ``reduce``): the parsed portable-static network has no
+    """The reduced past forms (``split-vt``, the default, ``reduce-vt`` and ``reduce``): the parsed portable-static network has no
     matrix multiply reading a cache input (the past's scores and output are broadcast products summed), only each
     block's score multiply of the new keys is rewired, and the default engine builds (TensorRT-RTX) and records the
     form in ``builder_settings``; ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form, and an
@@ -1238,7 +1238,7 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     opts = BuildOptions(kv_mode="portable-static", limits=EngineLimits(4, 16, 32))
     monkeypatch.delenv("TRTLLM_KIT_PAST_ATTENTION", raising=False)
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "default", opts, progress=False)
-    assert eng.manifest.builder_settings["past_attention"] == "reduce-vt" and eng.manifest.values_transposed
+    assert eng.manifest.builder_settings["past_attention"] == "split-vt" and eng.manifest.values_transposed
     reduced = eng.manifest
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     eng = engine_from_onnx(tiny_exports["tiny-llama"], tmp_path / "matmul", opts, progress=False)
@@ -1247,7 +1247,7 @@ def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_p
     assert "transposed" not in m.kv_layout.description  # values laid out as the keys, and said so
     same = (m.flavor, m.trt_version, m.source.onnx_sha256, m.source.weights_sha256)
     assert m.differences(m.build, *same) == []  # reused while the variable asks for it
-    assert reduced.differences(reduced.build, *same) == ["past_attention reduce-vt -> matmul"]  # else rebuilt
+    assert reduced.differences(reduced.build, *same) == ["past_attention split-vt -> matmul"]  # else rebuilt
 
 
 def test_the_past_attention_variable_is_noted_as_ignored_outside_portable_static(monkeypatch):
@@ -1282,8 +1282,8 @@ def test_stacked_rows_is_numpys_concatenation(tmp_path):
 
 
 def test_portable_static_with_transposed_values_builds_and_says_so(tiny_exports, tmp_path, monkeypatch):
-    """``reduce-vt`` (the default; set here as a user would ask for it): the engine's value caches are (batch,
-    kv_heads, head_dim, past) in its profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and
+    """``reduce-vt`` (set here as a user would ask for it; ``split-vt``, the default, stores the values alike): the
+    engine's value caches are (batch, kv_heads, head_dim, past) in its profiles and I/O, its values come back (batch, kv_heads, head_dim, new), and
     ``engine.json`` says so (description, ``values_transposed``) for a server; keys as before. Built with
     TensorRT-RTX on the CPU; the logits of the graph are checked in ONNX Runtime (``tests/test_portable_static.py``),
     its tokens on the H200 (``tests/test_gpu.py``, ``portable-static*``)."""

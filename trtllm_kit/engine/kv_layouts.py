@@ -140,7 +140,7 @@ class KVLayout:
     def new_cache(self, spec: ModelSpec, batch: int, capacity: int, limits: EngineLimits, dtypes: dict,
                   device: torch.device, values_transposed: bool = False):
         """The cache buffers of a generation (``values_transposed``: the engine's value caches are (B, nkv, hd,
-        positions), ``builder_settings.past_attention`` ``reduce-vt``: portable-static's default)."""
+        positions), ``builder_settings.past_attention`` ``split-vt`` (portable-static's default) or ``reduce-vt``)."""
         from trtllm_kit.runtime.kv_cache import PingPongCache
 
         return PingPongCache(spec, batch, capacity, dtypes[past_name(0, "key")], device)
@@ -234,7 +234,8 @@ class PortableStaticKV(PortableKV):
         return parser.parse(new_rows_onnx(onnx_path, past_attention()), str(onnx_path))
 
     def engine_inputs(self, spec, limits):
-        """The exported inputs; in the ``reduce-vt`` form (the default) the value caches (B, nkv, hd, past)."""
+        """The exported inputs; in the ``split-vt`` (the default) and ``reduce-vt`` forms the value caches (B, nkv, hd,
+        past)."""
         from trtllm_kit.engine.weights import VALUES_TRANSPOSED
 
         ios = model_inputs(spec)
@@ -324,8 +325,8 @@ class PortableStaticKV(PortableKV):
 
 
 def past_attention() -> str:
-    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"reduce-vt"``, or
-    ``TRTLLM_KIT_PAST_ATTENTION``'s choice (``reduce``, ``matmul``: the earlier forms, for A/Bs).
+    """How a portable-static engine attends over the past (``new_rows_onnx``'s ``past_form``): ``"split-vt"``, or
+    ``TRTLLM_KIT_PAST_ATTENTION``'s choice (``reduce-vt``, ``reduce``, ``matmul``: the earlier forms, for A/Bs).
 
     Why: H200, TensorRT 8.6, GEMM + RMSNorm plugins, level 1. llama-7b cut to 2 blocks, ms of CUDA kernels per decode
     step at batch 1 / 64 / 256 (``scripts/profile_layers.py --kernels``, fourteenth session): MatMuls 0.463 / 1.534 /
@@ -333,7 +334,8 @@ def past_attention() -> str:
     over the positions (a reduction across rows) 0.80 ms a block at batch 256. Whole llama-7b with the rotary plugin
     and CUDA graphs, tok/s at batch 1 / 16 / 64 / 256 (``scripts/bench_trt.py``): reduce 221 / 2,144 / 4,548 / 6,175
     (fourteenth session), reduce-vt 219 / 2,072 / 5,045 / 7,037 (fifteenth session; its values' sum 0.58 ms a block
-    at batch 256). ``split-vt`` (experimental, not yet timed on a GPU): the softmax over past and new apart.
+    at batch 256), split-vt 226 / 2,600 / 6,959 / 11,502 (sixteenth session; the values' sum 0.15 ms a block at batch
+    256, 2-block step 1.52 ms against reduce-vt's 2.40; its TensorRT build 40 s longer: 247 s against 208 s).
 
     Raises:
         ToolkitError: an unknown value of that variable.
@@ -889,7 +891,7 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
+def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
     """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
     returning only the new tokens' keys and values.
 
@@ -905,16 +907,16 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "reduce-vt") -> bytes:
 
     ``past_form="reduce"``: the past's two products are broadcast multiplies summed over an axis instead of MatMuls
     (``"matmul"``: MatMuls): scores ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``, output
-    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"`` (the
-    default): the same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that
+    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"``: the same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that
     the values' sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous
-    axis (``past_attention`` has the measurements). ``"split-vt"`` (experimental): as ``reduce-vt``, with the exported
+    axis (``past_attention`` has the measurements). ``"split-vt"`` (the default): as ``reduce-vt``, with the exported
     softmax (Cast, Where(mask), Softmax, Cast) computed over the two halves apart, never as one row of P + S: each
     half masked with its slice of the mask, one maximum over both, ``e = Exp(scores - max)`` per half, and the output
     ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in float, so that the values' sum
     reads a row of P weights (16-byte aligned where P is a multiple of 8, as ``PortableStaticKV.new_cache`` makes
-    it) instead of a slice of a row of P + 1 with the softmax's division fused in (TensorRT 8.6 on an H200: 0.58 ms a
-    block at batch 256 for that kernel against 0.10 ms for the keys' aligned one, fifteenth session). Why no MatMul
+    it) instead of a slice of a row of P + 1 with the softmax's division fused in (TensorRT 8.6 on an H200, batch 256: 0.58 ms a
+    block for that kernel against 0.10 ms for the keys' aligned one, fifteenth session; 0.15 ms a block in this
+    form, sixteenth session). Why no MatMul
     reads the cache: TensorRT 8.6's
     fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of ``Concat(past,
     new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys for its kernels:

@@ -282,7 +282,7 @@ class EngineManifest(Manifest):
     @property
     def values_transposed(self) -> bool:
         """Whether the engine's value caches are (B, kv_heads, head_dim, positions) (portable-static in the
-        ``reduce-vt`` form, its default, or ``split-vt``)."""
+        ``split-vt`` form, its default, or ``reduce-vt``)."""
         from trtllm_kit.engine.weights import VALUES_TRANSPOSED
 
         return self.builder_settings.get("past_attention") in VALUES_TRANSPOSED

@@ -71,7 +71,7 @@ FUSE_ENV, LAYOUT_ENV, GEMV_ENV, FOLD_ENV = "TRTLLM_KIT_FUSE", "TRTLLM_KIT_GEMM_L
 SCALE_ENV, PAST_ENV = "TRTLLM_KIT_SCALE_IN_WEIGHTS", "TRTLLM_KIT_PAST_ATTENTION"
 # portable-static's forms of the attention over its cache (kv_layouts.new_rows_onnx), the default first, and those
 # whose value caches are stored (B, kv_heads, head_dim, positions)
-PAST_FORMS = ("reduce-vt", "reduce", "matmul", "split-vt")
+PAST_FORMS = ("split-vt", "reduce-vt", "reduce", "matmul")
 VALUES_TRANSPOSED = ("reduce-vt", "split-vt")
 _KNOBS = {FUSE_ENV: {"1": "on", "0": "off", "qkv": "qkv"}, LAYOUT_ENV: {"out_x_in": "out_x_in", "in_x_out": "in_x_out"},
           FOLD_ENV: {"1": "on", "0": "off"},  # folds.py: the small ops folded into the plugins

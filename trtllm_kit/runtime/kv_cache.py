@@ -108,7 +108,8 @@ class NewRowsCache:
         batch: sequences. capacity: the longest past a decode step reads. max_new: the most rows one step returns
             (the longest prompt).
         values_transposed: the value caches are (B, nkv, hd, capacity) and a step returns its values as
-            (B, nkv, hd, new) (``reduce-vt`` engines: portable-static's default).
+            (B, nkv, hd, new) (``split-vt`` and ``reduce-vt`` engines; split-vt is
+            portable-static's default).
     """
 
     def __init__(self, spec: ModelSpec, batch: int, capacity: int, max_new: int, dtype: torch.dtype,
