@@ -152,7 +152,7 @@
 #                         side (the family's timing cache) and each timed alone (the lock: builds shared, timings
 #                         exclusive). Poll without pause: a lease idle ~30 s is lost. Disk (64 GB): llama-7b's
 #                         export data was deleted by hand once its engine was built
-#   day28                 next (not yet run; one GPU), branch wip/split-softmax: the softmax over the cached and the
+#   day28                 ran 2026-12-01 (one GPU), branch wip/split-softmax (landed): the softmax over the cached and the
 #                         new positions apart (TRTLLM_KIT_PAST_ATTENTION=split-vt) and the cache capacity rounded to 8
 #                         positions. g: its tiny portable-static GPU tests; bb meanwhile: llama-7b cut to 2 blocks in
 #                         reduce-vt and split-vt (rotary plugin) built, then profiled at batch 1/64/256 once the tests
