@@ -381,6 +381,9 @@ def test_changed_onnx_and_missing_engine_are_caught(tmp_path, tiny_exports):
         "--max-seq", "16", check=True)
     (eng / "model.engine").unlink()
     assert_one_line_error(cli("inspect", str(eng)), "has no model.engine")
+    # an export directory given where an engine belongs: how to make an engine of it, not "build it again"
+    assert_one_line_error(cli("inspect", str(tiny_exports["tiny-llama"])), "is not an engine directory",
+                          "build one from an export directory with `trtllm-kit build ONNX_DIR`")
     assert_one_line_error(cli("bench", str(eng), "--backends", "trt", *FAST, "--out", str(tmp_path / "r.json")),
                           "has no model.engine")
 

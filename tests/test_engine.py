@@ -1264,6 +1264,23 @@ def test_the_past_attention_variable_is_noted_as_ignored_outside_portable_static
         assert any("TRTLLM_KIT_PAST_ATTENTION is ignored" in n for n in notes) == ignored, (mode, notes)
 
 
+@pytest.mark.parametrize("env,value", [("TRTLLM_KIT_FUSE", "qkv"), ("TRTLLM_KIT_GEMM_LAYOUT", "out_x_in")])
+def test_the_weight_input_variables_are_noted_as_ignored_for_weights_in_the_engine(monkeypatch, env, value):
+    """TRTLLM_KIT_FUSE and TRTLLM_KIT_GEMM_LAYOUT only shape weight inputs: a build that keeps the weights in the
+    engine says it ignores them (a new user's A/B compared two identical engines without a word), one with
+    --weights inputs does not."""
+    from trtllm_kit.engine.builder import resolve_choices
+    from trtllm_kit.engine.flavors import resolve_flavor
+
+    flavor = resolve_flavor("auto", None)
+    monkeypatch.setenv(env, value)
+    for weights, ignored in (("engine", True), ("inputs", False)):
+        notes: list[str] = []
+        resolve_choices(BuildOptions(kv_mode="portable-static", weights=weights, limits=EngineLimits(4, 16, 32)),
+                        flavor, notes)
+        assert any(f"{env} is ignored" in n for n in notes) == ignored, (weights, notes)
+
+
 def test_stacked_rows_is_numpys_concatenation(tmp_path):
     """``stacked_rows`` (torch's CPU threads) writes exactly what numpy's transpose-and-concatenate did, from a
     read-only memory map as from an array, in both layouts: the weight inputs of an engine are bit for bit those of

@@ -177,11 +177,15 @@ def resolve_choices(options: BuildOptions, flavor, notes: list[str] | None = Non
         if options.kv_mode == "auto":  # the user did not name the layout that refuses it
             message = f"{message} (--kv-mode auto chose the {layout.name} layout here)"
         raise ToolkitError(message, hint) from None
-    from trtllm_kit.engine.weights import PAST_ENV
+    from trtllm_kit.engine.weights import FUSE_ENV, LAYOUT_ENV, PAST_ENV
 
     if os.environ.get(PAST_ENV) and layout.name != "portable-static":
         notes.append(f"{PAST_ENV} is ignored: it chooses how a portable-static engine attends over its cache, and this "
                      f"build uses the {layout.name} layout")
+    for env in (FUSE_ENV, LAYOUT_ENV):
+        if os.environ.get(env) and options.weights != "inputs":
+            notes.append(f"{env} is ignored: it shapes the weight inputs of a --weights inputs build, and this build "
+                         "keeps the weights in the engine")
     return layout, gemm, norm, rope
 
 

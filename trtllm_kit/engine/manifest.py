@@ -155,6 +155,7 @@ class EngineManifest(Manifest):
     FORMAT = "trtllm-kit-engine/2"
     WHAT = "an engine directory"
     REDO = "build it again with `trtllm-kit build ONNX_DIR`"
+    MAKE = "build one from an export directory with `trtllm-kit build ONNX_DIR`"
 
     format: str = FORMAT
     toolkit_version: str

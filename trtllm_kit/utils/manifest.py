@@ -37,6 +37,7 @@ class Manifest(Record):
         FORMAT: the format string written into ``format``; a file with another one is refused.
         WHAT: what the directory is, for messages ("an export directory").
         REDO: the command that makes a fresh one, for messages.
+        MAKE: the command that makes one where the directory holds none (default: ``REDO``).
         READS: older format strings this class still reads (their fields are a subset).
     """
 
@@ -44,6 +45,7 @@ class Manifest(Record):
     FORMAT: ClassVar[str]
     WHAT: ClassVar[str]
     REDO: ClassVar[str]
+    MAKE: ClassVar[str | None] = None
     READS: ClassVar[tuple[str, ...]] = ()
 
     format: str
@@ -68,7 +70,7 @@ class Manifest(Record):
         if given.is_file() and given.suffix != ".json" and (given.parent / cls.FILE).is_file():  # .../model.engine
             raise ToolkitError(f"{directory} is a file of {cls.WHAT}; give its directory", f"use {given.parent}")
         if not path.is_file():
-            raise ToolkitError(f"{path.parent} is not {cls.WHAT} ({cls.FILE} missing)", cls.REDO)
+            raise ToolkitError(f"{path.parent} is not {cls.WHAT} ({cls.FILE} missing)", cls.MAKE or cls.REDO)
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
