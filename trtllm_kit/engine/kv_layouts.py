@@ -907,23 +907,23 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
 
     ``past_form="reduce"``: the past's two products are broadcast multiplies summed over an axis instead of MatMuls
     (``"matmul"``: MatMuls): scores ``ReduceSum(q[..., :, None, :] * past_k[..., None, :, :], -1)``, output
-    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"``: the same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that
-    the values' sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous
-    axis (``past_attention`` has the measurements). ``"split-vt"`` (the default): as ``reduce-vt``, with the exported
+    ``ReduceSum(probs_past[..., None] * past_v[..., None, :, :], -2)``, each sum in float. ``"reduce-vt"``: the
+    same, with the value caches and ``present.{i}.value`` stored (B, kv_heads_i, head_dim_i, P) so that the values'
+    sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous axis
+    (``past_attention`` has the measurements). ``"split-vt"`` (the default): as ``reduce-vt``, with the exported
     softmax (Cast, Where(mask), Softmax, Cast) computed over the two halves apart, never as one row of P + S: each
-    half masked with its slice of the mask, one maximum over both, ``e = Exp(scores - max)`` per half, and the output
-    ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in float, so that the values' sum
-    reads a row of P weights (16-byte aligned where P is a multiple of 8, as ``PortableStaticKV.new_cache`` makes
-    it) instead of a slice of a row of P + 1 with the softmax's division fused in (TensorRT 8.6 on an H200, batch 256: 0.58 ms a
-    block for that kernel against 0.10 ms for the keys' aligned one, fifteenth session; 0.15 ms a block in this
-    form, sixteenth session). Why no MatMul
-    reads the cache: TensorRT 8.6's
-    fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of ``Concat(past,
-    new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys for its kernels:
-    H200, llama-7b cut to 2 blocks, batch 256, 139 cached positions: ~1.5 ms a block of copies against ~0.12 ms to
-    read the block's cache once (``scripts/profile_layers.py --kernels``, thirteenth session). A decode step's product
-    is the size of the past; a prefill binds a one-position past (``PortableStaticKV.feeds``), so neither is larger
-    than the cache.
+    half masked with its slice of the mask, one maximum over both, ``e = Exp(scores - max)`` per half, and the
+    output ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in float, so that the
+    values' sum reads a row of P weights (16-byte aligned where P is a multiple of 8, as
+    ``PortableStaticKV.new_cache`` makes it) instead of a slice of a row of P + 1 with the softmax's division fused
+    in (TensorRT 8.6 on an H200, batch 256: 0.58 ms a block for that kernel against 0.10 ms for the keys' aligned
+    one, fifteenth session; 0.15 ms a block in this form, sixteenth session). Why no MatMul reads the cache:
+    TensorRT 8.6's fused (Myelin) regions turned the two score MatMuls that share q back into one over a copy of
+    ``Concat(past, new)``, and the two output MatMuls over slices of one softmax likewise, and transposed the keys
+    for its kernels: H200, llama-7b cut to 2 blocks, batch 256, 139 cached positions: ~1.5 ms a block of copies
+    against ~0.12 ms to read the block's cache once (``scripts/profile_layers.py --kernels``, thirteenth session). A
+    decode step's product is the size of the past; a prefill binds a one-position past (``PortableStaticKV.feeds``),
+    so neither is larger than the cache.
 
     Raises:
         ToolkitError: the graph is not of that form (not written by this toolkit's exporter), or ``past_form`` not one
