@@ -1198,12 +1198,12 @@ def test_portable_static_score_multiplies_read_the_keys_untransposed(tiny_export
 
 
 def test_portable_static_attends_the_past_without_multiplies(tiny_exports, tmp_path, monkeypatch):
-    """The reduced past forms (``split-vt``, the default, ``reduce-vt`` and ``reduce``): the parsed portable-static network has no
-    matrix multiply reading a cache input (the past's scores and output are broadcast products summed), only each
-    block's score multiply of the new keys is rewired, and the default engine builds (TensorRT-RTX) and records the
-    form in ``builder_settings``; ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form, and an
-    engine of the other form is not reused. Its logits are checked against the growing cache in ``tests/test_portable_static.py``
-    (ONNX Runtime) and its tokens on the GPU machine."""
+    """The reduced past forms (``split-vt``, the default, ``reduce-vt`` and ``reduce``): the parsed portable-static
+    network has no matrix multiply reading a cache input (the past's scores and output are broadcast products summed),
+    only each block's score multiply of the new keys is rewired, and the default engine builds (TensorRT-RTX) and
+    records the form in ``builder_settings``; ``TRTLLM_KIT_PAST_ATTENTION=matmul`` builds and records the MatMul form,
+    and an engine of the other form is not reused. Its logits are checked against the growing cache in
+    ``tests/test_portable_static.py`` (ONNX Runtime) and its tokens on the GPU machine."""
     from trtllm_kit.engine.builder import _create_network
     from trtllm_kit.engine.flavors import resolve_flavor
     from trtllm_kit.engine.kv_layouts import NetworkContext, NetworkIndex, rewire_attention_multiplies

@@ -294,8 +294,9 @@ class PortableStaticKV(PortableKV):
         # 8 where the decode profile allows (the extra positions masked out), so that each row of the cache's scores
         # and probabilities starts 16-byte aligned (a fused kernel can load them as vectors)
         past = capacity - 1
-        if -(-past // 8) * 8 <= limits.max_seq - 1:
-            past = -(-past // 8) * 8
+        rounded = -(-past // 8) * 8
+        if rounded <= limits.max_seq - 1:
+            past = rounded
         cache = NewRowsCache(spec, batch, past, limits.max_input, dtypes[past_name(0, "key")], device,
                              values_transposed=values_transposed)
         cache.mask = torch.zeros(batch, cache.capacity + 1, dtype=dtypes[ATTENTION_MASK], device=device)
@@ -891,7 +892,7 @@ def static_cache_onnx(onnx_path: Path, max_seq: int) -> bytes:
     return model.SerializeToString()
 
 
-def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
+def new_rows_onnx(onnx_path: Path, past_form: str | None = None) -> bytes:
     """The exported graph (weights left where they are) attending over the past and the new tokens apart, and
     returning only the new tokens' keys and values.
 
@@ -939,6 +940,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
         raise ToolkitError(f"{onnx_path} was not written by this toolkit's exporter ({what})",
                            "re-export it with `trtllm-kit export`, or use --kv-mode portable")
 
+    past_form = past_form or PAST_FORMS[0]  # unnamed: the default form
     if past_form not in PAST_FORMS:
         raise ToolkitError(f"unknown past attention form {past_form!r}", f"use {', '.join(PAST_FORMS)}")
     values_t, split = past_form in VALUES_TRANSPOSED, past_form == "split-vt"
@@ -1028,6 +1030,10 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
                 nodes.append(helper.make_node(op, inputs, [output], name=f"{output}/node", **attrs))
                 return output
 
+            def past_len() -> str:  # P, the cached positions, read off the block's key cache
+                return node("Gather", [node("Shape", [past_name(i, "key")], f"{name}.past_shape"), "nr_two"],
+                            f"{name}.past_len", axis=0)
+
             old, new = branch(past, "past", transposes=past_form == "matmul"), branch(anchor, "new")
             reduced = past_form != "matmul"
             if kv == "key" and split:  # the two halves of the scores apart, in float (the exported Cast's type)
@@ -1047,8 +1053,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
             elif split:  # softmax over (past, new) as two halves, no row of P + S: see the docstring
                 softmax_ops = exported_softmax(matmul.input[0], scores[i])
                 allowed, fill = softmax_ops[1].input[0], softmax_ops[1].input[2]
-                p_len, k = f"{name}.past_len", f"{scores[i]}"
-                node("Gather", [node("Shape", [past_name(i, "key")], f"{name}.past_shape"), "nr_two"], p_len, axis=0)
+                p_len, k = past_len(), f"{scores[i]}"
                 halves = {}
                 for half, (start, end) in (("past", ("nr_zero", p_len)), ("new", (p_len, "nr_end"))):
                     ok = node("Slice", [allowed, start, end, "nr_last"], f"{k}.allowed_{half}")
@@ -1070,12 +1075,8 @@ def new_rows_onnx(onnx_path: Path, past_form: str = "split-vt") -> bytes:
                 for op in softmax_ops:
                     replaced[id(op)] = []
             else:  # probs (..., S, P + S) split at P
-                probs, p_len = matmul.input[0], f"{name}.past_len"
-                nodes += [helper.make_node("Shape", [past_name(i, "key")], [f"{name}.past_shape"],
-                                           name=f"{name}.past_shape/node"),
-                          helper.make_node("Gather", [f"{name}.past_shape", "nr_two"], [p_len], axis=0,
-                                           name=f"{p_len}/node"),
-                          helper.make_node("Slice", [probs, "nr_zero", p_len, "nr_last"], [f"{out}.probs_past"],
+                probs, p_len = matmul.input[0], past_len()
+                nodes += [helper.make_node("Slice", [probs, "nr_zero", p_len, "nr_last"], [f"{out}.probs_past"],
                                            name=f"{out}.probs_past/node"),
                           helper.make_node("Slice", [probs, p_len, "nr_end", "nr_last"], [f"{out}.probs_new"],
                                            name=f"{out}.probs_new/node")]
