@@ -658,7 +658,8 @@ def test_the_gemm_rewrite_reads_weights_stored_out_x_in(tiny_exports):
     assert sorted(w.name for _, w, _ in found) == sorted(set(arrays) - {"model.embed_tokens.weight"})
     for layer, w, w_layout in found:
         assert w_layout == 1 and tuple(w.shape) == arrays[w.name].shape
-        assert np.array_equal(arrays[w.name], np.asarray(original[w.name]).T) and arrays[w.name].flags.c_contiguous
+        made = np.asarray(arrays[w.name])
+        assert np.array_equal(made, np.asarray(original[w.name]).T) and made.flags.c_contiguous
         assert layer.get_input(0).shape[-1] == w.shape[1] and layer.get_output(0).shape[-1] == w.shape[0], layer.name
     assert np.array_equal(arrays["model.embed_tokens.weight"], np.asarray(original["model.embed_tokens.weight"]))
 
@@ -1317,3 +1318,91 @@ def test_portable_static_with_transposed_values_builds_and_says_so(tiny_exports,
         assert tuple(io[f"present.{i}.value"].shape)[1:3] == (L.n_kv_heads, L.head_dim)
     decode = m.profiles[1].tensors  # the largest past: max_seq - 1
     assert decode["past_key_values.0.value"]["max"][3] == 31 and decode["past_key_values.0.key"]["max"][2] == 31
+
+
+def test_the_weights_file_is_written_beside_the_build_and_read_by_safetensors(tmp_path):
+    """``weight_file.writing_weights``: a standard safetensors file (safetensors' own loader reads every tensor and
+    the format note back), in the order given, its record's sha256 and size those of the file; deferred values are
+    made as it writes, each step once, in order, never into the array they were made from (a read-only memory map
+    of the export stays untouched, a writable array too); a stopped writer leaves its thread joined."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    from trtllm_kit.engine.weight_file import Deferred, writing_weights
+    from trtllm_kit.engine.weights import FORMAT_NOTE, deferred_rows, save_weights
+    from trtllm_kit.utils.fs import sha256_file
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((8, 12)).astype(np.float16)
+    np.save(tmp_path / "a.npy", a)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    own = rng.standard_normal((4, 6)).astype(np.float32)
+    kept = own.copy()
+    twice = Deferred.of(mapped).then(lambda v: v.__imul__(2)).then(lambda v: v.__iadd__(1))
+    arrays = {"b.weight": deferred_rows([mapped, mapped[:, :4]], transpose=True), "a.weight": twice,
+              "own.weight": Deferred.of(own).then(lambda v: v.__imul__(3)), "plain.weight": a}
+    assert twice.shape == (8, 12) and twice.nbytes == a.nbytes and arrays["b.weight"].shape == (16, 8)
+    assert np.array_equal(np.asarray(twice), np.asarray(twice))  # each read made anew: no step applied twice
+    record = save_weights(arrays, tmp_path)
+    path = tmp_path / record.file
+    stored = load_file(str(path))
+    assert list(stored) == list(arrays)  # in the order given
+    np.testing.assert_array_equal(stored["a.weight"], a * np.float16(2) + np.float16(1))
+    np.testing.assert_array_equal(stored["b.weight"], np.concatenate([a.T, a[:, :4].T]))
+    np.testing.assert_array_equal(stored["own.weight"], kept * 3)
+    np.testing.assert_array_equal(stored["plain.weight"], a)
+    assert np.array_equal(own, kept) and np.array_equal(np.load(tmp_path / "a.npy"), a)  # sources never written
+    assert record.sha256 == sha256_file(path) and record.bytes == path.stat().st_size
+    assert record.tensors == {"b.weight": [16, 8], "a.weight": [8, 12], "own.weight": [4, 6], "plain.weight": [8, 12]}
+    with safe_open(str(path), "np") as f:
+        assert f.metadata() == {"format": FORMAT_NOTE}
+    with pytest.raises(FileExistsError):  # never over a file it did not make
+        save_weights(arrays, tmp_path)
+
+    with pytest.raises(RuntimeError, match="the build failed"), writing_weights(
+            {f"w{i}.weight": deferred_rows([mapped], transpose=True) for i in range(64)}, tmp_path / "x") as writer:
+        raise RuntimeError("the build failed")
+    assert not any(t.name.startswith("trtllm-kit-weights") for t in __import__("threading").enumerate())
+    assert writer._future.done()
+
+
+def test_a_failed_build_with_weight_inputs_leaves_nothing(tiny_exports, tmp_path):
+    """A build whose TensorRT part fails (no kernel fits a 1 KB workspace) while the weights file is being written
+    beside it: one clear error, the writer stopped, and no engine directory nor anything else left behind."""
+    out = tmp_path / "e"
+    with pytest.raises(ToolkitError, match="TensorRT build failed"):
+        engine_from_onnx(tiny_exports["tiny-llama"], out, opts(weights="inputs", workspace_gb=1e-6), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["portable", "portable-static", "inplace"])
+def test_weights_parsed_as_graph_inputs_never_reach_the_parser(tiny_exports, mode):
+    """``parse_graph(weight_inputs=True)`` (every ``--weights inputs`` build): the weight matrices reach the parser as
+    graph inputs, so its network holds no constant of their values, and ``weights_to_inputs`` (fused, out x in, as
+    with the GEMM plugin) gives the same inputs, shapes and values as from the parsed constants."""
+    from trtllm_kit.engine.builder import _create_network
+    from trtllm_kit.engine.flavors import resolve_flavor
+    from trtllm_kit.engine.kv_layouts import KV_LAYOUTS
+    from trtllm_kit.engine.weights import is_weight_matrix, weights_to_inputs
+
+    flavor = resolve_flavor("auto", None)
+    trt = flavor.trt
+    layout = KV_LAYOUTS[mode]
+    path = tiny_exports["tiny-llama-width"] / "model.onnx"
+    made = {}
+    for weight_inputs in (False, True):
+        logger = trt.Logger(trt.Logger.ERROR)
+        network = _create_network(flavor, trt.Builder(logger))
+        assert layout.parse(trt.OnnxParser(network, logger), path, SMALL, weight_inputs=weight_inputs)
+        constants = [network.get_layer(i) for i in range(network.num_layers)
+                     if network.get_layer(i).type == trt.LayerType.CONSTANT]
+        weights = [c for c in constants if any(is_weight_matrix(n, tuple(c.get_output(0).shape))
+                                               for n in (c.name, c.get_output(0).name))]
+        assert bool(weights) != weight_inputs, len(weights)
+        arrays = weights_to_inputs(trt, network, path, fuse=True, out_x_in=True)
+        inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
+        assert all(inputs[k] == a.shape for k, a in arrays.items())
+        made[weight_inputs] = ({k: np.asarray(a) for k, a in arrays.items()}, inputs)
+    assert made[True][1] == made[False][1]  # the same engine inputs
+    assert made[True][0].keys() == made[False][0].keys()
+    assert all(np.array_equal(made[True][0][k], made[False][0][k]) for k in made[True][0])

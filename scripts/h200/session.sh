@@ -159,7 +159,13 @@
 #                         are done (logs/profall.log; the GPU's lock: tests shared, profiles alone); b: llama-7b
 #                         exported meanwhile, built in split-vt once /root/go exists (touch it when the 2-block
 #                         profile says split-vt is faster at batch 256), then depth-27 and LLM-Pruner as day27
-#   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
+#   day29                 the seventeenth session (one GPU): the weight inputs' file made, written and hashed beside
+                        TensorRT's build, the weights handed to the parser as graph inputs (it no longer reads them)
+                        and split-vt's mask sliced once for all blocks. g: the tiny GPU tests of every layout built
+                        with --weights inputs and of portable-static, while the three 7B models export; then
+                        llama-7b built alone and timed alone (its export data deleted after its build: disk), then
+                        depth-27 and LLM-Pruner built side by side and each timed alone, as day27
+  profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
@@ -533,6 +539,16 @@ case "${1:-status}" in
     bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/go --out $R/b28; rm -f $O/llama-7b/model.onnx.data; touch /root/b.done"  # disk: 64 GB
     bg d "$(w llama-7b) $B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d28"
     bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f28" ;;
+  day29)  # one GPU: see the header
+    R=/root/results/h200-trt86; L=/root/gpu0.lock
+    G="--kv-modes portable-static --weights inputs --gemm plugin --norm plugin --rope plugin --cuda-graph"
+    B="CUDA_VISIBLE_DEVICES=0 python3 scripts/bench_trt.py --backends trt --work /root/work --lock $L $G"
+    P="python3 -m pytest -m gpu -q -p no:cacheprovider"; K="-k 'portable-static or portable_static or weights-inputs'"
+    O=/root/work/onnx; w() { echo "while [ ! -f $O/$1/export.json ]; do sleep 3; done;"; }
+    bg g "CUDA_VISIBLE_DEVICES=0 flock -s $L $P -n 6 $K tests/test_gpu.py tests/test_check_gpu.py; $(w llama-7b) $(w llama-7b-depth-27) $(w llama-7b-llmpruner) touch /root/quiet"
+    bg b "$B --models llama-7b --breakdown llama-7b --build-after /root/quiet --out $R/b29; rm -f $O/llama-7b/model.onnx.data; touch /root/b.done"
+    bg d "$(w llama-7b) $B --models llama-7b-depth-27 --build-after /root/b.done --out $R/d29"
+    bg f "$(w llama-7b-depth-27) $B --models llama-7b-llmpruner --build-after /root/b.done --out $R/f29" ;;
   profall)
     for e in "$2"/*/; do for b in 1 64 256; do
       echo "=== $e batch $b"; python3 scripts/profile_layers.py "$e" --batch $b --kernels --top 12 --json "$LOGS/k-$(basename "$e")-b$b.json" 2>&1 | grep -v -i warn

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from trtllm_kit.engine.kv_layouts import (NetworkContext, plugin_library_unavail
                                           resolve_rope)
 from trtllm_kit.engine.manifest import BuildOptions, EngineIO, EngineManifest, GpuRecord, ProfileRecord, SourceRecord
 from trtllm_kit.engine.folds import scale_choice
-from trtllm_kit.engine.weights import FUSED_SEP, check_knobs, save_weights, weight_input_choices, weights_to_inputs
+from trtllm_kit.engine.weight_file import writing_weights
+from trtllm_kit.engine.weights import FUSED_SEP, check_knobs, weight_input_choices, weights_to_inputs
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.export.manifest import ExportManifest
 from trtllm_kit.utils.units import size
@@ -276,12 +278,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     what = f"build {spec.name} ({flavor.name} {flavor.version}, {layout.name} KV)"
     with atomic_dir(out, force=force, kind="engine") as tmp, hard_interrupt(tmp, what):
         logger = collecting_logger(trt)
-        with Heartbeat(what, logger) as beat, build_progress(trt, progress) as monitor:
+        with Heartbeat(what, logger) as beat, build_progress(trt, progress) as monitor, ExitStack() as beside:
             beat.phase("parsing ONNX")
             builder = trt.Builder(logger)
             network = _create_network(flavor, builder)
             parser = trt.OnnxParser(network, logger)
-            if not layout.parse(parser, onnx_path, limits):
+            if not layout.parse(parser, onnx_path, limits, weight_inputs=options.weights == "inputs"):
                 errs = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
                 raise ToolkitError(f"TensorRT could not parse {onnx_path}: {errs}")
             beat.phase(f"preparing the network ({layout.name} KV cache)")
@@ -302,11 +304,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                          size(sum(a.nbytes for a in weights.values())))
             ctx.weight_arrays = weights
             plugin = layout.finish_network(ctx, set(weights), plugin)
-            weight_record, weight_shapes = None, {k: tuple(a.shape) for k, a in weights.items()}
-            if weights:  # written before TensorRT builds, so the weights (in memory once transposed) are freed first
-                beat.phase("writing the weight inputs")
-                weight_record = save_weights(weights, tmp)
+            weight_record, weight_shapes, writer = None, {k: tuple(a.shape) for k, a in weights.items()}, None
+            beside_s: dict[str, float] = {}
+            if weights:  # made, written and hashed by a thread while TensorRT builds (weight_file; stopped on failure)
+                writer = beside.enter_context(writing_weights(weights, tmp))
                 weights.clear()
+                ctx.weight_arrays = {}
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints, ctx.gemm)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"
@@ -341,6 +344,10 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                 raise ToolkitError(f"TensorRT build failed: {detail}",
                                   _build_failure_hint(detail, options, free_gpu_memory(), layout=layout.name, norm=norm,
                                                       flavor=flavor))
+            if writer is not None:
+                beat.phase("finishing the weight inputs' file")
+                weight_record = writer.result()
+                beside_s = {"writing the weight inputs (beside TensorRT)": round(writer.seconds, 2)}
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
             with open(engine_path, "wb") as f:
@@ -368,7 +375,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                                 weights_sha256=export.weights.sha256, model=export.model),
             spec=spec, builder_settings=settings, timing_cache_note=cache_note,
             build_seconds=round(time.perf_counter() - beat.t0, 2),
-            build_phases=beat.phases | per_profile, engine_bytes=engine_path.stat().st_size,
+            build_phases=beat.phases | per_profile | beside_s, engine_bytes=engine_path.stat().st_size,
             engine_sha256=hashlib.sha256(plan).hexdigest(), layers_file=layers_file, weight_inputs=weight_record,
             created=utc_now())
         manifest.save(tmp)

@@ -203,8 +203,8 @@ def scale_choice() -> str:
 
 
 def _constant_values(trt, index, t):
-    """The values of ``t`` (float32, flat) where it is a constant, possibly through identities, casts and reshapes;
-    else None."""
+    """The values of ``t`` (a float32 copy, flat) where it is a constant, possibly through identities, casts and
+    reshapes; else None. (A copy: a deferred multiply reads it after the network may be gone.)"""
     import numpy as np
 
     passes = {trt.LayerType.IDENTITY, trt.LayerType.SHUFFLE} | (
@@ -217,7 +217,7 @@ def _constant_values(trt, index, t):
         if kind == trt.LayerType.CONSTANT:
             layer.__class__ = trt.IConstantLayer
             w = layer.weights
-            return np.asarray(w.numpy() if hasattr(w, "numpy") else w, dtype=np.float32).reshape(-1)
+            return np.array(w.numpy() if hasattr(w, "numpy") else w, dtype=np.float32).reshape(-1)
         if kind not in passes or layer.num_inputs != 1:
             return None
         t = layer.get_input(0)
@@ -228,19 +228,20 @@ def _scale_into_weight(trt, rw: _Rewrite, arrays: dict, layer, w, w_layout: int,
     """Multiply the RMSNorm scale ``scale`` into the K axis of weight input ``w`` (``arrays[w.name]``, stored as the
     engine's input) where that is safe: ``w`` is read by ``layer`` alone among the live layers (not, say, by an
     embedding lookup sharing the LM head's table; the multiply the GEMM rewrite replaced still reads it, unread
-    itself) and the scale is a constant of K values. Returns whether it did."""
-    import numpy as np
+    itself) and the scale is a constant of K values. Returns whether it did.
+
+    The multiply is deferred (``weight_file.Deferred.then``): made when the weights file is written, beside
+    TensorRT's build, on a copy where the value is a view of the export's bytes."""
+    from trtllm_kit.engine.weight_file import Deferred
 
     a = arrays.get(w.name)
     if a is None or [r.name for r, _ in rw.readers(w)] != [layer.name]:
         return False
     g = _constant_values(trt, rw.index, scale)
     k_axis = 1 if w_layout == 1 else 0
-    if g is None or a.ndim != 2 or g.size != a.shape[k_axis]:
+    if g is None or len(a.shape) != 2 or g.size != a.shape[k_axis]:
         return False
-    if not (a.flags.writeable and a.flags.c_contiguous):  # (a view of the export's bytes)
-        arrays[w.name] = a = np.array(a, order="C")
-    _scale_axis(a, g, k_axis)
+    arrays[w.name] = Deferred.of(a).then(lambda v: _scale_axis(v, g, k_axis))
     return True
 
 

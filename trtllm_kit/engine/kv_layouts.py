@@ -95,8 +95,12 @@ class KVLayout:
     def profiles(self, limits: EngineLimits, layout: str) -> list[ProfileSpec]:
         return sweep_profiles(limits, layout, static_cache=self.static_cache)
 
-    def parse(self, parser, onnx_path: Path, limits: EngineLimits) -> bool:
-        return parser.parse_from_file(str(onnx_path))
+    def parse(self, parser, onnx_path: Path, limits: EngineLimits, weight_inputs: bool = False) -> bool:
+        """Parse the export, rewritten as this layout needs it, into ``parser``'s network; ``weight_inputs``: the
+        weight matrices as graph inputs (``weights.parse_graph``). Returns whether the parser accepted it."""
+        from trtllm_kit.engine.weights import parse_graph
+
+        return parse_graph(parser, onnx_path, None, weight_inputs)
 
     def prepare_network(self, ctx: NetworkContext) -> PluginRecord | None:
         """Rewire the parsed network in place; return the plugin shipped with the engine, if any."""
@@ -230,8 +234,10 @@ class PortableStaticKV(PortableKV):
     fixed_decode_shapes = True
     returns_new_rows = True
 
-    def parse(self, parser, onnx_path, limits):
-        return parser.parse(new_rows_onnx(onnx_path, past_attention()), str(onnx_path))
+    def parse(self, parser, onnx_path, limits, weight_inputs=False):
+        from trtllm_kit.engine.weights import parse_graph
+
+        return parse_graph(parser, onnx_path, new_rows_onnx(onnx_path, past_attention()), weight_inputs)
 
     def engine_inputs(self, spec, limits):
         """The exported inputs; in the ``split-vt`` (the default) and ``reduce-vt`` forms the value caches (B, nkv, hd,
@@ -429,8 +435,10 @@ class StaticKV(KVLayout):
     def engine_inputs(self, spec, limits):
         return static_cache_inputs(spec, limits.max_seq)
 
-    def parse(self, parser, onnx_path, limits):
-        return parser.parse(static_cache_onnx(onnx_path, limits.max_seq), str(onnx_path))
+    def parse(self, parser, onnx_path, limits, weight_inputs=False):
+        from trtllm_kit.engine.weights import parse_graph
+
+        return parse_graph(parser, onnx_path, static_cache_onnx(onnx_path, limits.max_seq), weight_inputs)
 
     def new_cache(self, spec, batch, capacity, limits, dtypes, device, values_transposed=False):
         from trtllm_kit.runtime.kv_cache import StaticCache
@@ -913,9 +921,9 @@ def new_rows_onnx(onnx_path: Path, past_form: str | None = None) -> bytes:
     sum, ``ReduceSum(probs_past[..., None, :] * past_v[..., None, :, :], -1)``, runs along the contiguous axis
     (``past_attention`` has the measurements). ``"split-vt"`` (the default): as ``reduce-vt``, with the exported
     softmax (Cast, Where(mask), Softmax, Cast) computed over the two halves apart, never as one row of P + S: each
-    half masked with its slice of the mask, one maximum over both, ``e = Exp(scores - max)`` per half, and the
-    output ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in float, so that the
-    values' sum reads a row of P weights (16-byte aligned where P is a multiple of 8, as
+    half masked with its slice of the mask (sliced once for every block), one maximum over both, ``e = Exp(scores -
+    max)`` per half, and the output ``(ReduceSum(e_past * past_v) + e_new @ new_v) / (sum(e_past) + sum(e_new))`` in
+    float, so that the values' sum reads a row of P weights (16-byte aligned where P is a multiple of 8, as
     ``PortableStaticKV.new_cache`` makes it) instead of a slice of a row of P + 1 with the softmax's division fused
     in (TensorRT 8.6 on an H200, batch 256: 0.58 ms a block for that kernel against 0.10 ms for the keys' aligned
     one, fifteenth session; 0.15 ms a block in this form, sixteenth session). Why no MatMul reads the cache:
@@ -967,6 +975,7 @@ def new_rows_onnx(onnx_path: Path, past_form: str | None = None) -> bytes:
     elem = {i.name: i.type.tensor_type.elem_type for i in g.input}
     replaced: dict[int, list] = {}  # id(node) -> the nodes that take its place ([] drops it)
     scores: dict[int, str] = {}  # split-vt: block -> the exported scores' name (the halves are named after it)
+    mask_halves: dict[str, dict] = {}  # split-vt: the mask -> its past and new positions (every block's P is the same)
 
     def exported_softmax(probs: str, scores_name: str) -> list:
         """The exported ops from the scores to the probabilities: Cast (float), Where (mask), Softmax, Cast."""
@@ -1053,12 +1062,14 @@ def new_rows_onnx(onnx_path: Path, past_form: str | None = None) -> bytes:
             elif split:  # softmax over (past, new) as two halves, no row of P + S: see the docstring
                 softmax_ops = exported_softmax(matmul.input[0], scores[i])
                 allowed, fill = softmax_ops[1].input[0], softmax_ops[1].input[2]
-                p_len, k = past_len(), f"{scores[i]}"
-                halves = {}
-                for half, (start, end) in (("past", ("nr_zero", p_len)), ("new", (p_len, "nr_end"))):
-                    ok = node("Slice", [allowed, start, end, "nr_last"], f"{k}.allowed_{half}")
-                    halves[half] = node("Where", [ok, f"{k}.{half}" if half == "past" else f"{k}.new_f", fill],
-                                        f"{k}.masked_{half}")
+                k = f"{scores[i]}"
+                if allowed not in mask_halves:  # sliced once, by the first block, for every block reading that mask
+                    p_len = past_len()
+                    mask_halves[allowed] = {
+                        half: node("Slice", [allowed, start, end, "nr_last"], f"{allowed}.{half}_positions")
+                        for half, (start, end) in (("past", ("nr_zero", p_len)), ("new", (p_len, "nr_end")))}
+                halves = {half: node("Where", [mask_halves[allowed][half], f"{k}.{half}" if half == "past" else
+                                               f"{k}.new_f", fill], f"{k}.masked_{half}") for half in ("past", "new")}
                 top = node("Max", [node("ReduceMax", [halves[h]], f"{k}.max_{h}", axes=[-1], keepdims=1)
                                    for h in ("past", "new")], f"{k}.max")
                 e = {h: node("Exp", [node("Sub", [halves[h], top], f"{k}.shifted_{h}")], f"{k}.exp_{h}")

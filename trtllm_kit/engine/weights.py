@@ -19,10 +19,12 @@ import numpy as np
 
 from pydantic import field_validator
 
+from trtllm_kit.engine.weight_file import Deferred
 from trtllm_kit.errors import ToolkitError
 from trtllm_kit.utils.manifest import Record
 
 WEIGHTS_FILE = "weights.safetensors"
+FORMAT_NOTE = "trtllm-kit weight inputs: key = engine input name"  # the file's safetensors metadata "format"
 # What a detached weight constant keeps (module-level: arrays given to TensorRT must outlive the build).
 _PLACEHOLDER = {"float16": np.zeros(1, np.float16), "float32": np.zeros(1, np.float32)}
 
@@ -136,8 +138,38 @@ def is_weight_matrix(name: str, shape) -> bool:
     return name.endswith(".weight") and len(shape) >= 2
 
 
+def parse_graph(parser, onnx_path: Path, graph: bytes | None = None, weight_inputs: bool = False) -> bool:
+    """Parse an export into ``parser``'s network: ``graph`` (a layout's rewrite of it, serialized, its weights left in
+    the export's external data) or else the file as exported.
+
+    With ``weight_inputs`` (a ``--weights inputs`` build) every weight matrix initializer (``is_weight_matrix``) is
+    handed to the parser as a graph input of the same name, type and shape instead, so the parser never reads its
+    values: TensorRT 8.6's parser read and widened all 13.5 GB of a 7B model's fp16 weights to float constants, which
+    ``weights_to_inputs`` then dropped again (H200, llama-7b: most of the 31 s of "parsing ONNX", sixteenth session).
+    ``weights_to_inputs`` reads the values from the export.
+
+    Returns:
+        whether the parser accepted the graph (its errors are on the parser).
+    """
+    onnx_path = Path(onnx_path)
+    if not weight_inputs:
+        return parser.parse(graph, str(onnx_path)) if graph is not None else parser.parse_from_file(str(onnx_path))
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(graph) if graph is not None else onnx.load(str(onnx_path), load_external_data=False)
+    g = model.graph
+    moved = [i for i in g.initializer if is_weight_matrix(i.name, i.dims)]
+    kept = [i for i in g.initializer if not is_weight_matrix(i.name, i.dims)]
+    g.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in moved)
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return parser.parse(model.SerializeToString(), str(onnx_path))
+
+
 def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, out_x_in: bool = False) -> dict:
-    """Turn every weight matrix constant (``is_weight_matrix``) into a network input of the same name.
+    """Turn every weight matrix constant (``is_weight_matrix``) into a network input of the same name (a weight parsed
+    as a graph input, ``parse_graph``'s ``weight_inputs``, stays one, or is replaced by its stored form).
 
     With ``fuse``, the multiplies of one activation by several weights (a block's q/k/v projections, its gate/up)
     become one multiply by an input holding those weights side by side (``fuse_projections``; ``"qkv"``: only
@@ -157,8 +189,9 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
         fuse, out_x_in: as above.
 
     Returns:
-        input name -> numpy array (read-only memory map or array, the constant's dtype; its shape, or (N, K) for a
-        weight stored out x in), in network order.
+        input name -> its value in network order: a read-only memory map of the export (the constant's dtype and
+        shape), or a ``weight_file.Deferred`` (N, K) for a weight stored out x in or a fused group (made when the
+        weights file is written, ``weight_file.writing_weights``).
 
     Raises:
         ToolkitError: a weight whose dtype numpy cannot hold (bf16: export fp16 or fp32 instead), or whose
@@ -169,14 +202,15 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
     floats = {trt.float16: "float16", trt.float32: "float32"}
     index = NetworkIndex(network)
     picked = []
-    for li in range(network.num_layers):
-        layer = network.get_layer(li)
-        if layer.type != trt.LayerType.CONSTANT:
-            continue
-        out = layer.get_output(0)
+    found = [(layer, layer.get_output(0)) for layer in (network.get_layer(li) for li in range(network.num_layers))
+             if layer.type == trt.LayerType.CONSTANT]
+    found += [(None, network.get_input(i)) for i in range(network.num_inputs)]  # parsed as graph inputs
+    for layer, out in found:
         shape = tuple(out.shape)
-        # The initializer's name: the constant's output on TensorRT 8.6, its layer on 10.x/RTX ("<name>_output").
-        name = next((n for n in (out.name, layer.name) if is_weight_matrix(n, shape)), None)
+        # The initializer's name: the constant's output on TensorRT 8.6, its layer on 10.x/RTX ("<name>_output"); a
+        # graph input's own (parse_graph's weight_inputs)
+        name = next((n for n in ((out.name,) if layer is None else (out.name, layer.name))
+                     if is_weight_matrix(n, shape)), None)
         if name is None:
             continue
         if out.dtype not in floats:
@@ -201,6 +235,9 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
         widened = _widened(trt, a, out)
         readers = index.consumers.get(out.name, [])  # keyed by the name the index saw: look up before renaming
         transpose = out_x_in and _matmul_reading(trt, index, out) is not None
+        if layer is None and not transpose:  # a graph input already, as exported
+            arrays[name] = a
+            continue
         out.name = f"{name}.constant"
         raw = network.add_input(name, trt.float16 if widened else out.dtype, shape[::-1] if transpose else shape)
         inp = _in_x_out(network, raw, name) if transpose else raw
@@ -211,8 +248,8 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
                 _gather_then_widen(trt, network, index, reader, raw)
             else:
                 reader.set_input(j, inp)
-        _detach(trt, layer, out)
-        arrays[name] = stacked_rows([a], transpose=True) if transpose else a
+        _detach(trt, layer, out, network)
+        arrays[name] = deferred_rows([a], transpose=True) if transpose else a
     return arrays
 
 
@@ -247,14 +284,26 @@ def stacked_rows(mats: list, transpose: bool) -> np.ndarray:
     return out
 
 
+def deferred_rows(mats: list, transpose: bool) -> Deferred:
+    """``stacked_rows(mats, transpose)``, made when it is read (the weights file's writer thread makes it while
+    TensorRT builds: ``weight_file``)."""
+    rows = sum(m.shape[1] for m in mats)
+    K = mats[0].shape[0]
+    return Deferred((rows, K) if transpose else (K, rows), mats[0].dtype, lambda: stacked_rows(mats, transpose))
+
+
 def _widened(trt, a, out) -> bool:
     """Whether TensorRT 8.6's parser widened the fp16 weight ``a`` to the float constant ``out``."""
     return a.dtype == np.float16 and out.dtype == trt.float32
 
 
-def _detach(trt, layer, out) -> None:
+def _detach(trt, layer, out, network=None) -> None:
     """Shrink a weight constant nothing reads any more to one element: it stays in the network, and its values would
-    still be serialized (the H200's 7537 MB llama-7b@8 plan with dangling weight inputs)."""
+    still be serialized (the H200's 7537 MB llama-7b@8 plan with dangling weight inputs). A weight parsed as a graph
+    input (``layer`` None) is removed from the network's inputs."""
+    if layer is None:
+        network.remove_tensor(out)
+        return
     layer.__class__ = trt.IConstantLayer
     layer.weights = _PLACEHOLDER["float32" if out.dtype == trt.float32 else "float16"]
     layer.shape = (1,)
@@ -312,7 +361,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
             (``weights_to_inputs``).
 
     Returns:
-        fused input name (members joined by ``FUSED_SEP``) -> array (K, sum of N), or (sum of N, K) with
+        fused input name (members joined by ``FUSED_SEP``) -> ``Deferred`` (K, sum of N), or (sum of N, K) with
         ``out_x_in``; empty when nothing fuses.
     """
     groups: dict[str, list] = {}
@@ -328,7 +377,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
         names = [m[0] for m in members]
         K, widths = members[0][3][0], [m[3][1] for m in members]
         key = FUSED_SEP.join(names)
-        arrays[key] = stacked_rows([values[n] for n in names], transpose=out_x_in)
+        arrays[key] = deferred_rows([values[n] for n in names], transpose=out_x_in)
         out0 = members[0][2]
         widened = _widened(trt, arrays[key], out0)
         raw = network.add_input(key, trt.float16 if widened else out0.dtype,
@@ -366,7 +415,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
             for reader, k in index.consumers.get(old_mm.get_output(0).name, []):
                 reader.set_input(k, part.get_output(0))
             offset += width
-            _detach(trt, layer, out)
+            _detach(trt, layer, out, network)
     return arrays
 
 
@@ -415,15 +464,16 @@ def onnx_initializers(onnx_path: Path, names: list[str]) -> dict:
 
 
 def save_weights(arrays: dict, directory: Path) -> WeightInputsRecord:
-    """Write ``arrays`` to ``directory/weights.safetensors``; returns its record for ``engine.json``."""
-    from safetensors.numpy import save_file
+    """Write ``arrays`` (engine input name -> array or ``Deferred``) to ``directory/weights.safetensors`` and wait
+    for it; returns its record for ``engine.json`` (``weight_file.writing_weights`` writes it beside other work).
 
-    from trtllm_kit.utils.fs import sha256_file
+    Raises:
+        OSError: the file could not be written.
+    """
+    from trtllm_kit.engine.weight_file import writing_weights
 
-    path = Path(directory) / WEIGHTS_FILE
-    save_file(arrays, str(path), metadata={"format": "trtllm-kit weight inputs: key = engine input name"})
-    return WeightInputsRecord(file=WEIGHTS_FILE, sha256=sha256_file(path), bytes=path.stat().st_size,
-                              tensors={k: list(v.shape) for k, v in arrays.items()})
+    with writing_weights(arrays, directory) as writer:
+        return writer.result()
 
 
 def load_weight_inputs(engine_dir: Path, record: WeightInputsRecord, engine, device) -> dict:
