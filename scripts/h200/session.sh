@@ -160,12 +160,12 @@
 #                         exported meanwhile, built in split-vt once /root/go exists (touch it when the 2-block
 #                         profile says split-vt is faster at batch 256), then depth-27 and LLM-Pruner as day27
 #   day29                 the seventeenth session (one GPU): the weight inputs' file made, written and hashed beside
-                        TensorRT's build, the weights handed to the parser as graph inputs (it no longer reads them)
-                        and split-vt's mask sliced once for all blocks. g: the tiny GPU tests of every layout built
-                        with --weights inputs and of portable-static, while the three 7B models export; then
-                        llama-7b built alone and timed alone (its export data deleted after its build: disk), then
-                        depth-27 and LLM-Pruner built side by side and each timed alone, as day27
-  profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
+#                          TensorRT's build, the weights handed to the parser as graph inputs (it no longer reads them)
+#                          and split-vt's mask sliced once for all blocks. g: the tiny GPU tests of every layout built
+#                          with --weights inputs and of portable-static, while the three 7B models export; then
+#                          llama-7b built alone and timed alone (its export data deleted after its build: disk), then
+#                          depth-27 and LLM-Pruner built side by side and each timed alone, as day27
+#   profall DIR           scripts/profile_layers.py --kernels at batch 1, 64, 256 on every engine under DIR
 #   collect               logs and results as $OUT/collect.tgz (what the device call brings back)
 #   trt GPU MODE...       7B models: build engines in each KV layout and time them (scripts/bench_trt.py)
 #   eager GPU             7B models on eager
