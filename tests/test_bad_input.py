@@ -214,8 +214,9 @@ def test_ctrl_c_stops_a_build_exits_130_and_leaves_nothing(tmp_path):
     from trtllm_kit.export import onnx_from_model
 
     onnx_from_model("small-llama", tmp_path / "exp", validate=False, progress=False)
-    out = tmp_path / "eng"
-    proc = subprocess.Popen([shutil.which("trtllm-kit"), "build", str(tmp_path / "exp"), "--out", str(out)],
+    out = tmp_path / "made" / "for" / "eng"  # parents the build makes, and removes again (found by a new user)
+    proc = subprocess.Popen([shutil.which("trtllm-kit"), "build", str(tmp_path / "exp"), "--out", str(out),
+                             "--weights", "inputs"],  # (the weights file is being written beside TensorRT's build)
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "building the engine" in line:
@@ -228,7 +229,7 @@ def test_ctrl_c_stops_a_build_exits_130_and_leaves_nothing(tmp_path):
     assert rc == 130, rest
     assert time.monotonic() - t0 < 10, "the build went on after Ctrl-C"
     assert "interrupted" in rest and "Traceback" not in rest
-    assert _entries(tmp_path) == ["exp"]  # no engine directory, no partial directory
+    assert _entries(tmp_path) == ["exp"]  # no engine directory, no partial directory, no parent made for them
 
 
 @pytest.mark.parametrize("edit,needle", [

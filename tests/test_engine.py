@@ -1366,13 +1366,54 @@ def test_the_weights_file_is_written_beside_the_build_and_read_by_safetensors(tm
     assert writer._future.done()
 
 
-def test_a_failed_build_with_weight_inputs_leaves_nothing(tiny_exports, tmp_path):
+def test_a_failed_build_with_weight_inputs_leaves_nothing(tiny_exports, tmp_path, monkeypatch):
     """A build whose TensorRT part fails (no kernel fits a 1 KB workspace) while the weights file is being written
-    beside it: one clear error, the writer stopped, and no engine directory nor anything else left behind."""
-    out = tmp_path / "e"
-    with pytest.raises(ToolkitError, match="TensorRT build failed"):
+    beside it: one clear error with the fix, the writer stopped, and no engine directory nor anything else left
+    behind, not even the parent directories the build made for it (found by a new user). A disk too small for the
+    weight inputs is refused before TensorRT starts, leaving nothing either."""
+    import shutil
+    from collections import namedtuple
+
+    mine = tmp_path / "mine"
+    mine.mkdir()  # a directory the user made: kept, though empty
+    out = mine / "made" / "by" / "the-build" / "e"
+    with pytest.raises(ToolkitError, match="TensorRT build failed") as e:
         engine_from_onnx(tiny_exports["tiny-llama"], out, opts(weights="inputs", workspace_gb=1e-6), progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert "a larger --workspace than 1e-06 GB" in str(e.value.hint)
+    assert list(tmp_path.iterdir()) == [mine] and list(mine.iterdir()) == []
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 200_000, 200_000))
+    with pytest.raises(ToolkitError, match="on a disk with 0.20 MB free; the weight inputs alone need 0.65 MB") as e:
+        engine_from_onnx(tiny_exports["tiny-llama"], out, opts(weights="inputs"), progress=False)
+    assert "choose another --out" in str(e.value.hint)
+    assert list(mine.iterdir()) == []
+
+
+def test_an_export_whose_weights_file_is_missing_or_short_is_refused(tmp_path):
+    """``export.manifest.check_external_data`` (run by every build through ``verify_onnx``): a data file cut short
+    or missing is one clear line naming it, before any parsing (a ``--weights inputs`` build, whose parser never
+    reads the weights, met a cut-short file only as numpy's "mmap length is greater than file size")."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from trtllm_kit.export.manifest import check_external_data
+
+    w = numpy_helper.from_array(np.arange(64, dtype=np.float16).reshape(8, 8), "w.weight")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w.weight"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [1, 8])], [w])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    data = tmp_path / "model.onnx.data"
+    check_external_data(path, "export again")  # whole: nothing to say
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(ToolkitError, match=r"model.onnx.data is 100 bytes, its initializers need 128: it was cut"):
+        check_external_data(path, "export again")
+    data.unlink()
+    with pytest.raises(ToolkitError, match=r"model.onnx.data, the weights of model.onnx, is missing"):
+        check_external_data(path, "export again")
 
 
 @pytest.mark.parametrize("mode", ["portable", "portable-static", "inplace"])

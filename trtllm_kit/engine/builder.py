@@ -307,6 +307,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             weight_record, weight_shapes, writer = None, {k: tuple(a.shape) for k, a in weights.items()}, None
             beside_s: dict[str, float] = {}
             if weights:  # made, written and hashed by a thread while TensorRT builds (weight_file; stopped on failure)
+                _check_free_space(tmp, sum(a.nbytes for a in weights.values()), out)
                 writer = beside.enter_context(writing_weights(weights, tmp))
                 weights.clear()
                 ctx.weight_arrays = {}
@@ -346,12 +347,20 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
                                                       flavor=flavor))
             if writer is not None:
                 beat.phase("finishing the weight inputs' file")
-                weight_record = writer.result()
+                try:
+                    weight_record = writer.result()
+                except OSError as e:
+                    raise ToolkitError(f"the weight inputs could not be written under {out}: {e.strerror or e}; "
+                                       "nothing was written", _SPACE_HINT) from None
                 beside_s = {"writing the weight inputs (beside TensorRT)": round(writer.seconds, 2)}
             beat.phase("writing and checking the engine")
             engine_path = tmp / "model.engine"
-            with open(engine_path, "wb") as f:
-                f.write(plan)
+            try:
+                with open(engine_path, "wb") as f:
+                    f.write(plan)
+            except OSError as e:
+                raise ToolkitError(f"the engine could not be written under {out}: {e.strerror or e}; nothing was "
+                                   "written", _SPACE_HINT) from None
             io, io_source, layers_file = io_from_network(network), "network definition (no GPU to deserialize on)", None
             if gpu is not None:
                 io, layers_file = _check_engine(trt, logger, plan, tmp)
@@ -384,6 +393,25 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     return EngineResult(out, out / "model.engine", manifest)
 
 
+_SPACE_HINT = "free space on that disk, or choose another --out"
+
+
+def _check_free_space(directory: Path, need: int, out) -> None:
+    """Refuse, before TensorRT builds, a build whose weight inputs (``need`` bytes) cannot fit on the disk of the
+    engine directory (its temporary ``directory``): the file is written beside the build, and a full disk would
+    only show once TensorRT had finished.
+
+    Raises:
+        ToolkitError: less free space than ``need`` plus 64 MB for the engine and its metadata.
+    """
+    import shutil
+
+    free = shutil.disk_usage(directory).free
+    if free < need + (64 << 20):
+        raise ToolkitError(f"{out} is on a disk with {size(free)} free; the weight inputs alone need {size(need)}",
+                           _SPACE_HINT)
+
+
 def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[int, int] | None = None,
                         layout: str | None = None, norm: str | None = None, flavor=None) -> str | None:
     """What to change after a failed build, for the failures seen on real builds.
@@ -414,6 +442,8 @@ def _build_failure_hint(detail: str, options: BuildOptions, gpu_memory: tuple[in
                if gpu_memory is not None else "")
         return (f"TensorRT found no kernel for the fused graph within the GPU memory it could get{mem}: try "
                 + ", or ".join(steps))
+    if "workspace" in detail.lower() and options.workspace_gb is not None:  # (TensorRT-RTX: "... workspace limit")
+        return f"a larger --workspace than {options.workspace_gb:g} GB, or leave it unset"
     return None
 
 

@@ -97,10 +97,11 @@ class ExportManifest(Manifest):
     created: str
 
     def verify_onnx(self, directory) -> None:
-        """Check that ``model.onnx`` is the graph this manifest describes.
+        """Check that ``model.onnx`` is the graph this manifest describes and that its external data files hold
+        every initializer (``check_external_data``; their bytes are not hashed: 13.5 GB for a 7B model).
 
         Raises:
-            ToolkitError: the file is missing or was changed after the export.
+            ToolkitError: the file is missing or was changed after the export, or a data file is missing or short.
         """
         from pathlib import Path
 
@@ -112,9 +113,45 @@ class ExportManifest(Manifest):
             raise ToolkitError(f"{directory} has no model.onnx", self.REDO)
         if self.onnx_sha256 and sha256_file(path) != self.onnx_sha256:
             raise ToolkitError(f"{path} was changed after the export (its sha256 differs from export.json's)", self.REDO)
+        check_external_data(path, self.REDO)
 
     def request(self) -> ExportRequest:
         """The request this export answers (weights identified without their hash)."""
         return ExportRequest(model=self.model, weights=self.weights.model_dump(exclude={"sha256"}), dtype=self.dtype,
                              last_only_logits=self.last_only_logits, opset=self.opset,
                              toolkit_version=self.toolkit_version)
+
+
+def check_external_data(onnx_path, hint: str) -> None:
+    """Refuse an ONNX file whose external data files are missing or shorter than its initializers' offsets and
+    lengths say: a build whose parser never reads the weights (``--weights inputs``) would otherwise fail only once
+    it maps them, after parsing, with a numpy error; other builds with TensorRT's "Failed to import initializer".
+
+    Raises:
+        ToolkitError: naming the data file and what it lacks, with ``hint``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+
+    from trtllm_kit.errors import ToolkitError
+
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    need: dict[str, int] = {}
+    for init in model.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        ext = {e.key: e.value for e in init.external_data}
+        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        n = int(np.prod(init.dims, dtype=np.int64)) * item
+        end = int(ext.get("offset", 0)) + int(ext.get("length", n))
+        need[ext["location"]] = max(need.get(ext["location"], 0), end)
+    for location, end in need.items():
+        data = onnx_path.parent / location
+        if not data.is_file():
+            raise ToolkitError(f"{data}, the weights of {onnx_path.name}, is missing", hint)
+        if data.stat().st_size < end:
+            raise ToolkitError(f"{data} is {data.stat().st_size} bytes, its initializers need {end}: it was cut short "
+                               "after the export", hint)

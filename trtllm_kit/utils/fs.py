@@ -166,12 +166,15 @@ def atomic_dir(out: str | os.PathLike, force: bool = False, kind: str = "artifac
     """
     out = check_output_dir(out, force, flag, kind)
     existed = out.exists()
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         # A short temporary name: a long --out must not fail on the toolkit's own suffix.
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:60]}.partial-", dir=out.parent))
     except OSError as e:
+        _remove_made(made)
         raise ToolkitError(f"{flag} {out} cannot be created: {e.strerror or e}") from None
+    _made_parents[tmp] = made
     try:
         yield tmp
         marker = {"created_by": "trtllm-kit", "kind": kind, "files": _written_files(tmp)}
@@ -201,8 +204,27 @@ def atomic_dir(out: str | os.PathLike, force: bool = False, kind: str = "artifac
                 raise ToolkitError(f"{flag} {out} was written by another process meanwhile; nothing replaced",
                                    "run one export/build per output directory at a time") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_partial(tmp)
         raise
+    _made_parents.pop(tmp, None)
+
+
+_made_parents: dict[Path, list[Path]] = {}  # atomic_dir's temporary directory -> the parents it made, deepest first
+
+
+def remove_partial(tmp: Path) -> None:
+    """Remove an unfinished temporary directory of ``atomic_dir`` and the parent directories that ``atomic_dir``
+    made for it, as far as they are empty (never a directory the toolkit did not create)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_made(_made_parents.pop(Path(tmp), []))
+
+
+def _remove_made(made: list[Path]) -> None:
+    for p in made:  # deepest first; stop at the first that is not empty (or not ours to remove)
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

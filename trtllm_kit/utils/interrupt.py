@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
@@ -21,7 +20,10 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def hard_interrupt(partial: Path, what: str):
-    """Within the block, Ctrl-C deletes ``partial`` and exits 130 immediately (main thread only)."""
+    """Within the block, Ctrl-C deletes ``partial`` (an ``atomic_dir``'s temporary directory, with the parents made
+    for it) and exits 130 immediately (main thread only)."""
+    from trtllm_kit.utils.fs import remove_partial
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -41,7 +43,7 @@ def hard_interrupt(partial: Path, what: str):
             data = os.read(r, 64)
             for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
                 if sig in data:
-                    shutil.rmtree(partial, ignore_errors=True)
+                    remove_partial(partial)  # and the parent directories made for it
                     sys.stderr.write(f"\ninterrupted: {what} stopped; nothing was written\n")
                     sys.stderr.flush()
                     os._exit(code)
