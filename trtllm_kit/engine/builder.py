@@ -267,6 +267,12 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
     if flavor.max_onnx_opset and export.opset > flavor.max_onnx_opset:
         raise ToolkitError(f"{flavor.name} {flavor.version} reads ONNX opset <= {flavor.max_onnx_opset}, the export "
                            f"is opset {export.opset}", f"export again with --opset {flavor.max_onnx_opset}")
+    if options.weights == "engine" and not flavor.is_rtx and flavor.version_tuple < (10,) and export.params > 1e9:
+        # H200, TensorRT 8.6: no llama-7b build with the weights in the plan finished within 10 minutes; with
+        # --weights inputs it built in 159 s (portable-static, seventeenth session; docs/benchmarks/h200-trt86/)
+        log.warning("%s %s compiles the weights kept in the engine for minutes per GB (%.1fB parameters here: "
+                    "likely over 10 minutes); --weights inputs builds a 7B model in about 3", flavor.name,
+                    flavor.version, export.params / 1e9)
     notes: list[str] = []  # the choices and auto's reasons, logged once the plugin options fit the layout
     layout, gemm, norm, rope = resolve_choices(options, flavor, notes)
     for note in notes:
