@@ -259,3 +259,26 @@ def test_environment_records_the_ab_variables_set(monkeypatch):
     assert "knobs" not in environment()
     monkeypatch.setenv("TRTLLM_KIT_PAST_ATTENTION", "matmul")
     assert environment()["knobs"] == {"TRTLLM_KIT_PAST_ATTENTION": "matmul"}
+
+
+def test_an_export_that_is_no_longer_whole_is_made_again(tmp_path, caplog):
+    """``ensure_export`` reuses an export only while it is whole: a ``model.onnx`` changed after the export (or an
+    external data file deleted or cut short: ``verify_onnx``) is exported again instead of failing the build later
+    (the H200 session deletes a 7B export's data file after its engine is built)."""
+    import logging
+
+    art = resolve_model("tiny-llama")
+    out = tmp_path / "onnx"
+    ensure_export(art, out, progress=False)
+    with caplog.at_level(logging.INFO, logger="trtllm_kit"):
+        ensure_export(resolve_model("tiny-llama"), out, progress=False)
+    assert "reusing export" in caplog.text
+    with open(out / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trtllm_kit"):
+        ensure_export(resolve_model("tiny-llama"), out, progress=False)
+    assert "reusing export" not in caplog.text and "was changed after the export" in caplog.text
+    from trtllm_kit.export.manifest import ExportManifest
+
+    ExportManifest.load(out).verify_onnx(out)  # whole again

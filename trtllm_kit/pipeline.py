@@ -138,7 +138,8 @@ def resolve_models(refs: list[str]) -> list[ModelArtifacts]:
 
 def ensure_export(art: ModelArtifacts, out: Path, dtype: str = "fp16", last_only: bool = True, opset: int = 17,
                   progress: bool = True) -> Path:
-    """Export unless ``out`` already holds an export made from the same request; return its directory.
+    """Export unless ``out`` already holds an export made from the same request, whole (``verify_onnx``); return its
+    directory.
 
     Raises:
         ToolkitError: ``out`` holds something the toolkit did not create, or the export fails.
@@ -152,7 +153,9 @@ def ensure_export(art: ModelArtifacts, out: Path, dtype: str = "fp16", last_only
     req = export_request(art.model_ref, art.weights(), dtype, last_only, opset)
     if (out / ExportManifest.FILE).is_file() and owned_by_toolkit(out, "export"):
         try:
-            if ExportManifest.load(out).request() == req:
+            m = ExportManifest.load(out)
+            if m.request() == req:
+                m.verify_onnx(out)  # the graph unchanged and its weights file whole (not deleted or cut short)
                 log.info("reusing export %s (inputs unchanged)", out)
                 art.onnx_dir = out
                 return out
