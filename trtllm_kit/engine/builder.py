@@ -315,8 +315,7 @@ def engine_from_onnx(onnx_dir: str | Path, out: str | Path, options: BuildOption
             if weights:  # made, written and hashed by a thread while TensorRT builds (weight_file; stopped on failure)
                 _check_free_space(tmp, sum(a.nbytes for a in weights.values()), out)
                 writer = beside.enter_context(writing_weights(weights, tmp))
-                weights.clear()
-                ctx.weight_arrays = {}
+                weights.clear()  # (ctx.weight_arrays: the same dict)
             config, settings = _configure(flavor, builder, options, layout.name, ctx.precision_constraints, ctx.gemm)
             settings["gemm"] = "TrtllmKitGemm plugin (cuBLASLt)" if ctx.gemm == "plugin" else "TensorRT layers"
             settings["norm"] = "TrtllmKitRMSNorm plugin" if ctx.norm == "plugin" else "exported ops"

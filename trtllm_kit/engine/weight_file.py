@@ -108,7 +108,7 @@ def safetensors_header(arrays: dict, metadata: dict[str, str]) -> bytes:
         dtype = np.dtype(a.dtype)
         if dtype not in _DTYPES:
             raise ValueError(f"weight input {name} is {dtype}; the weights file holds float16 or float32")
-        n = int(np.prod(a.shape, dtype=np.int64)) * dtype.itemsize
+        n = int(a.nbytes)
         header[name] = {"dtype": _DTYPES[dtype], "shape": [int(d) for d in a.shape], "data_offsets": [at, at + n]}
         at += n
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -195,7 +195,5 @@ def writing_weights(arrays: dict, directory: Path) -> Iterator[WeightFileWriter]
     writer = WeightFileWriter(arrays, directory)
     try:
         yield writer
-    except BaseException:
-        writer.stop()
-        raise
-    writer.stop()  # (done already when result() was called)
+    finally:
+        writer.stop()  # (a no-op once result() returned)

@@ -250,7 +250,7 @@ def weights_to_inputs(trt, network, onnx_path: Path, fuse: bool | str = False, o
                 _gather_then_widen(trt, network, index, reader, raw)
             else:
                 reader.set_input(j, inp)
-        _detach(trt, layer, out, network)
+        _detach(trt, network, layer, out)
         arrays[name] = deferred_rows([a], transpose=True) if transpose else a
     return arrays
 
@@ -299,7 +299,7 @@ def _widened(trt, a, out) -> bool:
     return a.dtype == np.float16 and out.dtype == trt.float32
 
 
-def _detach(trt, layer, out, network=None) -> None:
+def _detach(trt, network, layer, out) -> None:
     """Shrink a weight constant nothing reads any more to one element: it stays in the network, and its values would
     still be serialized (the H200's 7537 MB llama-7b@8 plan with dangling weight inputs). A weight parsed as a graph
     input (``layer`` None) is removed from the network's inputs."""
@@ -417,7 +417,7 @@ def fuse_projections(trt, network, index, picked, values, least: int = 2, out_x_
             for reader, k in index.consumers.get(old_mm.get_output(0).name, []):
                 reader.set_input(k, part.get_output(0))
             offset += width
-            _detach(trt, layer, out, network)
+            _detach(trt, network, layer, out)
     return arrays
 
 
@@ -447,6 +447,8 @@ def onnx_initializers(onnx_path: Path, names: list[str]) -> dict:
     import onnx
     from onnx import numpy_helper
 
+    from trtllm_kit.export.manifest import external_span
+
     onnx_path = Path(onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name: i for i in model.graph.initializer}
@@ -458,10 +460,8 @@ def onnx_initializers(onnx_path: Path, names: list[str]) -> dict:
         if init.data_location != onnx.TensorProto.EXTERNAL:
             out[name] = numpy_helper.to_array(init)
             continue
-        ext = {e.key: e.value for e in init.external_data}
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
-        out[name] = np.memmap(onnx_path.parent / ext["location"], dtype=dtype, mode="r",
-                              offset=int(ext.get("offset", 0)), shape=tuple(init.dims))
+        location, offset, _, dtype = external_span(init)
+        out[name] = np.memmap(onnx_path.parent / location, dtype=dtype, mode="r", offset=offset, shape=tuple(init.dims))
     return out
 
 

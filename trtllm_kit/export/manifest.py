@@ -132,7 +132,6 @@ def check_external_data(onnx_path, hint: str) -> None:
     """
     from pathlib import Path
 
-    import numpy as np
     import onnx
 
     from trtllm_kit.errors import ToolkitError
@@ -143,11 +142,8 @@ def check_external_data(onnx_path, hint: str) -> None:
     for init in model.graph.initializer:
         if init.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        ext = {e.key: e.value for e in init.external_data}
-        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-        n = int(np.prod(init.dims, dtype=np.int64)) * item
-        end = int(ext.get("offset", 0)) + int(ext.get("length", n))
-        need[ext["location"]] = max(need.get(ext["location"], 0), end)
+        location, offset, length, _ = external_span(init)
+        need[location] = max(need.get(location, 0), offset + length)
     for location, end in need.items():
         data = onnx_path.parent / location
         if not data.is_file():
@@ -155,3 +151,15 @@ def check_external_data(onnx_path, hint: str) -> None:
         if data.stat().st_size < end:
             raise ToolkitError(f"{data} is {data.stat().st_size} bytes, its initializers need {end}: it was cut short "
                                "after the export", hint)
+
+
+def external_span(init):
+    """Where an ONNX initializer stored as external data lies: (file name beside the ONNX file, byte offset, byte
+    length, numpy dtype); the length is its ``length`` entry, else its dims times the dtype's size."""
+    import numpy as np
+    import onnx
+
+    ext = {e.key: e.value for e in init.external_data}
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+    length = int(ext.get("length", int(np.prod(init.dims, dtype=np.int64)) * dtype.itemsize))
+    return ext["location"], int(ext.get("offset", 0)), length, dtype
